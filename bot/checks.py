@@ -1,0 +1,95 @@
+"""Cooldowns, length limits and the admin check, all taken from the settings at run time.
+
+Discord enforces an option's ``max_length`` in its client, but a modified client can send anything, so
+every length is checked again here; the admin check reads the member's permissions from the interaction,
+never trusting the command's default permissions alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+if TYPE_CHECKING:
+    from bot.client import AssistantBot
+
+
+class InputTooLong(app_commands.AppCommandError):
+    """An option or message is longer than its configured limit."""
+
+    def __init__(self, what: str, length: int, limit: int) -> None:
+        super().__init__(f"{what} is {length} characters long; the limit is {limit}.")
+        self.what = what
+        self.length = length
+        self.limit = limit
+
+
+class NotAdmin(app_commands.CheckFailure):
+    """The member has neither Manage Server nor a configured admin role."""
+
+
+class ShuttingDown(app_commands.CheckFailure):
+    """The bot is shutting down and takes no new commands."""
+
+
+def ensure_length(text: str, limit: int, what: str = "Your message") -> str:
+    """Return ``text`` stripped; raise InputTooLong when it exceeds ``limit`` characters."""
+    if len(text) > limit:
+        raise InputTooLong(what, len(text), limit)
+    return text.strip()
+
+
+def is_admin(member: discord.abc.User, permissions: discord.Permissions, admin_role_ids: list[int]) -> bool:
+    """True when the member has Manage Server (or Administrator) or one of ``admin_role_ids``."""
+    if permissions.manage_guild or permissions.administrator:
+        return True
+    roles = getattr(member, "roles", [])
+    return any(role.id in admin_role_ids for role in roles)
+
+
+def admin_only() -> Callable:
+    """App command check: refuse members who are not admins (see ``is_admin``)."""
+
+    async def predicate(interaction: discord.Interaction) -> bool:
+        bot: AssistantBot = interaction.client  # type: ignore[assignment]
+        if interaction.guild is None or not is_admin(
+            interaction.user, interaction.permissions, bot.settings.ADMIN_ROLE_IDS
+        ):
+            raise NotAdmin("admin only")
+        return True
+
+    return app_commands.check(predicate)
+
+
+def member_cooldown(setting: str) -> Callable:
+    """Per-member cooldown of one use per ``settings.<setting>`` seconds (0 disables it)."""
+
+    def factory(interaction: discord.Interaction) -> app_commands.Cooldown | None:
+        per = getattr(interaction.client.settings, setting)  # type: ignore[attr-defined]
+        return app_commands.Cooldown(1, per) if per > 0 else None
+
+    return app_commands.checks.dynamic_cooldown(factory, key=lambda i: (i.guild_id, i.user.id))
+
+
+def guild_cooldown(setting: str) -> Callable:
+    """Per-guild cooldown of one use per ``settings.<setting>`` seconds (0 disables it)."""
+
+    def factory(interaction: discord.Interaction) -> app_commands.Cooldown | None:
+        per = getattr(interaction.client.settings, setting)  # type: ignore[attr-defined]
+        return app_commands.Cooldown(1, per) if per > 0 else None
+
+    return app_commands.checks.dynamic_cooldown(factory, key=lambda i: i.guild_id)
+
+
+def message_cooldown(per_s: float) -> commands.CooldownMapping:
+    """Per-member cooldown for mention replies (messages are not app commands); bounded by discord.py."""
+    return commands.CooldownMapping.from_cooldown(1, per_s, commands.BucketType.member)
+
+
+def set_max_length(command: app_commands.Command, parameter: str, limit: int) -> None:
+    """Advertise ``limit`` as the option's max_length to Discord's client (Discord accepts at most 6000)."""
+    command._params[parameter].max_length = min(limit, 6000)

@@ -1,0 +1,148 @@
+"""The Bot subclass: owns the services, the shared state and the task registry.
+
+``setup_hook`` opens the services, loads each cog as an extension (one failing cog is logged and the
+others still load) and syncs the application commands when they changed. ``close`` shuts down in order:
+refuse new commands, cancel and await running work, close the services, then disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import discord
+from discord.ext import commands
+
+from bot.state import ChatSessions
+from bot.tasks import TaskRegistry
+from bot.tree import AssistantTree
+from config import Settings
+from services.conversations import ConversationStore
+from services.index import DocumentIndex
+from services.llm import LLMClient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXTENSIONS = ("cogs.chat", "cogs.documents")
+T = TypeVar("T")
+
+
+class AssistantBot(commands.Bot):
+    """The assistant. Services are injected (tests pass their own settings); see module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        llm: LLMClient | None = None,
+        extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    ) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: needed to read the text of mentions and replies
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=AssistantTree,
+            help_command=None,
+            chunk_guilds_at_startup=False,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=True),
+        )
+        self.settings = settings
+        self.llm = llm or LLMClient.from_settings(settings)
+        self.conversations = ConversationStore(settings.db_path, max_messages=settings.HISTORY_MAX_MESSAGES)
+        self.index = DocumentIndex.from_settings(settings, self.llm)
+        self.sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
+        self.tasks = TaskRegistry()
+        self.shutting_down = False
+        self.failed_extensions: dict[str, str] = {}
+        self._extensions_to_load = tuple(extensions)
+        self._closing: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        await self.conversations.open()
+        for name in self._extensions_to_load:
+            try:
+                await self.load_extension(name)
+            except commands.ExtensionError as exc:
+                self.failed_extensions[name] = str(exc.__cause__ or exc)
+                log.exception("extension %s failed to load; the other cogs still run", name)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> bool:
+        """Sync app commands to DEV_GUILD_ID (or globally) when they differ from the last sync.
+
+        The last synced command set is remembered as a hash in DATA_DIR, per application and target,
+        because Discord rate-limits syncs and a restart with the same commands needs none. Returns True
+        when a sync was sent.
+        """
+        guild = discord.Object(self.settings.DEV_GUILD_ID) if self.settings.DEV_GUILD_ID else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        target = f"{self.application_id}:{guild.id if guild else 'global'}"
+        record_path = self.settings.DATA_DIR / "command_sync.json"
+        record = await asyncio.to_thread(_read_json, record_path)
+        if record.get(target) == digest:
+            log.info("application commands unchanged; not syncing")
+            return False
+        synced = await self.tree.sync(guild=guild)
+        log.info("synced %d application commands to %s", len(synced), f"guild {guild.id}" if guild else "all guilds")
+        record[target] = digest
+        await asyncio.to_thread(write_json_atomic, record_path, record)
+        return True
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        # No prefix commands: mentions are conversation, handled by the chat cog's listener.
+        return
+
+    async def run_tracked(self, coro: Coroutine[Any, Any, T], *, name: str) -> T:
+        """Run ``coro`` as a registered task and wait for it, so shutdown can cancel and await it."""
+        return await self.tasks.start(coro, name=name)
+
+    async def close(self) -> None:
+        """Shut down in order, within SHUTDOWN_TIMEOUT_S; safe to call more than once."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close(), name="bot-close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        self.shutting_down = True
+        deadline = self.settings.SHUTDOWN_TIMEOUT_S
+        log.info("shutting down: waiting up to %.1f s for running work", deadline)
+        await self.tasks.shutdown(timeout_s=deadline * 0.6)
+        for name, closer in (("conversations", self.conversations.close), ("index", self.index.close),
+                             ("llm", self.llm.close)):
+            try:
+                await asyncio.wait_for(closer(), timeout=deadline * 0.1)
+            except (TimeoutError, OSError, RuntimeError) as exc:
+                log.warning("closing %s failed: %s", name, exc)
+        await super().close()
+        log.info("shutdown complete")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

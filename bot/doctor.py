@@ -1,0 +1,94 @@
+"""``python main.py doctor``: checks each part of the bot and says, for each, OK or what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes.util
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+import discord
+
+from config import Settings
+from services.documents import SUPPORTED_SUFFIXES
+from services.errors import ServiceError
+from services.llm import LLMClient
+
+
+@dataclass
+class Check:
+    part: str
+    ok: bool
+    detail: str
+
+
+async def check_ollama(settings: Settings) -> list[Check]:
+    llm = LLMClient.from_settings(settings)
+    try:
+        models = await llm.list_models()
+    except ServiceError as exc:
+        return [Check("Ollama", False, exc.user_message)]
+    finally:
+        await llm.close()
+    checks = [Check("Ollama", True, f"reachable at {settings.OLLAMA_HOST} ({len(models)} models)")]
+    for role, name in (("chat model", settings.CHAT_MODEL), ("embedding model", settings.EMBED_MODEL)):
+        pulled = any(model == name or model.split(":")[0] == name for model in models)
+        detail = f"`{name}` is pulled" if pulled else f"`{name}` is missing: run `ollama pull {name}`"
+        checks.append(Check(f"Ollama {role}", pulled, detail))
+    return checks
+
+
+def check_chroma(settings: Settings) -> Check:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    try:
+        if settings.CHROMA_HOST:
+            client = chromadb.HttpClient(host=settings.CHROMA_HOST, port=settings.CHROMA_PORT, settings=chroma_settings)
+            client.heartbeat()
+            return Check("ChromaDB", True, f"server at {settings.CHROMA_HOST}:{settings.CHROMA_PORT} answers")
+        path = settings.index_dir / "chroma"
+        client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+        return Check("ChromaDB", True, f"embedded index at {path} ({len(client.list_collections())} collections)")
+    except Exception as exc:  # noqa: BLE001 - any failure of the index backend is the answer here
+        where = f"{settings.CHROMA_HOST}:{settings.CHROMA_PORT}" if settings.CHROMA_HOST else str(settings.index_dir)
+        return Check("ChromaDB", False, f"cannot open the index at {where} ({exc}); check CHROMA_HOST or DATA_DIR")
+
+
+def check_documents(settings: Settings) -> Check:
+    root = settings.DOCUMENTS_DIR
+    if not root.is_dir():
+        return Check("Documents", False, f"{root} does not exist: create it and put documents in {root}/global/")
+    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
+    scopes = sorted({p.relative_to(root).parts[0] for p in files})
+    if not files:
+        return Check("Documents", True, f"{root} has no documents yet (add some to {root}/global/ or use /docs add)")
+    return Check("Documents", True, f"{len(files)} documents in {root} ({', '.join(scopes)})")
+
+
+def check_opus() -> Check:
+    if discord.opus.is_loaded():
+        return Check("Opus", True, "libopus loaded")
+    name = ctypes.util.find_library("opus")
+    if name:
+        return Check("Opus", True, f"libopus found ({name})")
+    return Check("Opus", False, "libopus not found; voice needs it: install it (e.g. `apt install libopus0`)")
+
+
+async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
+    """Print one line per part; returns 0 when every part is OK, 1 otherwise."""
+    token = Check(
+        "Discord token",
+        settings.DISCORD_TOKEN is not None,
+        "set" if settings.DISCORD_TOKEN else "not set: the bot runs against the local sandbox; "
+        "set DISCORD_TOKEN (Developer Portal > Bot > Token) to connect to Discord",
+    )
+    checks = [token, *await check_ollama(settings)]
+    checks.append(await asyncio.to_thread(check_chroma, settings))
+    checks.append(await asyncio.to_thread(check_documents, settings))
+    checks.append(check_opus())
+    for check in checks:
+        print(f"{'OK  ' if check.ok else 'FIX '} {check.part}: {check.detail}", file=out)
+    return 0 if all(check.ok for check in checks) else 1

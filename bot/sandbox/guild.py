@@ -1,0 +1,353 @@
+"""The fixed simulated guild of the sandbox, and the Discord API v10 payloads that describe it.
+
+Every id is a fixed snowflake so that tests, scripts and logs can name them:
+
+=========================  =====================  =================================================
+what                       id                     notes
+=========================  =====================  =================================================
+guild "Sandbox"            1100000000000000001    ``GUILD_ID``; owned by ``owner``
+bot user "Assistant"       1100000000000000002    ``BOT_USER_ID``; also the application id
+role @everyone             1100000000000000001    = guild id; view, send, embed links, attach files,
+                                                  add reactions, read history, connect, speak,
+                                                  voice activity, use application commands
+role "Admin"               1100000000000000010    ``ADMIN_ROLE_ID``; MANAGE_GUILD | MANAGE_MESSAGES
+member ``owner``           1100000000000000020    guild owner (all permissions, as on Discord); no role
+member ``admin``           1100000000000000021    has the Admin role
+member ``alice``           1100000000000000022    plain member
+member ``bob``             1100000000000000023    plain member
+text channel ``general``   1100000000000000030    system channel
+text channel ``random``    1100000000000000031
+voice channel ``Lounge``   1100000000000000032    type 2 (voice itself is simulated later)
+=========================  =====================  =================================================
+
+The owner is a member of its own (rather than ``admin``) so that the admin's rights come from the Admin
+role alone, which is the path the bot's admin check must handle. The bot has no role besides @everyone,
+so, like a freshly invited bot, it cannot delete other members' messages.
+
+Payload builders return fresh dicts (callers may mutate them); ids are strings, as on the wire.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+GUILD_ID = 1100000000000000001
+GUILD_NAME = "Sandbox"
+BOT_USER_ID = 1100000000000000002
+APPLICATION_ID = BOT_USER_ID
+BOT_NAME = "Assistant"
+EVERYONE_ROLE_ID = GUILD_ID
+ADMIN_ROLE_ID = 1100000000000000010
+
+OWNER_USER_ID = 1100000000000000020
+ADMIN_USER_ID = 1100000000000000021
+ALICE_USER_ID = 1100000000000000022
+BOB_USER_ID = 1100000000000000023
+
+GENERAL_CHANNEL_ID = 1100000000000000030
+RANDOM_CHANNEL_ID = 1100000000000000031
+LOUNGE_CHANNEL_ID = 1100000000000000032
+
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
+ADD_REACTIONS = 1 << 6
+MANAGE_GUILD = 1 << 5
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+MANAGE_MESSAGES = 1 << 13
+EMBED_LINKS = 1 << 14
+ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+CONNECT = 1 << 20
+SPEAK = 1 << 21
+USE_VAD = 1 << 25
+USE_APPLICATION_COMMANDS = 1 << 31
+ALL_PERMISSIONS = (1 << 51) - 1
+
+EVERYONE_PERMISSIONS = (
+    VIEW_CHANNEL
+    | SEND_MESSAGES
+    | EMBED_LINKS
+    | ATTACH_FILES
+    | ADD_REACTIONS
+    | READ_MESSAGE_HISTORY
+    | CONNECT
+    | SPEAK
+    | USE_VAD
+    | USE_APPLICATION_COMMANDS
+)
+ADMIN_PERMISSIONS = MANAGE_GUILD | MANAGE_MESSAGES
+
+# Gateway intents that change what the sandbox sends.
+INTENT_GUILD_MEMBERS = 1 << 1
+INTENT_GUILD_PRESENCES = 1 << 8
+INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_MESSAGE_CONTENT = 1 << 15
+
+# The bot and the members all "joined" at this fixed time, so payloads are reproducible.
+JOINED_AT = dt.datetime(2024, 1, 1, tzinfo=dt.UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class SimUser:
+    """A user of the simulated guild; ``role_ids`` excludes @everyone, as in Discord member payloads."""
+
+    id: int
+    name: str
+    bot: bool = False
+    role_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SimChannel:
+    """A guild channel; ``type`` is Discord's channel type (0 text, 2 voice)."""
+
+    id: int
+    name: str
+    type: int
+    position: int
+
+
+BOT = SimUser(BOT_USER_ID, BOT_NAME, bot=True)
+MEMBERS: dict[str, SimUser] = {
+    "owner": SimUser(OWNER_USER_ID, "owner"),
+    "admin": SimUser(ADMIN_USER_ID, "admin", role_ids=(ADMIN_ROLE_ID,)),
+    "alice": SimUser(ALICE_USER_ID, "alice"),
+    "bob": SimUser(BOB_USER_ID, "bob"),
+}
+CHANNELS: dict[str, SimChannel] = {
+    "general": SimChannel(GENERAL_CHANNEL_ID, "general", 0, 0),
+    "random": SimChannel(RANDOM_CHANNEL_ID, "random", 0, 1),
+    "Lounge": SimChannel(LOUNGE_CHANNEL_ID, "Lounge", 2, 2),
+}
+ROLES: dict[int, tuple[str, int, int]] = {  # id -> (name, permissions, position)
+    EVERYONE_ROLE_ID: ("@everyone", EVERYONE_PERMISSIONS, 0),
+    ADMIN_ROLE_ID: ("Admin", ADMIN_PERMISSIONS, 1),
+}
+
+
+class UnknownName(LookupError):
+    """A member, channel or role name that the simulated guild does not have; the message lists valid ones."""
+
+
+def member_by_name(name: str) -> SimUser:
+    """The member called ``name`` (case-insensitive; a leading ``@`` is ignored); raises UnknownName."""
+    key = name.strip().lstrip("@").lower()
+    for member in MEMBERS.values():
+        if member.name.lower() == key:
+            return member
+    raise UnknownName(f"no member named {name!r}; members are: {', '.join(MEMBERS)}")
+
+
+def channel_by_name(name: str) -> SimChannel:
+    """The channel called ``name`` (case-insensitive; a leading ``#`` is ignored); raises UnknownName."""
+    key = name.strip().lstrip("#").lower()
+    for channel in CHANNELS.values():
+        if channel.name.lower() == key:
+            return channel
+    raise UnknownName(f"no channel named {name!r}; channels are: {', '.join(CHANNELS)}")
+
+
+def role_by_name(name: str) -> int:
+    """The id of the role called ``name`` (case-insensitive; a leading ``@`` is kept for @everyone)."""
+    key = name.strip().lower()
+    for role_id, (role_name, _, _) in ROLES.items():
+        if key in (role_name.lower(), role_name.lower().lstrip("@")):
+            return role_id
+    raise UnknownName(f"no role named {name!r}; roles are: {', '.join(r[0] for r in ROLES.values())}")
+
+
+def user_by_id(user_id: int) -> SimUser | None:
+    """The bot or member with this id, or None."""
+    if user_id == BOT_USER_ID:
+        return BOT
+    return next((m for m in MEMBERS.values() if m.id == user_id), None)
+
+
+def channel_by_id(channel_id: int) -> SimChannel | None:
+    """The channel with this id, or None."""
+    return next((c for c in CHANNELS.values() if c.id == channel_id), None)
+
+
+def permissions_of(user: SimUser) -> int:
+    """Guild-level permission bits of ``user`` (no channel overwrites exist in the sandbox)."""
+    if user.id == OWNER_USER_ID:
+        return ALL_PERMISSIONS
+    bits = ROLES[EVERYONE_ROLE_ID][1]
+    for role_id in user.role_ids:
+        bits |= ROLES[role_id][1]
+    return bits
+
+
+def user_payload(user: SimUser) -> dict[str, Any]:
+    """A Discord user object."""
+    data: dict[str, Any] = {
+        "id": str(user.id),
+        "username": user.name,
+        "discriminator": "0",
+        "global_name": None if user.bot else user.name.capitalize(),
+        "avatar": None,
+        "public_flags": 0,
+        "flags": 0,
+        "banner": None,
+        "accent_color": None,
+        "avatar_decoration_data": None,
+    }
+    if user.bot:
+        data["bot"] = True
+    return data
+
+
+def member_payload(user: SimUser, *, with_user: bool = True, with_permissions: bool = False) -> dict[str, Any]:
+    """A guild member object; ``with_user=False`` gives the partial form embedded in MESSAGE_CREATE."""
+    data: dict[str, Any] = {
+        "roles": [str(r) for r in user.role_ids],
+        "nick": None,
+        "avatar": None,
+        "banner": None,
+        "joined_at": JOINED_AT,
+        "premium_since": None,
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+        "pending": False,
+        "communication_disabled_until": None,
+    }
+    if with_user:
+        data["user"] = user_payload(user)
+    if with_permissions:
+        data["permissions"] = str(permissions_of(user))
+    return data
+
+
+def role_payload(role_id: int) -> dict[str, Any]:
+    """A Discord role object."""
+    name, permissions, position = ROLES[role_id]
+    return {
+        "id": str(role_id),
+        "name": name,
+        "color": 0,
+        "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+        "hoist": False,
+        "icon": None,
+        "unicode_emoji": None,
+        "position": position,
+        "permissions": str(permissions),
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
+    }
+
+
+def channel_payload(channel: SimChannel) -> dict[str, Any]:
+    """A guild channel object (text or voice)."""
+    data: dict[str, Any] = {
+        "id": str(channel.id),
+        "type": channel.type,
+        "guild_id": str(GUILD_ID),
+        "name": channel.name,
+        "position": channel.position,
+        "permission_overwrites": [],
+        "parent_id": None,
+        "nsfw": False,
+        "rate_limit_per_user": 0,
+        "last_message_id": None,
+        "flags": 0,
+    }
+    if channel.type == 2:
+        data.update(bitrate=64000, user_limit=0, rtc_region=None, video_quality_mode=1)
+    else:
+        data.update(topic=f"The #{channel.name} channel of the sandbox", default_auto_archive_duration=1440)
+    return data
+
+
+def guild_payload() -> dict[str, Any]:
+    """The guild object as GET /guilds/{id} returns it (no members or channels)."""
+    return {
+        "id": str(GUILD_ID),
+        "name": GUILD_NAME,
+        "icon": None,
+        "splash": None,
+        "discovery_splash": None,
+        "banner": None,
+        "description": None,
+        "owner_id": str(OWNER_USER_ID),
+        "afk_channel_id": None,
+        "afk_timeout": 300,
+        "verification_level": 0,
+        "default_message_notifications": 1,
+        "explicit_content_filter": 0,
+        "mfa_level": 0,
+        "nsfw_level": 0,
+        "premium_tier": 0,
+        "premium_subscription_count": 0,
+        "premium_progress_bar_enabled": False,
+        "preferred_locale": "en-US",
+        "features": [],
+        "roles": [role_payload(r) for r in ROLES],
+        "emojis": [],
+        "stickers": [],
+        "application_id": None,
+        "system_channel_id": str(GENERAL_CHANNEL_ID),
+        "system_channel_flags": 0,
+        "rules_channel_id": None,
+        "public_updates_channel_id": None,
+        "safety_alerts_channel_id": None,
+        "vanity_url_code": None,
+        "max_members": 500000,
+        "max_video_channel_users": 25,
+    }
+
+
+def all_member_payloads() -> list[dict[str, Any]]:
+    """Every member, the bot included, with user objects."""
+    return [member_payload(BOT)] + [member_payload(m) for m in MEMBERS.values()]
+
+
+def guild_create_payload(intents: int) -> dict[str, Any]:
+    """The GUILD_CREATE dispatch for a bot that IDENTIFYed with ``intents``.
+
+    As on Discord, without the GUILD_PRESENCES intent ``members`` holds only the bot itself (the rest is
+    fetched by chunking, which needs GUILD_MEMBERS); ``member_count`` is always the full count.
+    """
+    data = guild_payload()
+    members = all_member_payloads() if intents & INTENT_GUILD_PRESENCES else [member_payload(BOT)]
+    data.update(
+        joined_at=JOINED_AT,
+        large=False,
+        unavailable=False,
+        member_count=1 + len(MEMBERS),
+        members=members,
+        channels=[channel_payload(c) for c in CHANNELS.values()],
+        threads=[],
+        presences=[],
+        voice_states=[],
+        stage_instances=[],
+        guild_scheduled_events=[],
+        soundboard_sounds=[],
+    )
+    return data
+
+
+def application_payload() -> dict[str, Any]:
+    """The application object of GET /applications/@me."""
+    return {
+        "id": str(APPLICATION_ID),
+        "name": BOT_NAME,
+        "icon": None,
+        "description": "Local sandbox application",
+        "rpc_origins": [],
+        "bot_public": False,
+        "bot_require_code_grant": False,
+        "bot": user_payload(BOT),
+        "owner": user_payload(MEMBERS["owner"]),
+        "team": None,
+        "verify_key": "0" * 64,
+        "flags": (1 << 13) | (1 << 15) | (1 << 19),  # presence, members, message content intents enabled
+        "tags": [],
+        "redirect_uris": [],
+        "interactions_endpoint_url": None,
+        "approximate_guild_count": 1,
+        "integration_types_config": {"0": {}},
+    }

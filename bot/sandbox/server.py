@@ -1,0 +1,881 @@
+"""``Sandbox``: a local Discord (gateway + REST + attachment CDN) on 127.0.0.1 for the real discord.py client.
+
+Typical use (tests, the playground, ``main.py`` without a token)::
+
+    sb = Sandbox(interaction_deadline_s=3.0)
+    await sb.start()                      # binds 127.0.0.1:<random port>
+    sb.install()                          # discord.py's REST base and gateway URL now point here
+    bot_task = asyncio.create_task(bot.start(sb.bot_token))
+    await sb.wait_ready()
+    handle = await sb.invoke("alice", "ask", {"question": "what is X"})
+    ev = await sb.wait_for(lambda e: e["event"] == "message" and e["author"] == "Assistant", since=handle)
+    ...
+    await bot.close(); sb.uninstall(); await sb.stop()
+
+What members see is published as *events* (plain dicts, also what the playground prints with ``--json``):
+
+- ``{"event": "ready", "guild_id": int, "t_ms": int}`` after IDENTIFY -> READY -> GUILD_CREATE;
+- ``{"event": "resumed", "t_ms": int}`` after a RESUME;
+- ``{"event": "message"|"edit"|"delete", "channel": str, "message_id": int, "author": str, "content": str,
+  "embeds": [dict], "attachments": [{"filename": str, "size": int}], "ephemeral": bool,
+  "interaction_id": int|None, "reference_id": int|None, "t_ms": int}``; a deferred interaction's original
+  response is a "message" when first filled, then "edit"s;
+- ``{"event": "deferred", "interaction_id": int, "ephemeral": bool, "t_ms": int}``;
+- ``{"event": "command", "user": str, "channel": str, "command": str, "options": dict, "interaction_id": int,
+  "t_ms": int}`` when a member invokes a slash command;
+- ``{"event": "modal", "interaction_id": int, "custom_id": str, "title": str, "t_ms": int}``;
+- ``{"event": "typing", "channel": str, "t_ms": int}``;
+- ``{"event": "error", "route": str, "code": int, "message": str, "t_ms": int}`` for every request the real
+  Discord would reject (the bot got a 4xx) and every route the sandbox does not implement (404, code 0).
+
+``t_ms`` is milliseconds since ``start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import itertools
+import logging
+import mimetypes
+import re
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import discord.gateway
+import discord.http
+import yarl
+from aiohttp import web
+
+from . import guild
+from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
+from .guild import SimChannel, SimUser, UnknownName
+
+_log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+DISCORD_EPOCH_MS = 1_420_070_400_000
+INTERACTION_TOKEN_TTL_S = 15 * 60  # interaction webhooks stay usable for 15 minutes
+UPLOAD_LIMIT_BYTES = 10 * 1024 * 1024  # per-file limit of a non-boosted guild
+MAX_MESSAGES = 5000  # messages kept (oldest dropped)
+MAX_INTERACTIONS = 1000
+MAX_ATTACHMENT_BYTES = 256 * 1024 * 1024  # total attachment bytes kept in memory
+EVENT_HISTORY = 10_000
+SUBSCRIBER_QUEUE = 10_000
+_MENTION_RE = re.compile(r"<@!?(\d+)>")
+
+
+class SandboxError(Exception):
+    """Invalid use of the sandbox: unknown member, channel, command, option or value; the message says which."""
+
+
+@dataclass(frozen=True)
+class InvokeHandle:
+    """An invoked slash command; pass it as ``since=`` to ``wait_for`` to see everything it caused."""
+
+    interaction_id: int
+    token: str
+    command: str
+    user: str
+    channel: str
+    event_index: int
+
+
+@dataclass
+class Upload:
+    """A file in a multipart request or an attachment option: name, bytes and MIME type."""
+
+    filename: str
+    data: bytes
+    content_type: str | None = None
+    description: str | None = None
+
+
+@dataclass
+class StoredMessage:
+    """A message as the sandbox keeps it; ``payload`` is the Discord message object REST returns."""
+
+    payload: dict[str, Any]
+    author: SimUser
+    channel: SimChannel
+    ephemeral: bool = False
+    interaction_id: int | None = None
+    loading: bool = False  # a deferred interaction's "thinking" original response, not yet filled
+    deleted: bool = False
+
+    @property
+    def id(self) -> int:
+        return int(self.payload["id"])
+
+
+@dataclass
+class InteractionRecord:
+    """One INTERACTION_CREATE sent to the bot and what the bot has done with it."""
+
+    id: int
+    token: str
+    user: SimUser
+    channel: SimChannel
+    command_name: str
+    created: float  # loop.time() when dispatched; the callback deadline counts from here
+    response_type: int | None = None
+    ephemeral: bool = False
+    original_id: int | None = None
+    message_ids: list[int] = field(default_factory=list)  # original + followups
+
+
+class EventBus:
+    """Events in order, a bounded history of them, and subscriber queues.
+
+    Positions are absolute indexes into the stream of published events (``position`` is the next one).
+    """
+
+    def __init__(self) -> None:
+        self._history: deque[Event] = deque(maxlen=EVENT_HISTORY)
+        self._first = 0  # absolute index of _history[0]
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+
+    @property
+    def position(self) -> int:
+        return self._first + len(self._history)
+
+    def publish(self, event: Event) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._first += 1
+        self._history.append(event)
+        for queue in self._subscribers:
+            if queue.full():  # a subscriber that stopped reading: drop its oldest event, not ours
+                queue.get_nowait()
+                _log.warning("sandbox event subscriber is not reading; dropped an event")
+            queue.put_nowait(event)
+
+    def since(self, position: int) -> list[Event]:
+        return list(itertools.islice(self._history, max(0, position - self._first), None))
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        self._subscribers.discard(queue)
+
+    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float, since: int | None) -> Event:
+        queue = self.subscribe()
+        try:
+            if since is not None:
+                for event in self.since(since):
+                    if predicate(event):
+                        return event
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await queue.get()
+                    if predicate(event):
+                        return event
+        finally:
+            self.unsubscribe(queue)
+
+
+class Sandbox:
+    """A local Discord for one bot: the fixed guild of ``bot.sandbox.guild`` served on 127.0.0.1.
+
+    ``interaction_deadline_s``: seconds the bot has to answer an interaction callback (Discord: 3.0); a
+    later callback gets 404 code 10062 "Unknown interaction" and an error event.
+    """
+
+    def __init__(self, *, interaction_deadline_s: float = 3.0, heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS):
+        self.interaction_deadline_s = interaction_deadline_s
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        bot_id = base64.urlsafe_b64encode(str(guild.BOT_USER_ID).encode()).decode().rstrip("=")
+        self.bot_token = f"{bot_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
+        self.bot_user_id = guild.BOT_USER_ID
+        self.application_id = guild.APPLICATION_ID
+        self.bus = EventBus()
+        self.errors: list[Event] = []
+        self.sync_count = 0
+        self.global_commands: list[dict[str, Any]] = []
+        self.guild_commands: dict[int, list[dict[str, Any]]] = {}
+        self._command_ids: dict[tuple[int | None, str, int], int] = {}
+        self.messages: OrderedDict[int, StoredMessage] = OrderedDict()
+        self.interactions: OrderedDict[int, InteractionRecord] = OrderedDict()
+        self.attachments: OrderedDict[int, Upload] = OrderedDict()
+        self._attachment_bytes = 0
+        self._snowflake_seq = itertools.count()
+        self._runner: web.AppRunner | None = None
+        self._gateway: Gateway | None = None
+        self._ready = asyncio.Event()
+        self._t0 = 0.0
+        self.port = 0
+        self._saved_route: tuple[str, yarl.URL] | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Bind 127.0.0.1 on a random port and serve; raises OSError if the socket cannot be bound."""
+        from .rest import RestApi  # rest imports server for types; import here to keep the cycle one-way
+
+        loop = asyncio.get_running_loop()
+        self._t0 = loop.time()
+        api = RestApi(self)
+        app = web.Application(client_max_size=4 * UPLOAD_LIMIT_BYTES, middlewares=[api.middleware])
+        app.router.add_get("/gateway", self._gateway_handler)
+        api.add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        hooks = GatewayHooks(on_ready=self._on_gateway_ready, on_resumed=self._on_gateway_resumed)
+        self._gateway = Gateway(
+            token=self.bot_token, url=self.gateway_url, hooks=hooks, heartbeat_interval_ms=self._heartbeat_interval_ms
+        )
+        _log.info("sandbox Discord listening on %s", self.base_url)
+
+    async def stop(self) -> None:
+        """Close the gateway sockets and the HTTP server; safe to call twice."""
+        if self._gateway is not None:
+            await self._gateway.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.uninstall()
+
+    def install(self) -> None:
+        """Point discord.py at the sandbox: ``Route.BASE`` (REST, webhooks, interaction callbacks) and
+        ``DiscordWebSocket.DEFAULT_GATEWAY`` (a non-sharded Client never asks GET /gateway/bot)."""
+        if self._saved_route is None:
+            self._saved_route = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        discord.http.Route.BASE = self.api_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
+
+    def uninstall(self) -> None:
+        """Restore what ``install`` changed; no-op if not installed."""
+        if self._saved_route is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved_route
+            self._saved_route = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        """REST base, e.g. 'http://127.0.0.1:PORT/api/v10'."""
+        return f"{self.base_url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            raise SandboxError("the sandbox is not started; await sb.start() first")
+        return self._gateway
+
+    async def _gateway_handler(self, request: web.Request) -> web.StreamResponse:
+        return await self.gateway.handle(request)
+
+    async def wait_ready(self, timeout: float = 10) -> None:
+        """Wait until the bot IDENTIFYed and got GUILD_CREATE; raises TimeoutError."""
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    async def _on_gateway_ready(self) -> None:
+        self._ready.set()
+        self.publish({"event": "ready", "guild_id": guild.GUILD_ID})
+
+    async def _on_gateway_resumed(self) -> None:
+        self.publish({"event": "resumed"})
+
+    async def send_reconnect(self, *, wait: bool = True, timeout: float = 10) -> None:
+        """Send RECONNECT (op 7); with ``wait``, return once the bot has RESUMEd (raises TimeoutError)."""
+        await self.gateway.send_reconnect()
+        if wait:
+            async with asyncio.timeout(timeout):
+                await self.gateway.resumed.wait()
+
+    # ----------------------------------------------------------------- events
+
+    def t_ms(self) -> int:
+        return int((asyncio.get_running_loop().time() - self._t0) * 1000)
+
+    def publish(self, event: Event) -> Event:
+        event["t_ms"] = self.t_ms()
+        if event["event"] == "error":
+            self.errors.append(event)
+        self.bus.publish(event)
+        return event
+
+    def record_error(self, route: str, code: int, message: str) -> None:
+        """Publish an error event: the bot made a request Discord would reject."""
+        _log.warning("sandbox rejected %s: %s (code %s)", route, message, code)
+        self.publish({"event": "error", "route": route, "code": code, "message": message})
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        """A queue receiving every event from now on; ``unsubscribe`` it when done."""
+        return self.bus.subscribe()
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        self.bus.unsubscribe(queue)
+
+    @property
+    def event_position(self) -> int:
+        """Position of the next event; pass as ``since=`` to ``wait_for`` to include events from here on."""
+        return self.bus.position
+
+    async def wait_for(
+        self, predicate: Callable[[Event], bool], timeout: float = 10, *, since: InvokeHandle | int | None = None
+    ) -> Event:
+        """The next event matching ``predicate`` (from now, or from ``since``: a position or an InvokeHandle,
+        which avoids missing an event that came before this call); raises TimeoutError after ``timeout`` s."""
+        position = since.event_index if isinstance(since, InvokeHandle) else since
+        return await self.bus.wait_for(predicate, timeout, position)
+
+    def events(self, since: InvokeHandle | int = 0) -> list[Event]:
+        """Events still in the (bounded) history from position ``since``."""
+        return self.bus.since(since.event_index if isinstance(since, InvokeHandle) else since)
+
+    # ----------------------------------------------------------------- ids, commands
+
+    def snowflake(self) -> int:
+        """A new, increasing snowflake with the current time in it."""
+        ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000) - DISCORD_EPOCH_MS
+        return (ms << 22) | (1 << 17) | (next(self._snowflake_seq) & 0xFFF)
+
+    @property
+    def commands(self) -> list[dict[str, Any]]:
+        """Registered application commands (global, then guild), as stored after the bot's PUTs."""
+        return self.global_commands + [c for cmds in self.guild_commands.values() for c in cmds]
+
+    def store_commands(self, guild_id: int | None, payload: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Replace the global (``guild_id`` None) or guild command set; ids stay stable per (name, type)."""
+        stored = []
+        for cmd in payload:
+            key = (guild_id, cmd["name"], int(cmd.get("type", 1)))
+            cmd_id = self._command_ids.setdefault(key, self.snowflake())
+            entry = {
+                "type": 1,
+                "description": "",
+                "options": [],
+                "default_member_permissions": None,
+                "nsfw": False,
+                **cmd,
+                "id": str(cmd_id),
+                "application_id": str(self.application_id),
+                "version": str(self.snowflake()),
+            }
+            if guild_id is not None:
+                entry["guild_id"] = str(guild_id)
+            stored.append(entry)
+        if guild_id is None:
+            self.global_commands = stored
+        else:
+            self.guild_commands[guild_id] = stored
+        self.sync_count += 1
+        return stored
+
+    def find_command(self, name: str) -> dict[str, Any]:
+        """The registered chat-input command ``name`` (a guild command wins over a global one)."""
+        for cmd in self.guild_commands.get(guild.GUILD_ID, []) + self.global_commands:
+            if cmd["name"] == name and int(cmd.get("type", 1)) == 1:
+                return cmd
+        known = sorted({c["name"] for c in self.commands if int(c.get("type", 1)) == 1})
+        raise SandboxError(f"unknown command /{name}; registered: {', '.join('/' + k for k in known) or 'none'}")
+
+    # ----------------------------------------------------------------- member side
+
+    async def invoke(
+        self,
+        user: str,
+        command: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        channel: str = "general",
+        validate: bool = True,
+    ) -> InvokeHandle:
+        """Member ``user`` runs slash command ``command`` ("ask", "docs reload", "/docs add") in ``channel``.
+
+        ``options`` maps option names to values: str/int/float/bool (strings are converted per the schema, so
+        "true" and "3" work), a member/channel/role name for those types, and for attachment options a local
+        path (str or Path) or ``(filename, bytes)``, uploaded and served by the sandbox. ``validate=False``
+        skips required/choices/range/length checks, like a modified client would.
+        Raises SandboxError for unknown member/channel/command/option or a bad value, and when no bot has
+        connected. As with the Discord client, ``default_member_permissions`` is not enforced here, so the
+        bot's own runtime check is what decides.
+        """
+        member = self._member(user)
+        chan = self._channel(channel)
+        path = command.strip().lstrip("/").split()
+        if not path:
+            raise SandboxError("empty command name")
+        cmd = self.find_command(path[0])
+        resolved: dict[str, dict[str, Any]] = {}
+        opts = await _build_options(cmd, path[1:], dict(options or {}), validate, resolved, self, chan)
+        data: dict[str, Any] = {"id": cmd["id"], "name": cmd["name"], "type": 1, "options": opts}
+        if "guild_id" in cmd:
+            data["guild_id"] = cmd["guild_id"]
+        if resolved:
+            data["resolved"] = resolved
+        record = InteractionRecord(
+            id=self.snowflake(),
+            token="aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48),
+            user=member,
+            channel=chan,
+            command_name=" ".join(path),
+            created=asyncio.get_running_loop().time(),
+        )
+        payload = self._interaction_payload(record, data)
+        self._remember(self.interactions, record.id, record, MAX_INTERACTIONS)
+        position = self.bus.position
+        shown = {k: (str(v) if isinstance(v, Path | tuple | bytes) else v) for k, v in (options or {}).items()}
+        self.publish(
+            {
+                "event": "command",
+                "user": member.name,
+                "channel": chan.name,
+                "command": record.command_name,
+                "options": shown,
+                "interaction_id": record.id,
+            }
+        )
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return InvokeHandle(record.id, record.token, record.command_name, member.name, chan.name, position)
+
+    def _interaction_payload(self, record: InteractionRecord, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": str(record.id),
+            "application_id": str(self.application_id),
+            "type": 2,
+            "data": data,
+            "guild_id": str(guild.GUILD_ID),
+            "guild": {"id": str(guild.GUILD_ID), "locale": "en-US", "features": []},
+            "channel_id": str(record.channel.id),
+            "channel": {**guild.channel_payload(record.channel), "permissions": str(guild.permissions_of(record.user))},
+            "member": guild.member_payload(record.user, with_permissions=True),
+            "token": record.token,
+            "version": 1,
+            "app_permissions": str(guild.permissions_of(guild.BOT)),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "authorizing_integration_owners": {"0": str(guild.GUILD_ID)},
+            "context": 0,
+            "attachment_size_limit": UPLOAD_LIMIT_BYTES,
+        }
+
+    async def send_message(
+        self,
+        user: str,
+        channel: str,
+        content: str,
+        *,
+        mention_bot: bool = False,
+        reply_to: int | Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Member ``user`` posts ``content`` in ``channel``; ``mention_bot`` prefixes ``<@bot>``; ``reply_to`` (a
+        message id or a message dict) makes it a reply, which pings the replied author as the client does.
+        Returns the message as ``channel_messages`` shows it. Raises SandboxError for unknown names/ids."""
+        member = self._member(user)
+        chan = self._channel(channel)
+        if mention_bot:
+            content = f"<@{self.bot_user_id}> {content}"
+        reference = None
+        if reply_to is not None:
+            ref_id = int(reply_to["id"] if isinstance(reply_to, Mapping) else reply_to)
+            reference = self.messages.get(ref_id)
+            if reference is None or reference.deleted or reference.ephemeral:
+                raise SandboxError(f"cannot reply to message {ref_id}: it does not exist or is not visible")
+        stored = await self.create_message(member, chan, {"content": content}, [], reference=reference)
+        return self.message_view(stored)
+
+    def channel_messages(self, channel: str) -> list[dict[str, Any]]:
+        """Messages of ``channel`` as currently visible (after edits and deletes, thinking placeholders left
+        out), oldest first: dicts with id, channel, author, content, embeds, attachments, ephemeral,
+        interaction_id, reference_id, edited."""
+        chan = self._channel(channel)
+        return [
+            self.message_view(m)
+            for m in self.messages.values()
+            if m.channel.id == chan.id and not m.deleted and not m.loading
+        ]
+
+    def message_view(self, stored: StoredMessage) -> dict[str, Any]:
+        p = stored.payload
+        ref = p.get("message_reference")
+        return {
+            "id": stored.id,
+            "channel": stored.channel.name,
+            "author": stored.author.name,
+            "content": p["content"],
+            "embeds": p["embeds"],
+            "attachments": [{"filename": a["filename"], "size": a["size"], "url": a["url"]} for a in p["attachments"]],
+            "ephemeral": stored.ephemeral,
+            "interaction_id": stored.interaction_id,
+            "reference_id": int(ref["message_id"]) if ref else None,
+            "edited": p.get("edited_timestamp") is not None,
+        }
+
+    def _member(self, name: str) -> SimUser:
+        try:
+            return guild.member_by_name(name)
+        except UnknownName as exc:
+            raise SandboxError(str(exc)) from None
+
+    def _channel(self, name: str) -> SimChannel:
+        try:
+            return guild.channel_by_name(name)
+        except UnknownName as exc:
+            raise SandboxError(str(exc)) from None
+
+    # ----------------------------------------------------------------- messages (both sides)
+
+    def store_upload(self, channel: SimChannel, upload: Upload) -> dict[str, Any]:
+        """Keep ``upload`` and return its Discord attachment object, served at ``/attachments/...``."""
+        att_id = self.snowflake()
+        self._remember(self.attachments, att_id, upload, None)
+        self._attachment_bytes += len(upload.data)
+        while self._attachment_bytes > MAX_ATTACHMENT_BYTES and len(self.attachments) > 1:
+            _, old = self.attachments.popitem(last=False)
+            self._attachment_bytes -= len(old.data)
+        url = f"{self.base_url}/attachments/{channel.id}/{att_id}/{upload.filename}"
+        content_type = upload.content_type or mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
+        data: dict[str, Any] = {
+            "id": str(att_id),
+            "filename": upload.filename,
+            "size": len(upload.data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+        if upload.description:
+            data["description"] = upload.description
+        return data
+
+    async def create_message(
+        self,
+        author: SimUser,
+        channel: SimChannel,
+        data: Mapping[str, Any],
+        attachments: list[dict[str, Any]],
+        *,
+        reference: StoredMessage | None = None,
+        interaction: InteractionRecord | None = None,
+        ephemeral: bool = False,
+        loading: bool = False,
+        message_id: int | None = None,
+    ) -> StoredMessage:
+        """Store a new message (already validated), publish its event and dispatch MESSAGE_CREATE.
+
+        ``data`` holds the body fields (content, embeds, components, flags, allowed_mentions, tts).
+        """
+        msg_id = message_id or self.snowflake()
+        content = data.get("content") or ""
+        flags = int(data.get("flags") or 0) | (64 if ephemeral else 0) | (128 if loading else 0)
+        payload: dict[str, Any] = {
+            "id": str(msg_id),
+            "channel_id": str(channel.id),
+            "author": guild.user_payload(author),
+            "content": content,
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+            "edited_timestamp": None,
+            "tts": bool(data.get("tts", False)),
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": list(data.get("embeds") or []),
+            "components": list(data.get("components") or []),
+            "pinned": False,
+            "type": 19 if reference else (20 if interaction else 0),
+            "flags": flags,
+        }
+        if data.get("nonce") is not None:
+            payload["nonce"] = data["nonce"]
+        if reference is not None:
+            payload["message_reference"] = {
+                "type": 0,
+                "message_id": str(reference.id),
+                "channel_id": str(reference.channel.id),
+                "guild_id": str(guild.GUILD_ID),
+            }
+            payload["referenced_message"] = reference.payload
+        if interaction is not None:
+            payload["webhook_id"] = str(self.application_id)
+            payload["application_id"] = str(self.application_id)
+            user = guild.user_payload(interaction.user)
+            payload["interaction_metadata"] = {
+                "id": str(interaction.id),
+                "type": 2,
+                "name": interaction.command_name,
+                "command_type": 1,
+                "user": user,
+                "authorizing_integration_owners": {"0": str(guild.GUILD_ID)},
+            }
+            payload["interaction"] = {"id": str(interaction.id), "type": 2, "name": interaction.command_name, "user": user}
+        payload["mentions"] = self._mentions(content, data.get("allowed_mentions"), reference)
+        stored = StoredMessage(
+            payload,
+            author,
+            channel,
+            ephemeral=ephemeral,
+            interaction_id=interaction.id if interaction else None,
+            loading=loading,
+        )
+        self._remember(self.messages, msg_id, stored, MAX_MESSAGES)
+        if not loading:
+            self.publish(self._message_event("message", stored))
+            if not ephemeral:
+                await self._dispatch("MESSAGE_CREATE", self._gateway_message(stored))
+        return stored
+
+    async def edit_message(self, stored: StoredMessage, data: Mapping[str, Any], attachments: list[dict] | None) -> None:
+        """Apply an edit (already validated): content/embeds/components/flags replaced where given.
+
+        Filling a deferred ("thinking") original response publishes "message" and dispatches MESSAGE_CREATE;
+        any other edit publishes "edit" and dispatches MESSAGE_UPDATE.
+        """
+        p = stored.payload
+        for key in ("content", "embeds", "components"):
+            if key in data:
+                p[key] = data[key] if data[key] is not None else ("" if key == "content" else [])
+        if attachments is not None:
+            p["attachments"] = attachments
+        if "allowed_mentions" in data or "content" in data:
+            p["mentions"] = self._mentions(p["content"], data.get("allowed_mentions"), None)
+        if stored.loading:
+            stored.loading = False
+            p["flags"] = int(p["flags"]) & ~128
+            self.publish(self._message_event("message", stored))
+            if not stored.ephemeral:
+                await self._dispatch("MESSAGE_CREATE", self._gateway_message(stored))
+            return
+        p["edited_timestamp"] = dt.datetime.now(dt.UTC).isoformat()
+        self.publish(self._message_event("edit", stored))
+        if not stored.ephemeral:
+            await self._dispatch("MESSAGE_UPDATE", self._gateway_message(stored))
+
+    async def delete_message(self, stored: StoredMessage) -> None:
+        """Mark deleted, publish "delete", dispatch MESSAGE_DELETE (non-ephemeral only)."""
+        stored.deleted = True
+        self.publish(self._message_event("delete", stored))
+        if not stored.ephemeral and not stored.loading:
+            data = {"id": str(stored.id), "channel_id": str(stored.channel.id), "guild_id": str(guild.GUILD_ID)}
+            await self._dispatch("MESSAGE_DELETE", data)
+
+    def _mentions(
+        self, content: str, allowed: Mapping[str, Any] | None, reference: StoredMessage | None
+    ) -> list[dict[str, Any]]:
+        ids = [int(m) for m in _MENTION_RE.findall(content)]
+        if allowed is not None:
+            parse = allowed.get("parse", [])
+            listed = {int(u) for u in allowed.get("users", [])}
+            ids = [i for i in ids if "users" in parse or i in listed]
+        replied_user = allowed is None or allowed.get("replied_user", True)
+        if reference is not None and replied_user:
+            ids.append(reference.author.id)
+        users = []
+        for user_id in dict.fromkeys(ids):
+            user = guild.user_by_id(user_id)
+            if user is not None:
+                users.append({**guild.user_payload(user), "member": guild.member_payload(user, with_user=False)})
+        return users
+
+    def _gateway_message(self, stored: StoredMessage) -> dict[str, Any]:
+        """MESSAGE_CREATE/UPDATE data: the REST object plus guild_id and member, trimmed per intents."""
+        data = {
+            **stored.payload,
+            "guild_id": str(guild.GUILD_ID),
+            "member": guild.member_payload(stored.author, with_user=False),
+        }
+        mentioned = any(int(u["id"]) == self.bot_user_id for u in data["mentions"])
+        privileged = self.gateway.intents & guild.INTENT_MESSAGE_CONTENT
+        if not privileged and not mentioned and stored.author.id != self.bot_user_id:
+            # Without the MESSAGE_CONTENT intent Discord blanks other people's messages that don't mention us.
+            data.update(content="", embeds=[], attachments=[], components=[])
+        return data
+
+    def _message_event(self, kind: str, stored: StoredMessage) -> Event:
+        p = stored.payload
+        ref = p.get("message_reference")
+        return {
+            "event": kind,
+            "channel": stored.channel.name,
+            "message_id": stored.id,
+            "author": stored.author.name,
+            "content": p["content"],
+            "embeds": p["embeds"],
+            "attachments": [{"filename": a["filename"], "size": a["size"]} for a in p["attachments"]],
+            "ephemeral": stored.ephemeral,
+            "interaction_id": stored.interaction_id,
+            "reference_id": int(ref["message_id"]) if ref else None,
+        }
+
+    async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
+        gateway = self.gateway
+        if event.startswith("MESSAGE_") and not gateway.intents & guild.INTENT_GUILD_MESSAGES:
+            return  # no GUILD_MESSAGES intent: Discord sends no guild message events at all
+        try:
+            await gateway.dispatch(event, data)
+        except RuntimeError as exc:
+            if event == "INTERACTION_CREATE":
+                raise SandboxError(str(exc)) from None
+            _log.debug("not dispatching %s: %s", event, exc)
+
+    @staticmethod
+    def _remember(store: OrderedDict, key: int, value: Any, cap: int | None) -> None:
+        store[key] = value
+        if cap is not None:
+            while len(store) > cap:
+                store.popitem(last=False)
+
+
+# --------------------------------------------------------------------- slash command options
+
+_TRUE = {"true", "yes", "on", "1", "y"}
+_FALSE = {"false", "no", "off", "0", "n"}
+
+
+async def _build_options(
+    cmd: dict[str, Any],
+    subpath: list[str],
+    values: dict[str, Any],
+    validate: bool,
+    resolved: dict[str, dict[str, Any]],
+    sb: Sandbox,
+    channel: SimChannel,
+) -> list[dict[str, Any]]:
+    """Interaction ``data.options`` for ``cmd`` + subcommand path + option values; fills ``resolved``.
+
+    Raises SandboxError naming the unknown subcommand/option, missing required option or bad value.
+    """
+    top: list[dict[str, Any]] = []
+    container = top
+    schema = cmd.get("options") or []
+    where = "/" + cmd["name"]
+    for name in subpath:
+        sub = next((o for o in schema if o["name"] == name and o["type"] in (1, 2)), None)
+        if sub is None:
+            subs = [o["name"] for o in schema if o["type"] in (1, 2)]
+            raise SandboxError(f"{where} has no subcommand {name!r}; it has: {', '.join(subs) or 'none'}")
+        node: dict[str, Any] = {"name": name, "type": sub["type"], "options": []}
+        container.append(node)
+        container = node["options"]
+        schema = sub.get("options") or []
+        where += " " + name
+    subs = [o["name"] for o in schema if o["type"] in (1, 2)]
+    if subs:
+        raise SandboxError(f"{where} needs a subcommand: {', '.join(subs)}")
+    known = {o["name"]: o for o in schema}
+    for name in values:
+        if name not in known:
+            raise SandboxError(f"{where} has no option {name!r}; options: {', '.join(known) or 'none'}")
+    for name, spec in known.items():
+        if name not in values:
+            if spec.get("required") and validate:
+                raise SandboxError(f"{where} needs option {name!r}")
+            continue
+        if spec["type"] == 11:
+            try:
+                upload = await _read_upload(values[name])
+            except OSError as exc:
+                raise SandboxError(f"cannot read the file for {where} {name}: {exc}") from None
+            attachment = sb.store_upload(channel, upload)
+            attachment["ephemeral"] = True  # option attachments are ephemeral uploads on Discord
+            resolved.setdefault("attachments", {})[attachment["id"]] = attachment
+            container.append({"name": name, "type": 11, "value": attachment["id"]})
+            continue
+        value = _coerce(spec, values[name], validate, resolved, f"{where} {name}")
+        container.append({"name": name, "type": spec["type"], "value": value})
+    return top
+
+
+def _coerce(spec: dict[str, Any], raw: Any, validate: bool, resolved: dict[str, dict[str, Any]], where: str) -> Any:
+    """An option value converted to the schema's type (resolved users/roles/channels recorded)."""
+    kind = spec["type"]
+    try:
+        if kind == 3:
+            value: Any = str(raw)
+        elif kind == 4:
+            if isinstance(raw, bool):
+                raise ValueError("a bool is not an integer")
+            value = int(raw)
+        elif kind == 10:
+            value = float(raw)
+        elif kind == 5:
+            value = _to_bool(raw)
+        elif kind in (6, 9) and not (kind == 9 and _is_role(raw)):
+            user = guild.member_by_name(str(raw)) if not isinstance(raw, int) else guild.user_by_id(raw)
+            if user is None:
+                raise ValueError(f"unknown user id {raw}")
+            resolved.setdefault("users", {})[str(user.id)] = guild.user_payload(user)
+            member = guild.member_payload(user, with_user=False, with_permissions=True)
+            resolved.setdefault("members", {})[str(user.id)] = member
+            return str(user.id)
+        elif kind in (8, 9):
+            role_id = guild.role_by_name(str(raw))
+            resolved.setdefault("roles", {})[str(role_id)] = guild.role_payload(role_id)
+            return str(role_id)
+        elif kind == 7:
+            chan = guild.channel_by_name(str(raw))
+            data = {**guild.channel_payload(chan), "permissions": str(guild.EVERYONE_PERMISSIONS)}
+            resolved.setdefault("channels", {})[str(chan.id)] = data
+            return str(chan.id)
+        else:
+            raise ValueError(f"option type {kind} is not supported by the sandbox")
+    except (ValueError, UnknownName) as exc:
+        raise SandboxError(f"bad value {raw!r} for {where}: {exc}") from None
+    if validate:
+        _check_constraints(spec, value, where)
+    return value
+
+
+def _check_constraints(spec: dict[str, Any], value: Any, where: str) -> None:
+    choices = spec.get("choices")
+    if choices and value not in [c["value"] for c in choices]:
+        names = ", ".join(str(c["value"]) for c in choices)
+        raise SandboxError(f"{where} must be one of: {names}")
+    if isinstance(value, str):
+        if len(value) < spec.get("min_length", 0) or len(value) > spec.get("max_length", 6000):
+            lo, hi = spec.get("min_length", 0), spec.get("max_length", 6000)
+            raise SandboxError(f"{where} must be {lo}..{hi} characters long (got {len(value)})")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        lo, hi = spec.get("min_value"), spec.get("max_value")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise SandboxError(f"{where} must be within {lo}..{hi} (got {value})")
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _is_role(raw: Any) -> bool:
+    try:
+        guild.role_by_name(str(raw))
+    except UnknownName:
+        return False
+    return True
+
+
+async def _read_upload(raw: Any) -> Upload:
+    """An attachment option value: a local path (str/Path, read in a thread), ``(filename, bytes)`` or an
+    ``Upload``; raises OSError when the file cannot be read."""
+    if isinstance(raw, Upload):
+        return raw
+    if isinstance(raw, tuple) and len(raw) == 2:
+        return Upload(str(raw[0]), bytes(raw[1]))
+    path = Path(raw).expanduser()
+    return Upload(path.name, await asyncio.to_thread(path.read_bytes))

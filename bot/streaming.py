@@ -1,0 +1,120 @@
+"""Streaming an answer into Discord messages with throttled edits.
+
+The text grows as tokens arrive; the visible messages are brought up to date at most once per
+``interval_s`` (Discord rate-limits edits, and every edit is a REST call), plus once at the end. When the
+text outgrows 2000 characters, the full part stays in its message and the rest continues in a new one
+(split by ``split_message``, so nothing is cut mid-word or mid-code-block and nothing is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+import discord
+
+from bot.formatting import split_message
+from services.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+CURSOR = " ▌"  # shown at the end of a message while the answer is still streaming
+INTERRUPTED = "\n\n*(interrupted: the bot is shutting down)*"
+EMPTY_ANSWER = "*(The model returned an empty answer; try rephrasing.)*"
+
+
+class EditableMessage(Protocol):
+    async def edit(self, *, content: str) -> object: ...
+
+
+SendFirst = Callable[[str], Awaitable[EditableMessage | None]]
+SendMore = Callable[[str], Awaitable[EditableMessage]]
+
+
+class StreamedReply:
+    """Shows a growing text in one or more Discord messages.
+
+    send_first(content): shows the first message (e.g. edits the deferred interaction response) and
+    returns something with ``edit(content=...)``, or None when ``send_first`` itself is the way to edit.
+    send_more(content): sends a further message (a followup or a channel message) and returns it.
+    """
+
+    def __init__(self, send_first: SendFirst, send_more: SendMore, *, interval_s: float) -> None:
+        self._send_first = send_first
+        self._send_more = send_more
+        self._interval_s = interval_s
+        self._messages: list[EditableMessage | None] = []
+        self._shown: list[str] = []
+        self._last_update = float("-inf")
+        self.text = ""
+        self.first_visible_at: float | None = None  # time.perf_counter() of the first token shown
+
+    async def consume(self, deltas: AsyncIterator[str]) -> str:
+        """Append every delta of ``deltas``, updating the messages as allowed; returns the full text."""
+        async for delta in deltas:
+            self.text += delta
+            if self.text.strip() and time.perf_counter() - self._last_update >= self._interval_s:
+                await self.update(final=False)
+        return self.text
+
+    async def stream(self, deltas: AsyncIterator[str], *, suffix: str = "") -> str | None:
+        """Show the streamed answer, then ``suffix``; returns the answer to remember, or None.
+
+        A ServiceError before the first token propagates (the caller's error handler answers); one
+        midway keeps what was shown and adds the error sentence (returns None). On cancellation
+        (shutdown) a partial answer is finished with a note before CancelledError propagates.
+        """
+        try:
+            answer = await self.consume(deltas)
+        except ServiceError as exc:
+            if not self.text.strip():
+                raise
+            await self.update(final=True, suffix=f"\n\n⚠️ {exc.user_message}")
+            return None
+        except asyncio.CancelledError:
+            if self.text.strip():
+                await asyncio.shield(self._finish_interrupted())
+            raise
+        if not answer.strip():
+            self.text = EMPTY_ANSWER
+            await self.update(final=True)
+            return None
+        await self.update(final=True, suffix=suffix)
+        return answer
+
+    async def _finish_interrupted(self) -> None:
+        try:
+            await asyncio.wait_for(self.update(final=True, suffix=INTERRUPTED), timeout=2.0)
+        except (TimeoutError, discord.HTTPException) as exc:
+            log.warning("could not mark an interrupted answer: %s", exc)
+
+    async def update(self, *, final: bool, suffix: str = "") -> None:
+        """Bring the messages up to date with the text (+ ``suffix``); ``final`` drops the cursor."""
+        self._last_update = time.perf_counter()
+        body = self.text + suffix
+        parts = split_message(body + ("" if final else CURSOR)) or ["…"]
+        for number, content in enumerate(parts):
+            if number < len(self._shown) and self._shown[number] == content:
+                continue
+            if number == 0 and not self._messages:
+                message = await self._send_first(content)
+                self._messages.append(message)
+                if self.first_visible_at is None:
+                    self.first_visible_at = time.perf_counter()
+            elif number == 0 and self._messages[0] is None:
+                await self._send_first(content)
+            elif number < len(self._messages):
+                await self._messages[number].edit(content=content)  # type: ignore[union-attr]
+            else:
+                self._messages.append(await self._send_more(content))
+            if number < len(self._shown):
+                self._shown[number] = content
+            else:
+                self._shown.append(content)
+
+    @property
+    def message_count(self) -> int:
+        return len(self._messages)

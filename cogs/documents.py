@@ -1,0 +1,193 @@
+"""The server's documents: /docs ask, search, list, and (admins) add, remove, reload.
+
+A guild's documents are its own folder plus the global folder; reload re-indexes both incrementally and
+shows its progress by editing the reply.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import PurePath
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.checks import admin_only, ensure_length, guild_cooldown, member_cooldown, set_max_length
+from bot.client import AssistantBot
+from cogs.chat import interaction_reply
+from services.documents import SUPPORTED_SUFFIXES
+from services.errors import InvalidInput
+from services.grounding import grounded_messages, select_passages, sources_block
+from services.index import GLOBAL_SCOPE, ReloadProgress, ReloadReport
+
+EMBED_FIELD_VALUE_MAX = 1024
+EMBED_DESCRIPTION_MAX = 4096
+NOTHING_FOUND = "I found nothing about that in this server's documents."
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_report(reports: list[ReloadReport]) -> str:
+    """One paragraph per scope: counts of added, updated, removed, unchanged and skipped, and why skipped."""
+    lines = []
+    for report in reports:
+        where = "Global documents" if report.scope == GLOBAL_SCOPE else "This server's documents"
+        lines.append(
+            f"**{where}** ({report.seconds:.1f} s): {len(report.added)} added, {len(report.updated)} updated, "
+            f"{len(report.removed)} removed, {len(report.unchanged)} unchanged, {len(report.skipped)} skipped."
+        )
+        lines.extend(f"• skipped `{name}`: {reason}" for name, reason in report.skipped[:20])
+        if len(report.skipped) > 20:
+            lines.append(f"• … and {len(report.skipped) - 20} more skipped")
+    return "\n".join(lines)
+
+
+@app_commands.guild_only()
+class Documents(commands.GroupCog, group_name="docs", group_description="The server's documents"):
+    """Document commands (see module docstring)."""
+
+    def __init__(self, bot: AssistantBot) -> None:
+        self.bot = bot
+        self.settings = bot.settings
+        super().__init__()
+
+    async def cog_load(self) -> None:
+        set_max_length(self.docs_ask, "question", self.settings.ASK_MAX_CHARS)
+        set_max_length(self.docs_search, "query", self.settings.ASK_MAX_CHARS)
+
+    @app_commands.command(name="ask", description="Ask a question answered only from the server's documents.")
+    @app_commands.describe(question="Your question")
+    @member_cooldown("CHAT_COOLDOWN_S")
+    async def docs_ask(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, 6000]) -> None:
+        text = ensure_length(question, self.settings.ASK_MAX_CHARS, "Your question")
+        await interaction.response.defer(thinking=True)
+        hits = await self.bot.index.search(interaction.guild_id, text, k=self.settings.RETRIEVAL_TOP_K)
+        passages = select_passages(hits, self.settings.RETRIEVAL_MIN_SCORE, self.settings.RETRIEVAL_TOP_K)
+        if not passages:
+            await interaction.edit_original_response(content=NOTHING_FOUND)
+            return
+        reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
+        messages = grounded_messages(self.settings.SYSTEM_PROMPT, text, passages)
+        await self.bot.run_tracked(
+            reply.stream(self.bot.llm.chat_stream(messages), suffix=sources_block(passages)),
+            name=f"docs-ask:{interaction.id}",
+        )
+
+    @app_commands.command(name="search", description="Show the passages of the documents that best match a query.")
+    @app_commands.describe(query="Words or a question to look for")
+    @member_cooldown("DOCS_COOLDOWN_S")
+    async def docs_search(self, interaction: discord.Interaction, query: app_commands.Range[str, 1, 6000]) -> None:
+        text = ensure_length(query, self.settings.ASK_MAX_CHARS, "Your query")
+        await interaction.response.defer(thinking=True)
+        hits = await self.bot.index.search(interaction.guild_id, text, k=self.settings.RETRIEVAL_TOP_K)
+        if not hits:
+            await interaction.edit_original_response(content=NOTHING_FOUND)
+            return
+        embed = discord.Embed(title=_clip(f"Passages for: {text}", 256), colour=discord.Colour.blurple())
+        for number, hit in enumerate(hits, start=1):
+            name = _clip(f"[{number}] {hit.source}{f' › {hit.heading}' if hit.heading else ''}", 256)
+            embed.add_field(name=name, value=_clip(hit.text, 600), inline=False)
+        await interaction.edit_original_response(embed=embed)
+
+    @app_commands.command(name="list", description="List the documents the assistant answers from.")
+    @member_cooldown("DOCS_COOLDOWN_S")
+    async def docs_list(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        documents = await self.bot.index.list_documents(interaction.guild_id)
+        if not documents:
+            await interaction.edit_original_response(
+                content="No documents are indexed yet; an admin can add some with `/docs add` or `/docs reload`."
+            )
+            return
+        lines = [
+            f"`{doc.name}` ({'global' if doc.scope == GLOBAL_SCOPE else 'server'}, {doc.chunks} chunks, "
+            f"{doc.size_bytes / 1024:.0f} KB)"
+            for doc in documents
+        ]
+        body, shown = "", 0
+        for line in lines:
+            if len(body) + len(line) + 60 > EMBED_DESCRIPTION_MAX:
+                break
+            body += line + "\n"
+            shown += 1
+        if shown < len(lines):
+            body += f"… and {len(lines) - shown} more"
+        embed = discord.Embed(title=f"{len(documents)} documents", description=body, colour=discord.Colour.blurple())
+        await interaction.edit_original_response(embed=embed)
+
+    @app_commands.command(name="add", description="Add a document (Markdown, text or PDF) and index it (admins).")
+    @app_commands.describe(file="The document to add")
+    @app_commands.default_permissions(manage_guild=True)
+    @admin_only()
+    @guild_cooldown("ADMIN_COOLDOWN_S")
+    async def docs_add(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        suffix = PurePath(file.filename).suffix.lower()
+        if suffix not in SUPPORTED_SUFFIXES:
+            raise InvalidInput(
+                f"`{file.filename}` is not a supported document; use one of {', '.join(sorted(SUPPORTED_SUFFIXES))}."
+            )
+        if file.size > self.settings.DOC_MAX_BYTES:
+            raise InvalidInput(
+                f"`{file.filename}` is {file.size} bytes; the limit is {self.settings.DOC_MAX_BYTES} (DOC_MAX_BYTES)."
+            )
+        await interaction.response.defer(thinking=True)
+        data = await file.read()
+        name, report = await self.bot.run_tracked(
+            self.bot.index.add_document(interaction.guild_id or 0, file.filename, data),
+            name=f"docs-add:{interaction.id}",
+        )
+        await interaction.edit_original_response(content=f"Added `{name}`.\n{format_report([report])}")
+
+    @app_commands.command(name="remove", description="Remove a document of this server from the index (admins).")
+    @app_commands.describe(name="The document's file name, as shown by /docs list")
+    @app_commands.default_permissions(manage_guild=True)
+    @admin_only()
+    @guild_cooldown("ADMIN_COOLDOWN_S")
+    async def docs_remove(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 200]) -> None:
+        await interaction.response.defer(thinking=True)
+        report = await self.bot.run_tracked(
+            self.bot.index.remove_document(interaction.guild_id or 0, name), name=f"docs-remove:{interaction.id}"
+        )
+        await interaction.edit_original_response(content=f"Removed `{name}`.\n{format_report([report])}")
+
+    @app_commands.command(
+        name="reload", description="Re-index the documents; only changed files are embedded (admins)."
+    )
+    @app_commands.describe(full="Rebuild everything from scratch (needed after changing the embedding model)")
+    @app_commands.default_permissions(manage_guild=True)
+    @admin_only()
+    @guild_cooldown("ADMIN_COOLDOWN_S")
+    async def docs_reload(self, interaction: discord.Interaction, full: bool = False) -> None:
+        await interaction.response.defer(thinking=True)
+        reports = await self.bot.run_tracked(
+            self._reload(interaction, full), name=f"docs-reload:{interaction.id}"
+        )
+        await interaction.edit_original_response(content=format_report(reports))
+
+    async def _reload(self, interaction: discord.Interaction, full: bool) -> list[ReloadReport]:
+        last_edit = 0.0
+        interval = self.settings.STREAM_EDIT_INTERVAL_S
+
+        async def progress(state: ReloadProgress) -> None:
+            nonlocal last_edit
+            now = time.monotonic()
+            if now - last_edit < interval:
+                return
+            last_edit = now
+            current = f": `{state.current}`" if state.current else ""
+            await interaction.edit_original_response(
+                content=f"Indexing… {state.files_done}/{state.files_total} files{current}"
+            )
+
+        reports = []
+        for scope in (GLOBAL_SCOPE, str(interaction.guild_id)):
+            reports.append(await self.bot.index.reload(scope, full=full, progress=progress))
+        return reports
+
+
+async def setup(bot: AssistantBot) -> None:
+    await bot.add_cog(Documents(bot))

@@ -1,0 +1,113 @@
+"""Settings: every token, URL, model, limit, cooldown, timeout and path of the bot.
+
+Values come from the environment, then from ``.env`` in the working directory, then from the defaults
+below; ``.env.example`` mirrors this file. ``load_settings`` validates them and turns the first invalid
+value into a ``ConfigError`` whose message names the setting, the value and the accepted range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """An invalid setting; the message is one sentence fit to print instead of a traceback."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
+
+    # Discord
+    DISCORD_TOKEN: SecretStr | None = Field(None, description="Bot token; when unset the bot runs against the local sandbox.")
+    DEV_GUILD_ID: int | None = Field(None, ge=0, description="Guild to sync commands to during development (instant); global sync when unset.")
+    ADMIN_ROLE_IDS: Annotated[list[int], NoDecode] = Field(default_factory=list, description="Comma-separated role ids that count as admin besides Manage Server.")
+
+    # Ollama
+    OLLAMA_HOST: str = Field("http://127.0.0.1:11434", description="URL of the Ollama server.")
+    CHAT_MODEL: str = Field("llama3.2", min_length=1, description="Ollama model used for chat answers.")
+    EMBED_MODEL: str = Field("nomic-embed-text", min_length=1, description="Ollama model used for document embeddings.")
+    LLM_TIMEOUT_S: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for Ollama to connect or send the next token.")
+    LLM_NUM_CTX: int = Field(8192, ge=512, le=1_048_576, description="Context window (tokens) passed as options.num_ctx on every request.")
+    LLM_KEEP_ALIVE: str = Field("5m", description="How long Ollama keeps the model loaded after a request (e.g. 5m, 1h, -1).")
+    EMBED_BATCH_SIZE: int = Field(32, ge=1, le=1024, description="Texts per /api/embed request.")
+    SYSTEM_PROMPT: str = Field(
+        "You are a helpful assistant in a Discord server. Answer concisely and use Markdown sparingly.",
+        description="System prompt of every conversation.",
+    )
+
+    # Chat
+    HISTORY_TOKEN_BUDGET: int = Field(3000, ge=100, le=1_000_000, description="Tokens of past conversation sent with each message (estimated at 4 characters a token).")
+    HISTORY_MAX_MESSAGES: int = Field(200, ge=2, le=100_000, description="Messages kept per channel conversation in the database; older ones are pruned.")
+    SESSION_MAX: int = Field(1000, ge=1, le=1_000_000, description="Chat sessions held in memory at once; the least recently used is dropped.")
+    SESSION_TTL_S: float = Field(3600.0, gt=0, description="Seconds after which an idle in-memory chat session expires (history stays on disk).")
+    STREAM_EDIT_INTERVAL_S: float = Field(1.0, ge=0.2, le=10, description="Minimum seconds between two edits of a streamed answer.")
+    CHAT_MAX_CHARS: int = Field(4000, ge=1, le=6000, description="Maximum length of a /chat message or a mention.")
+    ASK_MAX_CHARS: int = Field(2000, ge=1, le=6000, description="Maximum length of an /ask or /docs question.")
+    CHAT_COOLDOWN_S: float = Field(5.0, ge=0, le=3600, description="Per-member cooldown of /chat, /ask and mentions, in seconds.")
+    DOCS_COOLDOWN_S: float = Field(10.0, ge=0, le=3600, description="Per-member cooldown of /docs commands, in seconds.")
+    ADMIN_COOLDOWN_S: float = Field(30.0, ge=0, le=3600, description="Per-guild cooldown of /docs reload, add and remove, in seconds.")
+
+    # Documents and index
+    DATA_DIR: Path = Field(Path("data"), description="Runtime data: database, index, models.")
+    DOCUMENTS_DIR: Path = Field(Path("data/documents"), description="Documents root: <guild_id>/ per guild and global/ for every guild.")
+    CHROMA_HOST: str | None = Field(None, description="ChromaDB server host; unset uses an embedded index under DATA_DIR.")
+    CHROMA_PORT: int = Field(8000, ge=1, le=65535, description="ChromaDB server port, with CHROMA_HOST.")
+    DOC_MAX_BYTES: int = Field(5_000_000, ge=1, le=500_000_000, description="Largest document file indexed or accepted by /docs add, in bytes.")
+    CHUNK_MAX_CHARS: int = Field(1200, ge=200, le=20_000, description="Largest chunk of a document, in characters.")
+    CHUNK_OVERLAP_CHARS: int = Field(150, ge=0, le=5000, description="Characters repeated between consecutive chunks of a long section.")
+    RETRIEVAL_TOP_K: int = Field(5, ge=1, le=50, description="Passages retrieved for a grounded answer.")
+    RETRIEVAL_MIN_SCORE: float = Field(0.02, ge=0, le=1, description="Fused score below which passages are not used to ground /ask.")
+
+    # Lifecycle
+    SHUTDOWN_TIMEOUT_S: float = Field(10.0, gt=0, le=300, description="Seconds allowed for a clean shutdown before tasks are abandoned.")
+    LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level: DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("ADMIN_ROLE_IDS", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("OLLAMA_HOST")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("CHUNK_OVERLAP_CHARS")
+    @classmethod
+    def _overlap_below_chunk(cls, value: int, info: object) -> int:
+        max_chars = getattr(info, "data", {}).get("CHUNK_MAX_CHARS")
+        if max_chars is not None and value >= max_chars // 2:
+            raise ValueError(f"must be less than half of CHUNK_MAX_CHARS ({max_chars})")
+        return value
+
+    @property
+    def db_path(self) -> Path:
+        return self.DATA_DIR / "bot.sqlite3"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.DATA_DIR / "index"
+
+
+def _describe(error: dict) -> str:
+    name = ".".join(str(part) for part in error.get("loc", ())) or "settings"
+    value = error.get("input")
+    reason = error.get("msg", "is invalid")
+    reason = reason.removeprefix("Value error, ")
+    return f"Invalid setting {name}={value!r}: {reason}."
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; raises ConfigError naming the first invalid setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None

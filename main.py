@@ -1,0 +1,187 @@
+"""Entry point: ``python main.py [run|playground|index|doctor]``.
+
+run (default)  connect to Discord with DISCORD_TOKEN; without a token, start the playground instead
+playground     run the bot against the built-in local Discord and talk to it from this terminal
+index          re-index the documents folder from the command line (like /docs reload)
+doctor         check each part (token, Ollama and its models, ChromaDB, documents, opus) and say what to do
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import discord
+
+from config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("main")
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces secrets (the bot token) in every log record; secrets never reach logs."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [secret for secret in secrets if secret]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "[redacted]")
+            record.msg, record.args = message, None
+        return True
+
+
+def setup_logging(settings: Settings) -> None:
+    discord.utils.setup_logging(level=getattr(logging, settings.LOG_LEVEL), root=True)
+    token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else ""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets([token]))
+
+
+async def serve(bot: Any, token: str, foreground: Coroutine[Any, Any, int] | None = None) -> int:
+    """Run ``bot`` until it stops, ``foreground`` ends, or SIGINT/SIGTERM; then shut down within the deadline.
+
+    Returns the exit code: ``foreground``'s result, else 0 after a signal or a clean stop.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(bot.start(token), name="discord-client")
+    waiters = {runner, asyncio.create_task(stop.wait(), name="signal-wait")}
+    front = asyncio.create_task(foreground, name="foreground") if foreground is not None else None
+    if front is not None:
+        waiters.add(front)
+    code = 0
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done() and runner.exception() is not None:
+            raise runner.exception()  # type: ignore[misc]
+        if stop.is_set():
+            log.info("signal received; shutting down")
+        if front is not None and front.done():
+            code = front.result()
+    finally:
+        if front is not None and not front.done():
+            front.cancel()
+        try:
+            await asyncio.wait_for(bot.close(), timeout=bot.settings.SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            log.error("shutdown took longer than SHUTDOWN_TIMEOUT_S; exiting anyway")
+        for task in waiters:
+            task.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return code
+
+
+async def run_discord(settings: Settings) -> int:
+    from bot.client import AssistantBot
+
+    assert settings.DISCORD_TOKEN is not None
+    bot = AssistantBot(settings)
+    try:
+        return await serve(bot, settings.DISCORD_TOKEN.get_secret_value())
+    except discord.LoginFailure:
+        print("error: Discord refused DISCORD_TOKEN; copy the bot token again from the Developer Portal.",
+              file=sys.stderr)
+        return 2
+
+
+async def run_playground_session(settings: Settings, script: Path | None, json_mode: bool) -> int:
+    from bot.sandbox.playground import run_playground
+
+    from bot.client import AssistantBot
+    from bot.sandbox import Sandbox
+
+    sandbox = Sandbox()
+    await sandbox.start()
+    sandbox.install()
+    try:
+        bot = AssistantBot(settings)
+        lines = (await asyncio.to_thread(script.read_text, encoding="utf-8")).splitlines() if script else None
+
+        async def foreground() -> int:
+            await sandbox.wait_ready(timeout=30)
+            return await run_playground(sandbox, lines=lines, json_mode=json_mode, out=sys.stdout)
+
+        return await serve(bot, sandbox.bot_token, foreground())
+    finally:
+        sandbox.uninstall()
+        await sandbox.stop()
+
+
+async def run_index(settings: Settings, scopes: list[str], full: bool) -> int:
+    from services.errors import ServiceError
+    from services.index import GLOBAL_SCOPE, DocumentIndex
+    from services.llm import LLMClient
+
+    llm = LLMClient.from_settings(settings)
+    index = DocumentIndex.from_settings(settings, llm)
+    if not scopes:
+        guild_dirs = await asyncio.to_thread(lambda: [p.name for p in settings.DOCUMENTS_DIR.glob("*") if p.is_dir()])
+        scopes = [GLOBAL_SCOPE] + sorted(name for name in guild_dirs if name.isdigit())
+    try:
+        for scope in scopes:
+            report = await index.reload(scope, full=full)
+            print(
+                f"{scope}: {len(report.added)} added, {len(report.updated)} updated, {len(report.removed)} removed, "
+                f"{len(report.unchanged)} unchanged, {len(report.skipped)} skipped; "
+                f"{report.chunks_embedded} chunks embedded in {report.seconds:.1f} s"
+            )
+            for name, reason in report.skipped:
+                print(f"  skipped {name}: {reason}")
+    except ServiceError as exc:
+        print(f"error: {exc.user_message}", file=sys.stderr)
+        return 1
+    finally:
+        await index.close()
+        await llm.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="connect to Discord (the playground when DISCORD_TOKEN is unset)")
+    play = sub.add_parser("playground", help="talk to the bot through the built-in local Discord")
+    play.add_argument("--script", type=Path, help="run the lines of this file instead of reading the terminal")
+    play.add_argument("--json", action="store_true", help="print one JSON object per event")
+    idx = sub.add_parser("index", help="re-index the documents folder")
+    idx.add_argument("--scope", action="append", default=[], help="'global' or a guild id (default: all)")
+    idx.add_argument("--full", action="store_true", help="rebuild from scratch (after an embedding model change)")
+    sub.add_parser("doctor", help="check every part and say what to fix")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+
+    command = args.command or "run"
+    if command == "doctor":
+        from bot.doctor import run_doctor
+
+        return asyncio.run(run_doctor(settings))
+    if command == "index":
+        return asyncio.run(run_index(settings, args.scope, args.full))
+    if command == "run" and settings.DISCORD_TOKEN is not None:
+        return asyncio.run(run_discord(settings))
+    if command == "run":
+        print("DISCORD_TOKEN is not set: starting the local playground instead (type `help`).", file=sys.stderr)
+    script = getattr(args, "script", None)
+    return asyncio.run(run_playground_session(settings, script, getattr(args, "json", False)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

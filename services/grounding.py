@@ -1,0 +1,53 @@
+"""Grounding an answer in retrieved passages: the prompt, and the list of sources shown to members.
+
+The sources are listed by the bot from what was retrieved, not left to the model, so a cited file is
+always a file that was really used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+GROUNDING_INSTRUCTIONS = (
+    "Answer the question using the numbered excerpts from the server's documents below when they are "
+    "relevant, and say which excerpts you used as [1], [2]... If they do not contain the answer, say so "
+    "briefly and answer from general knowledge."
+)
+
+
+class Passage(Protocol):
+    text: str
+    source: str
+    heading: str
+    score: float
+
+
+def select_passages(hits: Sequence[Passage], min_score: float = 0.0, limit: int = 5) -> list[Passage]:
+    """The hits worth grounding on: best first, at most ``limit``, each scoring at least ``min_score``."""
+    return [hit for hit in hits if hit.score >= min_score][:limit]
+
+
+def grounded_messages(system_prompt: str, question: str, passages: Sequence[Passage]) -> list[dict[str, str]]:
+    """Chat messages for a one-shot answer; with no passages, the question goes alone."""
+    if not passages:
+        return [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
+    excerpts = "\n\n".join(
+        f"[{number}] {passage.source}{f' — {passage.heading}' if passage.heading else ''}\n{passage.text}"
+        for number, passage in enumerate(passages, start=1)
+    )
+    return [
+        {"role": "system", "content": f"{system_prompt}\n\n{GROUNDING_INSTRUCTIONS}"},
+        {"role": "user", "content": f"Excerpts:\n\n{excerpts}\n\nQuestion: {question}"},
+    ]
+
+
+def sources_block(passages: Sequence[Passage]) -> str:
+    """Markdown listing the passages' files and headings, to append to the answer; "" when none."""
+    if not passages:
+        return ""
+    lines = [
+        f"[{number}] `{passage.source}`{f' › {passage.heading}' if passage.heading else ''}"
+        for number, passage in enumerate(passages, start=1)
+    ]
+    return "\n\n**Sources**\n" + "\n".join(lines)

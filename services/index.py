@@ -1,0 +1,911 @@
+"""The document index: ChromaDB collections per scope, incremental reload, hybrid retrieval.
+
+Scopes and storage
+    A scope is ``"global"`` (documents in ``DOCUMENTS_DIR/global/``, served to every guild) or a guild id as a
+    string (documents in ``DOCUMENTS_DIR/<guild_id>/``). Each scope has one ChromaDB collection (``global``,
+    ``guild_<id>``, cosine space) and one JSON manifest (``index_dir/manifests/<scope>.json``) recording, per
+    indexed file, its sha256, size and chunk count. ChromaDB is embedded (``PersistentClient`` under
+    ``index_dir/chroma``) unless ``chroma_host`` is given (``HttpClient``). Every Chroma call, file read and
+    parse runs in ``asyncio.to_thread``: the event loop never blocks.
+
+Embedding model
+    A collection records the embedding model name and vector dimension it was built with (collection metadata
+    ``embed_model`` / ``embed_dim``). Searching it, or reloading it incrementally, with another model or
+    dimension raises IndexMismatch; ``reload(scope, full=True)`` drops and rebuilds it.
+
+Incremental reload and consistency
+    Unchanged files (same sha256) cost no embedding call; new and changed files are chunked and embedded
+    (texts batched across files, ``embed_batch_size`` per request), their chunks upserted and the chunks of
+    their previous version deleted; files gone from the folder have their chunks deleted. The manifest is
+    rewritten atomically (temp file, fsync, ``os.replace``) after each file's chunks are committed, so a crash
+    or an embedding failure never leaves the manifest claiming work that was not done: the next reload simply
+    redoes what is missing. A manifest that does not belong to the collection (its ``build_id`` differs, e.g.
+    the Chroma directory was deleted) is not trusted: the scope is rebuilt.
+
+Concurrency
+    One reload per scope at a time: a second ``reload``/``add_document``/``remove_document`` on a scope whose
+    reload is running is *refused* with InvalidInput (a sentence saying a reload is running), rather than
+    queued, so that an admin who repeats the command gets an immediate, honest answer instead of a silent
+    second full pass. Searches run concurrently with reloads and see each file either before or after.
+
+Retrieval
+    Hybrid: a vector search (cosine) and a lexical BM25 search (rank_bm25, Okapi weighting with Lucene's
+    non-negative idf) over the guild's scope and the global scope, fused by Reciprocal Rank Fusion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import chromadb
+import httpx
+from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import NotFoundError as ChromaNotFound
+from rank_bm25 import BM25Okapi
+
+from services.documents import (
+    Chunk,
+    DocumentSkipped,
+    check_document_bytes,
+    chunk_document,
+    content_hash,
+    load_document,
+    parse_sections,
+    sanitize_filename,
+)
+from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+GLOBAL_SCOPE = "global"
+MANIFEST_VERSION = 1
+#: Reciprocal Rank Fusion constant (Cormack, Clarke & Buettcher, SIGIR 2009).
+RRF_K = 60
+#: Chunks per Chroma upsert call: large batches are written in pieces so no single thread call runs long.
+UPSERT_BATCH = 256
+#: Chunks per Chroma get call when loading a scope's lexical corpus.
+GET_BATCH = 1000
+
+
+# --------------------------------------------------------------------------------------------- public types
+
+
+class Embedder(Protocol):
+    """What the index needs from the LLM client (``services.llm.LLMClient`` satisfies it)."""
+
+    embed_model: str
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+@dataclass
+class Hit:
+    """One retrieved passage.
+
+    text: the chunk text; source: file path relative to its scope folder (e.g. ``"guides/gpu.md"``);
+    heading: heading path (``"Troubleshooting > GPU errors"``, ``""`` when none, ``"Page 3"`` for PDFs);
+    scope: ``"global"`` or the guild id as a string; score: Reciprocal Rank Fusion score, higher is better,
+    between 0 and 2/61 (~0.033, ranked first by both the vector and the lexical search); chunk_id: stable id.
+    """
+
+    text: str
+    source: str
+    heading: str
+    scope: str
+    score: float
+    chunk_id: str
+
+
+@dataclass
+class ReloadProgress:
+    """Progress of a reload: files read so far out of ``files_total``; ``current`` is the file being read
+    (None once every file has been read)."""
+
+    files_done: int
+    files_total: int
+    current: str | None
+
+
+@dataclass
+class ReloadReport:
+    """What a reload did. File names are relative to the scope folder; ``skipped`` pairs a file with the reason
+    it was not indexed; ``chunks_embedded`` and ``embed_calls`` count the embedding work (0 when nothing changed);
+    ``seconds`` is the wall time of the reload."""
+
+    scope: str
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    chunks_embedded: int = 0
+    embed_calls: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class DocumentInfo:
+    """An indexed document: its name relative to the scope folder, scope, number of chunks and size in bytes."""
+
+    name: str
+    scope: str
+    chunks: int
+    size_bytes: int
+
+
+# --------------------------------------------------------------------------------------------- lexical search
+
+
+_WORD_RE = re.compile(r"\w+(?:[.\-/:@]\w+)*")
+_PART_SPLIT_RE = re.compile(r"[._\-/:@]+")
+_CAMEL_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z0-9]+")
+_STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have how i if in into is it its me my no not of on or "
+    "so that the their then there these this to was what when where which who why will with you your".split()
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased lexical tokens of ``text`` for BM25.
+
+    Identifiers are kept whole *and* split into their parts, so ``OLLAMA_HOST`` gives ``ollama_host``,
+    ``ollama``, ``host``; ``num_ctx`` gives ``num_ctx``, ``num``, ``ctx``; ``config.yaml``, ``llama3.2:8b``,
+    ``0x80070005`` and ``E404`` stay searchable as written; camelCase is split too (``keepAlive`` -> ``keepalive``,
+    ``keep``, ``alive``). Common English stop words are dropped (never a whole identifier).
+    """
+    tokens: list[str] = []
+    for match in _WORD_RE.finditer(text):
+        word = match.group(0)
+        lower = word.lower()
+        parts: list[str] = []
+        for piece in _PART_SPLIT_RE.split(word):
+            if not piece:
+                continue
+            camel = _CAMEL_RE.findall(piece) if piece.isascii() else []
+            parts.extend(camel if "".join(camel) == piece else [piece])
+        if len(parts) > 1:
+            tokens.append(lower)
+            tokens.extend(p for p in (part.lower() for part in parts) if p not in _STOPWORDS)
+        elif lower not in _STOPWORDS:
+            tokens.append(lower)
+    return tokens
+
+
+class _LuceneBM25(BM25Okapi):
+    """BM25Okapi with Lucene's idf, ``log(1 + (N - n + 0.5) / (n + 0.5))``, which is never negative.
+
+    rank_bm25's Okapi idf goes negative for terms in more than half of the chunks (so a scope of one or two
+    documents could never match); Lucene's form keeps every matching term a positive contribution, which also
+    makes scores of different scopes comparable enough to merge.
+    """
+
+    def _calc_idf(self, nd: dict[str, int]) -> None:
+        for word, freq in nd.items():
+            self.idf[word] = math.log(1.0 + (self.corpus_size - freq + 0.5) / (freq + 0.5))
+
+
+@dataclass
+class _Lexical:
+    """BM25 over one scope's chunks (loaded from Chroma), tagged with the collection build it came from."""
+
+    build_id: str
+    ids: list[str]
+    texts: list[str]
+    metadatas: list[dict[str, Any]]
+    bm25: _LuceneBM25 | None  # None when the scope has no tokens at all
+
+    @classmethod
+    def build(cls, build_id: str, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> _Lexical:
+        """Tokenize and index (blocking, CPU-bound: run in a thread)."""
+        corpus = [tokenize(_lexical_text(text, meta)) for text, meta in zip(texts, metadatas, strict=True)]
+        bm25 = _LuceneBM25(corpus) if any(corpus) else None
+        return cls(build_id, ids, texts, metadatas, bm25)
+
+    def top(self, query_tokens: list[str], n: int) -> list[tuple[int, float]]:
+        """Indices and scores of the ``n`` best chunks with a positive score, best first (blocking)."""
+        if self.bm25 is None or not query_tokens:
+            return []
+        scores = self.bm25.get_scores(query_tokens)
+        order = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: (-scores[i], self.ids[i]))
+        return [(i, float(scores[i])) for i in order[:n]]
+
+
+def _lexical_text(text: str, meta: dict[str, Any]) -> str:
+    # The file name and heading path are part of what a chunk is "about" (e.g. "troubleshooting.md").
+    return f"{meta.get('source', '')}\n{meta.get('heading', '')}\n{text}"
+
+
+def _embedding_text(chunk_text: str, heading: str) -> str:
+    """What is embedded for a chunk: its heading path, then its text (a contextual chunk header)."""
+    return f"{heading}\n\n{chunk_text}" if heading else chunk_text
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> dict[str, float]:
+    """Fuse ranked lists of ids: ``score(d) = sum over lists of 1 / (k + rank(d))``, ranks from 1.
+
+    Reciprocal Rank Fusion, G. V. Cormack, C. L. A. Clarke, S. Buettcher, "Reciprocal Rank Fusion outperforms
+    Condorcet and individual Rank Learning Methods", SIGIR 2009, with their k = 60. It needs no score
+    normalisation, which is why it suits fusing cosine distances with BM25 scores.
+    """
+    fused: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+# --------------------------------------------------------------------------------------------- manifest
+
+
+@dataclass
+class _Manifest:
+    """What was indexed in one scope: ``files[name] = {"sha256", "size_bytes", "chunks"}``."""
+
+    scope: str
+    build_id: str | None = None
+    embed_model: str | None = None
+    embed_dim: int | None = None
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": MANIFEST_VERSION, "scope": self.scope, "build_id": self.build_id,
+                "embed_model": self.embed_model, "embed_dim": self.embed_dim, "files": self.files}
+
+    @classmethod
+    def from_json(cls, scope: str, data: dict[str, Any]) -> _Manifest:
+        if data.get("version") != MANIFEST_VERSION or data.get("scope") != scope:
+            raise ValueError("manifest of another version or scope")
+        files = data.get("files")
+        if not isinstance(files, dict):
+            raise ValueError("manifest without files")
+        return cls(scope, data.get("build_id"), data.get("embed_model"), data.get("embed_dim"), files)
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON so that ``path`` holds either the old or the new content, never a torn file (blocking)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(payload, handle, ensure_ascii=False, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden temp file and ``os.replace`` (blocking)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".upload-{uuid.uuid4().hex}.tmp")  # hidden: reloads ignore dot files
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------- reload helpers
+
+
+@dataclass
+class _PendingFile:
+    """A new or changed file whose chunks wait for their embeddings before being committed."""
+
+    name: str
+    sha256: str
+    size_bytes: int
+    chunks: list[Chunk]
+    is_new: bool
+    vectors: list[list[float] | None] = field(default_factory=list)
+    missing: int = 0
+
+    def __post_init__(self) -> None:
+        self.vectors = [None] * len(self.chunks)
+        self.missing = len(self.chunks)
+
+
+def _scope_label(scope: str) -> str:
+    return "the shared (global) documents" if scope == GLOBAL_SCOPE else "this server's documents"
+
+
+def _list_files(folder: Path) -> list[str]:
+    """Names (relative POSIX paths) of the regular files under ``folder``, hidden ones excluded (blocking)."""
+    if not folder.is_dir():
+        return []
+    names = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        names.append(relative.as_posix())
+    return sorted(names)
+
+
+def _read_and_hash(path: Path, max_bytes: int) -> tuple[str, int] | str:
+    """``(sha256, size)`` of a file, or the skip reason when it is over ``max_bytes`` (blocking)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        return f"over DOC_MAX_BYTES ({size} bytes > {max_bytes})"
+    data = path.read_bytes()
+    return content_hash(data), len(data)
+
+
+class DocumentIndex:
+    """The per-guild + global document index (see the module docstring for the design).
+
+    embedder: object with ``embed_model: str`` and ``async embed(texts) -> list[list[float]]`` (LLMClient).
+    index_dir: where the embedded ChromaDB (``chroma/``) and the manifests (``manifests/``) live.
+    documents_dir: root of the document folders (``global/`` and ``<guild_id>/``).
+    chroma_host / chroma_port: use a ChromaDB server instead of the embedded database.
+    doc_max_bytes: largest file indexed or accepted, in bytes. chunk_max_chars / chunk_overlap_chars: chunking.
+    embed_batch_size: texts per embed call (default: the embedder's ``embed_batch_size``, else 32).
+    """
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        index_dir: Path,
+        documents_dir: Path,
+        chroma_host: str | None = None,
+        chroma_port: int = 8000,
+        doc_max_bytes: int,
+        chunk_max_chars: int,
+        chunk_overlap_chars: int,
+        embed_batch_size: int | None = None,
+    ) -> None:
+        if not 0 <= chunk_overlap_chars < chunk_max_chars:
+            raise ValueError("chunk_overlap_chars must be >= 0 and < chunk_max_chars")
+        self.embedder = embedder
+        self.index_dir = Path(index_dir)
+        self.documents_dir = Path(documents_dir)
+        self.chroma_host = chroma_host
+        self.chroma_port = chroma_port
+        self.doc_max_bytes = doc_max_bytes
+        self.chunk_max_chars = chunk_max_chars
+        self.chunk_overlap_chars = chunk_overlap_chars
+        self.embed_batch_size = max(1, embed_batch_size or int(getattr(embedder, "embed_batch_size", 32)))
+        self._client: Any = None
+        self._client_lock = asyncio.Lock()
+        self._reload_locks: dict[str, asyncio.Lock] = {}
+        self._lexical: dict[str, _Lexical] = {}
+        self._lexical_locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, embedder: Embedder) -> DocumentIndex:
+        """Build the index from ``config.Settings`` (index_dir, DOCUMENTS_DIR, CHROMA_HOST, CHROMA_PORT,
+        DOC_MAX_BYTES, CHUNK_MAX_CHARS, CHUNK_OVERLAP_CHARS, EMBED_BATCH_SIZE)."""
+        return cls(
+            embedder=embedder,
+            index_dir=settings.index_dir,
+            documents_dir=settings.DOCUMENTS_DIR,
+            chroma_host=settings.CHROMA_HOST,
+            chroma_port=settings.CHROMA_PORT,
+            doc_max_bytes=settings.DOC_MAX_BYTES,
+            chunk_max_chars=settings.CHUNK_MAX_CHARS,
+            chunk_overlap_chars=settings.CHUNK_OVERLAP_CHARS,
+            embed_batch_size=settings.EMBED_BATCH_SIZE,
+        )
+
+    # -- scopes ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_scope(scope: str) -> str:
+        if scope != GLOBAL_SCOPE and not (scope.isascii() and scope.isdigit()):
+            raise ValueError(f"scope must be 'global' or a guild id, not {scope!r}")
+        return scope
+
+    def scope_dir(self, scope: str) -> Path:
+        """Folder of a scope's documents: ``documents_dir/global`` or ``documents_dir/<guild_id>``."""
+        return self.documents_dir / self._check_scope(scope)
+
+    @staticmethod
+    def collection_name(scope: str) -> str:
+        """ChromaDB collection of a scope: ``"global"`` or ``"guild_<id>"``."""
+        return GLOBAL_SCOPE if scope == GLOBAL_SCOPE else f"guild_{scope}"
+
+    def _manifest_path(self, scope: str) -> Path:
+        return self.index_dir / "manifests" / f"{scope}.json"
+
+    @staticmethod
+    def _search_scopes(guild_id: int | None) -> list[str]:
+        return [GLOBAL_SCOPE] if guild_id is None else [str(guild_id), GLOBAL_SCOPE]
+
+    # -- chroma access -----------------------------------------------------------------------------------
+
+    async def _chroma(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one blocking Chroma call in a thread; an unreachable Chroma server raises BackendUnavailable."""
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except (httpx.HTTPError, ConnectionError) as exc:
+            raise self._chroma_down(exc) from exc
+
+    def _chroma_down(self, exc: BaseException) -> BackendUnavailable:
+        log.warning("ChromaDB call failed: %s", exc)
+        where = f"at {self.chroma_host}:{self.chroma_port}" if self.chroma_host else f"in {self.index_dir / 'chroma'}"
+        return BackendUnavailable(f"The document index (ChromaDB {where}) cannot be reached; try again later "
+                                  "or check CHROMA_HOST/CHROMA_PORT.")
+
+    def _make_client(self) -> Any:
+        # Telemetry off: the bot makes no outbound connection besides Ollama (and a configured Chroma server).
+        settings = ChromaSettings(anonymized_telemetry=False)
+        if self.chroma_host:
+            return chromadb.HttpClient(host=self.chroma_host, port=self.chroma_port, settings=settings)
+        path = self.index_dir / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+
+    async def _get_client(self) -> Any:
+        if self._closed:
+            raise RuntimeError("DocumentIndex is closed")
+        async with self._client_lock:
+            if self._client is None:
+                try:
+                    self._client = await asyncio.to_thread(self._make_client)
+                except (httpx.HTTPError, ConnectionError, ValueError) as exc:
+                    # chromadb's HttpClient reports a server it cannot reach as ValueError("Could not connect...").
+                    raise self._chroma_down(exc) from exc
+            return self._client
+
+    async def _get_collection(self, scope: str) -> Any | None:
+        client = await self._get_client()
+        try:
+            return await self._chroma(client.get_collection, self.collection_name(scope), embedding_function=None)
+        except ChromaNotFound:
+            return None
+
+    async def _create_collection(self, scope: str, embed_dim: int) -> Any:
+        client = await self._get_client()
+        metadata = {"scope": scope, "embed_model": self.embedder.embed_model, "embed_dim": embed_dim,
+                    "build_id": uuid.uuid4().hex, "created_at": time.time()}
+        return await self._chroma(client.create_collection, self.collection_name(scope),
+                                  configuration={"hnsw": {"space": "cosine"}}, metadata=metadata,
+                                  embedding_function=None)
+
+    async def _drop_collection(self, scope: str) -> None:
+        client = await self._get_client()
+        with contextlib.suppress(ChromaNotFound):  # already absent is the wanted state
+            await self._chroma(client.delete_collection, self.collection_name(scope))
+
+    def _check_model(self, scope: str, collection: Any, dim: int | None = None) -> None:
+        """Raise IndexMismatch unless ``collection`` was built with the configured model (and ``dim``)."""
+        meta = collection.metadata or {}
+        built_model, built_dim = meta.get("embed_model"), meta.get("embed_dim")
+        wanted = self.embedder.embed_model
+        if built_model != wanted or (dim is not None and built_dim is not None and built_dim != dim):
+            now = f"`{wanted}`" + (f" ({dim} dimensions)" if dim is not None else "")
+            raise IndexMismatch(
+                f"The index of {_scope_label(scope)} was built with `{built_model}` ({built_dim} dimensions) but "
+                f"the embedding model is now {now}; an admin can run `/docs reload full:True` to rebuild it "
+                f"with `{wanted}`."
+            )
+
+    # -- manifests ---------------------------------------------------------------------------------------
+
+    def _read_manifest(self, scope: str) -> _Manifest:
+        """The scope's manifest, or an empty one when absent or unreadable (blocking)."""
+        path = self._manifest_path(scope)
+        try:
+            return _Manifest.from_json(scope, json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return _Manifest(scope)
+        except (OSError, ValueError) as exc:
+            log.warning("Ignoring unreadable manifest %s (%s); the scope will be rebuilt", path, exc)
+            return _Manifest(scope)
+
+    async def _save_manifest(self, manifest: _Manifest) -> None:
+        await asyncio.to_thread(_write_json_atomic, self._manifest_path(manifest.scope), manifest.to_json())
+
+    # -- reload ------------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, scope: str) -> AsyncIterator[None]:
+        """Hold the scope's reload lock, or refuse with InvalidInput when a reload of it is running."""
+        lock = self._reload_locks.setdefault(scope, asyncio.Lock())
+        if lock.locked():
+            raise InvalidInput(f"A reload of {_scope_label(scope)} is already running; wait for it to finish "
+                               "and try again.")
+        async with lock:  # acquired without suspending: no other task can slip in after the check
+            yield
+
+    async def reload(
+        self,
+        scope: str,
+        *,
+        full: bool = False,
+        progress: Callable[[ReloadProgress], Awaitable[None]] | None = None,
+    ) -> ReloadReport:
+        """Bring the index of ``scope`` (``"global"`` or a guild id string) in line with its folder.
+
+        full=False: incremental (only new/changed files are embedded). full=True: drop the collection and the
+        manifest, then index every file (also the fix for IndexMismatch). ``progress`` is awaited before each
+        file and once at the end (``current=None``); an exception it raises is logged, not fatal.
+        Raises InvalidInput when a reload of the scope is already running; IndexMismatch (incremental only)
+        when the collection was built with another embedding model or dimension; BackendUnavailable /
+        ModelNotFound from the embedder (work committed so far stays consistent; the next reload resumes);
+        BackendUnavailable when a ChromaDB server cannot be reached.
+        """
+        self._check_scope(scope)
+        async with self._exclusive(scope):
+            return await self._reload_locked(scope, full=full, progress=progress)
+
+    async def _reload_locked(
+        self,
+        scope: str,
+        *,
+        full: bool,
+        progress: Callable[[ReloadProgress], Awaitable[None]] | None,
+    ) -> ReloadReport:
+        started = time.perf_counter()
+        report = ReloadReport(scope=scope)
+        collection = await self._get_collection(scope)
+        manifest = await asyncio.to_thread(self._read_manifest, scope)
+        if not full and collection is not None:
+            self._check_model(scope, collection)
+            if manifest.build_id != (collection.metadata or {}).get("build_id"):
+                log.warning("Manifest of scope %s does not match its collection; rebuilding the scope", scope)
+                full = True
+        if full or collection is None:
+            if collection is not None:
+                await self._drop_collection(scope)
+            collection = None
+            manifest = _Manifest(scope)
+            await self._save_manifest(manifest)
+        succeeded = False
+        try:
+            collection = await self._sync_files(scope, collection, manifest, report, progress)
+            succeeded = True
+        finally:
+            report.seconds = time.perf_counter() - started
+            if succeeded:
+                await self._refresh_lexical(scope)
+            else:
+                self._lexical.pop(scope, None)  # reloaded from Chroma at the next search
+        log.info(
+            "Reloaded %s: %d added, %d updated, %d removed, %d unchanged, %d skipped; %d chunks in %d embed calls, "
+            "%.2f s", scope, len(report.added), len(report.updated), len(report.removed), len(report.unchanged),
+            len(report.skipped), report.chunks_embedded, report.embed_calls, report.seconds,
+        )
+        return report
+
+    async def _sync_files(
+        self,
+        scope: str,
+        collection: Any | None,
+        manifest: _Manifest,
+        report: ReloadReport,
+        progress: Callable[[ReloadProgress], Awaitable[None]] | None,
+    ) -> Any | None:
+        folder = self.scope_dir(scope)
+        names = await asyncio.to_thread(_list_files, folder)
+        on_disk = set(names)
+
+        # Files gone from the folder: delete their chunks first (no embedding needed).
+        for name in sorted(set(manifest.files) - on_disk):
+            if collection is not None:
+                await self._chroma(collection.delete, where={"source": name})
+            del manifest.files[name]
+            await self._save_manifest(manifest)
+            report.removed.append(name)
+
+        pending: list[_PendingFile] = []
+        queue: list[tuple[_PendingFile, int]] = []  # (file, chunk index) awaiting an embedding, in order
+        state = {"collection": collection}
+
+        async def drain(force: bool) -> None:
+            while len(queue) >= self.embed_batch_size or (force and queue):
+                batch, queue[:] = queue[: self.embed_batch_size], queue[self.embed_batch_size:]
+                texts = [_embedding_text(f.chunks[i].text, f.chunks[i].heading) for f, i in batch]
+                vectors = await self.embedder.embed(texts)
+                report.embed_calls += 1
+                report.chunks_embedded += len(texts)
+                if len(vectors) != len(texts):
+                    raise RuntimeError(f"embedder returned {len(vectors)} vectors for {len(texts)} texts")
+                state["collection"] = await self._ensure_collection(scope, state["collection"], manifest,
+                                                                    len(vectors[0]))
+                for (file, i), vector in zip(batch, vectors, strict=True):
+                    file.vectors[i] = vector
+                    file.missing -= 1
+                while pending and pending[0].missing == 0:
+                    await self._commit(scope, state["collection"], manifest, pending.pop(0), report)
+
+        for number, name in enumerate(names):
+            if progress is not None:
+                await self._report_progress(progress, ReloadProgress(number, len(names), name))
+            outcome = await self._prepare_file(folder / name, name, manifest)
+            if outcome is None:
+                report.unchanged.append(name)
+                continue
+            if isinstance(outcome, str):
+                report.skipped.append((name, outcome))
+                if name in manifest.files:  # was indexed, now unusable: its old chunks must not answer
+                    if state["collection"] is not None:
+                        await self._chroma(state["collection"].delete, where={"source": name})
+                    del manifest.files[name]
+                    await self._save_manifest(manifest)
+                continue
+            pending.append(outcome)
+            queue.extend((outcome, i) for i in range(len(outcome.chunks)))
+            await drain(force=False)
+        await drain(force=True)
+        if progress is not None:
+            await self._report_progress(progress, ReloadProgress(len(names), len(names), None))
+        return state["collection"]
+
+    @staticmethod
+    async def _report_progress(progress: Callable[[ReloadProgress], Awaitable[None]], value: ReloadProgress) -> None:
+        try:
+            await progress(value)
+        except Exception:
+            # A failed progress display (e.g. a message edit) must not abort indexing; it is logged.
+            log.warning("Reload progress callback failed", exc_info=True)
+
+    async def _prepare_file(self, path: Path, name: str, manifest: _Manifest) -> _PendingFile | str | None:
+        """None when unchanged, the skip reason, or the chunked file to embed."""
+        known = manifest.files.get(name)
+        try:
+            if known is not None:
+                hashed = await asyncio.to_thread(_read_and_hash, path, self.doc_max_bytes)
+                if isinstance(hashed, tuple) and hashed[0] == known.get("sha256"):
+                    return None
+            document = await asyncio.to_thread(load_document, path, source=name, max_bytes=self.doc_max_bytes)
+            chunks = await asyncio.to_thread(chunk_document, document, max_chars=self.chunk_max_chars,
+                                             overlap_chars=self.chunk_overlap_chars)
+        except DocumentSkipped as skipped:
+            return skipped.reason
+        except OSError as exc:
+            return f"unreadable ({exc.strerror or type(exc).__name__})"
+        if not chunks:
+            return "empty"
+        return _PendingFile(name, document.sha256, document.size_bytes, chunks, is_new=known is None)
+
+    async def _ensure_collection(self, scope: str, collection: Any | None, manifest: _Manifest, dim: int) -> Any:
+        """Create the collection at the first embedding (its dimension is known then), or check the dimension."""
+        if collection is None:
+            collection = await self._create_collection(scope, dim)
+            meta = collection.metadata or {}
+            manifest.build_id, manifest.embed_model, manifest.embed_dim = meta["build_id"], meta["embed_model"], dim
+            await self._save_manifest(manifest)
+        else:
+            self._check_model(scope, collection, dim)
+        return collection
+
+    async def _commit(self, scope: str, collection: Any, manifest: _Manifest, file: _PendingFile,
+                      report: ReloadReport) -> None:
+        """Write one file's chunks, delete its stale ones, then record it in the manifest."""
+        old = await self._chroma(collection.get, where={"source": file.name}, include=[])
+        ids = [c.chunk_id for c in file.chunks]
+        for start in range(0, len(ids), UPSERT_BATCH):
+            piece = file.chunks[start:start + UPSERT_BATCH]
+            await self._chroma(
+                collection.upsert,
+                ids=ids[start:start + UPSERT_BATCH],
+                embeddings=file.vectors[start:start + UPSERT_BATCH],
+                documents=[c.text for c in piece],
+                metadatas=[{"source": c.source, "heading": c.heading, "chunk_index": c.index,
+                            "file_sha256": file.sha256, "scope": scope} for c in piece],
+            )
+        # Upsert first, delete after: a concurrent search never finds the file missing.
+        stale = sorted(set(old["ids"]) - set(ids))
+        for start in range(0, len(stale), UPSERT_BATCH):
+            await self._chroma(collection.delete, ids=stale[start:start + UPSERT_BATCH])
+        manifest.files[file.name] = {"sha256": file.sha256, "size_bytes": file.size_bytes, "chunks": len(ids)}
+        await self._save_manifest(manifest)
+        (report.added if file.is_new else report.updated).append(file.name)
+
+    # -- lexical corpus ----------------------------------------------------------------------------------
+
+    async def _load_lexical(self, scope: str, collection: Any) -> _Lexical:
+        ids: list[str] = []
+        texts: list[str] = []
+        metadatas: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            page = await self._chroma(collection.get, include=["documents", "metadatas"], limit=GET_BATCH,
+                                      offset=offset)
+            ids.extend(page["ids"])
+            texts.extend(page["documents"] or [])
+            metadatas.extend(dict(m or {}) for m in page["metadatas"] or [])
+            if len(page["ids"]) < GET_BATCH:
+                break
+            offset += GET_BATCH
+        build_id = str((collection.metadata or {}).get("build_id"))
+        return await asyncio.to_thread(_Lexical.build, build_id, ids, texts, metadatas)
+
+    async def _refresh_lexical(self, scope: str) -> None:
+        """Rebuild the scope's BM25 corpus from Chroma after a reload."""
+        lock = self._lexical_locks.setdefault(scope, asyncio.Lock())
+        async with lock:
+            collection = await self._get_collection(scope)
+            if collection is None:
+                self._lexical.pop(scope, None)
+            else:
+                self._lexical[scope] = await self._load_lexical(scope, collection)
+
+    async def _lexical_for(self, scope: str, collection: Any) -> _Lexical:
+        """The scope's BM25 corpus, loaded from Chroma at the first search (after a restart) or when the
+        collection was rebuilt elsewhere (its build_id changed)."""
+        build_id = str((collection.metadata or {}).get("build_id"))
+        cached = self._lexical.get(scope)
+        if cached is not None and cached.build_id == build_id:
+            return cached
+        lock = self._lexical_locks.setdefault(scope, asyncio.Lock())
+        async with lock:
+            cached = self._lexical.get(scope)
+            if cached is None or cached.build_id != build_id:
+                cached = await self._load_lexical(scope, collection)
+                self._lexical[scope] = cached
+            return cached
+
+    # -- search ------------------------------------------------------------------------------------------
+
+    async def search(self, guild_id: int | None, query: str, k: int = 5) -> list[Hit]:
+        """The ``k`` best passages for ``query`` from the guild's documents and the global ones, best first.
+
+        guild_id: None searches the global scope only. Vector (cosine) and BM25 rankings of up to
+        ``max(4k, 20)`` candidates each, both merged across the scopes, are fused by Reciprocal Rank Fusion
+        (see :func:`reciprocal_rank_fusion`); ``Hit.score`` is the fused score. Returns [] when nothing is
+        indexed. Raises InvalidInput for an empty query; IndexMismatch when a searched collection was built
+        with another embedding model or dimension; BackendUnavailable / ModelNotFound from the embedder or an
+        unreachable ChromaDB server.
+        """
+        if not query.strip():
+            raise InvalidInput("The question is empty; write what you are looking for.")
+        k = max(1, k)
+        candidates = max(4 * k, 20)
+        scopes = self._search_scopes(guild_id)
+        collections = await asyncio.gather(*(self._get_collection(s) for s in scopes))
+        present = [(s, c) for s, c in zip(scopes, collections, strict=True) if c is not None]
+        if not present:
+            return []
+        for scope, collection in present:
+            self._check_model(scope, collection)
+        query_vector = (await self.embedder.embed([query]))[0]
+        for scope, collection in present:
+            self._check_model(scope, collection, len(query_vector))
+
+        query_tokens = tokenize(query)
+        vector_results, lexical_results = await asyncio.gather(
+            asyncio.gather(*(self._chroma(c.query, query_embeddings=[query_vector], n_results=candidates,
+                                          include=["documents", "metadatas", "distances"]) for _, c in present)),
+            asyncio.gather(*(self._lexical_search(s, c, query_tokens, candidates) for s, c in present)),
+        )
+
+        passages: dict[str, Hit] = {}  # key: "<scope>/<chunk id>" (ids are unique within a collection only)
+        vector_ranked: list[tuple[float, str]] = []
+        for (scope, _), result in zip(present, vector_results, strict=True):
+            for chunk, text, meta, distance in zip(result["ids"][0], result["documents"][0],
+                                                   result["metadatas"][0], result["distances"][0], strict=True):
+                key = f"{scope}/{chunk}"
+                passages[key] = _hit(scope, chunk, text, meta)
+                vector_ranked.append((float(distance), key))
+        lexical_ranked: list[tuple[float, str]] = []
+        for _scope, found in lexical_results:
+            for key, score, hit in found:
+                passages.setdefault(key, hit)
+                lexical_ranked.append((-score, key))
+        # Cosine distances of one model are comparable across collections; BM25 scores roughly so (same
+        # weighting, per-scope idf): each is merged into one ranking before fusion.
+        fused = reciprocal_rank_fusion([
+            [key for _, key in sorted(vector_ranked)][:candidates],
+            [key for _, key in sorted(lexical_ranked)][:candidates],
+        ])
+        best = sorted(fused, key=lambda key: (-fused[key], key))[:k]
+        hits = []
+        for key in best:
+            hit = passages[key]
+            hit.score = fused[key]
+            hits.append(hit)
+        return hits
+
+    async def _lexical_search(self, scope: str, collection: Any, tokens: list[str],
+                              n: int) -> tuple[str, list[tuple[str, float, Hit]]]:
+        lexical = await self._lexical_for(scope, collection)
+        top = await asyncio.to_thread(lexical.top, tokens, n)
+        return scope, [
+            (f"{scope}/{lexical.ids[i]}", score, _hit(scope, lexical.ids[i], lexical.texts[i], lexical.metadatas[i]))
+            for i, score in top
+        ]
+
+    # -- documents ---------------------------------------------------------------------------------------
+
+    async def list_documents(self, guild_id: int | None) -> list[DocumentInfo]:
+        """Indexed documents of the guild's scope, then of the global scope, each sorted by name.
+
+        Reads the manifests, so it reflects what the last reload indexed (not files added since).
+        """
+        infos: list[DocumentInfo] = []
+        for scope in self._search_scopes(guild_id):
+            manifest = await asyncio.to_thread(self._read_manifest, scope)
+            infos.extend(
+                DocumentInfo(name, scope, int(entry.get("chunks", 0)), int(entry.get("size_bytes", 0)))
+                for name, entry in sorted(manifest.files.items())
+            )
+        return infos
+
+    async def add_document(self, guild_id: int, filename: str, data: bytes) -> tuple[str, ReloadReport]:
+        """Save an uploaded document in the guild's folder and index it; returns (saved name, reload report).
+
+        The name is sanitized (:func:`services.documents.sanitize_filename`); a file of that name is replaced.
+        The content is checked before anything is written. The file is written atomically, then the guild's
+        scope is reloaded incrementally (so only this file is embedded, unless others changed too).
+        Raises InvalidInput for a bad name or type, a file over ``doc_max_bytes``, an empty, binary, non-UTF-8
+        or unreadable file, or a reload of the guild's documents already running; then what ``reload`` raises.
+        """
+        scope = str(int(guild_id))
+        name = sanitize_filename(filename)
+        if len(data) > self.doc_max_bytes:
+            raise InvalidInput(f"`{name}` is {len(data):,} bytes; the limit is {self.doc_max_bytes:,} bytes "
+                               "(DOC_MAX_BYTES).")
+        reason = check_document_bytes(name, data, max_bytes=self.doc_max_bytes)
+        if reason is None:
+            try:
+                await asyncio.to_thread(parse_sections, name, data)
+            except DocumentSkipped as skipped:
+                reason = skipped.reason
+        if reason is not None:
+            raise InvalidInput(f"`{name}` cannot be indexed: {reason}.")
+        async with self._exclusive(scope):
+            await asyncio.to_thread(_write_bytes_atomic, self.scope_dir(scope) / name, data)
+            report = await self._reload_locked(scope, full=False, progress=None)
+        return name, report
+
+    async def remove_document(self, guild_id: int, name: str) -> ReloadReport:
+        """Delete a document of the guild (``name`` as listed, relative to the guild's folder) and its chunks.
+
+        Raises NotFound when no such file is in the guild's folder (names that would leave it count as
+        absent); InvalidInput when a reload of the guild's documents is running; then what ``reload`` raises.
+        """
+        scope = str(int(guild_id))
+        folder = self.scope_dir(scope)
+        path = await asyncio.to_thread(_resolve_inside, folder, name)
+        if path is None:
+            raise NotFound(f"There is no document named `{name[:100]}` in this server's documents; "
+                           "see `/docs list`.")
+        async with self._exclusive(scope):
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            return await self._reload_locked(scope, full=False, progress=None)
+
+    async def close(self) -> None:
+        """Release the ChromaDB client and the caches; idempotent. Waits for running reloads of no scope:
+        callers cancel those tasks first (a cancelled reload leaves manifest and collection consistent)."""
+        self._closed = True
+        self._lexical.clear()
+        self._client = None
+
+
+def _hit(scope: str, chunk: str, text: str | None, meta: Any) -> Hit:
+    meta = meta or {}
+    return Hit(text=text or "", source=str(meta.get("source", "")), heading=str(meta.get("heading", "")),
+               scope=scope, score=0.0, chunk_id=chunk)
+
+
+def _resolve_inside(folder: Path, name: str) -> Path | None:
+    """The file ``folder/name`` when it exists and lies inside ``folder``, else None (blocking)."""
+    if not name or "\x00" in name or name.startswith("."):
+        return None
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(root) or path == root or not path.is_file():
+        return None
+    if any(part.startswith(".") for part in path.relative_to(root).parts):
+        return None
+    return path

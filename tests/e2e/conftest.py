@@ -1,0 +1,131 @@
+"""End-to-end harness: the real bot (real discord.py client) against the sandbox and the Ollama stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.client import AssistantBot
+from bot.sandbox import Sandbox
+from bot.streaming import CURSOR
+from config import Settings, load_settings
+from tests.fakes.ollama import FakeOllama
+
+FIXTURE_DOCS = Path(__file__).resolve().parent.parent / "fixtures" / "docs"
+
+
+def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "DISCORD_TOKEN": None,
+        "OLLAMA_HOST": ollama_url,
+        "DATA_DIR": tmp_path / "data",
+        "DOCUMENTS_DIR": tmp_path / "documents",
+        "STREAM_EDIT_INTERVAL_S": 0.2,
+        "CHAT_COOLDOWN_S": 0,
+        "DOCS_COOLDOWN_S": 0,
+        "ADMIN_COOLDOWN_S": 0,
+        "LLM_TIMEOUT_S": 5,
+        "SHUTDOWN_TIMEOUT_S": 5,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@dataclass
+class Harness:
+    sandbox: Sandbox
+    bot: AssistantBot
+    ollama: FakeOllama
+    settings: Settings
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+    async def command(self, member: str, name: str, options: dict[str, Any] | None = None,
+                      channel: str = "general") -> int:
+        """Invoke a slash command; returns the interaction id."""
+        handle = await self.sandbox.invoke(member, name, options or {}, channel=channel)
+        return handle.interaction_id
+
+    async def settle(self, quiet_s: float = 0.6, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Collect events until none arrives for ``quiet_s`` and no visible message still streams."""
+        seen: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"the bot did not settle within {timeout} s; events: {seen[-5:]}")
+            try:
+                seen.append(await asyncio.wait_for(self.events.get(), timeout=min(quiet_s, remaining)))
+            except TimeoutError:
+                streaming = any(
+                    message["content"] and message["content"].endswith(CURSOR)
+                    for message in self.sandbox.channel_messages("general") + self.sandbox.channel_messages("random")
+                )
+                if seen and not streaming:
+                    return seen
+
+    def bot_messages(self, interaction_id: int | None = None, channel: str = "general") -> list[dict[str, Any]]:
+        """Visible messages of the bot in ``channel`` (for one interaction when given), oldest first."""
+        return [
+            message for message in self.sandbox.channel_messages(channel)
+            if message["author"] == "Assistant"
+            and (interaction_id is None or message.get("interaction_id") == interaction_id)
+        ]
+
+    async def answer(self, member: str, name: str, options: dict[str, Any] | None = None,
+                     channel: str = "general", timeout: float = 20.0) -> tuple[int, list[dict[str, Any]]]:
+        """Invoke a command and wait for its answer; returns the interaction id and the events seen."""
+        interaction_id = await self.command(member, name, options, channel)
+        events = await self.settle(timeout=timeout)
+        return interaction_id, events
+
+
+def ephemeral_replies(events: list[dict[str, Any]]) -> list[str]:
+    return [event["content"] for event in events if event["event"] in ("message", "edit") and event["ephemeral"]]
+
+
+async def start_bot(sandbox: Sandbox, settings: Settings) -> tuple[AssistantBot, asyncio.Task[None]]:
+    bot = AssistantBot(settings)
+    runner = asyncio.create_task(bot.start(sandbox.bot_token))
+    await sandbox.wait_ready(timeout=20)
+    await asyncio.wait_for(bot.wait_until_ready(), timeout=20)
+    return bot, runner
+
+
+async def stop_bot(bot: AssistantBot, runner: asyncio.Task[None]) -> None:
+    await bot.close()
+    await asyncio.wait_for(runner, timeout=10)
+
+
+HarnessFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_harness(tmp_path: Path, ollama: FakeOllama) -> AsyncIterator[HarnessFactory]:
+    """Factory: ``await make_harness(**setting_overrides)`` starts the sandbox and the bot once per test."""
+    started: list[tuple[Sandbox, AssistantBot, asyncio.Task[None], asyncio.Queue[dict[str, Any]]]] = []
+
+    async def factory(docs: bool = False, **overrides: Any) -> Harness:
+        settings = make_settings(tmp_path, ollama.url, **overrides)
+        if docs:
+            shutil.copytree(FIXTURE_DOCS, settings.DOCUMENTS_DIR / "global")
+        sandbox = Sandbox()
+        await sandbox.start()
+        sandbox.install()
+        bot, runner = await start_bot(sandbox, settings)
+        queue = sandbox.subscribe()
+        started.append((sandbox, bot, runner, queue))
+        return Harness(sandbox, bot, ollama, settings, queue)
+
+    yield factory
+    for sandbox, bot, runner, queue in started:
+        sandbox.unsubscribe(queue)
+        await stop_bot(bot, runner)
+        sandbox.uninstall()
+        await sandbox.stop()

@@ -1,0 +1,145 @@
+"""Chat through the sandbox: commands, context, mentions, long answers, limits and backend failures."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from bot.streaming import CURSOR
+from tests.e2e.conftest import ephemeral_replies
+
+EXPECTED_COMMANDS = {"chat", "ask", "reset", "docs"}
+
+
+def remembering_responder(body: dict[str, Any]) -> str:
+    """Answers with every user message it was sent, so the reply shows what context arrived."""
+    said = [message["content"] for message in body["messages"] if message["role"] == "user"]
+    return "I have heard: " + " | ".join(said)
+
+
+async def test_commands_are_synced_once(make_harness):
+    harness = await make_harness()
+    names = {command["name"] for command in harness.sandbox.commands}
+    assert EXPECTED_COMMANDS <= names
+    docs = next(command for command in harness.sandbox.commands if command["name"] == "docs")
+    assert {option["name"] for option in docs["options"]} == {"ask", "search", "list", "add", "remove", "reload"}
+    assert harness.sandbox.sync_count == 1
+    # Restarting with the same commands sends no second sync.
+    restarted = await make_harness()
+    assert restarted.sandbox.sync_count == 0
+
+
+async def test_chat_keeps_context_over_three_turns(make_harness):
+    harness = await make_harness()
+    harness.ollama.responder = remembering_responder
+    turns = ["my name is Zed", "I live in Lisbon", "where do I live and what is my name?"]
+    for turn in turns:
+        interaction_id, _ = await harness.answer("alice", "chat", {"message": turn})
+    final = harness.bot_messages(interaction_id)[-1]["content"]
+    assert final == "I have heard: " + " | ".join(turns)
+    last_request = harness.ollama.chat_requests[-1]
+    assert last_request["options"]["num_ctx"] == harness.settings.LLM_NUM_CTX
+    roles = [message["role"] for message in last_request["messages"]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+
+
+async def test_mention_is_answered_and_a_reply_continues_the_conversation(make_harness):
+    harness = await make_harness()
+    harness.ollama.responder = remembering_responder
+    first = await harness.sandbox.send_message("bob", "general", "hello there", mention_bot=True)
+    await harness.settle()
+    reply = harness.bot_messages()[-1]
+    assert reply["reference_id"] == first["id"]
+    assert reply["content"] == "I have heard: hello there"
+    await harness.sandbox.send_message("bob", "general", "and again", reply_to=reply["id"])
+    await harness.settle()
+    assert harness.bot_messages()[-1]["content"] == "I have heard: hello there | and again"
+
+
+async def test_long_answer_arrives_complete_in_messages_of_at_most_2000_characters(make_harness):
+    harness = await make_harness()
+    words = [f"word{i}" for i in range(900)]
+    text = " ".join(words[:300]) + "\n\n" + " ".join(words[300:600]) + "\n\n" + " ".join(words[600:])
+    assert len(text) > 5000
+    harness.ollama.responder = lambda body: text
+    interaction_id, events = await harness.answer("alice", "chat", {"message": "tell me everything"})
+    messages = harness.bot_messages(interaction_id)
+    assert len(messages) >= 3
+    assert all(len(message["content"]) <= 2000 for message in messages)
+    assert " ".join(message["content"] for message in messages).split() == words
+    assert not any(CURSOR in message["content"] for message in messages)
+    assert harness.sandbox.errors == []
+    # The answer streamed: the first message was edited, not sent once at the end.
+    assert any(event["event"] == "edit" for event in events)
+
+
+async def test_streaming_edits_are_throttled(make_harness):
+    harness = await make_harness(STREAM_EDIT_INTERVAL_S=0.5)
+    harness.ollama.tokens_per_s = 40
+    harness.ollama.responder = lambda body: " ".join(f"t{i}" for i in range(60))  # about 3 s of tokens
+    interaction_id, events = await harness.answer("alice", "chat", {"message": "count"})
+    times = [event["t_ms"] for event in events
+             if event["event"] in ("message", "edit") and event.get("interaction_id") == interaction_id]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    # every gap but the final flush respects the interval (a little scheduling slack allowed)
+    assert len(times) >= 3 and all(gap >= 450 for gap in gaps[:-1]), gaps
+
+
+async def test_over_long_message_and_cooldown_get_ephemeral_replies(make_harness):
+    harness = await make_harness(CHAT_COOLDOWN_S=30, CHAT_MAX_CHARS=100)
+    _, events = await harness.answer("bob", "chat", {"message": "x" * 101})
+    assert ephemeral_replies(events) == [
+        "Your message is 101 characters long; the limit is 100. Shorten it and try again."
+    ]
+    await harness.answer("bob", "chat", {"message": "hi"})
+    _, events = await harness.answer("bob", "chat", {"message": "hi again"})
+    [reply] = ephemeral_replies(events)
+    assert reply.startswith("Slow down: you can use this command again in ")
+    # The cooldown is per member: alice is not slowed down by bob.
+    _, events = await harness.answer("alice", "chat", {"message": "hi"})
+    assert ephemeral_replies(events) == []
+
+
+async def test_reset_needs_manage_messages_and_clears_the_conversation(make_harness):
+    harness = await make_harness()
+    harness.ollama.responder = remembering_responder
+    await harness.answer("alice", "chat", {"message": "remember the number 7"})
+    _, events = await harness.answer("alice", "reset")
+    assert ephemeral_replies(events) == ["You need the Manage Messages permission to use this command."]
+    _, events = await harness.answer("admin", "reset")
+    assert ephemeral_replies(events) == ["Conversation cleared (2 messages forgotten)."]
+    interaction_id, _ = await harness.answer("alice", "chat", {"message": "what number?"})
+    assert harness.bot_messages(interaction_id)[-1]["content"] == "I have heard: what number?"
+
+
+async def test_ollama_down_gives_a_clear_reply(make_harness):
+    harness = await make_harness(OLLAMA_HOST="http://127.0.0.1:9")  # nothing listens on the discard port
+    interaction_id, _ = await harness.answer("alice", "chat", {"message": "hello"})
+    content = harness.bot_messages(interaction_id)[-1]["content"]
+    assert "could not be reached" in content and "ollama serve" in content
+
+
+async def test_ollama_hanging_gives_a_clear_reply_within_the_timeout(make_harness):
+    harness = await make_harness(LLM_TIMEOUT_S=1.5)
+    harness.ollama.fail_chat = "hang"
+    started = time.monotonic()
+    interaction_id, _ = await harness.answer("alice", "chat", {"message": "hello"})
+    content = harness.bot_messages(interaction_id)[-1]["content"]
+    assert re.search(r"did not answer within 1\.5 s", content), content
+    assert time.monotonic() - started < 1.5 + 3  # the timeout, plus the harness' quiet period and slack
+
+
+async def test_missing_model_says_how_to_pull_it(make_harness):
+    harness = await make_harness(CHAT_MODEL="mistral")
+    interaction_id, _ = await harness.answer("alice", "ask", {"question": "hi"})
+    assert "`ollama pull mistral`" in harness.bot_messages(interaction_id)[-1]["content"]
+
+
+async def test_answers_never_break_discord_limits(make_harness):
+    harness = await make_harness()
+    harness.ollama.responder = lambda body: "```python\n" + "print('hello world')\n" * 300 + "```"
+    interaction_id, _ = await harness.answer("alice", "chat", {"message": "code please"})
+    messages = harness.bot_messages(interaction_id)
+    assert len(messages) >= 3 and all(message["content"].count("```") % 2 == 0 for message in messages)
+    assert harness.sandbox.errors == []

@@ -1,0 +1,114 @@
+"""Documents through the sandbox: admin-only reload, incremental reindex, skipped files, grounded answers."""
+
+from __future__ import annotations
+
+import re
+
+from tests.e2e.conftest import ephemeral_replies
+
+ADMINS_ONLY = "Only admins (Manage Server permission or an admin role) can use this command."
+
+
+def counts(text: str, scope: str = "Global documents") -> dict[str, int]:
+    line = next(line for line in text.splitlines() if line.startswith(f"**{scope}**"))
+    return {name: int(number) for number, name in re.findall(r"(\d+) (added|updated|removed|unchanged|skipped)", line)}
+
+
+async def test_member_reload_is_refused_and_admin_reload_works(make_harness):
+    harness = await make_harness(docs=True)
+    _, events = await harness.answer("alice", "docs reload")
+    assert ephemeral_replies(events) == [ADMINS_ONLY]
+    assert harness.ollama.embed_calls == 0
+    interaction_id, _ = await harness.answer("admin", "docs reload")
+    report = harness.bot_messages(interaction_id)[-1]["content"]
+    assert counts(report) == {"added": 4, "updated": 0, "removed": 0, "unchanged": 0, "skipped": 0}
+
+
+async def test_second_reload_without_change_makes_no_embedding_call(make_harness):
+    harness = await make_harness(docs=True)
+    await harness.answer("admin", "docs reload")
+    harness.ollama.reset_counters()
+    interaction_id, _ = await harness.answer("admin", "docs reload")
+    assert harness.ollama.embed_calls == 0
+    assert counts(harness.bot_messages(interaction_id)[-1]["content"])["unchanged"] == 4
+    # One changed file: only it is embedded again.
+    gpu = harness.settings.DOCUMENTS_DIR / "global" / "gpu.md"
+    gpu.write_text(gpu.read_text() + "\n## Apple silicon\n\nMetal is used on Apple computers.\n")
+    interaction_id, _ = await harness.answer("admin", "docs reload")
+    assert counts(harness.bot_messages(interaction_id)[-1]["content"]) == {
+        "added": 0, "updated": 1, "removed": 0, "unchanged": 3, "skipped": 0
+    }
+    assert harness.ollama.embedded_texts >= 1 and harness.ollama.embed_calls >= 1
+
+
+async def test_unreadable_files_are_skipped_and_named(make_harness):
+    harness = await make_harness(docs=True)
+    folder = harness.settings.DOCUMENTS_DIR / "global"
+    (folder / "image.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    (folder / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (folder / "empty.md").write_text("")
+    interaction_id, _ = await harness.answer("admin", "docs reload")
+    report = harness.bot_messages(interaction_id)[-1]["content"]
+    assert counts(report)["skipped"] == 3 and counts(report)["added"] == 4
+    assert re.search(r"skipped `image\.md`: binary", report)
+    assert re.search(r"skipped `latin1\.txt`: not decodable", report)
+    assert re.search(r"skipped `empty\.md`: empty", report)
+
+
+async def test_ask_cites_the_right_document(make_harness):
+    harness = await make_harness(docs=True)
+    await harness.answer("admin", "docs reload")
+    questions = {
+        "How do I choose which GPU cards the server uses?": "gpu.md",
+        "Downloads go through my proxy, which variable do I set?": "proxy.md",
+        "How can I change the folder where models are stored?": "storage.md",
+        "How long does a model stay loaded in memory?": "faq.txt",
+    }
+    for question, source in questions.items():
+        interaction_id, _ = await harness.answer("bob", "ask", {"question": question})
+        answer = "\n".join(message["content"] for message in harness.bot_messages(interaction_id))
+        cited = re.findall(r"\[(\d)\] `([^`]+)`", answer)
+        assert cited and cited[0][1] == source, (question, answer[-300:])
+        # the excerpts reached the model
+        assert source in harness.ollama.chat_requests[-1]["messages"][-1]["content"]
+
+
+async def test_exact_setting_name_is_found_by_search(make_harness):
+    harness = await make_harness(docs=True)
+    await harness.answer("admin", "docs reload")
+    interaction_id, _ = await harness.answer("bob", "docs search", {"query": "CUDA_VISIBLE_DEVICES"})
+    [message] = harness.bot_messages(interaction_id)
+    first_field = message["embeds"][0]["fields"][0]
+    assert "gpu.md" in first_field["name"] and "CUDA_VISIBLE_DEVICES" in first_field["value"]
+
+
+async def test_add_list_and_remove_a_document(make_harness, tmp_path):
+    harness = await make_harness()
+    upload = tmp_path / "Release Notes.md"
+    upload.write_text("# Release notes\n\nVersion 2 adds the frobnicator setting FROB_LEVEL.\n")
+    _, events = await harness.answer("bob", "docs add", {"file": upload})
+    assert ephemeral_replies(events) == [ADMINS_ONLY]
+    interaction_id, _ = await harness.answer("admin", "docs add", {"file": upload})
+    added = harness.bot_messages(interaction_id)[-1]["content"]
+    name = re.search(r"Added `([^`]+)`", added).group(1)
+    assert (harness.settings.DOCUMENTS_DIR / str(harness.sandbox.guild_id) / name).is_file()
+    interaction_id, events = await harness.answer("bob", "docs list")
+    listing = ephemeral_replies(events)[-1] if ephemeral_replies(events) else ""
+    embeds = [event["embeds"] for event in events if event.get("embeds")]
+    assert name in (listing + str(embeds))
+    interaction_id, _ = await harness.answer("bob", "docs search", {"query": "FROB_LEVEL"})
+    assert name in str(harness.bot_messages(interaction_id)[-1]["embeds"])
+    await harness.answer("admin", "docs remove", {"name": name})
+    interaction_id, _ = await harness.answer("bob", "docs search", {"query": "FROB_LEVEL frobnicator"})
+    assert name not in str(harness.bot_messages(interaction_id)[-1])
+
+
+async def test_add_refuses_unsupported_type_and_path_tricks(make_harness, tmp_path):
+    harness = await make_harness()
+    bad = tmp_path / "tool.exe"
+    bad.write_bytes(b"MZ\x00\x00")
+    _, events = await harness.answer("admin", "docs add", {"file": bad})
+    [reply] = ephemeral_replies(events)
+    assert "not a supported document" in reply
+    guild_dir = harness.settings.DOCUMENTS_DIR / str(harness.sandbox.guild_id)
+    assert not guild_dir.exists() or not any(guild_dir.iterdir())

@@ -1,0 +1,494 @@
+"""A wire-faithful stand-in for the Ollama HTTP API, for tests and for trying the bot without Ollama.
+
+It serves the endpoints the bot uses, with the shapes the real server sends (and the real ``ollama``
+python client parses):
+
+- ``POST /api/chat``: NDJSON stream of ``{"model", "created_at", "message": {"role": "assistant",
+  "content": <token>}, "done": false}`` lines and a final ``"done": true`` line with ``done_reason`` and the
+  timing/count fields (durations in nanoseconds); one JSON object when ``"stream": false``.
+- ``POST /api/embed``: ``{"model", "embeddings": [[float, ...], ...], "total_duration", "load_duration",
+  "prompt_eval_count"}``; the vectors are deterministic feature hashes of the words (see ``hashed_embedding``),
+  so lexically similar texts get similar, L2-normalised vectors.
+- ``GET /api/tags``, ``POST /api/show``, ``GET /api/ps``, ``GET /api/version``, ``GET /`` ("Ollama is running").
+
+An unknown model answers 404 ``{"error": "model \\"x\\" not found, try pulling it first"}`` like Ollama.
+Failures can be switched on per endpoint with ``fail_chat`` / ``fail_embed``:
+
+- ``"404"``: the model-not-found answer; ``"500"``: an Ollama-style internal error;
+- ``"hang"``: read the request and never answer (until ``stop()``);
+- ``"drop"``: stream about half of the answer, then close the connection (embed: close before answering);
+- ``"stall"``: stream about half of the answer, then stop sending while keeping the connection open.
+
+Run alone: ``python -m tests.fakes.ollama --port 11434 --first-token-ms 300 --tokens-per-s 40``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import json
+import math
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiohttp import web
+
+FailMode = Literal["404", "500", "hang", "drop", "stall"] | None
+Responder = Callable[[dict[str, Any]], str | Awaitable[str]]
+
+DEFAULT_EMBED_DIM = 256
+FAKE_VERSION = "0.6.5"
+
+# Word pieces: optional leading whitespace + up to 5 word characters, or one punctuation mark; trailing
+# whitespace on its own. Concatenating the pieces gives back the text exactly.
+_TOKEN_RE = re.compile(r"\s*(?:\w{1,5}|[^\w\s])|\s+")
+_WORD_RE = re.compile(r"\w+")
+# Go's time.ParseDuration syntax, which Ollama applies to a string keep_alive ("5m", "1h30m", "-1s", "0").
+_GO_DURATION_RE = re.compile(r"^[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+)$")
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split ``text`` into word-piece tokens whose concatenation is ``text``."""
+    return _TOKEN_RE.findall(text)
+
+
+def normalize_model(name: str) -> str:
+    """``"llama3.2"`` -> ``"llama3.2:latest"``; a name with a tag is kept (the tag is after the last ``/``)."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def hashed_embedding(text: str, dim: int = DEFAULT_EMBED_DIM, seed: str = "") -> list[float]:
+    """A deterministic embedding of ``text``: ``dim`` floats, L2 norm 1.
+
+    Lowercased word tokens (weight 1) and word bigrams (weight 0.5) are hashed (blake2b, so stable across
+    processes) into signed buckets; texts sharing words therefore have a high cosine similarity and unrelated
+    texts one near 0. ``seed`` (the model name) gives each model its own vector space. A text without words
+    gets a fixed unit vector.
+    """
+    words = _WORD_RE.findall(text.lower())
+    features = [(word, 1.0) for word in words]
+    features += [(f"{a} {b}", 0.5) for a, b in zip(words, words[1:], strict=False)]
+    vector = [0.0] * dim
+    for feature, weight in features:
+        value = int.from_bytes(hashlib.blake2b(f"{seed}\x00{feature}".encode(), digest_size=8).digest(), "little")
+        vector[value % dim] += weight if value >> 63 else -weight
+    norm = math.sqrt(sum(v * v for v in vector))
+    if norm == 0.0:
+        vector[0] = 1.0
+        return vector
+    return [v / norm for v in vector]
+
+
+def default_responder(body: dict[str, Any]) -> str:
+    """The default answer: ``"You said: <content of the last user message>"``."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            return f"You said: {message.get('content', '')}"
+    return "You said nothing."
+
+
+def _now() -> str:
+    # Ollama sends RFC 3339 with sub-second digits and a Z suffix.
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class FakeOllama:
+    """An Ollama server on 127.0.0.1 (random port unless given) served by aiohttp.
+
+    first_token_latency_s: seconds before the first token (and the response headers, as with Ollama).
+    tokens_per_s: generation rate; 0 sends every token as fast as possible.
+    models: the pulled models; a name without a tag means ``:latest``.
+    embed_dims: embedding dimension per model name (default ``default_embed_dim``, 256).
+
+    Tests read ``chat_requests`` (chat request bodies, in order), ``embed_requests``, ``embed_calls``
+    (``/api/embed`` requests), ``embedded_texts`` (inputs embedded), ``active_requests`` (handlers running)
+    and ``open_connections``; they set ``responder``, ``fail_chat``, ``fail_embed`` and the latency/rate.
+    """
+
+    def __init__(
+        self,
+        first_token_latency_s: float = 0.0,
+        tokens_per_s: float = 0.0,
+        models: Iterable[str] = ("llama3.2", "nomic-embed-text"),
+        embed_dims: Mapping[str, int] | None = None,
+        *,
+        default_embed_dim: int = DEFAULT_EMBED_DIM,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.first_token_latency_s = first_token_latency_s
+        self.tokens_per_s = tokens_per_s
+        self.models: list[str] = list(models)
+        self.embed_dims: dict[str, int] = {normalize_model(k): v for k, v in (embed_dims or {}).items()}
+        self.default_embed_dim = default_embed_dim
+        self.responder: Responder = default_responder
+        self.fail_chat: FailMode = None
+        self.fail_embed: FailMode = None
+        self.chat_requests: list[dict[str, Any]] = []
+        self.embed_requests: list[dict[str, Any]] = []
+        self.embed_calls = 0
+        self.embedded_texts = 0
+        self.active_requests = 0
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._release = asyncio.Event()  # set by stop(): wakes handlers that "hang" or "stall"
+        self.url = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening; ``url`` is then ``"http://127.0.0.1:PORT"``."""
+        app = web.Application(client_max_size=256 * 1024**2)  # aiohttp's 1 MiB default would refuse big batches
+        app.router.add_get("/", self._root)
+        app.router.add_post("/api/chat", self._chat)
+        app.router.add_post("/api/embed", self._embed)
+        app.router.add_get("/api/tags", self._tags)
+        app.router.add_post("/api/show", self._show)
+        app.router.add_get("/api/ps", self._ps)
+        app.router.add_get("/api/version", self._version)
+        self._release = asyncio.Event()
+        # Short shutdown timeout: stop() releases hung handlers itself and must never wait long.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        port = self._runner.addresses[0][1]  # the port the OS picked when port is 0
+        self.url = f"http://{self._host}:{port}"
+
+    async def stop(self) -> None:
+        """Stop the server, closing every connection, including requests left hanging; idempotent."""
+        self._release.set()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeOllama:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def reset_counters(self) -> None:
+        """Forget the recorded requests and zero the counters."""
+        self.chat_requests.clear()
+        self.embed_requests.clear()
+        self.embed_calls = 0
+        self.embedded_texts = 0
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections currently open to the server (idle keep-alive ones included)."""
+        if self._runner is None or self._runner.server is None:
+            return 0
+        return len(self._runner.server.connections)
+
+    def embed_dim(self, model: str) -> int:
+        """The embedding dimension the fake gives ``model``."""
+        return self.embed_dims.get(normalize_model(model), self.default_embed_dim)
+
+    def embedding(self, text: str, model: str = "nomic-embed-text") -> list[float]:
+        """The vector ``/api/embed`` returns for ``text`` with ``model``."""
+        return hashed_embedding(text, self.embed_dim(model), seed=normalize_model(model))
+
+    def has_model(self, name: str) -> bool:
+        return normalize_model(name) in {normalize_model(m) for m in self.models}
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _error(status: int, message: str) -> web.Response:
+        return web.json_response({"error": message}, status=status)
+
+    @staticmethod
+    def _not_found(model: str) -> web.Response:
+        # Ollama: c.JSON(404, gin.H{"error": fmt.Sprintf("model %q not found, try pulling it first", name)})
+        return FakeOllama._error(404, f"model {json.dumps(model)} not found, try pulling it first")
+
+    async def _read_body(self, request: web.Request) -> dict[str, Any] | web.Response:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as exc:
+            return self._error(400, f"invalid character in request body: {exc.msg}")
+        if not isinstance(body, dict):
+            return self._error(400, "json: cannot unmarshal into Go value of type api.Request")
+        return body
+
+    def _check_request(self, body: dict[str, Any]) -> web.Response | None:
+        """Ollama's own validation: a model is required; keep_alive is a number or a Go duration string."""
+        if not body.get("model"):
+            return self._error(400, "model is required")
+        keep_alive = body.get("keep_alive")
+        if isinstance(keep_alive, str) and not _GO_DURATION_RE.match(keep_alive):
+            return self._error(400, f'time: missing unit in duration "{keep_alive}"')
+        if keep_alive is not None and not isinstance(keep_alive, (str, int, float)):
+            return self._error(400, f"Unsupported type: '{type(keep_alive).__name__}'")
+        return None
+
+    async def _wait_released(self, request: web.Request) -> None:
+        """Wait until stop() or until the client goes away, whichever comes first."""
+        while not self._release.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self._release.wait()
+
+    @staticmethod
+    def _cut(request: web.Request) -> None:
+        # close(), not abort(): what was already written is flushed, then the peer sees the connection end
+        # without the final chunk, exactly like an Ollama process that died mid-answer.
+        if request.transport is not None:
+            request.transport.close()
+
+    async def _answer(self, body: dict[str, Any]) -> str:
+        answer = self.responder(body)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return str(answer)
+
+    async def _pace(self, tokens: int) -> None:
+        if self.tokens_per_s > 0 and tokens > 0:
+            await asyncio.sleep(tokens / self.tokens_per_s)
+
+    # -- endpoints -------------------------------------------------------------------------------------
+
+    async def _root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": FAKE_VERSION})
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        models = []
+        for name in self.models:
+            full = normalize_model(name)
+            digest = hashlib.sha256(full.encode()).hexdigest()
+            family = "nomic-bert" if "embed" in full else "llama"
+            models.append(
+                {
+                    "name": full,
+                    "model": full,
+                    "modified_at": "2025-01-01T00:00:00.000000000Z",
+                    "size": 2_019_393_189 if family == "llama" else 274_302_450,
+                    "digest": digest,
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": family,
+                        "families": [family],
+                        "parameter_size": "3.2B" if family == "llama" else "137M",
+                        "quantization_level": "Q4_K_M" if family == "llama" else "F16",
+                    },
+                }
+            )
+        return web.json_response({"models": models})
+
+    async def _ps(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": []})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        name = body.get("model") or body.get("name") or ""
+        if not self.has_model(name):
+            return self._error(404, f"model '{name}' not found")
+        embedding = "embed" in name
+        family = "nomic-bert" if embedding else "llama"
+        info_key = f"{family}.embedding_length" if embedding else f"{family}.context_length"
+        return web.json_response(
+            {
+                "modelfile": f"FROM {normalize_model(name)}\n",
+                "parameters": "" if embedding else 'stop "<|eot_id|>"',
+                "template": "{{ .Prompt }}",
+                "details": {
+                    "parent_model": "",
+                    "format": "gguf",
+                    "family": family,
+                    "families": [family],
+                    "parameter_size": "137M" if embedding else "3.2B",
+                    "quantization_level": "F16" if embedding else "Q4_K_M",
+                },
+                "model_info": {"general.architecture": family, info_key: self.embed_dim(name) if embedding else 131072},
+                "capabilities": ["embedding"] if embedding else ["completion", "tools"],
+                "modified_at": "2025-01-01T00:00:00.000000000Z",
+            }
+        )
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.active_requests += 1
+        try:
+            return await self._chat_inner(request)
+        finally:
+            self.active_requests -= 1
+
+    async def _chat_inner(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        self.chat_requests.append(body)
+        if (invalid := self._check_request(body)) is not None:
+            return invalid
+        model: str = body["model"]
+        fail = self.fail_chat
+        if fail == "404" or not self.has_model(model):
+            return self._not_found(model)
+        if fail == "500":
+            return self._error(500, "llama runner process has terminated: signal: killed")
+        if fail == "hang":
+            await self._wait_released(request)
+            self._cut(request)
+            return web.Response(status=503)
+
+        started = time.perf_counter_ns()
+        tokens = split_tokens(await self._answer(body))
+        prompt_tokens = sum(len(split_tokens(str(m.get("content") or ""))) for m in body.get("messages") or [])
+        # Ollama writes the headers together with the first token, so the latency delays both.
+        if self.first_token_latency_s > 0:
+            await asyncio.sleep(self.first_token_latency_s)
+        cut_at = max(1, len(tokens) // 2)
+
+        def stats() -> dict[str, Any]:
+            total = time.perf_counter_ns() - started
+            return {
+                "done_reason": "stop",
+                "done": True,
+                "total_duration": total,
+                "load_duration": 1_000_000,
+                "prompt_eval_count": prompt_tokens,
+                "prompt_eval_duration": 1_000_000,
+                "eval_count": len(tokens),
+                "eval_duration": max(0, total - 2_000_000),
+            }
+
+        if body.get("stream", True) is False:
+            await self._pace(len(tokens))
+            if fail in ("drop", "stall"):
+                if fail == "stall":
+                    await self._wait_released(request)
+                self._cut(request)
+                return web.Response(status=503)
+            message = {"role": "assistant", "content": "".join(tokens)}
+            return web.json_response({"model": model, "created_at": _now(), "message": message, **stats()})
+
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            for index, token in enumerate(tokens):
+                if index:
+                    await self._pace(1)
+                if fail in ("drop", "stall") and index == cut_at:
+                    if fail == "stall":
+                        await self._wait_released(request)
+                    self._cut(request)
+                    return response
+                chunk = {
+                    "model": model,
+                    "created_at": _now(),
+                    "message": {"role": "assistant", "content": token},
+                    "done": False,
+                }
+                await response.write(json.dumps(chunk).encode() + b"\n")
+            final = {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""}, **stats()}
+            await response.write(json.dumps(final).encode() + b"\n")
+            await response.write_eof()
+        except ConnectionError:
+            # The client went away mid-stream (it stopped reading or timed out): Ollama sees a cancel and stops.
+            return response
+        return response
+
+    async def _embed(self, request: web.Request) -> web.StreamResponse:
+        self.active_requests += 1
+        try:
+            return await self._embed_inner(request)
+        finally:
+            self.active_requests -= 1
+
+    async def _embed_inner(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        self.embed_calls += 1
+        self.embed_requests.append(body)
+        if (invalid := self._check_request(body)) is not None:
+            return invalid
+        model: str = body["model"]
+        fail = self.fail_embed
+        if fail == "404" or not self.has_model(model):
+            return self._not_found(model)
+        if fail == "500":
+            return self._error(500, "llama runner process has terminated: exit status 2")
+        if fail in ("hang", "stall"):
+            await self._wait_released(request)
+            self._cut(request)
+            return web.Response(status=503)
+        if fail == "drop":
+            self._cut(request)
+            return web.Response(status=503)
+
+        raw = body.get("input", [])
+        texts = [raw] if isinstance(raw, str) else list(raw)
+        if not all(isinstance(t, str) for t in texts):
+            return self._error(400, "invalid input type")
+        started = time.perf_counter_ns()
+        self.embedded_texts += len(texts)
+        if self.first_token_latency_s > 0:
+            await asyncio.sleep(self.first_token_latency_s)
+        embeddings = [self.embedding(text, model) for text in texts]
+        return web.json_response(
+            {
+                "model": model,
+                "embeddings": embeddings,
+                "total_duration": time.perf_counter_ns() - started,
+                "load_duration": 1_000_000,
+                "prompt_eval_count": sum(len(split_tokens(text)) for text in texts),
+            }
+        )
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fake = FakeOllama(
+        first_token_latency_s=args.first_token_ms / 1000,
+        tokens_per_s=args.tokens_per_s,
+        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        host=args.host,
+        port=args.port,
+    )
+    await fake.start()
+    print(f"Fake Ollama listening on {fake.url} (models: {', '.join(fake.models)}); Ctrl-C to stop.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows: Ctrl-C still interrupts
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the fake Ollama server (deterministic answers and embeddings).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=11434, help="port to listen on (default 11434)")
+    parser.add_argument("--first-token-ms", type=float, default=0.0, help="milliseconds before the first token")
+    parser.add_argument("--tokens-per-s", type=float, default=0.0, help="tokens per second; 0 = as fast as possible")
+    parser.add_argument("--models", default="llama3.2,nomic-embed-text", help="comma-separated pulled models")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
