@@ -9,9 +9,10 @@ text outgrows 2000 characters, the full part stays in its message and the rest c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 import discord
@@ -52,15 +53,16 @@ class StreamedReply:
         self.text = ""
         self.first_visible_at: float | None = None  # time.perf_counter() of the first token shown
 
-    async def consume(self, deltas: AsyncIterator[str]) -> str:
+    async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
         """Append every delta of ``deltas``, updating the messages as allowed; returns the full text."""
-        async for delta in deltas:
-            self.text += delta
-            if self.text.strip() and time.perf_counter() - self._last_update >= self._interval_s:
-                await self.update(final=False)
+        async with contextlib.aclosing(deltas):  # close the HTTP stream at once if an update fails
+            async for delta in deltas:
+                self.text += delta
+                if self.text.strip() and time.perf_counter() - self._last_update >= self._interval_s:
+                    await self.update(final=False)
         return self.text
 
-    async def stream(self, deltas: AsyncIterator[str], *, suffix: str = "") -> str | None:
+    async def stream(self, deltas: AsyncGenerator[str, None], *, suffix: str = "") -> str | None:
         """Show the streamed answer, then ``suffix``; returns the answer to remember, or None.
 
         A ServiceError before the first token propagates (the caller's error handler answers); one

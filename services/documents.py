@@ -272,10 +272,10 @@ def clean_markdown(text: str, *, mdx: bool = False) -> str:
         if fence is not None:
             stripped = line.strip()
             if stripped.startswith(fence[0] * len(fence)) and set(stripped) <= {fence[0]}:
-                out.append(fence_indent_strip(line, fence_indent))
+                out.append(_fence_indent_strip(line, fence_indent))
                 fence = None
             else:
-                out.append(fence_indent_strip(line, fence_indent))
+                out.append(_fence_indent_strip(line, fence_indent))
             continue
         if in_tag:
             if ">" in line:
@@ -308,7 +308,7 @@ def clean_markdown(text: str, *, mdx: bool = False) -> str:
     return cleaned
 
 
-def fence_indent_strip(line: str, indent: str) -> str:
+def _fence_indent_strip(line: str, indent: str) -> str:
     """Remove the fence's own indentation from a line of its code block (MDX nests fences in JSX)."""
     return line[len(indent):] if indent and line.startswith(indent) else line
 

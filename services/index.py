@@ -30,7 +30,10 @@ Concurrency
 
 Retrieval
     Hybrid: a vector search (cosine) and a lexical BM25 search (rank_bm25, Okapi weighting with Lucene's
-    non-negative idf) over the guild's scope and the global scope, fused by Reciprocal Rank Fusion.
+    non-negative idf; identifiers such as ``OLLAMA_HOST`` tokenized whole and in parts) over the guild's scope
+    and the global scope, plus a ranking of exact identifier matches, fused by Reciprocal Rank Fusion
+    (Cormack et al., SIGIR 2009, k = 60). The BM25 corpus of a scope is rebuilt after each reload and loaded
+    from ChromaDB at the first search after a restart.
 """
 
 from __future__ import annotations
@@ -73,8 +76,10 @@ GLOBAL_SCOPE = "global"
 MANIFEST_VERSION = 1
 #: Reciprocal Rank Fusion constant (Cormack, Clarke & Buettcher, SIGIR 2009).
 RRF_K = 60
-#: Chunks per Chroma upsert call: large batches are written in pieces so no single thread call runs long.
-UPSERT_BATCH = 256
+#: Chunks per Chroma upsert/delete call. ChromaDB's bindings hold the GIL for most of an upsert (measured:
+#: ~130 ms for 256 chunks of 768 floats, ~25 ms for 32), so even in a thread a large upsert stalls the event
+#: loop; writing in small pieces bounds that stall at the cost of a few more calls.
+UPSERT_BATCH = 32
 #: Chunks per Chroma get call when loading a scope's lexical corpus.
 GET_BATCH = 1000
 
@@ -96,8 +101,9 @@ class Hit:
 
     text: the chunk text; source: file path relative to its scope folder (e.g. ``"guides/gpu.md"``);
     heading: heading path (``"Troubleshooting > GPU errors"``, ``""`` when none, ``"Page 3"`` for PDFs);
-    scope: ``"global"`` or the guild id as a string; score: Reciprocal Rank Fusion score, higher is better,
-    between 0 and 2/61 (~0.033, ranked first by both the vector and the lexical search); chunk_id: stable id.
+    scope: ``"global"`` or the guild id as a string; score: Reciprocal Rank Fusion score, higher is better:
+    1/61 (~0.016) per ranking that puts the chunk first, so at most 2/61 (~0.033) for a query without
+    identifiers (vector + BM25) and 3/61 (~0.049) with them (+ exact identifier matches); chunk_id: stable id.
     """
 
     text: str
@@ -157,6 +163,17 @@ _STOPWORDS = frozenset(
 )
 
 
+def _split_word(word: str) -> list[str]:
+    """Parts of an identifier: split at ``_ . - / : @`` and at camelCase humps; ``[word]`` when it has none."""
+    parts: list[str] = []
+    for piece in _PART_SPLIT_RE.split(word):
+        if not piece:
+            continue
+        camel = _CAMEL_RE.findall(piece) if piece.isascii() else []
+        parts.extend(camel if "".join(camel) == piece else [piece])
+    return parts
+
+
 def tokenize(text: str) -> list[str]:
     """Lowercased lexical tokens of ``text`` for BM25.
 
@@ -169,18 +186,29 @@ def tokenize(text: str) -> list[str]:
     for match in _WORD_RE.finditer(text):
         word = match.group(0)
         lower = word.lower()
-        parts: list[str] = []
-        for piece in _PART_SPLIT_RE.split(word):
-            if not piece:
-                continue
-            camel = _CAMEL_RE.findall(piece) if piece.isascii() else []
-            parts.extend(camel if "".join(camel) == piece else [piece])
+        parts = _split_word(word)
         if len(parts) > 1:
             tokens.append(lower)
             tokens.extend(p for p in (part.lower() for part in parts) if p not in _STOPWORDS)
         elif lower not in _STOPWORDS:
             tokens.append(lower)
     return tokens
+
+
+def identifier_terms(text: str) -> list[str]:
+    """The identifier-like words of ``text``, lowercased as :func:`tokenize` keeps them whole.
+
+    An identifier has several parts (``OLLAMA_HOST``, ``num_ctx``, ``config.yaml``, ``keepAlive``) or mixes
+    letters and digits (``E404``, ``0x80070005``, ``llama3``). Embedding models represent such rare strings
+    poorly, so search adds a ranking of the chunks that contain them verbatim.
+    """
+    terms: list[str] = []
+    for match in _WORD_RE.finditer(text):
+        word = match.group(0)
+        mixed = any(ch.isdigit() for ch in word) and any(ch.isalpha() for ch in word)
+        if (len(_split_word(word)) > 1 or mixed) and word.lower() not in terms:
+            terms.append(word.lower())
+    return terms
 
 
 class _LuceneBM25(BM25Okapi):
@@ -213,13 +241,15 @@ class _Lexical:
         bm25 = _LuceneBM25(corpus) if any(corpus) else None
         return cls(build_id, ids, texts, metadatas, bm25)
 
-    def top(self, query_tokens: list[str], n: int) -> list[tuple[int, float]]:
-        """Indices and scores of the ``n`` best chunks with a positive score, best first (blocking)."""
+    def top(self, query_tokens: list[str], identifiers: list[str], n: int) -> list[tuple[int, float, int]]:
+        """The ``n`` best chunks with a positive score, best first, as (index, BM25 score, number of the query's
+        ``identifiers`` the chunk contains verbatim) (blocking, CPU-bound)."""
         if self.bm25 is None or not query_tokens:
             return []
         scores = self.bm25.get_scores(query_tokens)
-        order = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: (-scores[i], self.ids[i]))
-        return [(i, float(scores[i])) for i in order[:n]]
+        order = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: (-scores[i], self.ids[i]))[:n]
+        freqs = self.bm25.doc_freqs
+        return [(i, float(scores[i]), sum(1 for term in identifiers if term in freqs[i])) for i in order]
 
 
 def _lexical_text(text: str, meta: dict[str, Any]) -> str:
@@ -624,8 +654,12 @@ class DocumentIndex:
                 for (file, i), vector in zip(batch, vectors, strict=True):
                     file.vectors[i] = vector
                     file.missing -= 1
-                while pending and pending[0].missing == 0:
-                    await self._commit(scope, state["collection"], manifest, pending.pop(0), report)
+                ready = 0
+                while ready < len(pending) and pending[ready].missing == 0:
+                    ready += 1
+                if ready:
+                    done, pending[:] = pending[:ready], pending[ready:]
+                    await self._commit(scope, state["collection"], manifest, done, report)
 
         for number, name in enumerate(names):
             if progress is not None:
@@ -688,28 +722,36 @@ class DocumentIndex:
             self._check_model(scope, collection, dim)
         return collection
 
-    async def _commit(self, scope: str, collection: Any, manifest: _Manifest, file: _PendingFile,
+    async def _commit(self, scope: str, collection: Any, manifest: _Manifest, files: list[_PendingFile],
                       report: ReloadReport) -> None:
-        """Write one file's chunks, delete its stale ones, then record it in the manifest."""
-        old = await self._chroma(collection.get, where={"source": file.name}, include=[])
-        ids = [c.chunk_id for c in file.chunks]
-        for start in range(0, len(ids), UPSERT_BATCH):
-            piece = file.chunks[start:start + UPSERT_BATCH]
+        """Write the chunks of fully embedded files, delete their stale chunks, then record them in the manifest.
+
+        Files are committed together (one manifest write, upserts of UPSERT_BATCH chunks across files) because
+        each Chroma call has a fixed cost of ~10 ms; the manifest is written only after their chunks are stored.
+        """
+        names = [f.name for f in files]
+        where = {"source": names[0]} if len(names) == 1 else {"source": {"$in": names}}
+        old = await self._chroma(collection.get, where=where, include=[])
+        rows = [(f, c, v) for f in files for c, v in zip(f.chunks, f.vectors, strict=True)]
+        for start in range(0, len(rows), UPSERT_BATCH):
+            piece = rows[start:start + UPSERT_BATCH]
             await self._chroma(
                 collection.upsert,
-                ids=ids[start:start + UPSERT_BATCH],
-                embeddings=file.vectors[start:start + UPSERT_BATCH],
-                documents=[c.text for c in piece],
+                ids=[c.chunk_id for _, c, _ in piece],
+                embeddings=[v for _, _, v in piece],
+                documents=[c.text for _, c, _ in piece],
                 metadatas=[{"source": c.source, "heading": c.heading, "chunk_index": c.index,
-                            "file_sha256": file.sha256, "scope": scope} for c in piece],
+                            "file_sha256": f.sha256, "scope": scope} for f, c, _ in piece],
             )
-        # Upsert first, delete after: a concurrent search never finds the file missing.
-        stale = sorted(set(old["ids"]) - set(ids))
+        # Upsert first, delete after: a concurrent search never finds a changed file missing.
+        stale = sorted(set(old["ids"]) - {c.chunk_id for _, c, _ in rows})
         for start in range(0, len(stale), UPSERT_BATCH):
             await self._chroma(collection.delete, ids=stale[start:start + UPSERT_BATCH])
-        manifest.files[file.name] = {"sha256": file.sha256, "size_bytes": file.size_bytes, "chunks": len(ids)}
+        for file in files:
+            manifest.files[file.name] = {"sha256": file.sha256, "size_bytes": file.size_bytes,
+                                         "chunks": len(file.chunks)}
+            (report.added if file.is_new else report.updated).append(file.name)
         await self._save_manifest(manifest)
-        (report.added if file.is_new else report.updated).append(file.name)
 
     # -- lexical corpus ----------------------------------------------------------------------------------
 
@@ -760,9 +802,10 @@ class DocumentIndex:
     async def search(self, guild_id: int | None, query: str, k: int = 5) -> list[Hit]:
         """The ``k`` best passages for ``query`` from the guild's documents and the global ones, best first.
 
-        guild_id: None searches the global scope only. Vector (cosine) and BM25 rankings of up to
-        ``max(4k, 20)`` candidates each, both merged across the scopes, are fused by Reciprocal Rank Fusion
-        (see :func:`reciprocal_rank_fusion`); ``Hit.score`` is the fused score. Returns [] when nothing is
+        guild_id: None searches the global scope only. Up to three rankings of ``max(4k, 20)`` candidates each,
+        merged across the scopes, are fused by Reciprocal Rank Fusion (see :func:`reciprocal_rank_fusion`):
+        vector (cosine distance), BM25, and, when the query holds identifiers (:func:`identifier_terms`), the
+        BM25 candidates containing them verbatim. ``Hit.score`` is the fused score. Returns [] when nothing is
         indexed. Raises InvalidInput for an empty query; IndexMismatch when a searched collection was built
         with another embedding model or dimension; BackendUnavailable / ModelNotFound from the embedder or an
         unreachable ChromaDB server.
@@ -782,11 +825,10 @@ class DocumentIndex:
         for scope, collection in present:
             self._check_model(scope, collection, len(query_vector))
 
-        query_tokens = tokenize(query)
+        query_tokens, identifiers = tokenize(query), identifier_terms(query)
         vector_results, lexical_results = await asyncio.gather(
-            asyncio.gather(*(self._chroma(c.query, query_embeddings=[query_vector], n_results=candidates,
-                                          include=["documents", "metadatas", "distances"]) for _, c in present)),
-            asyncio.gather(*(self._lexical_search(s, c, query_tokens, candidates) for s, c in present)),
+            asyncio.gather(*(self._vector_search(c, query_vector, candidates) for _, c in present)),
+            asyncio.gather(*(self._lexical_search(s, c, query_tokens, identifiers, candidates) for s, c in present)),
         )
 
         passages: dict[str, Hit] = {}  # key: "<scope>/<chunk id>" (ids are unique within a collection only)
@@ -798,15 +840,21 @@ class DocumentIndex:
                 passages[key] = _hit(scope, chunk, text, meta)
                 vector_ranked.append((float(distance), key))
         lexical_ranked: list[tuple[float, str]] = []
-        for _scope, found in lexical_results:
-            for key, score, hit in found:
+        exact_ranked: list[tuple[int, float, str]] = []
+        for found in lexical_results:
+            for key, score, matched, hit in found:
                 passages.setdefault(key, hit)
                 lexical_ranked.append((-score, key))
+                if matched:
+                    exact_ranked.append((-matched, -score, key))
         # Cosine distances of one model are comparable across collections; BM25 scores roughly so (same
-        # weighting, per-scope idf): each is merged into one ranking before fusion.
+        # weighting, per-scope idf): each is merged into one ranking before fusion. The third ranking (chunks
+        # holding the query's identifiers verbatim, most identifiers first) makes "OLLAMA_NUM_PARALLEL" find
+        # the one chunk that names it even when the embedding ranks unrelated chunks first.
         fused = reciprocal_rank_fusion([
             [key for _, key in sorted(vector_ranked)][:candidates],
             [key for _, key in sorted(lexical_ranked)][:candidates],
+            [key for _, _, key in sorted(exact_ranked)][:candidates],
         ])
         best = sorted(fused, key=lambda key: (-fused[key], key))[:k]
         hits = []
@@ -816,13 +864,26 @@ class DocumentIndex:
             hits.append(hit)
         return hits
 
-    async def _lexical_search(self, scope: str, collection: Any, tokens: list[str],
-                              n: int) -> tuple[str, list[tuple[str, float, Hit]]]:
-        lexical = await self._lexical_for(scope, collection)
-        top = await asyncio.to_thread(lexical.top, tokens, n)
-        return scope, [
-            (f"{scope}/{lexical.ids[i]}", score, _hit(scope, lexical.ids[i], lexical.texts[i], lexical.metadatas[i]))
-            for i, score in top
+    async def _vector_search(self, collection: Any, vector: list[float], n: int) -> dict[str, Any]:
+        """Chroma query of one collection; a collection dropped meanwhile (a full reload) gives no results."""
+        try:
+            return await self._chroma(collection.query, query_embeddings=[vector], n_results=n,
+                                      include=["documents", "metadatas", "distances"])
+        except ChromaNotFound:
+            return {"ids": [[]], "documents": [[]], "metadatas": [[]], "distances": [[]]}
+
+    async def _lexical_search(self, scope: str, collection: Any, tokens: list[str], identifiers: list[str],
+                              n: int) -> list[tuple[str, float, int, Hit]]:
+        """BM25 results of one scope as (key, score, identifiers matched, hit), best first."""
+        try:
+            lexical = await self._lexical_for(scope, collection)
+        except ChromaNotFound:  # dropped by a full reload since the search began
+            return []
+        top = await asyncio.to_thread(lexical.top, tokens, identifiers, n)
+        return [
+            (f"{scope}/{lexical.ids[i]}", score, matched,
+             _hit(scope, lexical.ids[i], lexical.texts[i], lexical.metadatas[i]))
+            for i, score, matched in top
         ]
 
     # -- documents ---------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""The local Discord ("sandbox"): gateway, REST and a fixed simulated guild on loopback, plus the playground.
+
+``Sandbox`` is the entry point (see ``bot.sandbox.server``); the guild's fixed ids and names come from
+``bot.sandbox.guild``; ``run_playground`` is the member-side terminal client.
+"""
+
+from .guild import (
+    ADMIN_ROLE_ID,
+    ADMIN_USER_ID,
+    ALICE_USER_ID,
+    APPLICATION_ID,
+    BOB_USER_ID,
+    BOT_NAME,
+    BOT_USER_ID,
+    CHANNELS,
+    EVERYONE_ROLE_ID,
+    GENERAL_CHANNEL_ID,
+    GUILD_ID,
+    GUILD_NAME,
+    LOUNGE_CHANNEL_ID,
+    MEMBERS,
+    OWNER_USER_ID,
+    RANDOM_CHANNEL_ID,
+)
+from .playground import run_playground
+from .server import InvokeHandle, Sandbox, SandboxError, Upload
+
+__all__ = [
+    "ADMIN_ROLE_ID",
+    "ADMIN_USER_ID",
+    "ALICE_USER_ID",
+    "APPLICATION_ID",
+    "BOB_USER_ID",
+    "BOT_NAME",
+    "BOT_USER_ID",
+    "CHANNELS",
+    "EVERYONE_ROLE_ID",
+    "GENERAL_CHANNEL_ID",
+    "GUILD_ID",
+    "GUILD_NAME",
+    "LOUNGE_CHANNEL_ID",
+    "MEMBERS",
+    "OWNER_USER_ID",
+    "RANDOM_CHANNEL_ID",
+    "InvokeHandle",
+    "Sandbox",
+    "SandboxError",
+    "Upload",
+    "run_playground",
+]

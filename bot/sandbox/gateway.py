@@ -38,9 +38,9 @@ HEARTBEAT_INTERVAL_MS = 41_250
 REPLAY_BUFFER = 1000  # dispatches kept per session for RESUME
 
 try:  # the same optional dependency discord.py uses for zstd-stream
-    from zstandard import ZstdCompressor  # type: ignore[import-not-found]
+    import zstandard  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the environment
-    ZstdCompressor = None
+    zstandard = None
 
 
 class _Encoder:
@@ -50,9 +50,9 @@ class _Encoder:
         self._zlib = zlib.compressobj() if compress == "zlib-stream" else None
         self._zstd = None
         if compress == "zstd-stream":
-            if ZstdCompressor is None:
-                raise ValueError("zstd-stream requested but no zstd module is installed")
-            self._zstd = ZstdCompressor().compressobj()
+            if zstandard is None:
+                raise ValueError("zstd-stream requested but the zstandard module is not installed")
+            self._zstd = zstandard.ZstdCompressor().compressobj()
         elif compress not in (None, "", "zlib-stream"):
             raise ValueError(f"unknown compress type {compress!r}")
 
@@ -61,9 +61,7 @@ class _Encoder:
         if self._zlib is not None:
             return self._zlib.compress(raw) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
         if self._zstd is not None:
-            from zstandard import COMPRESSOBJ_FLUSH_BLOCK  # type: ignore[import-not-found]
-
-            return self._zstd.compress(raw) + self._zstd.flush(COMPRESSOBJ_FLUSH_BLOCK)
+            return self._zstd.compress(raw) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
         return text
 
 
@@ -229,7 +227,7 @@ class Gateway:
             "guild_join_requests": [],
             "geo_ordered_rtc_regions": ["local"],
             "user_settings": {},
-            "_trace": ["[\"sandbox-gateway\"]"],
+            "_trace": ['["sandbox-gateway"]'],
         }
         if "shard" in data:
             ready["shard"] = data["shard"]
@@ -253,7 +251,7 @@ class Gateway:
         for payload in list(session.sent):
             if payload["s"] > after:
                 await conn.send(payload)
-        await self.dispatch("RESUMED", {"_trace": ["[\"sandbox-gateway\"]"]})
+        await self.dispatch("RESUMED", {"_trace": ['["sandbox-gateway"]']})
         self.resumed.set()
         await self._hooks.on_resumed()
 

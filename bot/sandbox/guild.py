@@ -83,6 +83,7 @@ ADMIN_PERMISSIONS = MANAGE_GUILD | MANAGE_MESSAGES
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_PRESENCES = 1 << 8
 INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_GUILD_MESSAGE_REACTIONS = 1 << 10
 INTENT_MESSAGE_CONTENT = 1 << 15
 
 # The bot and the members all "joined" at this fixed time, so payloads are reproducible.

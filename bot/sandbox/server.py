@@ -23,7 +23,10 @@ What members see is published as *events* (plain dicts, also what the playground
 - ``{"event": "deferred", "interaction_id": int, "ephemeral": bool, "t_ms": int}``;
 - ``{"event": "command", "user": str, "channel": str, "command": str, "options": dict, "interaction_id": int,
   "t_ms": int}`` when a member invokes a slash command;
+- ``{"event": "click", "user": str, "channel": str, "custom_id": str, "message_id": int, "interaction_id": int,
+  "t_ms": int}`` when a member uses a component of a message (``Sandbox.click``);
 - ``{"event": "modal", "interaction_id": int, "custom_id": str, "title": str, "t_ms": int}``;
+- ``{"event": "reaction", "channel": str, "message_id": int, "emoji": str, "added": bool, "t_ms": int}``;
 - ``{"event": "typing", "channel": str, "t_ms": int}``;
 - ``{"event": "error", "route": str, "code": int, "message": str, "t_ms": int}`` for every request the real
   Discord would reject (the bot got a 4xx) and every route the sandbox does not implement (404, code 0).
@@ -67,6 +70,7 @@ MAX_INTERACTIONS = 1000
 MAX_ATTACHMENT_BYTES = 256 * 1024 * 1024  # total attachment bytes kept in memory
 EVENT_HISTORY = 10_000
 SUBSCRIBER_QUEUE = 10_000
+CLICK_MIN_DELAY_S = 0.1  # earliest a component can be used after its message was shown or edited
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
 
 
@@ -107,6 +111,7 @@ class StoredMessage:
     interaction_id: int | None = None
     loading: bool = False  # a deferred interaction's "thinking" original response, not yet filled
     deleted: bool = False
+    shown_at: float = 0.0  # loop.time() of the last create/edit members saw
 
     @property
     def id(self) -> int:
@@ -127,6 +132,8 @@ class InteractionRecord:
     ephemeral: bool = False
     original_id: int | None = None
     message_ids: list[int] = field(default_factory=list)  # original + followups
+    kind: int = 2  # interaction type: 2 application command, 3 message component
+    component_message_id: int | None = None  # for kind 3: the message whose component was used
 
 
 class EventBus:
@@ -165,14 +172,14 @@ class EventBus:
     def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
         self._subscribers.discard(queue)
 
-    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float, since: int | None) -> Event:
+    async def wait_for(self, predicate: Callable[[Event], bool], timeout_s: float, since: int | None) -> Event:
         queue = self.subscribe()
         try:
             if since is not None:
                 for event in self.since(since):
                     if predicate(event):
                         return event
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 while True:
                     event = await queue.get()
                     if predicate(event):
@@ -193,6 +200,7 @@ class Sandbox:
         self._heartbeat_interval_ms = heartbeat_interval_ms
         bot_id = base64.urlsafe_b64encode(str(guild.BOT_USER_ID).encode()).decode().rstrip("=")
         self.bot_token = f"{bot_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
+        self.guild_id = guild.GUILD_ID
         self.bot_user_id = guild.BOT_USER_ID
         self.application_id = guild.APPLICATION_ID
         self.bus = EventBus()
@@ -281,7 +289,7 @@ class Sandbox:
     async def _gateway_handler(self, request: web.Request) -> web.StreamResponse:
         return await self.gateway.handle(request)
 
-    async def wait_ready(self, timeout: float = 10) -> None:
+    async def wait_ready(self, timeout: float = 10) -> None:  # noqa: ASYNC109 - public API name
         """Wait until the bot IDENTIFYed and got GUILD_CREATE; raises TimeoutError."""
         async with asyncio.timeout(timeout):
             await self._ready.wait()
@@ -293,7 +301,7 @@ class Sandbox:
     async def _on_gateway_resumed(self) -> None:
         self.publish({"event": "resumed"})
 
-    async def send_reconnect(self, *, wait: bool = True, timeout: float = 10) -> None:
+    async def send_reconnect(self, *, wait: bool = True, timeout: float = 10) -> None:  # noqa: ASYNC109
         """Send RECONNECT (op 7); with ``wait``, return once the bot has RESUMEd (raises TimeoutError)."""
         await self.gateway.send_reconnect()
         if wait:
@@ -330,7 +338,11 @@ class Sandbox:
         return self.bus.position
 
     async def wait_for(
-        self, predicate: Callable[[Event], bool], timeout: float = 10, *, since: InvokeHandle | int | None = None
+        self,
+        predicate: Callable[[Event], bool],
+        timeout: float = 10,  # noqa: ASYNC109 - public API name
+        *,
+        since: InvokeHandle | int | None = None,
     ) -> Event:
         """The next event matching ``predicate`` (from now, or from ``since``: a position or an InvokeHandle,
         which avoids missing an event that came before this call); raises TimeoutError after ``timeout`` s."""
@@ -422,36 +434,71 @@ class Sandbox:
             data["guild_id"] = cmd["guild_id"]
         if resolved:
             data["resolved"] = resolved
+        record = self._new_interaction(member, chan, " ".join(path))
+        shown = {k: (str(v) if isinstance(v, Path | tuple | bytes) else v) for k, v in (options or {}).items()}
+        event = {"event": "command", "user": member.name, "channel": chan.name, "command": record.command_name}
+        return await self._send_interaction(record, data, {**event, "options": shown})
+
+    async def click(
+        self, user: str, message_id: int, custom_id: str, *, values: list[str] | None = None
+    ) -> InvokeHandle:
+        """Member ``user`` uses the component ``custom_id`` (a button, or a select with ``values``) of the
+        bot's message ``message_id``. Raises SandboxError if the message or component does not exist."""
+        member = self._member(user)
+        stored = self.messages.get(int(message_id))
+        if stored is None or stored.deleted:
+            raise SandboxError(f"no message {message_id}")
+        component = _find_component(stored.payload.get("components") or [], custom_id)
+        if component is None:
+            raise SandboxError(f"message {message_id} has no component with custom_id {custom_id!r}")
+        # A person cannot click before the message is on screen; the bot may not have registered the view
+        # yet in the instant between our MESSAGE_CREATE and its HTTP response arriving.
+        delay = CLICK_MIN_DELAY_S - (asyncio.get_running_loop().time() - stored.shown_at)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
+        if values is not None:
+            data["values"] = list(values)
+        record = self._new_interaction(member, stored.channel, custom_id, kind=3, message_id=stored.id)
+        event = {"event": "click", "user": member.name, "channel": stored.channel.name, "custom_id": custom_id}
+        return await self._send_interaction(record, data, {**event, "message_id": stored.id}, message=stored.payload)
+
+    def _new_interaction(
+        self, member: SimUser, chan: SimChannel, name: str, *, kind: int = 2, message_id: int | None = None
+    ) -> InteractionRecord:
         record = InteractionRecord(
             id=self.snowflake(),
             token="aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48),
             user=member,
             channel=chan,
-            command_name=" ".join(path),
-            created=asyncio.get_running_loop().time(),
+            command_name=name,
+            created=0.0,
+            kind=kind,
+            component_message_id=message_id,
         )
-        payload = self._interaction_payload(record, data)
         self._remember(self.interactions, record.id, record, MAX_INTERACTIONS)
+        return record
+
+    async def _send_interaction(
+        self, record: InteractionRecord, data: dict[str, Any], event: Event, message: dict[str, Any] | None = None
+    ) -> InvokeHandle:
+        """Publish ``event`` (command/click), then dispatch INTERACTION_CREATE; the deadline starts now."""
+        payload = self._interaction_payload(record, data)
+        if message is not None:
+            payload["message"] = message
         position = self.bus.position
-        shown = {k: (str(v) if isinstance(v, Path | tuple | bytes) else v) for k, v in (options or {}).items()}
-        self.publish(
-            {
-                "event": "command",
-                "user": member.name,
-                "channel": chan.name,
-                "command": record.command_name,
-                "options": shown,
-                "interaction_id": record.id,
-            }
-        )
+        self.publish({**event, "interaction_id": record.id})
+        record.created = asyncio.get_running_loop().time()
         await self._dispatch("INTERACTION_CREATE", payload)
-        return InvokeHandle(record.id, record.token, record.command_name, member.name, chan.name, position)
+        return InvokeHandle(
+            record.id, record.token, record.command_name, record.user.name, record.channel.name, position
+        )
 
     def _interaction_payload(self, record: InteractionRecord, data: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": str(record.id),
             "application_id": str(self.application_id),
-            "type": 2,
+            "type": record.kind,
             "data": data,
             "guild_id": str(guild.GUILD_ID),
             "guild": {"id": str(guild.GUILD_ID), "locale": "en-US", "features": []},
@@ -593,7 +640,7 @@ class Sandbox:
             "embeds": list(data.get("embeds") or []),
             "components": list(data.get("components") or []),
             "pinned": False,
-            "type": 19 if reference else (20 if interaction else 0),
+            "type": 19 if reference else (20 if interaction and interaction.kind == 2 else 0),
             "flags": flags,
         }
         if data.get("nonce") is not None:
@@ -605,20 +652,25 @@ class Sandbox:
                 "channel_id": str(reference.channel.id),
                 "guild_id": str(guild.GUILD_ID),
             }
-            payload["referenced_message"] = reference.payload
+            # Discord embeds the replied-to message one level deep only.
+            payload["referenced_message"] = {k: v for k, v in reference.payload.items() if k != "referenced_message"}
         if interaction is not None:
             payload["webhook_id"] = str(self.application_id)
             payload["application_id"] = str(self.application_id)
             user = guild.user_payload(interaction.user)
-            payload["interaction_metadata"] = {
+            metadata: dict[str, Any] = {
                 "id": str(interaction.id),
-                "type": 2,
-                "name": interaction.command_name,
-                "command_type": 1,
+                "type": interaction.kind,
                 "user": user,
                 "authorizing_integration_owners": {"0": str(guild.GUILD_ID)},
             }
-            payload["interaction"] = {"id": str(interaction.id), "type": 2, "name": interaction.command_name, "user": user}
+            if interaction.kind == 2:
+                metadata.update(name=interaction.command_name, command_type=1)
+            else:
+                metadata["interacted_message_id"] = str(interaction.component_message_id)
+            payload["interaction_metadata"] = metadata
+            name = interaction.command_name
+            payload["interaction"] = {"id": str(interaction.id), "type": interaction.kind, "name": name, "user": user}
         payload["mentions"] = self._mentions(content, data.get("allowed_mentions"), reference)
         stored = StoredMessage(
             payload,
@@ -628,6 +680,7 @@ class Sandbox:
             interaction_id=interaction.id if interaction else None,
             loading=loading,
         )
+        stored.shown_at = asyncio.get_running_loop().time()
         self._remember(self.messages, msg_id, stored, MAX_MESSAGES)
         if not loading:
             self.publish(self._message_event("message", stored))
@@ -635,7 +688,9 @@ class Sandbox:
                 await self._dispatch("MESSAGE_CREATE", self._gateway_message(stored))
         return stored
 
-    async def edit_message(self, stored: StoredMessage, data: Mapping[str, Any], attachments: list[dict] | None) -> None:
+    async def edit_message(
+        self, stored: StoredMessage, data: Mapping[str, Any], attachments: list[dict[str, Any]] | None
+    ) -> None:
         """Apply an edit (already validated): content/embeds/components/flags replaced where given.
 
         Filling a deferred ("thinking") original response publishes "message" and dispatches MESSAGE_CREATE;
@@ -647,6 +702,7 @@ class Sandbox:
                 p[key] = data[key] if data[key] is not None else ("" if key == "content" else [])
         if attachments is not None:
             p["attachments"] = attachments
+        stored.shown_at = asyncio.get_running_loop().time()
         if "allowed_mentions" in data or "content" in data:
             p["mentions"] = self._mentions(p["content"], data.get("allowed_mentions"), None)
         if stored.loading:
@@ -737,6 +793,21 @@ class Sandbox:
 
 
 # --------------------------------------------------------------------- slash command options
+
+
+def _find_component(components: list[dict[str, Any]], custom_id: str) -> dict[str, Any] | None:
+    """The component with ``custom_id`` anywhere in a message's (nested) component tree, or None."""
+    for component in components:
+        if component.get("custom_id") == custom_id:
+            return component
+        for key in ("components", "accessory"):
+            child = component.get(key)
+            children = child if isinstance(child, list) else [child] if isinstance(child, dict) else []
+            found = _find_component(children, custom_id)
+            if found is not None:
+                return found
+    return None
+
 
 _TRUE = {"true", "yes", "on", "1", "y"}
 _FALSE = {"false", "no", "off", "0", "n"}
@@ -877,5 +948,5 @@ async def _read_upload(raw: Any) -> Upload:
         return raw
     if isinstance(raw, tuple) and len(raw) == 2:
         return Upload(str(raw[0]), bytes(raw[1]))
-    path = Path(raw).expanduser()
-    return Upload(path.name, await asyncio.to_thread(path.read_bytes))
+    path = Path(raw)
+    return Upload(path.name, await asyncio.to_thread(lambda: path.expanduser().read_bytes()))

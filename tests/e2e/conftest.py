@@ -51,8 +51,10 @@ class Harness:
         handle = await self.sandbox.invoke(member, name, options or {}, channel=channel)
         return handle.interaction_id
 
-    async def settle(self, quiet_s: float = 0.6, timeout: float = 20.0) -> list[dict[str, Any]]:
-        """Collect events until none arrives for ``quiet_s`` and no visible message still streams."""
+    async def settle(self, quiet_s: float = 0.6, timeout: float = 20.0,
+                     interaction_id: int | None = None) -> list[dict[str, Any]]:
+        """Collect events until the bot has visibly answered (the interaction, when given), none arrives
+        for ``quiet_s`` and no visible message still streams."""
         seen: list[dict[str, Any]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -67,7 +69,12 @@ class Harness:
                     message["content"] and message["content"].endswith(CURSOR)
                     for message in self.sandbox.channel_messages("general") + self.sandbox.channel_messages("random")
                 )
-                if seen and not streaming:
+                answered = any(
+                    event["event"] in ("message", "edit") and event.get("author") == "Assistant"
+                    and (interaction_id is None or event.get("interaction_id") == interaction_id)
+                    for event in seen
+                )
+                if answered and not streaming:
                     return seen
 
     def bot_messages(self, interaction_id: int | None = None, channel: str = "general") -> list[dict[str, Any]]:
@@ -82,7 +89,7 @@ class Harness:
                      channel: str = "general", timeout: float = 20.0) -> tuple[int, list[dict[str, Any]]]:
         """Invoke a command and wait for its answer; returns the interaction id and the events seen."""
         interaction_id = await self.command(member, name, options, channel)
-        events = await self.settle(timeout=timeout)
+        events = await self.settle(timeout=timeout, interaction_id=interaction_id)
         return interaction_id, events
 
 

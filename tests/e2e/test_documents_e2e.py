@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from bot.sandbox import GUILD_ID
 from tests.e2e.conftest import ephemeral_replies
 
 ADMINS_ONLY = "Only admins (Manage Server permission or an admin role) can use this command."
@@ -91,7 +92,7 @@ async def test_add_list_and_remove_a_document(make_harness, tmp_path):
     interaction_id, _ = await harness.answer("admin", "docs add", {"file": upload})
     added = harness.bot_messages(interaction_id)[-1]["content"]
     name = re.search(r"Added `([^`]+)`", added).group(1)
-    assert (harness.settings.DOCUMENTS_DIR / str(harness.sandbox.guild_id) / name).is_file()
+    assert (harness.settings.DOCUMENTS_DIR / str(GUILD_ID) / name).is_file()
     interaction_id, events = await harness.answer("bob", "docs list")
     listing = ephemeral_replies(events)[-1] if ephemeral_replies(events) else ""
     embeds = [event["embeds"] for event in events if event.get("embeds")]
@@ -110,5 +111,5 @@ async def test_add_refuses_unsupported_type_and_path_tricks(make_harness, tmp_pa
     _, events = await harness.answer("admin", "docs add", {"file": bad})
     [reply] = ephemeral_replies(events)
     assert "not a supported document" in reply
-    guild_dir = harness.settings.DOCUMENTS_DIR / str(harness.sandbox.guild_id)
+    guild_dir = harness.settings.DOCUMENTS_DIR / str(GUILD_ID)
     assert not guild_dir.exists() or not any(guild_dir.iterdir())

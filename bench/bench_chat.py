@@ -1,0 +1,103 @@
+"""Chat overhead benchmark: what the bot adds between a /chat interaction and the first visible token.
+
+The real bot runs against the sandbox and the Ollama stand-in, whose first-token latency is fixed
+(``--first-token-ms``). For each /chat, the time from sending the interaction to the sandbox seeing the
+first answer token in the channel is measured; the bot's overhead is that time minus the stand-in's
+first-token latency. Reported: p50/p95/max overhead, plus event-loop lag while answers stream.
+
+Usage: ``.venv/bin/python -m bench.bench_chat [--runs 30] [--first-token-ms 200]``; writes
+bench/results/chat.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.loop_lag import LoopLagProbe
+from bot.client import AssistantBot
+from bot.sandbox import Sandbox
+from config import load_settings
+from tests.fakes.ollama import FakeOllama
+
+RESULTS = Path(__file__).resolve().parent / "results" / "chat.json"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def run(runs: int, first_token_ms: float) -> dict[str, Any]:
+    fake = FakeOllama(first_token_latency_s=first_token_ms / 1000, tokens_per_s=50)
+    await fake.start()
+    fake.responder = lambda body: "Firsttoken " + "more words follow here " * 10
+    sandbox = Sandbox()
+    await sandbox.start()
+    sandbox.install()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(
+            DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=Path(tmp) / "data",
+            DOCUMENTS_DIR=Path(tmp) / "documents", CHAT_COOLDOWN_S=0,
+        )
+        bot = AssistantBot(settings)
+        runner = asyncio.create_task(bot.start(sandbox.bot_token))
+        await sandbox.wait_ready(timeout=30)
+        await bot.wait_until_ready()
+        probe = LoopLagProbe()
+        probe.start()
+        overheads: list[float] = []
+        try:
+            for number in range(runs):
+                queue = sandbox.subscribe()
+                started = time.perf_counter()
+                handle = await sandbox.invoke("alice", "chat", {"message": f"question {number}"},
+                                              channel="general")
+                while True:
+                    event = await asyncio.wait_for(queue.get(), timeout=30)
+                    if (event["event"] in ("message", "edit") and event.get("interaction_id") == handle.interaction_id
+                            and "Firsttoken" in (event.get("content") or "")):
+                        break
+                overheads.append((time.perf_counter() - started) * 1000 - first_token_ms)
+                sandbox.unsubscribe(queue)
+                await asyncio.sleep(0.5)  # let the rest of the answer stream before the next question
+        finally:
+            lag = probe.stop()
+            await bot.close()
+            await runner
+            sandbox.uninstall()
+            await sandbox.stop()
+            await fake.stop()
+    return {
+        "runs": runs,
+        "first_token_latency_ms": first_token_ms,
+        "overhead_ms": {
+            "p50": round(statistics.median(overheads), 1),
+            "p95": round(percentile(overheads, 95), 1),
+            "max": round(max(overheads), 1),
+        },
+        "loop_lag_ms_while_streaming": lag,
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--first-token-ms", type=float, default=200.0)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.runs, args.first_token_ms))
+    print(json.dumps(result, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

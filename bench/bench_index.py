@@ -1,0 +1,233 @@
+"""Indexing and retrieval benchmark of services/index.py on the Ollama documentation corpus.
+
+Usage: ``.venv/bin/python -m bench.bench_index [--corpus PATH] [--ollama URL --embed-model NAME]``
+
+The corpus (default ``../shared/corpus/ollama-docs`` relative to the repository root) is copied to a temporary
+``DOCUMENTS_DIR/global``; the index uses the real ``LLMClient`` against FakeOllama, served in-process on its own
+event loop in a background thread (so the lag measured below is the bot's loop, not the fake's hashing), or
+against a real Ollama server with ``--ollama``. Measured, with the default chunking settings:
+
+- full index: seconds, chunks, chunks/s, embed calls; event-loop lag p50/p99/max during it (a ticker that
+  sleeps 5 ms and records how late it wakes up);
+- no-change reload: seconds and ratio to the full index time (expected: no embedding at all);
+- one-file-changed reload: seconds, chunks embedded;
+- query latency p50/p95 over ~50 queries (questions plus every ``OLLAMA_*`` setting name in the corpus), and
+  for the setting names how often the top hit contains the name (exact-term recall@1).
+
+Prints the figures and writes them to ``bench/results/index.json``. A benchmark, not a test: no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+from services.index import DocumentIndex
+from services.llm import LLMClient
+from tests.fakes.ollama import FakeOllama
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "corpus" / "ollama-docs"
+RESULTS = REPO_ROOT / "bench" / "results" / "index.json"
+TICK_S = 0.005
+
+QUESTIONS = [
+    "How do I set the context length?", "How can I expose Ollama on my network?", "How do I use a GPU with Docker?",
+    "How do I stream responses?", "What is tool calling?", "How do I generate embeddings?",
+    "How can I keep a model loaded in memory?", "Where are models stored?", "How do I upgrade Ollama?",
+    "How do I use the OpenAI compatible API?", "How do I pull a model?", "What are structured outputs?",
+    "How does thinking work?", "How do I run Ollama in Docker?", "How do I import a GGUF model?",
+    "How do I create a Modelfile?", "Which GPUs are supported?", "How do I view the logs on Linux?",
+    "How do I use web search?", "How do I configure a proxy server?", "What is the default port?",
+    "How do I unload a model?", "How do I use vision models with images?", "What does num_ctx do?",
+    "How do I sign in to Ollama cloud?", "How do I uninstall Ollama on macOS?", "What is the generate endpoint?",
+    "How do I set a system prompt?", "How many requests are handled in parallel?", "How do I use Ollama with VS Code?",
+]
+
+
+class ThreadedFake:
+    """FakeOllama running on its own event loop in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.fake = FakeOllama()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-ollama", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
+        return self.fake.url
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class LagMeter:
+    """Records how late a task that sleeps ``TICK_S`` wakes up (event-loop lag), in seconds."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            due = time.perf_counter() + TICK_S
+            await asyncio.sleep(TICK_S)
+            self.lags.append(max(0.0, time.perf_counter() - due))
+
+    def __enter__(self) -> LagMeter:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@contextmanager
+def timer() -> Iterator[dict[str, float]]:
+    result: dict[str, float] = {}
+    started = time.perf_counter()
+    yield result
+    result["s"] = time.perf_counter() - started
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+async def run(corpus: Path, ollama_url: str | None, embed_model: str) -> dict[str, Any]:
+    settings = Settings()
+    fake = None if ollama_url else ThreadedFake()
+    url = ollama_url or fake.start()  # type: ignore[union-attr]
+    llm = LLMClient(host=url, chat_model=settings.CHAT_MODEL, embed_model=embed_model, timeout_s=120.0,
+                    num_ctx=settings.LLM_NUM_CTX, keep_alive=settings.LLM_KEEP_ALIVE,
+                    embed_batch_size=settings.EMBED_BATCH_SIZE)
+    work = Path(tempfile.mkdtemp(prefix="bench-index-"))
+    try:
+        documents = work / "documents"
+        shutil.copytree(corpus, documents / "global")
+        index = DocumentIndex(embedder=llm, index_dir=work / "index", documents_dir=documents,
+                              doc_max_bytes=settings.DOC_MAX_BYTES, chunk_max_chars=settings.CHUNK_MAX_CHARS,
+                              chunk_overlap_chars=settings.CHUNK_OVERLAP_CHARS,
+                              embed_batch_size=settings.EMBED_BATCH_SIZE)
+        await llm.embed(["warm-up"])  # connection and (with real Ollama) model load, outside the timings
+
+        with LagMeter() as lag:
+            full = await index.reload("global", full=True)
+        chunks = full.chunks_embedded
+        no_change = await index.reload("global")
+
+        target = max((documents / "global").rglob("*.md*"), key=lambda p: p.stat().st_size)
+        relative = target.relative_to(documents / "global").as_posix()
+        target.write_text(target.read_text(encoding="utf-8") + "\n\n## Benchmark edit\n\nOne more paragraph.\n")
+        one_changed = await index.reload("global")
+
+        text = "\n".join(p.read_text(encoding="utf-8") for p in (documents / "global").rglob("*") if p.is_file())
+        settings_names = sorted(set(re.findall(r"\bOLLAMA_[A-Z_]+[A-Z]\b", text)))
+        queries = QUESTIONS + settings_names[: max(0, 50 - len(QUESTIONS))]
+        await index.search(None, "warm up the lexical index")  # the BM25 corpus is already built by reload
+        latencies: list[float] = []
+        exact_hits = 0
+        for query in queries:
+            with timer() as took:
+                hits = await index.search(None, query, k=settings.RETRIEVAL_TOP_K)
+            latencies.append(took["s"])
+            if query in settings_names and hits and query in hits[0].text:
+                exact_hits += 1
+        exact_total = sum(1 for q in queries if q in settings_names)
+        await index.close()
+    finally:
+        await llm.close()
+        if fake is not None:
+            fake.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    files = len(full.added)
+    return {
+        "backend": ollama_url or "FakeOllama (in-process, own thread) via the real LLMClient",
+        "embed_model": embed_model,
+        "corpus": {"path": str(corpus), "files_indexed": files, "files_skipped": len(full.skipped),
+                   "chunks": chunks},
+        "settings": {"chunk_max_chars": settings.CHUNK_MAX_CHARS, "chunk_overlap_chars": settings.CHUNK_OVERLAP_CHARS,
+                     "embed_batch_size": settings.EMBED_BATCH_SIZE, "top_k": settings.RETRIEVAL_TOP_K},
+        "full_index": {"seconds": round(full.seconds, 3), "chunks_per_s": round(chunks / full.seconds, 1),
+                       "embed_calls": full.embed_calls},
+        "event_loop_lag_during_full_index_ms": {"ticks": len(lag.lags), "p50": ms(percentile(lag.lags, 50)),
+                                                "p99": ms(percentile(lag.lags, 99)),
+                                                "max": ms(max(lag.lags, default=0.0))},
+        "no_change_reload": {"seconds": round(no_change.seconds, 4), "embed_calls": no_change.embed_calls,
+                             "ratio_to_full": round(no_change.seconds / full.seconds, 4)},
+        "one_file_changed_reload": {"file": relative, "seconds": round(one_changed.seconds, 4),
+                                    "chunks_embedded": one_changed.chunks_embedded,
+                                    "embed_calls": one_changed.embed_calls},
+        "query_latency_ms": {"queries": len(latencies), "p50": ms(percentile(latencies, 50)),
+                             "p95": ms(percentile(latencies, 95)), "max": ms(max(latencies, default=0.0))},
+        "exact_term_recall_at_1": {
+            "queries": exact_total,
+            "top_hit_contains_term": round(exact_hits / exact_total, 3) if exact_total else None,
+        },
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of documents to index")
+    parser.add_argument("--ollama", default=None, help="URL of a real Ollama server (default: in-process fake)")
+    parser.add_argument("--embed-model", default="nomic-embed-text", help="embedding model name")
+    args = parser.parse_args()
+    if not args.corpus.is_dir():
+        print(f"Skipped: corpus not found at {args.corpus} (pass --corpus PATH to a folder of .md/.mdx/.txt/.pdf).")
+        return 0
+    results = asyncio.run(run(args.corpus.resolve(), args.ollama, args.embed_model))
+    results["corpus"]["bytes"] = sum(p.stat().st_size for p in args.corpus.rglob("*") if p.is_file())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(RESULTS)
+    full, lag = results["full_index"], results["event_loop_lag_during_full_index_ms"]
+    print(f"backend: {results['backend']} ({results['embed_model']})")
+    print(f"corpus: {results['corpus']['files_indexed']} files, {results['corpus']['chunks']} chunks")
+    print(f"full index: {full['seconds']:.2f} s, {full['chunks_per_s']} chunks/s, {full['embed_calls']} embed calls")
+    print(f"event-loop lag during full index: p50 {lag['p50']} ms, p99 {lag['p99']} ms, max {lag['max']} ms")
+    nc, oc = results["no_change_reload"], results["one_file_changed_reload"]
+    print(f"no-change reload: {nc['seconds'] * 1000:.1f} ms ({nc['ratio_to_full']:.2%} of full), "
+          f"{nc['embed_calls']} embed calls")
+    print(f"one file changed ({oc['file']}): {oc['seconds'] * 1000:.1f} ms, {oc['chunks_embedded']} chunks embedded")
+    q, exact = results["query_latency_ms"], results["exact_term_recall_at_1"]
+    print(f"query latency over {q['queries']} queries: p50 {q['p50']} ms, p95 {q['p95']} ms")
+    print(f"exact setting-name queries: top hit contains the name {exact['top_hit_contains_term']} "
+          f"({exact['queries']} queries)")
+    print(f"written to {RESULTS.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,645 @@
+"""The sandbox's REST API (the routes discord.py uses, API v10) and Discord's request validation.
+
+Every rejection the real API would give becomes a Discord-shaped JSON error (``{"message", "code"[,
+"errors"]}``) with the real HTTP status, *and* an error event on the sandbox, so tests and the playground see
+it: content over 2000 characters and embed limits (50035), an empty message (50006), an interaction answered
+twice (40060) or after its deadline (10062), unknown message/channel/webhook (10008/10003/10015), a file over
+the upload limit (40005), editing someone else's message (50005), deleting it without permission (50013).
+Unknown routes get ``404 {"message": "404: Not Found", "code": 0}``, are logged and become error events too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import guild
+from .server import INTERACTION_TOKEN_TTL_S, UPLOAD_LIMIT_BYTES, InteractionRecord, StoredMessage, Upload
+
+if TYPE_CHECKING:
+    from .server import Sandbox
+
+_log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+API = "/api/v{version:\\d+}"
+_COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+
+
+class ApiError(Exception):
+    """A Discord API error response: HTTP ``status``, JSON ``code`` and ``message`` (and ``errors`` detail)."""
+
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.errors = status, code, message, errors
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message, "code": self.code}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+def form_error(path: str, code: str, message: str) -> ApiError:
+    """A 400 "Invalid Form Body" (50035) with the nested ``errors`` object Discord uses for field ``path``."""
+    errors: dict[str, Any] = {"_errors": [{"code": code, "message": message}]}
+    for part in reversed(path.split(".")):
+        errors = {part: errors}
+    return ApiError(400, 50035, f"Invalid Form Body\nIn {path}: {message}", errors)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON response whose Content-Type is exactly ``application/json``: discord.py compares the header
+    verbatim and treats anything else (aiohttp adds ``; charset=utf-8``) as text."""
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, headers={"Content-Type": "application/json"})
+
+
+# ------------------------------------------------------------------------- validation
+
+_EMBED_LIMITS = (("title", 256), ("description", 4096))
+
+
+def validate_message(data: dict[str, Any], attachment_count: int, *, base: dict[str, Any] | None = None) -> None:
+    """Raise ApiError as Discord would for a message create (``base`` None) or an edit of ``base``.
+
+    Checks content (<= 2000 characters), embeds (<= 10; title 256, description 4096, 25 fields, field name
+    256 / value 1024, footer 2048, author 256, 6000 characters in all) and emptiness (code 50006).
+    """
+    content = data.get("content")
+    if content is not None and not isinstance(content, str):
+        raise form_error("content", "BASE_TYPE_STRING", "Could not interpret value as string.")
+    if content is not None and len(content) > 2000:
+        raise form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
+    embeds = data.get("embeds") or []
+    if len(embeds) > 10:
+        raise form_error("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
+    total = 0
+    for i, embed in enumerate(embeds):
+        total += _validate_embed(embed, f"embeds.{i}")
+    if total > 6000:
+        raise form_error("embeds", "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000")
+
+    def final(key: str) -> Any:
+        return data[key] if key in data else (base or {}).get(key)
+
+    has_components = bool(final("components"))
+    if not (final("content") or final("embeds") or attachment_count or has_components or data.get("sticker_ids")):
+        if data.get("poll") is None:
+            raise ApiError(400, 50006, "Cannot send an empty message")
+
+
+def _validate_embed(embed: dict[str, Any], path: str) -> int:
+    """Check one embed's limits; returns its character count toward the 6000 total."""
+    size = 0
+    for key, limit in _EMBED_LIMITS:
+        value = embed.get(key) or ""
+        if len(value) > limit:
+            raise form_error(f"{path}.{key}", "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+        size += len(value)
+    fields = embed.get("fields") or []
+    if len(fields) > 25:
+        raise form_error(f"{path}.fields", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+    for j, fld in enumerate(fields):
+        for key, limit in (("name", 256), ("value", 1024)):
+            value = fld.get(key) or ""
+            if not value:
+                raise form_error(f"{path}.fields.{j}.{key}", "BASE_TYPE_REQUIRED", "This field is required")
+            if len(value) > limit:
+                where = f"{path}.fields.{j}.{key}"
+                raise form_error(where, "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+            size += len(value)
+    for key, sub, limit in (("footer", "text", 2048), ("author", "name", 256)):
+        value = (embed.get(key) or {}).get(sub) or ""
+        if len(value) > limit:
+            raise form_error(f"{path}.{key}.{sub}", "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+        size += len(value)
+    return size
+
+
+def validate_commands(payload: Any) -> None:
+    """Reject a bulk command overwrite the way Discord does for the common schema mistakes (50035)."""
+    if not isinstance(payload, list):
+        raise form_error("_root", "BASE_TYPE_ARRAY", "Must be an array.")
+    if len(payload) > 100:
+        raise form_error("_root", "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+    seen: set[tuple[str, int]] = set()
+    for i, cmd in enumerate(payload):
+        kind = int(cmd.get("type", 1))
+        if (cmd.get("name"), kind) in seen:
+            raise ApiError(400, 50035, f"Invalid Form Body\nIn {i}.name: Application command names must be unique")
+        seen.add((cmd.get("name"), kind))
+        if kind == 1:
+            _validate_option_list(cmd, str(i))
+
+
+def _validate_option_list(node: dict[str, Any], path: str) -> None:
+    name = node.get("name") or ""
+    if not _COMMAND_NAME_RE.match(name) or name != name.lower():
+        raise form_error(f"{path}.name", "APPLICATION_COMMAND_INVALID_NAME", f"Command name is invalid: {name!r}")
+    if not 1 <= len(node.get("description") or "") <= 100:
+        raise form_error(f"{path}.description", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+    options = node.get("options") or []
+    if len(options) > 25:
+        raise form_error(f"{path}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+    optional_seen = False
+    for j, opt in enumerate(options):
+        where = f"{path}.options.{j}"
+        if opt.get("type") in (1, 2):
+            _validate_option_list(opt, where)
+            continue
+        _validate_option_list({**opt, "options": []}, where)
+        if opt.get("required"):
+            if optional_seen:
+                code = "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID"
+                raise form_error(where, code, "Required options must be before optional options")
+        else:
+            optional_seen = True
+        if len(opt.get("choices") or []) > 25:
+            raise form_error(f"{where}.choices", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+
+
+# ------------------------------------------------------------------------- request parsing
+
+
+async def read_body(request: web.Request) -> tuple[dict[str, Any], dict[int, Upload]]:
+    """The JSON body (or multipart ``payload_json``) and the uploaded ``files[n]`` by index n.
+
+    Raises ApiError 40005 for a file over the upload limit and 50109 for unparsable JSON.
+    """
+    uploads: dict[int, Upload] = {}
+    if request.content_type.startswith("multipart/"):
+        payload: dict[str, Any] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            name = part.name or ""
+            if name == "payload_json":
+                payload = json.loads(await part.text())
+            elif name.startswith("files["):
+                data = await part.read(decode=False)
+                if len(data) > UPLOAD_LIMIT_BYTES:
+                    raise ApiError(413, 40005, "Request entity too large")
+                index = int(name[len("files[") : -1])
+                ctype = part.headers.get("Content-Type")
+                uploads[index] = Upload(part.filename or f"file{index}", bytes(data), ctype)
+        return payload, uploads
+    if not request.can_read_body:
+        return {}, uploads
+    try:
+        return await request.json(), uploads
+    except ValueError:
+        raise ApiError(400, 50109, "The request body contains invalid JSON.") from None
+
+
+# ------------------------------------------------------------------------- the API
+
+
+class RestApi:
+    """Route handlers bound to one Sandbox; ``middleware`` turns ApiError into responses + error events."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+
+    # ----------------------------------------------------------- plumbing
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        routes: list[tuple[str, str, Handler]] = [
+            ("GET", "/users/@me", self.get_me),
+            ("GET", "/users/{user_id}", self.get_user),
+            ("GET", "/gateway", self.get_gateway),
+            ("GET", "/gateway/bot", self.get_gateway_bot),
+            ("GET", "/applications/@me", self.get_application),
+            ("GET", "/oauth2/applications/@me", self.get_application),
+            ("GET", "/applications/{app_id}/commands", self.get_commands),
+            ("PUT", "/applications/{app_id}/commands", self.put_commands),
+            ("GET", "/applications/{app_id}/guilds/{guild_id}/commands", self.get_commands),
+            ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self.put_commands),
+            ("GET", "/channels/{channel_id}", self.get_channel),
+            ("GET", "/channels/{channel_id}/messages", self.get_messages),
+            ("POST", "/channels/{channel_id}/messages", self.post_message),
+            ("GET", "/channels/{channel_id}/messages/{message_id}", self.get_message),
+            ("PATCH", "/channels/{channel_id}/messages/{message_id}", self.patch_message),
+            ("DELETE", "/channels/{channel_id}/messages/{message_id}", self.delete_message),
+            ("POST", "/channels/{channel_id}/typing", self.post_typing),
+            ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self.put_reaction),
+            ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self.delete_reaction),
+            ("GET", "/guilds/{guild_id}", self.get_guild),
+            ("GET", "/guilds/{guild_id}/channels", self.get_guild_channels),
+            ("GET", "/guilds/{guild_id}/roles", self.get_guild_roles),
+            ("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member),
+            ("POST", "/interactions/{interaction_id}/{token}/callback", self.interaction_callback),
+            ("POST", "/webhooks/{app_id}/{token}", self.execute_webhook),
+            ("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", self.get_webhook_message),
+            ("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self.patch_webhook_message),
+            ("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", self.delete_webhook_message),
+        ]
+        for method, path, handler in routes:
+            r.add_route(method, API + path, handler)
+        r.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self.get_attachment)
+        r.add_route("*", "/{tail:.*}", self.not_found)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = self._route_label(request)
+        try:
+            self._check_auth(request)
+            return await handler(request)
+        except ApiError as exc:
+            self.sb.record_error(route, exc.code, exc.message)
+            return json_response(exc.body(), status=exc.status)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            # A sandbox bug: answer 400 (not 5xx, which discord.py retries for ~25 s) and make it visible.
+            _log.exception("sandbox failed to handle %s", route)
+            self.sb.record_error(route, 0, f"sandbox internal error: {exc!r}")
+            return json_response({"message": f"Sandbox internal error: {exc!r}", "code": 0}, status=400)
+
+    @staticmethod
+    def _route_label(request: web.Request) -> str:
+        """``METHOD /path`` without the API prefix, interaction tokens shortened (they are long, not secret)."""
+        path = re.sub(r"^/api/v\d+", "", request.path)
+        path = re.sub(r"/(interactions|webhooks)/(\d+)/[^/]+", r"/\1/\2/<token>", path)
+        return f"{request.method} {path}"
+
+    def _check_auth(self, request: web.Request) -> None:
+        path = request.path
+        if not path.startswith("/api/") or re.match(r"^/api/v\d+/(webhooks|interactions)/", path):
+            return  # webhook and interaction routes authenticate by their token, the CDN not at all
+        if request.headers.get("Authorization") != f"Bot {self.sb.bot_token}":
+            raise ApiError(401, 0, "401: Unauthorized")
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        _log.warning("sandbox has no route for %s %s", request.method, request.path)
+        raise ApiError(404, 0, "404: Not Found")
+
+    @staticmethod
+    def _snowflake(request: web.Request, key: str) -> int:
+        try:
+            return int(request.match_info[key])
+        except ValueError:
+            raise form_error(key, "NUMBER_TYPE_COERCE", "Value is not snowflake.") from None
+
+    def _channel(self, request: web.Request) -> guild.SimChannel:
+        channel = guild.channel_by_id(self._snowflake(request, "channel_id"))
+        if channel is None:
+            raise ApiError(404, 10003, "Unknown Channel")
+        return channel
+
+    def _message(self, request: web.Request, channel: guild.SimChannel | None = None) -> StoredMessage:
+        msg_id = self._snowflake(request, "message_id")
+        stored = self.sb.messages.get(msg_id)
+        if stored is None or stored.deleted or (channel is not None and stored.channel.id != channel.id):
+            raise ApiError(404, 10008, "Unknown Message")
+        return stored
+
+    def _attachments(
+        self, channel: guild.SimChannel, data: dict[str, Any], uploads: dict[int, Upload], current: list | None
+    ) -> list[dict[str, Any]] | None:
+        """New attachment list: kept existing ones (by id) + uploads; None means "leave unchanged"."""
+        if "attachments" not in data and not uploads:
+            return None
+        existing = {a["id"]: a for a in current or []}
+        result: list[dict[str, Any]] = []
+        used: set[int] = set()
+        for entry in data.get("attachments") or []:
+            key = str(entry.get("id"))
+            if key in existing:
+                result.append(existing[key])
+            elif key.isdigit() and int(key) in uploads:
+                upload = uploads[int(key)]
+                upload.filename = entry.get("filename") or upload.filename
+                upload.description = entry.get("description")
+                result.append(self.sb.store_upload(channel, upload))
+                used.add(int(key))
+        for index in sorted(set(uploads) - used):
+            result.append(self.sb.store_upload(channel, uploads[index]))
+        return result
+
+    # ----------------------------------------------------------- users, gateway, application, guild
+
+    async def get_me(self, request: web.Request) -> web.Response:
+        return json_response({**guild.user_payload(guild.BOT), "verified": True, "mfa_enabled": False})
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        user = guild.user_by_id(self._snowflake(request, "user_id"))
+        if user is None:
+            raise ApiError(404, 10013, "Unknown User")
+        return json_response(guild.user_payload(user))
+
+    async def get_gateway(self, request: web.Request) -> web.Response:
+        return json_response({"url": self.sb.gateway_url})
+
+    async def get_gateway_bot(self, request: web.Request) -> web.Response:
+        limit = {"total": 1000, "remaining": 999, "reset_after": 86_400_000, "max_concurrency": 1}
+        return json_response({"url": self.sb.gateway_url, "shards": 1, "session_start_limit": limit})
+
+    async def get_application(self, request: web.Request) -> web.Response:
+        return json_response(guild.application_payload())
+
+    def _check_app_and_guild(self, request: web.Request) -> int | None:
+        if self._snowflake(request, "app_id") != self.sb.application_id:
+            raise ApiError(403, 20012, "You are not authorized to perform this action on this application")
+        if "guild_id" not in request.match_info:
+            return None
+        guild_id = self._snowflake(request, "guild_id")
+        if guild_id != guild.GUILD_ID:
+            raise ApiError(403, 50001, "Missing Access")
+        return guild_id
+
+    async def get_commands(self, request: web.Request) -> web.Response:
+        guild_id = self._check_app_and_guild(request)
+        cmds = self.sb.global_commands if guild_id is None else self.sb.guild_commands.get(guild_id, [])
+        return json_response(cmds)
+
+    async def put_commands(self, request: web.Request) -> web.Response:
+        guild_id = self._check_app_and_guild(request)
+        payload, _ = await read_body(request)
+        validate_commands(payload)
+        return json_response(self.sb.store_commands(guild_id, payload))  # type: ignore[arg-type]
+
+    def _guild(self, request: web.Request) -> None:
+        if self._snowflake(request, "guild_id") != guild.GUILD_ID:
+            raise ApiError(404, 10004, "Unknown Guild")
+
+    async def get_guild(self, request: web.Request) -> web.Response:
+        self._guild(request)
+        data = guild.guild_payload()
+        if request.query.get("with_counts") in ("1", "true"):
+            data.update(approximate_member_count=1 + len(guild.MEMBERS), approximate_presence_count=0)
+        return json_response(data)
+
+    async def get_guild_channels(self, request: web.Request) -> web.Response:
+        self._guild(request)
+        return json_response([guild.channel_payload(c) for c in guild.CHANNELS.values()])
+
+    async def get_guild_roles(self, request: web.Request) -> web.Response:
+        self._guild(request)
+        return json_response([guild.role_payload(r) for r in guild.ROLES])
+
+    async def get_member(self, request: web.Request) -> web.Response:
+        self._guild(request)
+        user = guild.user_by_id(self._snowflake(request, "user_id"))
+        if user is None:
+            raise ApiError(404, 10007, "Unknown Member")
+        return json_response(guild.member_payload(user))
+
+    # ----------------------------------------------------------- channels and messages
+
+    async def get_channel(self, request: web.Request) -> web.Response:
+        return json_response(guild.channel_payload(self._channel(request)))
+
+    async def get_messages(self, request: web.Request) -> web.Response:
+        """Channel history, newest first; ``limit`` 1..100 (default 50), ``before``/``after`` ids."""
+        channel = self._channel(request)
+        limit = max(1, min(100, int(request.query.get("limit", 50))))
+        before = int(request.query.get("before", 0)) or None
+        after = int(request.query.get("after", 0)) or None
+        found = [
+            m.payload
+            for m in reversed(self.sb.messages.values())
+            if m.channel.id == channel.id
+            and not (m.deleted or m.ephemeral or m.loading)
+            and (before is None or m.id < before)
+            and (after is None or m.id > after)
+        ]
+        return json_response(found[-limit:] if after is not None else found[:limit])
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        data, uploads = await read_body(request)
+        validate_message(data, len(uploads) + len(data.get("attachments") or []))
+        reference = None
+        ref = data.get("message_reference")
+        if ref and ref.get("message_id"):
+            reference = self.sb.messages.get(int(ref["message_id"]))
+            if reference is None or reference.deleted or reference.ephemeral:
+                reference = None
+                if ref.get("fail_if_not_exists", True):
+                    raise form_error("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
+        attachments = self._attachments(channel, data, uploads, None) or []
+        stored = await self.sb.create_message(guild.BOT, channel, data, attachments, reference=reference)
+        return json_response(stored.payload)
+
+    async def get_message(self, request: web.Request) -> web.Response:
+        return json_response(self._message(request, self._channel(request)).payload)
+
+    async def patch_message(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        stored = self._message(request, channel)
+        if stored.author.id != guild.BOT_USER_ID or stored.ephemeral:
+            raise ApiError(403, 50005, "Cannot edit a message authored by another user")
+        data, uploads = await read_body(request)
+        attachments = self._attachments(channel, data, uploads, stored.payload["attachments"])
+        count = len(attachments) if attachments is not None else len(stored.payload["attachments"])
+        validate_message(data, count, base=stored.payload)
+        await self.sb.edit_message(stored, data, attachments)
+        return json_response(stored.payload)
+
+    async def delete_message(self, request: web.Request) -> web.Response:
+        stored = self._message(request, self._channel(request))
+        if stored.author.id != guild.BOT_USER_ID and not guild.permissions_of(guild.BOT) & guild.MANAGE_MESSAGES:
+            raise ApiError(403, 50013, "Missing Permissions")
+        await self.sb.delete_message(stored)
+        return web.Response(status=204)
+
+    async def post_typing(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        self.sb.publish({"event": "typing", "channel": channel.name})
+        return web.Response(status=204)
+
+    async def put_reaction(self, request: web.Request) -> web.Response:
+        return await self._reaction(request, added=True)
+
+    async def delete_reaction(self, request: web.Request) -> web.Response:
+        return await self._reaction(request, added=False)
+
+    async def _reaction(self, request: web.Request, *, added: bool) -> web.Response:
+        """The bot adds/removes its reaction: a "reaction" event; MESSAGE_REACTION_ADD/REMOVE with the intent."""
+        channel = self._channel(request)
+        stored = self._message(request, channel)
+        emoji = request.match_info["emoji"]  # unicode emoji, or name:id for a custom one
+        self.sb.publish(
+            {"event": "reaction", "channel": channel.name, "message_id": stored.id, "emoji": emoji, "added": added}
+        )
+        name, _, emoji_id = emoji.partition(":")
+        data: dict[str, Any] = {
+            "user_id": str(guild.BOT_USER_ID),
+            "channel_id": str(channel.id),
+            "message_id": str(stored.id),
+            "guild_id": str(guild.GUILD_ID),
+            "emoji": {"id": emoji_id or None, "name": name},
+            "burst": False,
+            "type": 0,
+        }
+        if added:
+            data.update(member=guild.member_payload(guild.BOT), message_author_id=str(stored.author.id))
+        if self.sb.gateway.intents & guild.INTENT_GUILD_MESSAGE_REACTIONS:
+            await self.sb.gateway.dispatch("MESSAGE_REACTION_ADD" if added else "MESSAGE_REACTION_REMOVE", data)
+        return web.Response(status=204)
+
+    async def get_attachment(self, request: web.Request) -> web.Response:
+        try:
+            upload = self.sb.attachments.get(int(request.match_info["attachment_id"]))
+        except ValueError:
+            upload = None
+        if upload is None:
+            raise ApiError(404, 0, "404: Not Found")
+        ctype = upload.content_type or "application/octet-stream"
+        return web.Response(body=upload.data, content_type=ctype.split(";")[0])
+
+    # ----------------------------------------------------------- interactions and their webhooks
+
+    def _interaction_by_token(self, request: web.Request) -> InteractionRecord:
+        """The interaction a webhook route's token belongs to; 404 10015 / 401 50027 like Discord."""
+        token = request.match_info["token"]
+        record = next((r for r in reversed(self.sb.interactions.values()) if r.token == token), None)
+        if record is None or self._snowflake(request, "app_id") != self.sb.application_id:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        if asyncio.get_running_loop().time() - record.created > INTERACTION_TOKEN_TTL_S:
+            raise ApiError(401, 50027, "Invalid Webhook Token")
+        return record
+
+    async def interaction_callback(self, request: web.Request) -> web.Response:
+        """POST /interactions/{id}/{token}/callback: types 4 (message), 5 (deferred message), 6 (deferred
+        update), 7 (update message), 9 (modal). ``with_response`` selects a 200 body over 204."""
+        record = self.sb.interactions.get(self._snowflake(request, "interaction_id"))
+        if record is None or record.token != request.match_info["token"]:
+            raise ApiError(404, 10062, "Unknown interaction")
+        if asyncio.get_running_loop().time() - record.created > self.sb.interaction_deadline_s:
+            raise ApiError(404, 10062, "Unknown interaction")
+        if record.response_type is not None:
+            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
+        body, uploads = await read_body(request)
+        cb_type = body.get("type")
+        data = body.get("data") or {}
+        ephemeral = bool(int(data.get("flags") or 0) & 64)
+        message: StoredMessage | None = None
+        if cb_type == 4:
+            validate_message(data, len(uploads) + len(data.get("attachments") or []))
+            record.response_type, record.ephemeral = 4, ephemeral  # acknowledged before any await
+            attachments = self._attachments(record.channel, data, uploads, None) or []
+            message = await self.sb.create_message(
+                guild.BOT, record.channel, data, attachments, interaction=record, ephemeral=ephemeral
+            )
+        elif cb_type == 5:
+            record.response_type, record.ephemeral = 5, ephemeral
+            message = await self.sb.create_message(
+                guild.BOT, record.channel, {}, [], interaction=record, ephemeral=ephemeral, loading=True
+            )
+            self.sb.publish({"event": "deferred", "interaction_id": record.id, "ephemeral": ephemeral})
+        elif cb_type in (6, 7):
+            message = await self._update_component_message(record, cb_type, data, uploads)
+        elif cb_type == 9:
+            record.response_type = 9
+            self.sb.publish(
+                {
+                    "event": "modal",
+                    "interaction_id": record.id,
+                    "custom_id": data.get("custom_id"),
+                    "title": data.get("title"),
+                }
+            )
+        else:
+            raise form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of (4, 5, 6, 7, 9); got {cb_type!r}")
+        if message is not None:
+            record.original_id = message.id
+            record.message_ids.append(message.id)
+        if cb_type == 6:
+            message = None  # nothing was created or changed: no resource in the response
+        if request.query.get("with_response", "").lower() not in ("1", "true"):
+            return web.Response(status=204)
+        return json_response(self._callback_response(record, cb_type, message))
+
+    async def _update_component_message(
+        self, record: InteractionRecord, cb_type: int, data: dict[str, Any], uploads: dict[int, Upload]
+    ) -> StoredMessage:
+        """Types 6 (deferred update) and 7 (update message): only for component interactions, whose message
+        becomes the interaction's original response (7 edits it now)."""
+        stored = self.sb.messages.get(record.component_message_id or 0)
+        if record.kind != 3 or stored is None or stored.deleted:
+            text = f"Interaction response type {cb_type} is only valid for component interactions"
+            raise form_error("type", "INTERACTION_RESPONSE_TYPE_INVALID", text)
+        if cb_type == 7:
+            attachments = self._attachments(record.channel, data, uploads, stored.payload["attachments"])
+            count = len(attachments) if attachments is not None else len(stored.payload["attachments"])
+            validate_message(data, count, base=stored.payload)
+            record.response_type = 7
+            await self.sb.edit_message(stored, data, attachments)
+        record.response_type = cb_type
+        return stored
+
+    @staticmethod
+    def _callback_response(record: InteractionRecord, cb_type: int, message: StoredMessage | None) -> dict:
+        interaction: dict[str, Any] = {"id": str(record.id), "type": 2}
+        resource: dict[str, Any] = {"type": cb_type}
+        if message is not None:
+            interaction.update(
+                response_message_id=str(message.id),
+                response_message_loading=message.loading,
+                response_message_ephemeral=message.ephemeral,
+            )
+            resource["message"] = message.payload
+        return {"interaction": interaction, "resource": resource}
+
+    def _webhook_message(self, request: web.Request, record: InteractionRecord) -> StoredMessage:
+        key = request.match_info["message_id"]
+        if key == "@original":
+            msg_id = record.original_id
+        else:
+            msg_id = self._snowflake(request, "message_id")
+            if msg_id not in record.message_ids:
+                msg_id = None
+        stored = self.sb.messages.get(msg_id) if msg_id is not None else None
+        if stored is None or stored.deleted:
+            raise ApiError(404, 10008, "Unknown Message")
+        return stored
+
+    async def execute_webhook(self, request: web.Request) -> web.Response:
+        """A followup. After a type-5 defer the first one fills the "thinking" original response (and keeps
+        the defer's ephemerality), as on Discord; later ones are new messages (ephemeral with flags 64)."""
+        record = self._interaction_by_token(request)
+        if record.response_type is None:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        data, uploads = await read_body(request)
+        validate_message(data, len(uploads) + len(data.get("attachments") or []))
+        original = self.sb.messages.get(record.original_id) if record.original_id else None
+        attachments = self._attachments(record.channel, data, uploads, None)
+        if original is not None and original.loading and not original.deleted:
+            await self.sb.edit_message(original, data, attachments)
+            stored = original
+        else:
+            ephemeral = bool(int(data.get("flags") or 0) & 64)
+            stored = await self.sb.create_message(
+                guild.BOT, record.channel, data, attachments or [], interaction=record, ephemeral=ephemeral
+            )
+            record.message_ids.append(stored.id)
+        if request.query.get("wait", "").lower() in ("1", "true"):
+            return json_response(stored.payload)
+        return web.Response(status=204)
+
+    async def get_webhook_message(self, request: web.Request) -> web.Response:
+        record = self._interaction_by_token(request)
+        return json_response(self._webhook_message(request, record).payload)
+
+    async def patch_webhook_message(self, request: web.Request) -> web.Response:
+        record = self._interaction_by_token(request)
+        stored = self._webhook_message(request, record)
+        data, uploads = await read_body(request)
+        attachments = self._attachments(record.channel, data, uploads, stored.payload["attachments"])
+        count = len(attachments) if attachments is not None else len(stored.payload["attachments"])
+        validate_message(data, count, base=None if stored.loading else stored.payload)
+        await self.sb.edit_message(stored, data, attachments)
+        return json_response(stored.payload)
+
+    async def delete_webhook_message(self, request: web.Request) -> web.Response:
+        record = self._interaction_by_token(request)
+        await self.sb.delete_message(self._webhook_message(request, record))
+        return web.Response(status=204)
