@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     DATA_DIR: Path = Field(Path("data"), description="Runtime data: database, index, models.")
     DOCUMENTS_DIR: Path = Field(Path("data/documents"), description="Documents root: <guild_id>/ per guild and global/ for every guild.")
     CHROMA_HOST: str | None = Field(None, description="ChromaDB server host; unset uses an embedded index under DATA_DIR.")
+    CHROMA_WORKER_PROCESS: bool = Field(True, description="Run the embedded ChromaDB in a child process so index writes never stall the bot.")
     CHROMA_PORT: int = Field(8000, ge=1, le=65535, description="ChromaDB server port, with CHROMA_HOST.")
     DOC_MAX_BYTES: int = Field(5_000_000, ge=1, le=500_000_000, description="Largest document file indexed or accepted by /docs add, in bytes.")
     CHUNK_MAX_CHARS: int = Field(1200, ge=200, le=20_000, description="Largest chunk of a document, in characters.")

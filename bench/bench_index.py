@@ -3,8 +3,8 @@
 Usage: ``.venv/bin/python -m bench.bench_index [--corpus PATH] [--ollama URL --embed-model NAME]``
 
 The corpus (default ``../shared/corpus/ollama-docs`` relative to the repository root) is copied to a temporary
-``DOCUMENTS_DIR/global``; the index uses the real ``LLMClient`` against FakeOllama, served in-process on its own
-event loop in a background thread (so the lag measured below is the bot's loop, not the fake's hashing), or
+``DOCUMENTS_DIR/global``; the index uses the real ``LLMClient`` against FakeOllama, served from its own process
+like a real Ollama (so the lag measured below is the bot's loop, not the fake's hashing), or
 against a real Ollama server with ``--ollama``. Measured, with the default chunking settings:
 
 - full index: seconds, chunks, chunks/s, embed calls; event-loop lag p50/p99/max during it (a ticker that
@@ -25,19 +25,20 @@ import json
 import platform
 import re
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.loop_lag import LoopLagProbe
 from config import Settings
 from services.index import DocumentIndex
 from services.llm import LLMClient
-from tests.fakes.ollama import FakeOllama
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "corpus" / "ollama-docs"
@@ -58,45 +59,31 @@ QUESTIONS = [
 ]
 
 
-class ThreadedFake:
-    """FakeOllama running on its own event loop in a daemon thread."""
+class SubprocessFake:
+    """FakeOllama in its own process, as a real Ollama would be: its hashing never competes for our GIL."""
 
     def __init__(self) -> None:
-        self.fake = FakeOllama()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-ollama", daemon=True)
+        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
-        return self.fake.url
+        with socket.socket() as probe:  # pick a free loopback port for the child
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.ollama", "--port", str(port)], cwd=REPO_ROOT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as conn:
+                if conn.connect_ex(("127.0.0.1", port)) == 0:
+                    return f"http://127.0.0.1:{port}"
+            time.sleep(0.05)  # start-up wait, before the event loop runs
+        raise RuntimeError("the Ollama stand-in did not start within 30 s")
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
-class LagMeter:
-    """Records how late a task that sleeps ``TICK_S`` wakes up (event-loop lag), in seconds."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            due = time.perf_counter() + TICK_S
-            await asyncio.sleep(TICK_S)
-            self.lags.append(max(0.0, time.perf_counter() - due))
-
-    def __enter__(self) -> LagMeter:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -122,9 +109,9 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-async def run(corpus: Path, ollama_url: str | None, embed_model: str) -> dict[str, Any]:
+async def run(corpus: Path, ollama_url: str | None, embed_model: str, chroma_process: bool) -> dict[str, Any]:
     settings = Settings()
-    fake = None if ollama_url else ThreadedFake()
+    fake = None if ollama_url else SubprocessFake()
     url = ollama_url or fake.start()  # type: ignore[union-attr]
     llm = LLMClient(host=url, chat_model=settings.CHAT_MODEL, embed_model=embed_model, timeout_s=120.0,
                     num_ctx=settings.LLM_NUM_CTX, keep_alive=settings.LLM_KEEP_ALIVE,
@@ -136,11 +123,13 @@ async def run(corpus: Path, ollama_url: str | None, embed_model: str) -> dict[st
         index = DocumentIndex(embedder=llm, index_dir=work / "index", documents_dir=documents,
                               doc_max_bytes=settings.DOC_MAX_BYTES, chunk_max_chars=settings.CHUNK_MAX_CHARS,
                               chunk_overlap_chars=settings.CHUNK_OVERLAP_CHARS,
-                              embed_batch_size=settings.EMBED_BATCH_SIZE)
+                              embed_batch_size=settings.EMBED_BATCH_SIZE, chroma_process=chroma_process)
         await llm.embed(["warm-up"])  # connection and (with real Ollama) model load, outside the timings
 
-        with LagMeter() as lag:
-            full = await index.reload("global", full=True)
+        probe = LoopLagProbe(TICK_S)
+        probe.start()
+        full = await index.reload("global", full=True)
+        lag = probe.stop()
         chunks = full.chunks_embedded
         no_change = await index.reload("global")
 
@@ -171,17 +160,16 @@ async def run(corpus: Path, ollama_url: str | None, embed_model: str) -> dict[st
 
     files = len(full.added)
     return {
-        "backend": ollama_url or "FakeOllama (in-process, own thread) via the real LLMClient",
+        "backend": ollama_url or "FakeOllama (own process) via the real LLMClient",
         "embed_model": embed_model,
+        "chroma": "embedded, worker process" if chroma_process else "embedded, in the bot's process (threads)",
         "corpus": {"path": str(corpus), "files_indexed": files, "files_skipped": len(full.skipped),
                    "chunks": chunks},
         "settings": {"chunk_max_chars": settings.CHUNK_MAX_CHARS, "chunk_overlap_chars": settings.CHUNK_OVERLAP_CHARS,
                      "embed_batch_size": settings.EMBED_BATCH_SIZE, "top_k": settings.RETRIEVAL_TOP_K},
         "full_index": {"seconds": round(full.seconds, 3), "chunks_per_s": round(chunks / full.seconds, 1),
                        "embed_calls": full.embed_calls},
-        "event_loop_lag_during_full_index_ms": {"ticks": len(lag.lags), "p50": ms(percentile(lag.lags, 50)),
-                                                "p99": ms(percentile(lag.lags, 99)),
-                                                "max": ms(max(lag.lags, default=0.0))},
+        "event_loop_lag_during_full_index_ms": lag,
         "no_change_reload": {"seconds": round(no_change.seconds, 4), "embed_calls": no_change.embed_calls,
                              "ratio_to_full": round(no_change.seconds / full.seconds, 4)},
         "one_file_changed_reload": {"file": relative, "seconds": round(one_changed.seconds, 4),
@@ -197,22 +185,9 @@ async def run(corpus: Path, ollama_url: str | None, embed_model: str) -> dict[st
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of documents to index")
-    parser.add_argument("--ollama", default=None, help="URL of a real Ollama server (default: in-process fake)")
-    parser.add_argument("--embed-model", default="nomic-embed-text", help="embedding model name")
-    args = parser.parse_args()
-    if not args.corpus.is_dir():
-        print(f"Skipped: corpus not found at {args.corpus} (pass --corpus PATH to a folder of .md/.mdx/.txt/.pdf).")
-        return 0
-    results = asyncio.run(run(args.corpus.resolve(), args.ollama, args.embed_model))
-    results["corpus"]["bytes"] = sum(p.stat().st_size for p in args.corpus.rglob("*") if p.is_file())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(RESULTS)
+def report(results: dict[str, Any]) -> None:
     full, lag = results["full_index"], results["event_loop_lag_during_full_index_ms"]
+    print(f"\n== ChromaDB {results['chroma']}")
     print(f"backend: {results['backend']} ({results['embed_model']})")
     print(f"corpus: {results['corpus']['files_indexed']} files, {results['corpus']['chunks']} chunks")
     print(f"full index: {full['seconds']:.2f} s, {full['chunks_per_s']} chunks/s, {full['embed_calls']} embed calls")
@@ -225,6 +200,31 @@ def main() -> int:
     print(f"query latency over {q['queries']} queries: p50 {q['p50']} ms, p95 {q['p95']} ms")
     print(f"exact setting-name queries: top hit contains the name {exact['top_hit_contains_term']} "
           f"({exact['queries']} queries)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of documents to index")
+    parser.add_argument("--ollama", default=None, help="URL of a real Ollama server (default: in-process fake)")
+    parser.add_argument("--embed-model", default="nomic-embed-text", help="embedding model name")
+    args = parser.parse_args()
+    if not args.corpus.is_dir():
+        print(f"Skipped: corpus not found at {args.corpus} (pass --corpus PATH to a folder of .md/.mdx/.txt/.pdf).")
+        return 0
+    # Both ChromaDB placements in one run, so the comparison is side by side on this noisy machine.
+    runs = {
+        "worker_process": asyncio.run(run(args.corpus.resolve(), args.ollama, args.embed_model, True)),
+        "in_process": asyncio.run(run(args.corpus.resolve(), args.ollama, args.embed_model, False)),
+    }
+    corpus_bytes = sum(p.stat().st_size for p in args.corpus.rglob("*") if p.is_file())
+    for results in runs.values():
+        results["corpus"]["bytes"] = corpus_bytes
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(RESULTS)
+    for results in runs.values():
+        report(results)
     print(f"written to {RESULTS.relative_to(REPO_ROOT)}")
     return 0
 

@@ -48,6 +48,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +59,7 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError as ChromaNotFound
 from rank_bm25 import BM25Okapi
 
+from services.chroma_process import ProcessChromaClient
 from services.documents import (
     Chunk,
     DocumentSkipped,
@@ -396,6 +398,7 @@ class DocumentIndex:
         documents_dir: Path,
         chroma_host: str | None = None,
         chroma_port: int = 8000,
+        chroma_process: bool = False,
         doc_max_bytes: int,
         chunk_max_chars: int,
         chunk_overlap_chars: int,
@@ -408,6 +411,7 @@ class DocumentIndex:
         self.documents_dir = Path(documents_dir)
         self.chroma_host = chroma_host
         self.chroma_port = chroma_port
+        self.chroma_process = chroma_process
         self.doc_max_bytes = doc_max_bytes
         self.chunk_max_chars = chunk_max_chars
         self.chunk_overlap_chars = chunk_overlap_chars
@@ -422,13 +426,14 @@ class DocumentIndex:
     @classmethod
     def from_settings(cls, settings: Any, embedder: Embedder) -> DocumentIndex:
         """Build the index from ``config.Settings`` (index_dir, DOCUMENTS_DIR, CHROMA_HOST, CHROMA_PORT,
-        DOC_MAX_BYTES, CHUNK_MAX_CHARS, CHUNK_OVERLAP_CHARS, EMBED_BATCH_SIZE)."""
+        CHROMA_WORKER_PROCESS, DOC_MAX_BYTES, CHUNK_MAX_CHARS, CHUNK_OVERLAP_CHARS, EMBED_BATCH_SIZE)."""
         return cls(
             embedder=embedder,
             index_dir=settings.index_dir,
             documents_dir=settings.DOCUMENTS_DIR,
             chroma_host=settings.CHROMA_HOST,
             chroma_port=settings.CHROMA_PORT,
+            chroma_process=settings.CHROMA_WORKER_PROCESS,
             doc_max_bytes=settings.DOC_MAX_BYTES,
             chunk_max_chars=settings.CHUNK_MAX_CHARS,
             chunk_overlap_chars=settings.CHUNK_OVERLAP_CHARS,
@@ -465,6 +470,9 @@ class DocumentIndex:
         """Run one blocking Chroma call in a thread; an unreachable Chroma server raises BackendUnavailable."""
         try:
             return await asyncio.to_thread(func, *args, **kwargs)
+        except BrokenProcessPool as exc:
+            self._client = None  # the worker died; the next call starts a new one
+            raise self._chroma_down(exc) from exc
         except (httpx.HTTPError, ConnectionError) as exc:
             raise self._chroma_down(exc) from exc
 
@@ -481,6 +489,8 @@ class DocumentIndex:
             return chromadb.HttpClient(host=self.chroma_host, port=self.chroma_port, settings=settings)
         path = self.index_dir / "chroma"
         path.mkdir(parents=True, exist_ok=True)
+        if self.chroma_process:
+            return ProcessChromaClient(str(path))
         return chromadb.PersistentClient(path=str(path), settings=settings)
 
     async def _get_client(self) -> Any:
@@ -950,7 +960,9 @@ class DocumentIndex:
         callers cancel those tasks first (a cancelled reload leaves manifest and collection consistent)."""
         self._closed = True
         self._lexical.clear()
-        self._client = None
+        client, self._client = self._client, None
+        if isinstance(client, ProcessChromaClient):
+            await asyncio.to_thread(client.close)
 
 
 def _hit(scope: str, chunk: str, text: str | None, meta: Any) -> Hit:

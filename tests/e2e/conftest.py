@@ -131,7 +131,7 @@ async def make_harness(tmp_path: Path, ollama: FakeOllama) -> AsyncIterator[Harn
         return Harness(sandbox, bot, ollama, settings, queue)
 
     yield factory
-    for sandbox, bot, runner, queue in started:
+    for sandbox, bot, runner, queue in reversed(started):  # install() nests: undo in reverse
         sandbox.unsubscribe(queue)
         await stop_bot(bot, runner)
         sandbox.uninstall()
