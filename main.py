@@ -42,6 +42,7 @@ class RedactSecrets(logging.Filter):
 
 def setup_logging(settings: Settings) -> None:
     discord.utils.setup_logging(level=getattr(logging, settings.LOG_LEVEL), root=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Ollama request is noise
     token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else ""
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets([token]))

@@ -104,7 +104,7 @@ class AssistantBot(commands.Bot):
 
     async def run_tracked(self, coro: Coroutine[Any, Any, T], *, name: str) -> T:
         """Run ``coro`` as a registered task and wait for it, so shutdown can cancel and await it."""
-        return await self.tasks.start(coro, name=name)
+        return await self.tasks.start(coro, name=name, awaited=True)
 
     async def close(self) -> None:
         """Shut down in order, within SHUTDOWN_TIMEOUT_S; safe to call more than once."""

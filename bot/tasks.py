@@ -19,11 +19,13 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._awaited: set[asyncio.Task[Any]] = set()
         self._closed = False
 
-    def start(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+    def start(self, coro: Coroutine[Any, Any, Any], *, name: str, awaited: bool = False) -> asyncio.Task[Any]:
         """Schedule ``coro`` as a tracked task called ``name``.
 
+        awaited: the caller awaits the task and handles its errors, so a failure is not logged here.
         Raises RuntimeError once the registry is shutting down (the coroutine is closed, not leaked).
         """
         if self._closed:
@@ -31,12 +33,15 @@ class TaskRegistry:
             raise RuntimeError(f"cannot start task {name!r}: shutting down")
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
+        if awaited:
+            self._awaited.add(task)
         task.add_done_callback(self._on_done)
         return task
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if task.cancelled():
+        if task.cancelled() or task in self._awaited:
+            self._awaited.discard(task)
             return
         exc = task.exception()
         if exc is not None:

@@ -94,13 +94,13 @@ class Chat(commands.Cog):
         # default_permissions only hides the command in Discord's client; check the real permission too.
         if interaction.guild is not None and not interaction.permissions.manage_messages:
             raise app_commands.MissingPermissions(["manage_messages"])
+        # Deferred: the turn lock waits for an answer still streaming in this channel, which may take > 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         channel_id = interaction.channel_id or 0
         async with self.bot.sessions.turn(channel_id, interaction.guild_id):
             deleted = await self.bot.conversations.clear(channel_id)
         await self.bot.sessions.forget(channel_id)
-        await interaction.response.send_message(
-            f"Conversation cleared ({deleted} messages forgotten).", ephemeral=True
-        )
+        await interaction.edit_original_response(content=f"Conversation cleared ({deleted} messages forgotten).")
 
     # -- mentions and replies ---------------------------------------------------------------------------
 

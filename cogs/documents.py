@@ -122,8 +122,8 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     @app_commands.command(name="add", description="Add a document (Markdown, text or PDF) and index it (admins).")
     @app_commands.describe(file="The document to add")
     @app_commands.default_permissions(manage_guild=True)
-    @admin_only()
     @guild_cooldown("ADMIN_COOLDOWN_S")
+    @admin_only()  # listed last so it runs first: a refused member uses up no cooldown
     async def docs_add(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
         suffix = PurePath(file.filename).suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
@@ -145,8 +145,8 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     @app_commands.command(name="remove", description="Remove a document of this server from the index (admins).")
     @app_commands.describe(name="The document's file name, as shown by /docs list")
     @app_commands.default_permissions(manage_guild=True)
-    @admin_only()
     @guild_cooldown("ADMIN_COOLDOWN_S")
+    @admin_only()  # listed last so it runs first: a refused member uses up no cooldown
     async def docs_remove(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 200]) -> None:
         await interaction.response.defer(thinking=True)
         report = await self.bot.run_tracked(
@@ -159,8 +159,8 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     )
     @app_commands.describe(full="Rebuild everything from scratch (needed after changing the embedding model)")
     @app_commands.default_permissions(manage_guild=True)
-    @admin_only()
     @guild_cooldown("ADMIN_COOLDOWN_S")
+    @admin_only()  # listed last so it runs first: a refused member uses up no cooldown
     async def docs_reload(self, interaction: discord.Interaction, full: bool = False) -> None:
         await interaction.response.defer(thinking=True)
         reports = await self.bot.run_tracked(

@@ -143,3 +143,12 @@ async def test_answers_never_break_discord_limits(make_harness):
     messages = harness.bot_messages(interaction_id)
     assert len(messages) >= 3 and all(message["content"].count("```") % 2 == 0 for message in messages)
     assert harness.sandbox.errors == []
+
+
+async def test_commands_during_shutdown_get_a_clear_reply(make_harness):
+    harness = await make_harness()
+    harness.bot.shutting_down = True  # what close() sets first, before it cancels the running work
+    _, events = await harness.answer("alice", "chat", {"message": "hello"})
+    assert ephemeral_replies(events) == ["The bot is shutting down; try again in a minute."]
+    assert harness.ollama.chat_requests == []
+    harness.bot.shutting_down = False

@@ -1,0 +1,55 @@
+"""The command line: `main.py index` and `main.py doctor`, run as a server owner would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_DOCS = ROOT / "tests" / "fixtures" / "docs"
+
+
+async def run_main(tmp_path: Path, ollama_url: str, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "OLLAMA_HOST": ollama_url, "DATA_DIR": str(tmp_path / "data"),
+           "DOCUMENTS_DIR": str(tmp_path / "documents")}
+    env.pop("DISCORD_TOKEN", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "main.py"), *args, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_index_command_reloads_incrementally(tmp_path, ollama):
+    shutil.copytree(FIXTURE_DOCS, tmp_path / "documents" / "global")
+    (tmp_path / "documents" / "global" / "blob.md").write_bytes(b"\x00\x01binary")
+    code, out, err = await run_main(tmp_path, ollama.url, "index")
+    assert code == 0, err
+    assert "global: 4 added, 0 updated, 0 removed, 0 unchanged, 1 skipped" in out
+    assert "skipped blob.md: binary" in out
+    calls = ollama.embed_calls
+    code, out, _ = await run_main(tmp_path, ollama.url, "index")
+    assert "global: 0 added, 0 updated, 0 removed, 4 unchanged, 1 skipped" in out
+    assert ollama.embed_calls == calls
+
+
+async def test_index_command_reports_ollama_down(tmp_path):
+    (tmp_path / "documents" / "global").mkdir(parents=True)
+    (tmp_path / "documents" / "global" / "a.md").write_text("# A\n\nSome text.\n")
+    code, _, err = await run_main(tmp_path, "http://127.0.0.1:9", "index")
+    assert code == 1 and "could not be reached" in err and "Traceback" not in err
+
+
+async def test_doctor_says_what_to_fix(tmp_path, ollama):
+    ollama.models = ["llama3.2:latest"]  # the embedding model is not pulled
+    code, out, _ = await run_main(tmp_path, ollama.url, "doctor")
+    assert code == 1
+    assert "OK   Ollama: reachable" in out
+    assert "FIX  Ollama embedding model: `nomic-embed-text` is missing: run `ollama pull nomic-embed-text`" in out
+    assert "FIX  Discord token: not set" in out
+    assert "OK   ChromaDB" in out
+    assert "FIX  Documents" in out
