@@ -98,10 +98,9 @@ async def run_discord(settings: Settings) -> int:
 
 
 async def run_playground_session(settings: Settings, script: Path | None, json_mode: bool) -> int:
-    from bot.sandbox.playground import run_playground
-
     from bot.client import AssistantBot
     from bot.sandbox import Sandbox
+    from bot.sandbox.playground import run_playground
 
     sandbox = Sandbox()
     await sandbox.start()

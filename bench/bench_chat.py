@@ -24,6 +24,7 @@ from typing import Any
 from bench.loop_lag import LoopLagProbe
 from bot.client import AssistantBot
 from bot.sandbox import Sandbox
+from bot.streaming import CURSOR
 from config import load_settings
 from tests.fakes.ollama import FakeOllama
 
@@ -38,7 +39,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run(runs: int, first_token_ms: float) -> dict[str, Any]:
     fake = FakeOllama(first_token_latency_s=first_token_ms / 1000, tokens_per_s=50)
     await fake.start()
-    fake.responder = lambda body: "Firsttoken " + "more words follow here " * 10
+    fake.responder = lambda body: "Hello " + "more words follow. " * 5  # "Hello" is one token
     sandbox = Sandbox()
     await sandbox.start()
     sandbox.install()
@@ -63,11 +64,15 @@ async def run(runs: int, first_token_ms: float) -> dict[str, Any]:
                 while True:
                     event = await asyncio.wait_for(queue.get(), timeout=30)
                     if (event["event"] in ("message", "edit") and event.get("interaction_id") == handle.interaction_id
-                            and "Firsttoken" in (event.get("content") or "")):
+                            and "Hello" in (event.get("content") or "")):
                         break
                 overheads.append((time.perf_counter() - started) * 1000 - first_token_ms)
+                # Wait for the end of the answer: a second question in the channel would queue behind it.
+                while not (event["event"] in ("message", "edit")
+                           and event.get("interaction_id") == handle.interaction_id
+                           and not (event.get("content") or "").endswith(CURSOR)):
+                    event = await asyncio.wait_for(queue.get(), timeout=30)
                 sandbox.unsubscribe(queue)
-                await asyncio.sleep(0.5)  # let the rest of the answer stream before the next question
         finally:
             lag = probe.stop()
             await bot.close()

@@ -125,6 +125,7 @@ async def run(corpus: Path, ollama_url: str | None, embed_model: str, chroma_pro
                               chunk_overlap_chars=settings.CHUNK_OVERLAP_CHARS,
                               embed_batch_size=settings.EMBED_BATCH_SIZE, chroma_process=chroma_process)
         await llm.embed(["warm-up"])  # connection and (with real Ollama) model load, outside the timings
+        await index.search(None, "warm-up")  # starts the ChromaDB client (and its worker), outside the timings
 
         probe = LoopLagProbe(TICK_S)
         probe.start()
