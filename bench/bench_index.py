@@ -26,7 +26,6 @@ import platform
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,27 +62,30 @@ class SubprocessFake:
     """FakeOllama in its own process, as a real Ollama would be: its hashing never competes for our GIL."""
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: asyncio.subprocess.Process | None = None
 
-    def start(self) -> str:
+    async def start(self) -> str:
         with socket.socket() as probe:  # pick a free loopback port for the child
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.ollama", "--port", str(port)], cwd=REPO_ROOT,
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.fakes.ollama", "--port", str(port), cwd=REPO_ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as conn:
-                if conn.connect_ex(("127.0.0.1", port)) == 0:
-                    return f"http://127.0.0.1:{port}"
-            time.sleep(0.05)  # start-up wait, before the event loop runs
+        for _ in range(600):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return f"http://127.0.0.1:{port}"
         raise RuntimeError("the Ollama stand-in did not start within 30 s")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
-            self._process.wait(10)
+            await self._process.wait()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,7 +114,7 @@ def ms(seconds: float) -> float:
 async def run(corpus: Path, ollama_url: str | None, embed_model: str, chroma_process: bool) -> dict[str, Any]:
     settings = Settings()
     fake = None if ollama_url else SubprocessFake()
-    url = ollama_url or fake.start()  # type: ignore[union-attr]
+    url = ollama_url or await fake.start()  # type: ignore[union-attr]
     llm = LLMClient(host=url, chat_model=settings.CHAT_MODEL, embed_model=embed_model, timeout_s=120.0,
                     num_ctx=settings.LLM_NUM_CTX, keep_alive=settings.LLM_KEEP_ALIVE,
                     embed_batch_size=settings.EMBED_BATCH_SIZE)
@@ -156,7 +158,7 @@ async def run(corpus: Path, ollama_url: str | None, embed_model: str, chroma_pro
     finally:
         await llm.close()
         if fake is not None:
-            fake.stop()
+            await fake.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     files = len(full.added)
