@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     RETRIEVAL_TOP_K: int = Field(5, ge=1, le=50, description="Passages retrieved for a grounded answer.")
     RETRIEVAL_MIN_SCORE: float = Field(0.02, ge=0, le=1, description="Fused score below which passages are not used to ground /ask.")
 
+    # Voice
+    TTS_ENGINE: str = Field("piper", pattern=r"^(piper|espeak)$", description="Speech synthesis engine: piper (natural voice, needs a model) or espeak (no download).")
+    PIPER_VOICE: str = Field("en_US-lessac-medium", min_length=1, description="Piper voice: a voice name (downloaded to MODELS_DIR when possible) or a path to an .onnx file.")
+    ESPEAK_VOICE: str = Field("en-us", min_length=1, description="espeak-ng voice used by the espeak engine and the fallback.")
+    MODELS_DIR: Path = Field(Path("data/models"), description="Folder of downloaded voice and speech models.")
+    SPEAK_MAX_CHARS: int = Field(1000, ge=1, le=6000, description="Maximum length of a /speak text.")
+    VOICE_QUEUE_MAX: int = Field(10, ge=1, le=1000, description="Speech requests waiting per guild; more are refused.")
+    VOICE_IDLE_TIMEOUT_S: float = Field(300.0, ge=5, le=86_400, description="Seconds the bot stays in a voice channel while alone or silent before leaving.")
+    VOICE_COOLDOWN_S: float = Field(3.0, ge=0, le=3600, description="Per-member cooldown of the voice commands, in seconds.")
+
     # Lifecycle
     SHUTDOWN_TIMEOUT_S: float = Field(10.0, gt=0, le=300, description="Seconds allowed for a clean shutdown before tasks are abandoned.")
     LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level: DEBUG, INFO, WARNING or ERROR.")
@@ -112,3 +122,19 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0])) from None
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every setting with its description and default."""
+    lines = ["# Every setting of the bot, with its default. Copy to .env and edit; the environment wins over .env.", ""]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default_factory is not None or field.default is None else field.default
+        value = default.as_posix() if isinstance(default, Path) else str(default)
+        if " " in value:
+            value = f'"{value}"'
+        lines += [f"# {field.description}", f"{name}={value}", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(env_example(), end="")

@@ -106,7 +106,7 @@ async def run_playground_session(settings: Settings, script: Path | None, json_m
     await sandbox.start()
     sandbox.install()
     try:
-        bot = AssistantBot(settings)
+        bot = AssistantBot(settings, connector=sandbox.client_connector())
         lines = (await asyncio.to_thread(script.read_text, encoding="utf-8")).splitlines() if script else None
 
         async def foreground() -> int:

@@ -48,7 +48,7 @@ async def run(runs: int, first_token_ms: float) -> dict[str, Any]:
             DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=Path(tmp) / "data",
             DOCUMENTS_DIR=Path(tmp) / "documents", CHAT_COOLDOWN_S=0,
         )
-        bot = AssistantBot(settings)
+        bot = AssistantBot(settings, connector=sandbox.client_connector())
         runner = asyncio.create_task(bot.start(sandbox.bot_token))
         await sandbox.wait_ready(timeout=30)
         await bot.wait_until_ready()

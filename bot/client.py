@@ -16,20 +16,23 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import discord
 from discord.ext import commands
 
-from bot.state import ChatSessions
+from bot.state import ChatSessions, VoiceSessions
 from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
 from config import Settings
 from services.conversations import ConversationStore
+from services.guild_settings import GuildSettingsStore
 from services.index import DocumentIndex
 from services.llm import LLMClient
+from services.tts import create_synthesizer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS = ("cogs.chat", "cogs.documents")
+DEFAULT_EXTENSIONS = ("cogs.chat", "cogs.documents", "cogs.voice")
 T = TypeVar("T")
 
 
@@ -42,6 +45,7 @@ class AssistantBot(commands.Bot):
         *,
         llm: LLMClient | None = None,
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+        connector: aiohttp.BaseConnector | None = None,
     ) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: needed to read the text of mentions and replies
@@ -52,12 +56,16 @@ class AssistantBot(commands.Bot):
             help_command=None,
             chunk_guilds_at_startup=False,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=True),
+            connector=connector,  # the sandbox passes one that trusts its local certificate authority
         )
         self.settings = settings
         self.llm = llm or LLMClient.from_settings(settings)
         self.conversations = ConversationStore(settings.db_path, max_messages=settings.HISTORY_MAX_MESSAGES)
         self.index = DocumentIndex.from_settings(settings, self.llm)
+        self.guild_settings = GuildSettingsStore(settings.db_path)
+        self.synthesizer = create_synthesizer(settings)
         self.sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
+        self.voice_sessions = VoiceSessions()
         self.tasks = TaskRegistry()
         self.shutting_down = False
         self.failed_extensions: dict[str, str] = {}
@@ -66,6 +74,7 @@ class AssistantBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.conversations.open()
+        await self.guild_settings.open()
         for name in self._extensions_to_load:
             try:
                 await self.load_extension(name)
@@ -116,9 +125,14 @@ class AssistantBot(commands.Bot):
         self.shutting_down = True
         deadline = self.settings.SHUTDOWN_TIMEOUT_S
         log.info("shutting down: waiting up to %.1f s for running work", deadline)
-        await self.tasks.shutdown(timeout_s=deadline * 0.6)
-        for name, closer in (("conversations", self.conversations.close), ("index", self.index.close),
-                             ("llm", self.llm.close)):
+        for session in self.voice_sessions.all():
+            try:
+                await asyncio.wait_for(session.close(), timeout=deadline * 0.1)
+            except (TimeoutError, discord.DiscordException) as exc:
+                log.warning("leaving voice in guild %s failed: %s", session.guild_id, exc)
+        await self.tasks.shutdown(timeout_s=deadline * 0.5)
+        for name, closer in (("conversations", self.conversations.close), ("guild settings", self.guild_settings.close),
+                             ("index", self.index.close), ("llm", self.llm.close)):
             try:
                 await asyncio.wait_for(closer(), timeout=deadline * 0.1)
             except (TimeoutError, OSError, RuntimeError) as exc:

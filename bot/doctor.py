@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes.util
 import sys
 from dataclasses import dataclass
 from typing import TextIO
-
-import discord
 
 from config import Settings
 from services.documents import SUPPORTED_SUFFIXES
 from services.errors import ServiceError
 from services.llm import LLMClient
+from services.opus import load_opus
+from services.tts import EspeakSynthesizer, PiperSynthesizer, SpeechSynthesisError
 
 
 @dataclass
@@ -69,12 +68,30 @@ def check_documents(settings: Settings) -> Check:
 
 
 def check_opus() -> Check:
-    if discord.opus.is_loaded():
-        return Check("Opus", True, "libopus loaded")
-    name = ctypes.util.find_library("opus")
-    if name:
-        return Check("Opus", True, f"libopus found ({name})")
-    return Check("Opus", False, "libopus not found; voice needs it: install it (e.g. `apt install libopus0`)")
+    try:
+        return Check("Opus", True, f"libopus loaded from {load_opus()}")
+    except ServiceError as exc:
+        return Check("Opus", False, exc.user_message)
+
+
+def check_tts(settings: Settings) -> Check:
+    """Load the configured voice (Piper may try to download it) and say which engine will speak."""
+    espeak = EspeakSynthesizer(settings.ESPEAK_VOICE)
+    if settings.TTS_ENGINE == "piper":
+        try:
+            PiperSynthesizer(settings.PIPER_VOICE, settings.MODELS_DIR).load()
+            return Check("Speech (TTS)", True, f"Piper voice `{settings.PIPER_VOICE}` loads")
+        except SpeechSynthesisError as exc:
+            piper_problem = exc.user_message
+    else:
+        piper_problem = ""
+    try:
+        espeak.load()
+    except SpeechSynthesisError as exc:
+        return Check("Speech (TTS)", False, f"{piper_problem} espeak-ng cannot start either: {exc.user_message}")
+    if piper_problem:
+        return Check("Speech (TTS)", False, f"speaking with espeak-ng for now. {piper_problem}")
+    return Check("Speech (TTS)", True, f"espeak-ng voice `{settings.ESPEAK_VOICE}` loads")
 
 
 async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
@@ -89,6 +106,7 @@ async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     checks.append(await asyncio.to_thread(check_chroma, settings))
     checks.append(await asyncio.to_thread(check_documents, settings))
     checks.append(check_opus())
+    checks.append(await asyncio.to_thread(check_tts, settings))
     for check in checks:
         print(f"{'OK  ' if check.ok else 'FIX '} {check.part}: {check.detail}", file=out)
     return 0 if all(check.ok for check in checks) else 1

@@ -85,7 +85,11 @@ class Chat(commands.Cog):
         text = ensure_length(question, self.settings.ASK_MAX_CHARS, "Your question")
         await interaction.response.defer(thinking=True)
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
-        await self.bot.run_tracked(self.answer_once(interaction.guild_id, text, reply), name=f"ask:{interaction.id}")
+        answer = await self.bot.run_tracked(
+            self.answer_once(interaction.guild_id, text, reply), name=f"ask:{interaction.id}"
+        )
+        if answer is not None:
+            self.bot.dispatch("answer_complete", interaction.guild_id, interaction.user.id, answer)
 
     @app_commands.command(name="reset", description="Forget this channel's conversation with the assistant.")
     @app_commands.default_permissions(manage_messages=True)
@@ -168,13 +172,14 @@ class Chat(commands.Cog):
                 raise
             if answer is not None:
                 await self.bot.conversations.add_turn(channel_id, guild_id, author_id, text, answer)
+                self.bot.dispatch("answer_complete", guild_id, author_id, answer)
 
-    async def answer_once(self, guild_id: int | None, question: str, reply: StreamedReply) -> None:
+    async def answer_once(self, guild_id: int | None, question: str, reply: StreamedReply) -> str | None:
         """Answer ``question`` without conversation, grounded in the guild's documents when relevant."""
         hits = await self.bot.index.search(guild_id, question, k=self.settings.RETRIEVAL_TOP_K)
         passages = select_passages(hits, self.settings.RETRIEVAL_MIN_SCORE, self.settings.RETRIEVAL_TOP_K)
         messages = grounded_messages(self.settings.SYSTEM_PROMPT, question, passages)
-        await reply.stream(self.bot.llm.chat_stream(messages), suffix=sources_block(passages))
+        return await reply.stream(self.bot.llm.chat_stream(messages), suffix=sources_block(passages))
 
 
 async def setup(bot: AssistantBot) -> None:

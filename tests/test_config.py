@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, Settings, load_settings
+from config import ConfigError, Settings, env_example, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,9 +34,9 @@ def test_empty_values_mean_unset(monkeypatch):
 
 def test_env_example_lists_every_setting_with_a_description():
     text = (ROOT / ".env.example").read_text()
+    assert text == env_example(), "regenerate it: python config.py > .env.example"
     for name, field in Settings.model_fields.items():
-        assert f"\n{name}=" in text, name
-        assert field.description, name
+        assert f"\n{name}=" in text and field.description, name
 
 
 def test_invalid_setting_stops_start_with_exit_code_2_and_no_traceback(tmp_path):

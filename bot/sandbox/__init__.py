@@ -1,4 +1,5 @@
-"""The local Discord ("sandbox"): gateway, REST and a fixed simulated guild on loopback, plus the playground.
+"""The local Discord ("sandbox"): gateway, REST, voice (wss:// + UDP) and a fixed simulated guild on loopback,
+plus the playground.
 
 ``Sandbox`` is the entry point (see ``bot.sandbox.server``); the guild's fixed ids and names come from
 ``bot.sandbox.guild``; ``run_playground`` is the member-side terminal client.
@@ -20,6 +21,8 @@ from .guild import (
     LOUNGE_CHANNEL_ID,
     MEMBERS,
     OWNER_USER_ID,
+    PRIVATE_CHANNEL_ID,
+    QUIET_CHANNEL_ID,
     RANDOM_CHANNEL_ID,
 )
 from .playground import run_playground
@@ -41,6 +44,8 @@ __all__ = [
     "LOUNGE_CHANNEL_ID",
     "MEMBERS",
     "OWNER_USER_ID",
+    "PRIVATE_CHANNEL_ID",
+    "QUIET_CHANNEL_ID",
     "RANDOM_CHANNEL_ID",
     "InvokeHandle",
     "Sandbox",

@@ -9,6 +9,8 @@ Protocol as discord.py uses it:
 - RESUME (op 6) re-attaches a known session, replays the dispatches after the client's ``seq`` and sends
   RESUMED; an unknown session gets INVALID_SESSION (op 9, ``d: false``);
 - REQUEST_GUILD_MEMBERS (op 8) is answered with one GUILD_MEMBERS_CHUNK;
+- VOICE_STATE_UPDATE (op 4) goes to ``GatewayHooks.on_voice_state_update`` (the sandbox's voice, which
+  dispatches VOICE_STATE_UPDATE / VOICE_SERVER_UPDATE back);
 - ``send_reconnect`` sends RECONNECT (op 7), which makes the client reconnect and RESUME.
 
 Transport compression follows the ``compress`` query parameter: ``zlib-stream`` (one zlib stream per
@@ -95,10 +97,15 @@ class Session:
 
 @dataclass
 class GatewayHooks:
-    """Callbacks into the sandbox: ``on_ready`` after GUILD_CREATE, ``on_resumed`` after RESUMED."""
+    """Callbacks into the sandbox: ``on_ready`` after GUILD_CREATE, ``on_resumed`` after RESUMED; optionally
+    ``on_new_session`` when an IDENTIFY starts a session (before READY), ``on_voice_state_update(d)`` for op 4,
+    and ``voice_states()`` for GUILD_CREATE's ``voice_states``."""
 
     on_ready: Callable[[], Awaitable[None]]
     on_resumed: Callable[[], Awaitable[None]]
+    on_new_session: Callable[[], None] | None = None
+    on_voice_state_update: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    voice_states: Callable[[], list[dict[str, Any]]] | None = None
 
 
 class Gateway:
@@ -200,7 +207,10 @@ class Gateway:
         elif op == 3:
             pass  # presence updates have no visible effect in the sandbox
         elif op == 4:
-            _log.info("voice state update received; voice is not simulated yet: %s", data)
+            if self._hooks.on_voice_state_update is None:
+                _log.info("voice state update ignored (no voice in this sandbox): %s", data)
+            else:
+                await self._hooks.on_voice_state_update(data or {})
         else:
             _log.warning("gateway: unhandled op %s", op)
 
@@ -213,6 +223,8 @@ class Gateway:
             await self.session.conn.ws.close(code=4000, message=b"replaced by a new session")
         session = Session(session_id=secrets.token_hex(16), intents=int(data.get("intents", 0)), conn=conn)
         self.session = session
+        if self._hooks.on_new_session is not None:
+            self._hooks.on_new_session()
         ready = {
             "v": 10,
             "user": {**guild.user_payload(guild.BOT), "verified": True, "mfa_enabled": False},
@@ -232,7 +244,8 @@ class Gateway:
         if "shard" in data:
             ready["shard"] = data["shard"]
         await self.dispatch("READY", ready)
-        await self.dispatch("GUILD_CREATE", guild.guild_create_payload(session.intents))
+        voice_states = self._hooks.voice_states() if self._hooks.voice_states is not None else []
+        await self.dispatch("GUILD_CREATE", guild.guild_create_payload(session.intents, voice_states))
         await self._hooks.on_ready()
 
     async def _resume(self, conn: _Connection, data: dict[str, Any]) -> None:

@@ -17,8 +17,14 @@ member ``alice``           1100000000000000022    plain member
 member ``bob``             1100000000000000023    plain member
 text channel ``general``   1100000000000000030    system channel
 text channel ``random``    1100000000000000031
-voice channel ``Lounge``   1100000000000000032    type 2 (voice itself is simulated later)
+voice channel ``Lounge``   1100000000000000032    type 2; everyone may connect and speak
+voice channel ``Quiet``    1100000000000000033    ``QUIET_CHANNEL_ID``; @everyone overwrite denies SPEAK
+voice channel ``Private``  1100000000000000034    ``PRIVATE_CHANNEL_ID``; @everyone overwrite denies CONNECT
 =========================  =====================  =================================================
+
+``Quiet`` and ``Private`` exist so that the bot can be refused: it may join ``Quiet`` but what it sends there
+is dropped (no SPEAK), and it cannot join ``Private`` (no CONNECT). Members can be placed in either through the
+sandbox API, which does not check permissions (a member's client would be refused by Discord itself).
 
 The owner is a member of its own (rather than ``admin``) so that the admin's rights come from the Admin
 role alone, which is the path the bot's admin check must handle. The bot has no role besides @everyone,
@@ -49,6 +55,8 @@ BOB_USER_ID = 1100000000000000023
 GENERAL_CHANNEL_ID = 1100000000000000030
 RANDOM_CHANNEL_ID = 1100000000000000031
 LOUNGE_CHANNEL_ID = 1100000000000000032
+QUIET_CHANNEL_ID = 1100000000000000033
+PRIVATE_CHANNEL_ID = 1100000000000000034
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 ADD_REACTIONS = 1 << 6
@@ -81,6 +89,7 @@ ADMIN_PERMISSIONS = MANAGE_GUILD | MANAGE_MESSAGES
 
 # Gateway intents that change what the sandbox sends.
 INTENT_GUILD_MEMBERS = 1 << 1
+INTENT_GUILD_VOICE_STATES = 1 << 7
 INTENT_GUILD_PRESENCES = 1 << 8
 INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_GUILD_MESSAGE_REACTIONS = 1 << 10
@@ -101,6 +110,16 @@ class SimUser:
 
 
 @dataclass(frozen=True)
+class Overwrite:
+    """A channel permission overwrite: ``target`` is a role id (``kind`` 0) or a member id (``kind`` 1)."""
+
+    target: int
+    kind: int
+    allow: int = 0
+    deny: int = 0
+
+
+@dataclass(frozen=True)
 class SimChannel:
     """A guild channel; ``type`` is Discord's channel type (0 text, 2 voice)."""
 
@@ -108,6 +127,11 @@ class SimChannel:
     name: str
     type: int
     position: int
+    overwrites: tuple[Overwrite, ...] = ()
+
+    @property
+    def is_voice(self) -> bool:
+        return self.type == 2
 
 
 BOT = SimUser(BOT_USER_ID, BOT_NAME, bot=True)
@@ -121,6 +145,8 @@ CHANNELS: dict[str, SimChannel] = {
     "general": SimChannel(GENERAL_CHANNEL_ID, "general", 0, 0),
     "random": SimChannel(RANDOM_CHANNEL_ID, "random", 0, 1),
     "Lounge": SimChannel(LOUNGE_CHANNEL_ID, "Lounge", 2, 2),
+    "Quiet": SimChannel(QUIET_CHANNEL_ID, "Quiet", 2, 3, (Overwrite(EVERYONE_ROLE_ID, 0, deny=SPEAK),)),
+    "Private": SimChannel(PRIVATE_CHANNEL_ID, "Private", 2, 4, (Overwrite(EVERYONE_ROLE_ID, 0, deny=CONNECT),)),
 }
 ROLES: dict[int, tuple[str, int, int]] = {  # id -> (name, permissions, position)
     EVERYONE_ROLE_ID: ("@everyone", EVERYONE_PERMISSIONS, 0),
@@ -172,12 +198,33 @@ def channel_by_id(channel_id: int) -> SimChannel | None:
 
 
 def permissions_of(user: SimUser) -> int:
-    """Guild-level permission bits of ``user`` (no channel overwrites exist in the sandbox)."""
+    """Guild-level permission bits of ``user`` (channel overwrites not applied; see ``channel_permissions_of``)."""
     if user.id == OWNER_USER_ID:
         return ALL_PERMISSIONS
     bits = ROLES[EVERYONE_ROLE_ID][1]
     for role_id in user.role_ids:
         bits |= ROLES[role_id][1]
+    return bits
+
+
+def channel_permissions_of(user: SimUser, channel: SimChannel) -> int:
+    """Permission bits of ``user`` in ``channel``: guild permissions, then the @everyone overwrite, then the
+    member's roles' overwrites together, then a member overwrite (Discord's order). The owner has everything."""
+    bits = permissions_of(user)
+    if user.id == OWNER_USER_ID:
+        return bits
+    by_target = {o.target: o for o in channel.overwrites}
+    everyone = by_target.get(EVERYONE_ROLE_ID)
+    if everyone is not None:
+        bits = (bits & ~everyone.deny) | everyone.allow
+    roles = [by_target[r] for r in user.role_ids if r in by_target]
+    allow = deny = 0
+    for overwrite in roles:
+        allow, deny = allow | overwrite.allow, deny | overwrite.deny
+    bits = (bits & ~deny) | allow
+    member = by_target.get(user.id)
+    if member is not None and member.kind == 1:
+        bits = (bits & ~member.deny) | member.allow
     return bits
 
 
@@ -249,7 +296,10 @@ def channel_payload(channel: SimChannel) -> dict[str, Any]:
         "guild_id": str(GUILD_ID),
         "name": channel.name,
         "position": channel.position,
-        "permission_overwrites": [],
+        "permission_overwrites": [
+            {"id": str(o.target), "type": o.kind, "allow": str(o.allow), "deny": str(o.deny)}
+            for o in channel.overwrites
+        ],
         "parent_id": None,
         "nsfw": False,
         "rate_limit_per_user": 0,
@@ -306,14 +356,48 @@ def all_member_payloads() -> list[dict[str, Any]]:
     return [member_payload(BOT)] + [member_payload(m) for m in MEMBERS.values()]
 
 
-def guild_create_payload(intents: int) -> dict[str, Any]:
+def voice_state_payload(
+    user: SimUser,
+    channel: SimChannel | None,
+    session_id: str,
+    *,
+    self_mute: bool = False,
+    self_deaf: bool = False,
+    in_guild_create: bool = False,
+) -> dict[str, Any]:
+    """A voice state object (``channel`` None: left voice). The VOICE_STATE_UPDATE form carries guild_id and the
+    member; the form inside GUILD_CREATE's ``voice_states`` (``in_guild_create``) has neither, as on Discord."""
+    data: dict[str, Any] = {
+        "channel_id": str(channel.id) if channel is not None else None,
+        "user_id": str(user.id),
+        "session_id": session_id,
+        "deaf": False,
+        "mute": False,
+        "self_deaf": self_deaf,
+        "self_mute": self_mute,
+        "self_video": False,
+        "suppress": False,
+        "request_to_speak_timestamp": None,
+    }
+    if not in_guild_create:
+        data.update(guild_id=str(GUILD_ID), member=member_payload(user))
+    return data
+
+
+def guild_create_payload(intents: int, voice_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The GUILD_CREATE dispatch for a bot that IDENTIFYed with ``intents``.
 
-    As on Discord, without the GUILD_PRESENCES intent ``members`` holds only the bot itself (the rest is
-    fetched by chunking, which needs GUILD_MEMBERS); ``member_count`` is always the full count.
+    As on Discord, without the GUILD_PRESENCES intent ``members`` holds only the bot itself and the members in
+    voice (the rest is fetched by chunking, which needs GUILD_MEMBERS); ``member_count`` is always the full count.
+    ``voice_states`` (GUILD_CREATE form of ``voice_state_payload``) is sent only with GUILD_VOICE_STATES.
     """
     data = guild_payload()
-    members = all_member_payloads() if intents & INTENT_GUILD_PRESENCES else [member_payload(BOT)]
+    voice_states = list(voice_states or []) if intents & INTENT_GUILD_VOICE_STATES else []
+    if intents & INTENT_GUILD_PRESENCES:
+        members = all_member_payloads()
+    else:  # Discord also includes the members who are in a voice channel
+        in_voice = {int(v["user_id"]) for v in voice_states}
+        members = [member_payload(BOT)] + [member_payload(m) for m in MEMBERS.values() if m.id in in_voice]
     data.update(
         joined_at=JOINED_AT,
         large=False,
@@ -323,7 +407,7 @@ def guild_create_payload(intents: int) -> dict[str, Any]:
         channels=[channel_payload(c) for c in CHANNELS.values()],
         threads=[],
         presences=[],
-        voice_states=[],
+        voice_states=voice_states,
         stage_instances=[],
         guild_scheduled_events=[],
         soundboard_sounds=[],

@@ -10,12 +10,15 @@ Line syntax (one action per line)::
     say hello everyone                a plain message
     click Stop                        use a button (by label or custom_id) of the bot's latest message here
     as alice | in random              act as another member | switch channel
+    join voice [Quiet] | leave voice  the acting member enters (default: Lounge) or leaves a voice channel
     wait 1.5                          pause (seconds)
     help | quit | # comment
 
 Output: human lines such as ``[#general] Assistant: ...``, ``[#general] Assistant (edit): ...``,
-``(only you)`` for ephemeral messages and ``!! error ...`` for errors; or, with ``json_mode``, one JSON object
-per line for every sandbox event (plus ``{"event": "usage_error", ...}`` for lines that cannot be run).
+``(only you)`` for ephemeral messages, ``!! error ...`` for errors, ``[voice Lounge] alice joined`` and
+``[voice Lounge] Assistant spoke 2.41 s (rms 0.21, 121 frames, gap p99 21.3 ms)`` for voice; or, with
+``json_mode``, one JSON object per line for every sandbox event (plus ``{"event": "usage_error", ...}`` for
+lines that cannot be run).
 
 In script mode each command/message line waits until the bot *settles*: a reply (message, edit, delete or
 error) has arrived and no new event came for ``settle_s``, or ``max_wait_s`` passed; a ``say`` line only
@@ -118,6 +121,7 @@ HELP = """\
   say text                         plain message            as NAME      act as a member ({members})
   click LABEL                      press a button of the bot's latest message in this channel
   in CHANNEL                       switch channel ({channels})
+  join voice [CHANNEL]             enter a voice channel (default Lounge)      leave voice   leave it
   wait SECONDS | help | quit | # comment"""
 
 
@@ -179,6 +183,15 @@ class Playground:
             return [f"[#{ev['channel']}] {guild.BOT_NAME} {verb} {ev['emoji']} on message {ev['message_id']}"]
         if kind == "modal":
             return [f"-- {guild.BOT_NAME} opened a form {ev.get('title')!r} (forms are not supported here)"]
+        if kind == "voice_state":
+            if ev["channel"] is None:
+                return [f"[voice] {ev['member']} left voice"]
+            return [f"[voice {ev['channel']}] {ev['member']} joined"]
+        if kind == "voice_audio":
+            return [
+                f"[voice {ev['channel']}] {ev['member']} spoke {ev['seconds']:.2f} s (rms {ev['rms']:.2f}, "
+                f"{ev['frames']} frames, gap p99 {ev['gap_p99_ms']:.1f} ms)"
+            ]
         if kind not in ("message", "edit", "delete"):
             return []  # typing and future event kinds: JSON mode only
         tags = {"edit": " (edit)", "delete": " (deleted)"}.get(kind, "")
@@ -218,6 +231,8 @@ class Playground:
             elif verb == "in":
                 self.channel = guild.channel_by_name(arg).name
                 self.note(f"now in #{self.channel}")
+            elif verb in ("join", "leave") and arg.split(maxsplit=1)[:1] == ["voice"]:
+                await self._act(self._voice_line(verb, arg), expect_reply=False, settle=settle)
             elif verb == "wait":
                 await asyncio.sleep(_seconds(arg))
             elif text.startswith("/"):
@@ -242,6 +257,15 @@ class Playground:
         except (UsageError, SandboxError, UnknownName) as exc:
             self.usage(text, str(exc).strip("'\""))
         return True
+
+    def _voice_line(self, verb: str, arg: str) -> Any:
+        """The sandbox call for ``join voice [CHANNEL]`` / ``leave voice`` by the acting member."""
+        rest = arg.split(maxsplit=1)[1].strip() if len(arg.split(maxsplit=1)) > 1 else ""
+        if verb == "leave":
+            if rest:
+                raise UsageError("leave voice takes no channel")
+            return self.sb.leave_voice(self.user)
+        return self.sb.join_voice(self.user, guild.channel_by_name(rest or "Lounge").name)
 
     async def _command(self, name: str) -> dict[str, Any]:
         """The registered command ``name``; waits up to ``settle_s`` for a command sync still in flight."""

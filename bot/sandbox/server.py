@@ -3,8 +3,9 @@
 Typical use (tests, the playground, ``main.py`` without a token)::
 
     sb = Sandbox(interaction_deadline_s=3.0)
-    await sb.start()                      # binds 127.0.0.1:<random port>
+    await sb.start()                      # binds 127.0.0.1:<random port> (+ wss:// voice gateway and UDP)
     sb.install()                          # discord.py's REST base and gateway URL now point here
+    bot = MyBot(..., connector=sb.client_connector())  # trusts the sandbox's voice TLS certificate
     bot_task = asyncio.create_task(bot.start(sb.bot_token))
     await sb.wait_ready()
     handle = await sb.invoke("alice", "ask", {"question": "what is X"})
@@ -29,7 +30,16 @@ What members see is published as *events* (plain dicts, also what the playground
 - ``{"event": "reaction", "channel": str, "message_id": int, "emoji": str, "added": bool, "t_ms": int}``;
 - ``{"event": "typing", "channel": str, "t_ms": int}``;
 - ``{"event": "error", "route": str, "code": int, "message": str, "t_ms": int}`` for every request the real
-  Discord would reject (the bot got a 4xx) and every route the sandbox does not implement (404, code 0).
+  Discord would reject (the bot got a 4xx) and every route the sandbox does not implement (404, code 0);
+- ``{"event": "voice_state", "member": str, "channel": str|None, "t_ms": int}`` when a member or the bot
+  joins, moves or leaves voice (``channel`` None: left);
+- ``{"event": "voice_audio", "member": str, "channel": str|None, "seconds": float, "rms": float, "frames": int,
+  "gap_p99_ms": float, "start_t_ms": int, "end_t_ms": int, "t_ms": int}`` once per talk spurt received by the
+  voice server (see ``bot.sandbox.voice_audio`` for the definitions: rms is 0..1 of full scale).
+
+Voice: the bot's op 4 gets VOICE_STATE_UPDATE + VOICE_SERVER_UPDATE pointing at a wss:// voice gateway
+(v8) and a UDP endpoint on 127.0.0.1 (``bot.sandbox.voice``); the TLS certificate comes from a CA made at
+``start()``, which clients trust through ``client_connector()`` / ``ssl_context``.
 
 ``t_ms`` is milliseconds since ``start()``.
 """
@@ -44,12 +54,14 @@ import logging
 import mimetypes
 import re
 import secrets
+import ssl
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord.gateway
 import discord.http
 import yarl
@@ -58,6 +70,7 @@ from aiohttp import web
 from . import guild
 from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
 from .guild import SimChannel, SimUser, UnknownName
+from .voice import SandboxVoice, VoiceHooks, VoiceRefused
 
 _log = logging.getLogger(__name__)
 
@@ -216,6 +229,7 @@ class Sandbox:
         self._snowflake_seq = itertools.count()
         self._runner: web.AppRunner | None = None
         self._gateway: Gateway | None = None
+        self._voice: SandboxVoice | None = None
         self._ready = asyncio.Event()
         self._t0 = 0.0
         self.port = 0
@@ -238,14 +252,32 @@ class Sandbox:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        hooks = GatewayHooks(on_ready=self._on_gateway_ready, on_resumed=self._on_gateway_resumed)
+        voice_hooks = VoiceHooks(
+            dispatch=self._dispatch, publish=self.publish, record_error=self.record_error,
+            gateway_session_id=self._gateway_session_id, t_ms_at=self._t_ms_at,
+        )  # fmt: skip
+        self._voice = SandboxVoice(voice_hooks)
+        await self._voice.start()
+        hooks = GatewayHooks(
+            on_ready=self._on_gateway_ready,
+            on_resumed=self._on_gateway_resumed,
+            on_new_session=self._voice.reset_bot,
+            on_voice_state_update=self._voice.on_bot_op4,
+            voice_states=self._voice.guild_create_states,
+        )
         self._gateway = Gateway(
             token=self.bot_token, url=self.gateway_url, hooks=hooks, heartbeat_interval_ms=self._heartbeat_interval_ms
         )
-        _log.info("sandbox Discord listening on %s", self.base_url)
+        _log.info(
+            "sandbox Discord listening on %s (voice: wss://%s, UDP %s)",
+            self.base_url, self._voice.gateway.endpoint, self._voice.udp.port,
+        )  # fmt: skip
 
     async def stop(self) -> None:
-        """Close the gateway sockets and the HTTP server; safe to call twice."""
+        """Close the voice server (websockets, UDP, open spurts), the gateway sockets and the HTTP server;
+        safe to call twice."""
+        if self._voice is not None:
+            await self._voice.stop()
         if self._gateway is not None:
             await self._gateway.close()
         if self._runner is not None:
@@ -286,6 +318,30 @@ class Sandbox:
             raise SandboxError("the sandbox is not started; await sb.start() first")
         return self._gateway
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """Client-side TLS context trusting (only) the sandbox's CA, for the wss:// voice gateway."""
+        tls = self.voice.tls
+        if tls is None:
+            raise SandboxError("the sandbox is not started; await sb.start() first")
+        return tls.client_context
+
+    def client_connector(self) -> aiohttp.TCPConnector:
+        """A connector for ``discord.Client(connector=...)`` that trusts the sandbox's voice certificate (call it
+        inside the running loop; the client closes it). That is discord.py's documented hook for its HTTP and
+        websocket connections, so nothing else about TLS changes."""
+        return aiohttp.TCPConnector(ssl=self.ssl_context)
+
+    @property
+    def voice(self) -> SandboxVoice:
+        """The voice part (states, voice gateway, UDP, recorder); see ``bot.sandbox.voice``."""
+        if self._voice is None:
+            raise SandboxError("the sandbox is not started; await sb.start() first")
+        return self._voice
+
+    def _gateway_session_id(self) -> str | None:
+        return self._gateway.session.session_id if self._gateway and self._gateway.session else None
+
     async def _gateway_handler(self, request: web.Request) -> web.StreamResponse:
         return await self.gateway.handle(request)
 
@@ -312,6 +368,10 @@ class Sandbox:
 
     def t_ms(self) -> int:
         return int((asyncio.get_running_loop().time() - self._t0) * 1000)
+
+    def _t_ms_at(self, loop_time: float) -> int:
+        """``t_ms`` of an instant given in the loop's clock (``loop.time()`` / ``time.monotonic()`` seconds)."""
+        return int((loop_time - self._t0) * 1000)
 
     def publish(self, event: Event) -> Event:
         event["t_ms"] = self.t_ms()
@@ -503,7 +563,10 @@ class Sandbox:
             "guild_id": str(guild.GUILD_ID),
             "guild": {"id": str(guild.GUILD_ID), "locale": "en-US", "features": []},
             "channel_id": str(record.channel.id),
-            "channel": {**guild.channel_payload(record.channel), "permissions": str(guild.permissions_of(record.user))},
+            "channel": {
+                **guild.channel_payload(record.channel),
+                "permissions": str(guild.channel_permissions_of(record.user, record.channel)),
+            },
             "member": guild.member_payload(record.user, with_permissions=True),
             "token": record.token,
             "version": 1,
@@ -580,6 +643,58 @@ class Sandbox:
             return guild.channel_by_name(name)
         except UnknownName as exc:
             raise SandboxError(str(exc)) from None
+
+    # ----------------------------------------------------------------- voice
+
+    async def join_voice(self, member: str, channel: str = "Lounge") -> None:
+        """Member ``member`` joins (or moves to) voice ``channel``: the bot gets VOICE_STATE_UPDATE (and, when its
+        voice session is in that channel, CLIENTS_CONNECT); a voice_state event is published. Permissions are not
+        checked, so members can be put in Quiet or Private. Raises SandboxError for an unknown member/channel or
+        a text channel."""
+        try:
+            await self.voice.join(self._member(member), self._channel(channel))
+        except VoiceRefused as exc:
+            raise SandboxError(str(exc)) from None
+
+    async def leave_voice(self, member: str) -> None:
+        """Member ``member`` leaves voice (no-op when not in voice); raises SandboxError for an unknown member."""
+        await self.voice.leave(self._member(member))
+
+    @property
+    def voice_states(self) -> dict[str, str]:
+        """Who is in voice now: member or bot name ("Assistant") -> voice channel name."""
+        return self.voice.names()
+
+    async def disconnect_bot_voice(self) -> None:
+        """Disconnect the bot from voice as an admin would: VOICE_STATE_UPDATE with channel_id null, and its voice
+        websocket closed with 4014. Raises SandboxError when the bot is not in voice."""
+        try:
+            await self.voice.disconnect_bot()
+        except VoiceRefused as exc:
+            raise SandboxError(str(exc)) from None
+
+    async def move_bot_voice(self, channel: str) -> None:
+        """Drag the bot to voice ``channel`` as an admin would: VOICE_STATE_UPDATE, VOICE_SERVER_UPDATE, its voice
+        websocket closed with 4014 (discord.py reconnects). Raises SandboxError when the bot is not in voice,
+        the channel is not a voice channel or the bot lacks Connect there."""
+        try:
+            await self.voice.move_bot(self._channel(channel))
+        except VoiceRefused as exc:
+            raise SandboxError(str(exc)) from None
+
+    def voice_spurts(self, member: str = guild.BOT_NAME) -> list[dict[str, Any]]:
+        """The voice_audio events (talk spurts) received from ``member`` so far, oldest first (last 1000)."""
+        return self.voice.recorder.spurts(self._voice_name(member))
+
+    def voice_totals(self, member: str = guild.BOT_NAME) -> dict[str, Any]:
+        """Everything received from ``member``, the open spurt included: ``{"seconds": float, "frames": int,
+        "rms": float (0..1), "gap_p99_ms": float, "spurts": int, "silence_frames": int}``."""
+        return self.voice.recorder.summary(self._voice_name(member))
+
+    def _voice_name(self, name: str) -> str:
+        if name.strip().lstrip("@").lower() == guild.BOT_NAME.lower():
+            return guild.BOT_NAME
+        return self._member(name).name
 
     # ----------------------------------------------------------------- messages (both sides)
 
@@ -777,6 +892,8 @@ class Sandbox:
         gateway = self.gateway
         if event.startswith("MESSAGE_") and not gateway.intents & guild.INTENT_GUILD_MESSAGES:
             return  # no GUILD_MESSAGES intent: Discord sends no guild message events at all
+        if event == "VOICE_STATE_UPDATE" and not gateway.intents & guild.INTENT_GUILD_VOICE_STATES:
+            return
         try:
             await gateway.dispatch(event, data)
         except RuntimeError as exc:

@@ -17,7 +17,9 @@ from bot.streaming import CURSOR
 from config import Settings, load_settings
 from tests.fakes.ollama import FakeOllama
 
-FIXTURE_DOCS = Path(__file__).resolve().parent.parent / "fixtures" / "docs"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURE_DOCS = FIXTURES / "docs"
+TINY_PIPER_VOICE = FIXTURES / "piper" / "tiny.onnx"
 
 
 def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings:
@@ -32,6 +34,9 @@ def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings
         "ADMIN_COOLDOWN_S": 0,
         "LLM_TIMEOUT_S": 5,
         "SHUTDOWN_TIMEOUT_S": 5,
+        "VOICE_COOLDOWN_S": 0,
+        "PIPER_VOICE": str(TINY_PIPER_VOICE),  # a few-KB voice with Piper's real model signature
+        "MODELS_DIR": tmp_path / "models",
     }
     values.update(overrides)
     return load_settings(**values)
@@ -98,7 +103,7 @@ def ephemeral_replies(events: list[dict[str, Any]]) -> list[str]:
 
 
 async def start_bot(sandbox: Sandbox, settings: Settings) -> tuple[AssistantBot, asyncio.Task[None]]:
-    bot = AssistantBot(settings)
+    bot = AssistantBot(settings, connector=sandbox.client_connector())
     runner = asyncio.create_task(bot.start(sandbox.bot_token))
     await sandbox.wait_ready(timeout=20)
     await asyncio.wait_for(bot.wait_until_ready(), timeout=20)

@@ -1,0 +1,303 @@
+"""Voice in the sandbox: who is in which voice channel, and the voice server the bot connects to.
+
+``SandboxVoice`` ties together
+
+- voice states (user id -> channel), changed by the bot's main-gateway op 4 VOICE_STATE_UPDATE and by the
+  sandbox API for members (``join``/``leave``) and for what an admin would do to the bot (``disconnect_bot``,
+  ``move_bot``); each change is dispatched as VOICE_STATE_UPDATE and published as
+  ``{"event": "voice_state", "member": str, "channel": str|None}``;
+- grants: each time the bot joins or moves, a VOICE_SERVER_UPDATE ``{token, guild_id, endpoint}`` grants it a
+  voice session on the voice gateway (``voice_gateway``), revoked (websocket closed with 4014) when an admin
+  disconnects or moves it;
+- the UDP endpoint (``voice_udp``): RTP from a ready session is decrypted and its Opus handed to the recorder
+  (``voice_audio``), which publishes one ``voice_audio`` event per talk spurt.
+
+The bot's op 4 is answered as discord.py needs it: a join gets VOICE_STATE_UPDATE (``session_id`` = the main
+gateway session) then VOICE_SERVER_UPDATE; a leave always gets VOICE_STATE_UPDATE with ``channel_id`` null, even
+when the bot was not in voice (discord.py's ``disconnect()`` waits for it). A join the bot may not make (no
+CONNECT in the channel, not a voice channel) is ignored, as Discord does, and recorded as an error event.
+Audio from a sender without SPEAK in its channel is dropped (counted in ``muted_frames``).
+
+Room for simulated speakers (a member sending audio *to* the bot): ``VoiceGateway.send`` delivers SPEAKING
+(op 5, with ``user_id`` and ``ssrc``) to the bot's session, ``UdpEndpoint.send`` and ``voice_udp.seal_rtp``
+deliver RTP to ``VoiceSession.client_addr`` with its ``secret_key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.opus import OpusUnavailable
+
+from . import guild
+from .guild import SimChannel, SimUser
+from .voice_audio import VoiceRecorder
+from .voice_gateway import LocalTls, VoiceGateway, VoiceGatewayHooks, VoiceGrant, VoiceSession
+from .voice_udp import RtpError, UdpEndpoint, open_rtp, rtp_ssrc
+
+_log = logging.getLogger(__name__)
+
+OP4_ROUTE = "gateway op 4 VOICE_STATE_UPDATE"
+
+
+class VoiceRefused(Exception):
+    """A voice change the sandbox API cannot make (bot not in voice, not a voice channel...); says which."""
+
+
+@dataclass
+class VoiceStateRecord:
+    """Where one user is in voice; ``session_id`` is the main gateway session (random for members)."""
+
+    user: SimUser
+    channel: SimChannel
+    session_id: str
+    self_mute: bool = False
+    self_deaf: bool = False
+
+    def payload(self, *, in_guild_create: bool = False) -> dict[str, Any]:
+        return guild.voice_state_payload(
+            self.user,
+            self.channel,
+            self.session_id,
+            self_mute=self.self_mute,
+            self_deaf=self.self_deaf,
+            in_guild_create=in_guild_create,
+        )
+
+
+@dataclass
+class VoiceHooks:
+    """What voice needs from the sandbox: ``dispatch`` (main gateway, honours intents), ``publish`` (events),
+    ``record_error(route, code, message)``, ``gateway_session_id()`` and ``t_ms_at(loop_seconds)``."""
+
+    dispatch: Callable[[str, dict[str, Any]], Awaitable[None]]
+    publish: Callable[[dict[str, Any]], Any]
+    record_error: Callable[[str, int, str], None]
+    gateway_session_id: Callable[[], str | None]
+    t_ms_at: Callable[[float], int]
+
+
+class SandboxVoice:
+    """The sandbox's voice: states, grants, the voice gateway, the UDP endpoint and the recorder."""
+
+    def __init__(self, hooks: VoiceHooks) -> None:
+        self._hooks = hooks
+        self.states: dict[int, VoiceStateRecord] = {}
+        self._grants: dict[int, VoiceGrant] = {}
+        self.tls: LocalTls | None = None
+        self.udp = UdpEndpoint(self._on_datagram)
+        self.recorder = VoiceRecorder(hooks.publish, hooks.t_ms_at)
+        self._gateway: VoiceGateway | None = None
+        self.muted_frames = 0
+        self.bad_packets = 0
+        self._opus_error_reported = False
+
+    @property
+    def gateway(self) -> VoiceGateway:
+        if self._gateway is None:
+            raise RuntimeError("the sandbox voice server is not started")
+        return self._gateway
+
+    async def start(self) -> None:
+        """Make the TLS material (in a thread), bind UDP and the wss:// voice gateway; raises OSError."""
+        self.tls = await asyncio.to_thread(LocalTls)
+        self.udp.start()
+        hooks = VoiceGatewayHooks(
+            authorize=self._authorize, on_ready=self._on_session_ready, on_speaking=self._on_speaking,
+            on_ended=self._on_session_ended,
+        )  # fmt: skip
+        self._gateway = VoiceGateway(hooks, self.tls, udp_port=self.udp.port)
+        await self._gateway.start()
+
+    async def stop(self) -> None:
+        """Close the voice websockets, the UDP endpoint and open spurts (published); safe to call twice."""
+        if self._gateway is not None:
+            await self._gateway.stop()
+        await self.udp.close()
+        self.recorder.close()
+
+    # ------------------------------------------------------------ queries
+
+    def channel_of(self, user_id: int) -> SimChannel | None:
+        record = self.states.get(user_id)
+        return record.channel if record else None
+
+    def names(self) -> dict[str, str]:
+        """Member/bot name -> voice channel name."""
+        return {r.user.name: r.channel.name for r in self.states.values()}
+
+    def guild_create_states(self) -> list[dict[str, Any]]:
+        return [r.payload(in_guild_create=True) for r in self.states.values()]
+
+    # ------------------------------------------------------------ the bot, through the main gateway
+
+    async def on_bot_op4(self, data: dict[str, Any]) -> None:
+        """The bot's op 4 ``{guild_id, channel_id|null, self_mute, self_deaf}``: join, move or leave."""
+        if str(data.get("guild_id")) != str(guild.GUILD_ID):
+            self._hooks.record_error(OP4_ROUTE, 10004, f"Unknown Guild {data.get('guild_id')}")
+            return
+        if data.get("channel_id") is None:
+            await self._bot_leaves()
+            return
+        channel = guild.channel_by_id(int(data["channel_id"]))
+        if channel is None or not channel.is_voice:
+            self._hooks.record_error(OP4_ROUTE, 10003, f"Unknown voice channel {data['channel_id']}")
+            return
+        if not guild.channel_permissions_of(guild.BOT, channel) & guild.CONNECT:
+            self._hooks.record_error(OP4_ROUTE, 50013, f"Missing Permissions: Connect in {channel.name}")
+            return
+        mute, deaf = bool(data.get("self_mute")), bool(data.get("self_deaf"))
+        await self._place_bot(channel, self_mute=mute, self_deaf=deaf)
+
+    async def _place_bot(self, channel: SimChannel, *, self_mute: bool = False, self_deaf: bool = False) -> None:
+        """Put the bot in ``channel`` (join or move); a new grant unless it stays where it has a session."""
+        previous = self.states.get(guild.BOT_USER_ID)
+        session_id = self._hooks.gateway_session_id() or secrets.token_hex(16)
+        record = VoiceStateRecord(guild.BOT, channel, session_id, self_mute, self_deaf)
+        self.states[guild.BOT_USER_ID] = record
+        await self._hooks.dispatch("VOICE_STATE_UPDATE", record.payload())
+        moved = previous is None or previous.channel.id != channel.id
+        if moved:
+            self._publish_state(guild.BOT, channel)
+        old_sessions = self.gateway.sessions_of(guild.BOT_USER_ID)
+        if moved or not old_sessions:
+            grant = VoiceGrant(guild.BOT, secrets.token_hex(8), session_id)
+            self._grants[guild.BOT_USER_ID] = grant
+            server = {"token": grant.token, "guild_id": str(guild.GUILD_ID), "endpoint": self.gateway.endpoint}
+            await self._hooks.dispatch("VOICE_SERVER_UPDATE", server)
+            # Like Discord, the old voice connection ends with 4014; discord.py then reconnects with the new grant.
+            self.gateway.revoke(old_sessions, code=4014, reason="Disconnected: moved to another channel.")
+
+    async def _bot_leaves(self, *, external: bool = False) -> None:
+        previous = self.states.pop(guild.BOT_USER_ID, None)
+        self._grants.pop(guild.BOT_USER_ID, None)
+        session_id = previous.session_id if previous else (self._hooks.gateway_session_id() or "")
+        await self._hooks.dispatch("VOICE_STATE_UPDATE", guild.voice_state_payload(guild.BOT, None, session_id))
+        if previous is not None:
+            self._publish_state(guild.BOT, None)
+        # A bot leaving by itself closes its voice websocket; an admin's disconnect is closed from here (4014).
+        self.gateway.revoke(self.gateway.sessions_of(guild.BOT_USER_ID), code=4014, close=external)
+
+    async def disconnect_bot(self) -> None:
+        """Disconnect the bot as an admin would. Raises VoiceRefused when it is not in voice."""
+        if guild.BOT_USER_ID not in self.states:
+            raise VoiceRefused(f"{guild.BOT_NAME} is not in a voice channel")
+        await self._bot_leaves(external=True)
+
+    async def move_bot(self, channel: SimChannel) -> None:
+        """Move the bot as an admin would (it needs CONNECT there). Raises VoiceRefused when that cannot be."""
+        record = self.states.get(guild.BOT_USER_ID)
+        if record is None:
+            raise VoiceRefused(f"{guild.BOT_NAME} is not in a voice channel")
+        if not channel.is_voice:
+            raise VoiceRefused(f"{channel.name} is not a voice channel")
+        if not guild.channel_permissions_of(guild.BOT, channel) & guild.CONNECT:
+            raise VoiceRefused(f"{guild.BOT_NAME} lacks the Connect permission in {channel.name}")
+        if record.channel.id != channel.id:
+            await self._place_bot(channel, self_mute=record.self_mute, self_deaf=record.self_deaf)
+
+    def reset_bot(self) -> None:
+        """A new main-gateway session (IDENTIFY): the old session's voice connection is gone, as on Discord."""
+        if self.states.pop(guild.BOT_USER_ID, None) is not None:
+            self._publish_state(guild.BOT, None)
+        self._grants.pop(guild.BOT_USER_ID, None)
+        if self._gateway is not None:
+            self.gateway.revoke(self.gateway.sessions_of(guild.BOT_USER_ID), code=4006, reason="Session invalid.")
+
+    # ------------------------------------------------------------ members, through the sandbox API
+
+    async def join(self, member: SimUser, channel: SimChannel) -> None:
+        """Put ``member`` in voice ``channel`` (no permission check). Raises VoiceRefused for a text channel."""
+        if not channel.is_voice:
+            raise VoiceRefused(f"{channel.name} is not a voice channel")
+        previous = self.states.get(member.id)
+        if previous is not None and previous.channel.id == channel.id:
+            return
+        session_id = previous.session_id if previous else secrets.token_hex(16)
+        record = VoiceStateRecord(member, channel, session_id)
+        self.states[member.id] = record
+        await self._hooks.dispatch("VOICE_STATE_UPDATE", record.payload())
+        self._publish_state(member, channel)
+        if previous is not None:
+            await self._tell_channel(previous.channel, 13, {"user_id": str(member.id)})
+        await self._tell_channel(channel, 11, {"user_ids": [str(member.id)]})
+
+    async def leave(self, member: SimUser) -> None:
+        """Take ``member`` out of voice; no-op when not in voice."""
+        previous = self.states.pop(member.id, None)
+        if previous is None:
+            return
+        await self._hooks.dispatch("VOICE_STATE_UPDATE", guild.voice_state_payload(member, None, previous.session_id))
+        self._publish_state(member, None)
+        await self._tell_channel(previous.channel, 13, {"user_id": str(member.id)})
+
+    async def _tell_channel(self, channel: SimChannel, op: int, data: dict[str, Any]) -> None:
+        """Send op/data to the ready voice sessions whose user is in ``channel`` (in practice: the bot)."""
+        for session in list(self.gateway.sessions.values()):
+            if session.ready and self.channel_of(session.grant.user.id) == channel:
+                await self.gateway.send(session, op, data)
+
+    def _publish_state(self, user: SimUser, channel: SimChannel | None) -> None:
+        name = channel.name if channel is not None else None
+        self._hooks.publish({"event": "voice_state", "member": user.name, "channel": name})
+
+    # ------------------------------------------------------------ voice gateway hooks
+
+    def _authorize(self, server_id: str, session_id: str, token: str) -> VoiceGrant | None:
+        if server_id != str(guild.GUILD_ID):
+            return None
+        return next((g for g in self._grants.values() if g.token == token and g.session_id == session_id), None)
+
+    async def _on_session_ready(self, session: VoiceSession) -> None:
+        channel = self.channel_of(session.grant.user.id)
+        others = [str(r.user.id) for r in self.states.values() if r.channel == channel and r.user != session.grant.user]
+        if others:
+            await self.gateway.send(session, 11, {"user_ids": others})
+
+    def _on_speaking(self, session: VoiceSession, flags: int) -> None:
+        stream = self.recorder.existing(session.ssrc)
+        if stream is not None:
+            stream.speaking(flags)
+
+    def _on_session_ended(self, session: VoiceSession) -> None:
+        self.recorder.end_stream(session.ssrc)
+
+    # ------------------------------------------------------------ UDP
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int], arrival: float) -> None:
+        """An RTP packet (on the loop): decrypt with its session's key, check SPEAK, record the Opus frame."""
+        ssrc = rtp_ssrc(data)
+        session = self.gateway.sessions.get(ssrc) if ssrc is not None and self._gateway else None
+        if session is None or session.secret_key is None or addr != session.client_addr:
+            self.bad_packets += 1
+            return
+        try:
+            packet = open_rtp(data, session.secret_key)
+        except RtpError as exc:
+            self.bad_packets += 1
+            _log.warning("voice: dropped a packet: %s", exc)
+            return
+        user = session.grant.user
+        channel = self.channel_of(user.id)
+        if channel is None:
+            return  # left voice; the last packets in flight are not part of any channel
+        if not guild.channel_permissions_of(user, channel) & guild.SPEAK:
+            self.muted_frames += 1
+            return
+        try:
+            stream = self.recorder.stream(ssrc, user.name, lambda: self._channel_name(user.id))
+        except OpusUnavailable as exc:
+            if not self._opus_error_reported:
+                self._opus_error_reported = True
+                self._hooks.record_error("voice UDP", 0, exc.user_message)
+            return
+        stream.feed(packet.payload, arrival)
+
+    def _channel_name(self, user_id: int) -> str | None:
+        channel = self.channel_of(user_id)
+        return channel.name if channel else None

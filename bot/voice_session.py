@@ -1,0 +1,149 @@
+"""One guild's voice session: the voice client, its bounded queue of speech requests, and its player.
+
+Requests play one at a time, in order, each as its own source (so members hear a pause between them and
+never two at once). A request's text is synthesized sentence by sentence while it plays. ``stop`` cuts
+the current request and clears the queue; ``close`` also disconnects. Every task goes through the bot's
+task registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import discord
+
+from bot.tasks import TaskRegistry
+from bot.voice_playback import StreamingPCMSource
+from services.errors import InvalidInput, ServiceError
+from services.tts import Synthesizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeechRequest:
+    """Text to speak, asked by ``member_id``; ``source`` is set while it plays."""
+
+    text: str
+    member_id: int
+    source: StreamingPCMSource | None = None
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class VoiceSession:
+    """The bot's presence in one guild's voice channel (see module docstring). Use from the event loop."""
+
+    def __init__(self, voice_client: discord.VoiceClient, *, synthesizer: Synthesizer, tasks: TaskRegistry,
+                 queue_max: int, text_channel_id: int | None = None) -> None:
+        self.voice_client = voice_client
+        self.guild_id = voice_client.guild.id
+        self.synthesizer = synthesizer
+        self.text_channel_id = text_channel_id
+        self._tasks = tasks
+        self._queue: deque[SpeechRequest] = deque()
+        self._queue_max = queue_max
+        self._wakeup = asyncio.Event()
+        self.current: SpeechRequest | None = None
+        self.last_activity = time.monotonic()
+        self._player = tasks.start(self._run_player(), name=f"voice-player:{self.guild_id}")
+
+    @property
+    def channel(self) -> discord.abc.Connectable | None:
+        return self.voice_client.channel
+
+    @property
+    def busy(self) -> bool:
+        """True while something plays or waits to be played."""
+        return self.current is not None or bool(self._queue)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, text: str, member_id: int) -> int:
+        """Queue ``text``; returns its position (0 = plays now). Raises InvalidInput when the queue is full."""
+        if len(self._queue) >= self._queue_max:
+            raise InvalidInput(
+                f"The speech queue is full ({self._queue_max} waiting); try again when it has played, or use /stop."
+            )
+        self._queue.append(SpeechRequest(text, member_id))
+        self.last_activity = time.monotonic()
+        self._wakeup.set()
+        return len(self._queue) - (0 if self.current is not None else 1)
+
+    def stop(self) -> int:
+        """Stop the current speech and drop the queue; returns how many requests were dropped or cut."""
+        dropped = len(self._queue) + (1 if self.current is not None else 0)
+        self._queue.clear()
+        if self.current is not None and self.current.source is not None:
+            self.current.source.cancel()
+        if self.voice_client.is_playing():
+            self.voice_client.stop()
+        return dropped
+
+    async def close(self) -> None:
+        """Stop everything and disconnect (safe when already disconnected)."""
+        self.stop()
+        self._player.cancel()
+        await asyncio.gather(self._player, return_exceptions=True)
+        if self.voice_client.is_connected():
+            await self.voice_client.disconnect(force=True)
+
+    async def _run_player(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            request = self._queue.popleft()
+            self.current = request
+            try:
+                await self._play(request)
+            finally:
+                self.current = None
+                self.last_activity = time.monotonic()
+
+    async def _play(self, request: SpeechRequest) -> None:
+        if not self.voice_client.is_connected():
+            log.info("guild %s: dropping speech, not connected to voice", self.guild_id)
+            return
+        loop = asyncio.get_running_loop()
+        finished = asyncio.Event()
+        source = StreamingPCMSource()
+        request.source = source
+
+        def after(error: Exception | None) -> None:  # runs in the player thread
+            if error is not None:
+                log.warning("guild %s: playback failed: %s", self.guild_id, error)
+            loop.call_soon_threadsafe(finished.set)
+
+        first_audio = asyncio.Event()
+        producer = self._tasks.start(self._synthesize(request.text, source, first_audio),
+                                     name=f"voice-tts:{self.guild_id}")
+        try:
+            # Start playing once the first sentence is ready, not before (members would hear silence first).
+            await first_audio.wait()
+            if source.empty_and_finished():
+                return
+            self.voice_client.play(source, after=after)
+            await finished.wait()
+        except discord.ClientException as exc:  # disconnected between the check and play()
+            log.info("guild %s: could not play: %s", self.guild_id, exc)
+        finally:
+            source.cancel()
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _synthesize(self, text: str, source: StreamingPCMSource, first_audio: asyncio.Event) -> None:
+        try:
+            async for audio in self.synthesizer.stream(text):
+                source.feed(audio.pcm)
+                first_audio.set()
+        except ServiceError as exc:
+            log.warning("guild %s: speech synthesis failed: %s", self.guild_id, exc.user_message)
+        finally:
+            source.finish()
+            first_audio.set()

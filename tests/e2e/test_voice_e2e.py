@@ -1,0 +1,139 @@
+"""Voice through the sandbox: the real discord.py voice client connects, encrypts and sends Opus; the sandbox
+decrypts and decodes it and measures what arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from services.audio import pcm_duration_s
+from tests.e2e.conftest import ephemeral_replies
+
+LONG_TEXT = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 19))  # under SPEAK_MAX_CHARS
+
+
+async def expected_seconds(harness, text: str) -> float:
+    """Duration of ``text`` as the bot's own synthesizer renders it."""
+    return sum([pcm_duration_s(audio.pcm) async for audio in harness.bot.synthesizer.stream(text)])
+
+
+async def wait_for_spurts(harness, count: int, timeout: float = 30.0) -> list[dict]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(harness.sandbox.voice_spurts("Assistant")) < count:
+        assert loop.time() < deadline, f"expected {count} spurts, got {harness.sandbox.voice_spurts('Assistant')}"
+        await asyncio.sleep(0.05)
+    return harness.sandbox.voice_spurts("Assistant")
+
+
+async def joined(make_harness, **overrides):
+    harness = await make_harness(**overrides)
+    await harness.sandbox.join_voice("alice", "Lounge")
+    _, events = await harness.answer("alice", "join")
+    assert ephemeral_replies(events)[-1].startswith("Joined"), events
+    assert harness.sandbox.voice_states.get("Assistant") == "Lounge"
+    return harness
+
+
+async def test_speak_sends_audio_matching_the_synthesized_duration(make_harness):
+    harness = await joined(make_harness)
+    text = "Hello everyone. Welcome to the server! The meeting starts in ten minutes."
+    _, events = await harness.answer("alice", "speak", {"text": text})
+    assert ephemeral_replies(events)[-1] == "Speaking."
+    [spurt] = await wait_for_spurts(harness, 1)
+    expected = await expected_seconds(harness, text)
+    assert abs(spurt["seconds"] - expected) <= 0.05 * expected, (spurt, expected)
+    assert spurt["rms"] > 0.01 and spurt["frames"] >= expected / 0.02 * 0.95
+
+
+async def test_queued_requests_play_in_order_without_overlap(make_harness):
+    harness = await joined(make_harness)
+    short, long = "One.", "This second request is much longer than the first one, so it plays for longer."
+    await asyncio.gather(harness.command("alice", "speak", {"text": short}),
+                         harness.command("bob", "speak", {"text": long}))
+    first, second = await wait_for_spurts(harness, 2)
+    assert first["seconds"] < second["seconds"]
+    assert abs(first["seconds"] - await expected_seconds(harness, short)) < 0.1
+    assert second["start_t_ms"] >= first["end_t_ms"]
+
+
+async def test_stop_cuts_speech_within_200_ms(make_harness):
+    harness = await joined(make_harness)
+    await harness.answer("alice", "speak", {"text": LONG_TEXT})
+    await asyncio.sleep(1.0)  # speaking by now
+    position = harness.sandbox.event_position
+    await harness.command("bob", "stop")
+    stop_event = await harness.sandbox.wait_for(lambda ev: ev["event"] == "command", timeout=10, since=position)
+    stopped_at = stop_event["t_ms"]
+    [spurt] = await wait_for_spurts(harness, 1)
+    assert spurt["end_t_ms"] - stopped_at <= 200, (spurt, stopped_at)
+    assert spurt["seconds"] < await expected_seconds(harness, LONG_TEXT) / 2
+
+
+async def test_leave_and_external_disconnect_leave_no_state(make_harness):
+    harness = await joined(make_harness)
+    _, events = await harness.answer("alice", "leave")
+    assert ephemeral_replies(events)[-1] == "Left the voice channel."
+    assert harness.bot.voice_sessions.all() == [] and "Assistant" not in harness.sandbox.voice_states
+    await harness.answer("alice", "join")
+    await harness.answer("alice", "speak", {"text": LONG_TEXT})
+    await harness.sandbox.disconnect_bot_voice()
+    for _ in range(100):
+        if not harness.bot.voice_sessions.all():
+            break
+        await asyncio.sleep(0.05)
+    assert harness.bot.voice_sessions.all() == [] and "Assistant" not in harness.sandbox.voice_states
+    assert not any(task.startswith("voice-player") for task in harness.bot.tasks.running)
+
+
+async def test_not_in_voice_and_missing_permission_are_explained(make_harness):
+    harness = await make_harness()
+    _, events = await harness.answer("alice", "join")
+    assert ephemeral_replies(events)[-1] == "Join a voice channel first, then use this command again."
+    await harness.sandbox.join_voice("alice", "Quiet")
+    _, events = await harness.answer("alice", "join")
+    assert "I lack the Speak permission" in ephemeral_replies(events)[-1]
+    await harness.sandbox.join_voice("alice", "Private")
+    _, events = await harness.answer("alice", "join")
+    assert "I lack the Connect permission" in ephemeral_replies(events)[-1]
+    assert "Assistant" not in harness.sandbox.voice_states
+
+
+async def test_twenty_concurrent_commands_leave_consistent_state(make_harness):
+    harness = await joined(make_harness)
+    for member in ("bob", "admin"):
+        await harness.sandbox.join_voice(member, "Lounge")
+    rng = random.Random(7)
+    members = ["alice", "bob", "admin"]
+    commands = [("speak", {"text": "Hello there."}), ("stop", {}), ("join", {}), ("leave", {})]
+    await asyncio.gather(*(
+        harness.command(rng.choice(members), *rng.choice(commands)) for _ in range(20)
+    ))
+    await harness.settle(timeout=30)
+    await asyncio.sleep(0.5)
+    sessions = harness.bot.voice_sessions.all()
+    in_voice = "Assistant" in harness.sandbox.voice_states
+    assert len(sessions) == (1 if in_voice else 0)
+    if sessions:
+        assert sessions[0].voice_client.is_connected()
+    assert harness.sandbox.errors == []
+    replies = [e["content"] for e in harness.sandbox.channel_messages("general") if e["author"] == "Assistant"]
+    assert not any("Something went wrong" in (reply or "") for reply in replies)
+
+
+async def test_autospeak_speaks_chat_answers_to_members_in_the_voice_channel(make_harness):
+    harness = await joined(make_harness)
+    _, events = await harness.answer("alice", "voice autospeak", {"mode": "on"})
+    assert ephemeral_replies(events) == ["Only admins (Manage Server permission or an admin role) can use this command."]
+    await harness.answer("alice", "chat", {"message": "not spoken yet"})
+    await asyncio.sleep(0.5)
+    assert harness.sandbox.voice_spurts("Assistant") == []
+    _, events = await harness.answer("admin", "voice autospeak", {"mode": "on"})
+    assert ephemeral_replies(events) == ["Chat answers will also be spoken in voice."]
+    await harness.answer("alice", "chat", {"message": "say this aloud"})
+    [spurt] = await wait_for_spurts(harness, 1)
+    assert abs(spurt["seconds"] - await expected_seconds(harness, "You said: say this aloud")) < 0.1
+    # bob is not in the voice channel: his answer is only written
+    await harness.answer("bob", "chat", {"message": "only text for me"})
+    await asyncio.sleep(0.5)
+    assert len(harness.sandbox.voice_spurts("Assistant")) == 1

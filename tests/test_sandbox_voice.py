@@ -1,0 +1,451 @@
+"""The sandbox's voice server, driven by a bare discord.py client (not our cogs) and by raw sockets.
+
+The real discord.py VoiceClient connects over wss:// (trusting the sandbox CA through ``connector=``), runs IP
+discovery over UDP, encrypts Opus with ``aead_xchacha20_poly1305_rtpsize``; the sandbox decrypts, decodes and
+measures it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes.util
+import io
+import json
+import socket
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import discord
+import nacl.secret
+import numpy as np
+import pytest
+from discord.voice_state import VoiceConnectionState
+
+from bot.sandbox import (
+    ALICE_USER_ID,
+    BOB_USER_ID,
+    GUILD_ID,
+    LOUNGE_CHANNEL_ID,
+    PRIVATE_CHANNEL_ID,
+    QUIET_CHANNEL_ID,
+    Sandbox,
+    SandboxError,
+    run_playground,
+)
+from bot.sandbox.voice_audio import OPUS_SILENCE, VoiceRecorder
+from bot.sandbox.voice_udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
+from services.opus import load_opus
+
+SINE_AMPLITUDE = 0.5  # of full scale: RMS 0.354
+
+
+def sine_pcm(seconds: float, freq: float = 440.0) -> bytes:
+    """A sine, 48 kHz stereo s16le: 3840 bytes per 20 ms frame."""
+    t = np.arange(round(48_000 * seconds)) / 48_000
+    mono = (np.sin(2 * np.pi * freq * t) * SINE_AMPLITUDE * 32767).astype(np.int16)
+    return np.repeat(mono, 2).tobytes()
+
+
+class RecordingVoiceClient(discord.VoiceClient):
+    """discord.py's VoiceClient, keeping every JSON message its voice websocket received (via the hook)."""
+
+    def __init__(self, client: discord.Client, channel: Any) -> None:
+        self.voice_messages: list[dict[str, Any]] = []  # before super(): it builds the connection state
+        super().__init__(client, channel)
+
+    def create_connection_state(self) -> VoiceConnectionState:
+        async def hook(ws: Any, msg: dict[str, Any]) -> None:
+            self.voice_messages.append(msg)
+
+        return VoiceConnectionState(self, hook=hook)
+
+
+@pytest.fixture
+async def sb() -> AsyncIterator[Sandbox]:
+    sandbox = Sandbox()
+    await sandbox.start()
+    sandbox.install()
+    try:
+        yield sandbox
+    finally:
+        sandbox.uninstall()
+        await sandbox.stop()
+
+
+async def start_client(sb: Sandbox) -> tuple[discord.Client, asyncio.Task[None]]:
+    load_opus()  # the client's encoder needs it, as the bot's does
+    client = discord.Client(
+        intents=discord.Intents.default(), connector=sb.client_connector(), guild_ready_timeout=0.05
+    )
+    task = asyncio.create_task(client.start(sb.bot_token))
+    await sb.wait_ready(timeout=10)
+    await asyncio.wait_for(client.wait_until_ready(), 10)
+    return client, task
+
+
+@pytest.fixture
+async def client(sb: Sandbox) -> AsyncIterator[discord.Client]:
+    client, task = await start_client(sb)
+    try:
+        yield client
+    finally:
+        await client.close()
+        await task
+
+
+async def connect(client: discord.Client, channel_id: int = LOUNGE_CHANNEL_ID) -> RecordingVoiceClient:
+    channel = client.get_channel(channel_id)
+    assert isinstance(channel, discord.VoiceChannel)
+    vc = await channel.connect(cls=RecordingVoiceClient, timeout=5)
+    assert isinstance(vc, RecordingVoiceClient)
+    return vc
+
+
+async def play(vc: discord.VoiceClient, *pcms: bytes) -> None:
+    """Play each PCM as its own source, the next started from the previous one's ``after`` (as a queue does)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    sources = [discord.PCMAudio(io.BytesIO(pcm)) for pcm in pcms]
+
+    def after(error: Exception | None) -> None:
+        if error is not None or not sources:
+            loop.call_soon_threadsafe(done.set_result, error)
+        else:
+            vc.play(sources.pop(0), after=after)
+
+    vc.play(sources.pop(0), after=after)
+    assert await asyncio.wait_for(done, 10) is None
+
+
+async def wait_spurts(sb: Sandbox, count: int, member: str = "Assistant", timeout: float = 5) -> list[dict]:
+    """The spurts of ``member`` once there are ``count`` (voice_audio events since the start)."""
+    seen = 0
+
+    def counted(event: dict) -> bool:
+        nonlocal seen
+        seen += event["event"] == "voice_audio" and event["member"] == member
+        return seen >= count
+
+    await sb.wait_for(counted, timeout, since=0)
+    return sb.voice_spurts(member)
+
+
+async def until(predicate: Any, timeout: float = 5) -> None:
+    """Poll discord.py's client-side state, which has no event to await."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------------------------- opus, RTP
+
+
+def test_load_opus_finds_a_libopus_and_is_idempotent() -> None:
+    path = load_opus()
+    assert load_opus() == path and discord.opus.is_loaded()
+    if ctypes.util.find_library("opus") is None:  # no system libopus here: PyAV's bundled copy
+        assert "av.libs" in path and "libopus" in path
+
+
+def test_rtp_round_trip_and_tampering() -> None:
+    key = bytes(range(32))
+    packet = RtpPacket(sequence=7, timestamp=960 * 7, ssrc=1234, payload=b"\xfc opus frame")
+    sealed = seal_rtp(packet, key, counter=42)
+    assert sealed[:2] == b"\x80\x78" and sealed[-4:] == struct.pack(">I", 42)
+    assert open_rtp(sealed, key) == packet
+    with pytest.raises(RtpError, match="does not decrypt"):
+        open_rtp(sealed[:3] + b"\x09" + sealed[4:], key)  # header is authenticated (AAD)
+    with pytest.raises(RtpError, match="does not decrypt"):
+        open_rtp(sealed, bytes(32))
+    with pytest.raises(RtpError, match="too short"):
+        open_rtp(sealed[:20], key)
+
+
+def test_rtp_with_csrc_and_header_extension() -> None:
+    """rtpsize: CSRCs and the 4-byte extension header are clear AAD; the extension body is encrypted."""
+    key = bytes(32)
+    header = struct.pack(">BBHII", 0x91, 0x78, 1, 960, 99) + struct.pack(">I", 5)  # X bit, 1 CSRC
+    ext_header = b"\xbe\xde\x00\x01"  # one 32-bit word of extension body
+    nonce = struct.pack(">I", 3) + bytes(20)
+    body = nacl.secret.Aead(key).encrypt(b"EXT!" + b"opus", header + ext_header, nonce).ciphertext
+    assert open_rtp(header + ext_header + body + nonce[:4], key) == RtpPacket(1, 960, 99, b"opus")
+
+
+async def test_spurts_end_on_silence_speaking_off_and_gap() -> None:
+    load_opus()
+    encoder = discord.opus.Encoder()
+    frame = encoder.encode(sine_pcm(0.02), encoder.SAMPLES_PER_FRAME)
+    loop = asyncio.get_running_loop()
+    published: list[dict] = []
+    recorder = VoiceRecorder(published.append, lambda at: int(at * 1000))
+    stream = recorder.stream(1, "bob", lambda: "Lounge")
+
+    async def talk(frames: int) -> None:
+        for _ in range(frames):
+            stream.feed(frame, loop.time())
+            await asyncio.sleep(0.02)
+
+    await talk(3)
+    stream.feed(OPUS_SILENCE, loop.time())  # silence: ends the spurt at once
+    assert [s["frames"] for s in published] == [3]
+    await talk(3)
+    stream.speaking(0)  # SPEAKING 0 that overtook frames still coming: the spurt goes on
+    await talk(5)
+    assert len(published) == 1
+    stream.speaking(0)
+    await asyncio.sleep(0.1)  # ...and ends once nothing follows it
+    assert [s["frames"] for s in published] == [3, 8]
+    await talk(2)
+    await asyncio.sleep(0.25)  # 200 ms without packets
+    assert [s["frames"] for s in published] == [3, 8, 2]
+    assert published[1]["member"] == "bob" and published[1]["channel"] == "Lounge"
+    assert 0.3 < published[1]["rms"] < 0.4 and published[1]["seconds"] == pytest.approx(0.16)
+    assert recorder.summary("bob")["frames"] == 13 and recorder.summary("bob")["silence_frames"] == 1
+    recorder.close()
+
+
+# --------------------------------------------------------------------------------------------- raw sockets
+
+
+async def test_ip_discovery_over_udp(sb: Sandbox) -> None:
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        request = struct.pack(">HHI", 1, 70, 4321) + bytes(66)
+        await loop.sock_sendto(sock, request, ("127.0.0.1", sb.voice.udp.port))
+        response = await asyncio.wait_for(loop.sock_recv(sock, 100), 2)
+        assert response == discovery_response(4321, "127.0.0.1", sock.getsockname()[1])
+    assert len(response) == 74 and response[8:18] == b"127.0.0.1\x00"
+
+
+async def test_voice_gateway_needs_tls_trust_and_a_granted_token(sb: Sandbox) -> None:
+    url = f"wss://{sb.voice.gateway.endpoint}/?v=8"
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await http.ws_connect(url)  # the system trust store does not know the sandbox CA
+        async with http.ws_connect(url, ssl=sb.ssl_context) as ws:
+            hello = await ws.receive_json()
+            assert hello["op"] == 8 and hello["d"]["heartbeat_interval"] > 0
+            await ws.send_json({"op": 3, "d": {"t": 99, "seq_ack": -1}})
+            assert await ws.receive_json() == {"op": 6, "d": {"t": 99}}
+            await ws.send_json({"op": 1, "d": {"protocol": "udp"}})
+            await ws.receive()
+            assert ws.close_code == 4003  # not authenticated
+        async with http.ws_connect(url, ssl=sb.ssl_context) as ws:
+            await ws.receive_json()
+            identify = {"server_id": str(GUILD_ID), "user_id": "1", "session_id": "x", "token": "nope"}
+            await ws.send_json({"op": 0, "d": identify})
+            await ws.receive()
+            assert ws.close_code == 4004
+
+
+async def test_raw_voice_session_resume_and_sealed_rtp(sb: Sandbox) -> None:
+    """No bot: grant a voice session by hand, then IDENTIFY, SELECT_PROTOCOL, drop, RESUME, send RTP."""
+    load_opus()
+    await sb.voice.on_bot_op4({"guild_id": str(GUILD_ID), "channel_id": str(LOUNGE_CHANNEL_ID)})
+    grant = sb.voice._grants[sb.bot_user_id]
+    url = f"wss://{sb.voice.gateway.endpoint}/?v=8"
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.setblocking(False)
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url, ssl=sb.ssl_context) as ws:
+                await ws.receive_json()  # HELLO
+                ids = {"server_id": str(GUILD_ID), "session_id": grant.session_id, "token": grant.token}
+                await ws.send_json({"op": 0, "d": {**ids, "user_id": str(sb.bot_user_id)}})
+                ready = (await ws.receive_json())["d"]
+                select = {"address": "127.0.0.1", "port": udp.getsockname()[1], "mode": ready["modes"][0]}
+                await ws.send_json({"op": 1, "d": {"protocol": "udp", "data": select}})
+                key = bytes((await ws.receive_json())["d"]["secret_key"])
+                await sb.join_voice("alice")
+                assert await ws.receive_json() == {"op": 11, "d": {"user_ids": [str(ALICE_USER_ID)]}, "seq": 1}
+                await ws.close(code=4000)  # an abnormal close: the session stays resumable
+            async with http.ws_connect(url, ssl=sb.ssl_context) as ws:
+                await ws.receive_json()
+                await ws.send_json({"op": 7, "d": {**ids, "seq_ack": 0}})
+                assert (await ws.receive_json())["seq"] == 1  # replayed: not acknowledged before
+                assert await ws.receive_json() == {"op": 9, "d": None}
+                encoder = discord.opus.Encoder()
+                for n in range(10):
+                    opus = encoder.encode(sine_pcm(0.02), encoder.SAMPLES_PER_FRAME)
+                    packet = RtpPacket(n, n * 960, ready["ssrc"], opus)
+                    await loop.sock_sendto(udp, seal_rtp(packet, key, n), ("127.0.0.1", ready["port"]))
+                    await asyncio.sleep(0.02)
+                await ws.send_json({"op": 5, "d": {"speaking": 0, "delay": 0, "ssrc": ready["ssrc"]}})
+                [spurt] = await wait_spurts(sb, 1)
+    assert spurt["frames"] == 10 and spurt["seconds"] == pytest.approx(0.2)
+    assert spurt["rms"] == pytest.approx(SINE_AMPLITUDE / 2**0.5, abs=0.06)
+
+
+# --------------------------------------------------------------------------------------------- discord.py
+
+
+async def test_bot_connects_and_a_sine_is_measured(sb: Sandbox, client: discord.Client) -> None:
+    vc = await connect(client)
+    assert vc.is_connected() and sb.voice_states == {"Assistant": "Lounge"}
+    assert vc.mode == "aead_xchacha20_poly1305_rtpsize"
+    state = vc._connection
+    assert (state.ip, state.port) == ("127.0.0.1", state.socket.getsockname()[1])  # from our IP discovery
+    ops = [m["op"] for m in vc.voice_messages]
+    assert ops[:3] == [8, 2, 4]  # HELLO, READY, SESSION_DESCRIPTION
+    description = next(m["d"] for m in vc.voice_messages if m["op"] == 4)
+    assert description["dave_protocol_version"] == 0 and len(description["secret_key"]) == 32
+
+    await play(vc, sine_pcm(1.0))
+    [spurt] = await wait_spurts(sb, 1)
+    assert spurt["member"] == "Assistant" and spurt["channel"] == "Lounge"
+    assert spurt["seconds"] == pytest.approx(1.0, rel=0.05)
+    assert spurt["frames"] == 50
+    assert spurt["rms"] == pytest.approx(SINE_AMPLITUDE / 2**0.5, abs=0.05)
+    # discord.py sends its 2nd frame 40 ms after the 1st (its pacing counts one frame twice), then every 20 ms.
+    assert 19 <= spurt["gap_p99_ms"] <= 60
+    assert spurt["end_t_ms"] - spurt["start_t_ms"] == pytest.approx(1000, abs=100)
+    totals = sb.voice_totals()
+    assert totals["frames"] == 50 and totals["spurts"] == 1 and totals["silence_frames"] == 5
+    assert sb.voice.bad_packets == 0 and not sb.errors
+    joined = [e for e in sb.events() if e["event"] == "voice_state"]
+    assert [(e["member"], e["channel"]) for e in joined] == [("Assistant", "Lounge")]
+
+
+async def test_consecutive_sources_give_spurts_in_order(sb: Sandbox, client: discord.Client) -> None:
+    vc = await connect(client)
+    await play(vc, sine_pcm(0.4), sine_pcm(0.8))
+    first, second = await wait_spurts(sb, 2)
+    assert first["seconds"] == pytest.approx(0.4, rel=0.05) and second["seconds"] == pytest.approx(0.8, rel=0.05)
+    assert second["start_t_ms"] >= first["end_t_ms"]
+    assert sb.voice_totals()["seconds"] == pytest.approx(1.2, rel=0.05)
+
+
+async def test_stop_ends_the_frames(sb: Sandbox, client: discord.Client) -> None:
+    vc = await connect(client)
+    vc.play(discord.PCMAudio(io.BytesIO(sine_pcm(3.0))))
+    await asyncio.sleep(0.5)
+    stopped_at = sb.t_ms()
+    vc.stop()
+    [spurt] = await wait_spurts(sb, 1)
+    assert spurt["end_t_ms"] - stopped_at <= 60  # the last frame was on its way when stop() ran
+    assert spurt["seconds"] == pytest.approx(0.5, abs=0.1)
+
+
+async def test_disconnect_leaves_no_voice_state(sb: Sandbox, client: discord.Client) -> None:
+    vc = await connect(client)
+    await vc.disconnect()
+    assert sb.voice_states == {} and not vc.is_connected()
+    assert client.get_guild(GUILD_ID).voice_client is None
+    assert sb.voice.gateway.sessions == {}
+    assert [e["channel"] for e in sb.events() if e["event"] == "voice_state"] == ["Lounge", None]
+    await connect(client)  # and it can come back
+    assert sb.voice_states == {"Assistant": "Lounge"}
+
+
+async def test_external_disconnect_closes_the_client_connection(sb: Sandbox, client: discord.Client) -> None:
+    await sb.join_voice("alice")
+    vc = await connect(client)
+    vc.play(discord.PCMAudio(io.BytesIO(sine_pcm(3.0))))
+    await asyncio.sleep(0.2)
+    await sb.disconnect_bot_voice()
+    g = client.get_guild(GUILD_ID)
+    await until(lambda: g.voice_client is None)
+    assert not vc.is_connected() and not vc.is_playing()
+    assert g.me.voice is None or g.me.voice.channel is None
+    assert sb.voice_states == {"alice": "Lounge"} and sb.voice.gateway.sessions == {}
+    [spurt] = await wait_spurts(sb, 1)
+    assert 0.1 < spurt["seconds"] < 0.5
+    with pytest.raises(SandboxError, match="not in a voice channel"):
+        await sb.disconnect_bot_voice()
+
+
+async def test_external_move_reconnects_and_quiet_drops_audio(sb: Sandbox, client: discord.Client) -> None:
+    vc = await connect(client)
+    first_session = next(iter(sb.voice.gateway.sessions.values()))
+    await sb.move_bot_voice("Quiet")
+    await until(lambda: vc.channel.id == QUIET_CHANNEL_ID and vc.is_connected() and sb.voice.gateway.sessions)
+    assert sb.voice_states == {"Assistant": "Quiet"}
+    assert first_session.ssrc not in sb.voice.gateway.sessions  # a new voice session after the 4014 close
+    await until(lambda: all(s.ready for s in sb.voice.gateway.sessions.values()))
+    await play(vc, sine_pcm(0.2))
+    await asyncio.sleep(0.1)
+    assert sb.voice_spurts() == [] and sb.voice.muted_frames >= 10  # no SPEAK in Quiet
+    with pytest.raises(SandboxError, match="lacks the Connect permission in Private"):
+        await sb.move_bot_voice("Private")
+
+
+async def test_private_refuses_the_bot_but_members_can_be_placed(sb: Sandbox, client: discord.Client) -> None:
+    private = client.get_channel(PRIVATE_CHANNEL_ID)
+    assert not private.permissions_for(private.guild.me).connect
+    assert not client.get_channel(QUIET_CHANNEL_ID).permissions_for(private.guild.me).speak
+    with pytest.raises(asyncio.TimeoutError):
+        await private.connect(timeout=0.5)
+    assert "Assistant" not in sb.voice_states
+    assert [e["code"] for e in sb.errors] == [50013] and "Connect in Private" in sb.errors[0]["message"]
+    await sb.join_voice("bob", "Private")
+    assert sb.voice_states == {"bob": "Private"}
+    with pytest.raises(SandboxError, match="not a voice channel"):
+        await sb.join_voice("bob", "general")
+
+
+async def test_members_voice_states_reach_the_bot(sb: Sandbox) -> None:
+    await sb.join_voice("alice", "Lounge")  # before the bot connects: in GUILD_CREATE
+    client, task = await start_client(sb)
+    try:
+        g = client.get_guild(GUILD_ID)
+        assert g.get_member(ALICE_USER_ID).voice.channel.id == LOUNGE_CHANNEL_ID
+        updates: list[tuple[str, str | None]] = []
+        client.event(_recorder(updates))  # registered under its name, on_voice_state_update
+        vc = await connect(client)
+        assert {m.name for m in vc.channel.members} == {"alice", "Assistant"}
+        await until(lambda: any(m["op"] == 11 for m in vc.voice_messages))
+        await sb.join_voice("bob", "Lounge")
+        await sb.leave_voice("alice")
+        await until(lambda: sum(m["op"] in (11, 13) for m in vc.voice_messages) >= 3)
+        voice_ops = [(m["op"], m["d"], "seq" in m) for m in vc.voice_messages if m["op"] in (11, 13)]
+        assert voice_ops == [
+            (11, {"user_ids": [str(ALICE_USER_ID)]}, True),
+            (11, {"user_ids": [str(BOB_USER_ID)]}, True),
+            (13, {"user_id": str(ALICE_USER_ID)}, True),
+        ]
+        await until(lambda: ("alice", None) in updates)
+        assert ("bob", "Lounge") in updates
+        alice = g.get_member(ALICE_USER_ID)  # without the members intent, leaving voice drops her from the cache
+        assert alice is None or alice.voice is None
+        assert sb.voice_states == {"Assistant": "Lounge", "bob": "Lounge"}
+    finally:
+        await client.close()
+        await task
+    assert sb.voice_states == {"bob": "Lounge"}  # close() disconnects the voice client
+
+
+def _recorder(updates: list[tuple[str, str | None]]) -> Any:
+    async def on_voice_state_update(member: discord.Member, before: Any, after: Any) -> None:
+        updates.append((member.name, after.channel.name if after.channel else None))
+
+    return on_voice_state_update
+
+
+async def test_playground_voice_lines(sb: Sandbox, client: discord.Client) -> None:
+    out = io.StringIO()
+    lines = ["join voice", "as bob", "join voice Quiet", "join voice nowhere", "as alice", "leave voice"]
+    rc = await run_playground(sb, lines=lines, json_mode=True, out=out, settle_s=0.05, max_wait_s=5)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    states = [(e["member"], e["channel"]) for e in events if e["event"] == "voice_state"]
+    assert states == [("alice", "Lounge"), ("bob", "Quiet"), ("alice", None)]
+    assert [e for e in events if e["event"] == "usage_error"][0]["message"].startswith("no channel named 'nowhere'")
+    assert rc == 1
+    vc = await connect(client, QUIET_CHANNEL_ID)
+    await sb.move_bot_voice("Lounge")
+    await until(lambda: vc.channel.id == LOUNGE_CHANNEL_ID and vc.is_connected() and sb.voice.gateway.sessions)
+    await until(lambda: all(s.ready for s in sb.voice.gateway.sessions.values()))
+    out = io.StringIO()
+    script = ["join voice", "wait 0.8"]
+    printer = asyncio.create_task(
+        run_playground(sb, lines=script, json_mode=False, out=out, settle_s=0.05, max_wait_s=5)
+    )
+    await play(vc, sine_pcm(0.3))
+    await printer
+    text = out.getvalue()
+    assert "[voice Lounge] alice joined" in text
+    assert "[voice Lounge] Assistant spoke 0.30 s (rms 0.35, 15 frames, gap p99" in text
