@@ -8,8 +8,10 @@ import random
 
 from services.audio import pcm_duration_s
 from tests.e2e.conftest import ephemeral_replies
+from tests.e2e.test_documents_e2e import ADMINS_ONLY
 
-LONG_TEXT = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 19))  # under SPEAK_MAX_CHARS
+# 18 sentences, under SPEAK_MAX_CHARS
+LONG_TEXT = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 19))
 
 
 async def expected_seconds(harness, text: str) -> float:
@@ -124,7 +126,7 @@ async def test_twenty_concurrent_commands_leave_consistent_state(make_harness):
 async def test_autospeak_speaks_chat_answers_to_members_in_the_voice_channel(make_harness):
     harness = await joined(make_harness)
     _, events = await harness.answer("alice", "voice autospeak", {"mode": "on"})
-    assert ephemeral_replies(events) == ["Only admins (Manage Server permission or an admin role) can use this command."]
+    assert ephemeral_replies(events) == [ADMINS_ONLY]
     await harness.answer("alice", "chat", {"message": "not spoken yet"})
     await asyncio.sleep(0.5)
     assert harness.sandbox.voice_spurts("Assistant") == []
