@@ -20,6 +20,7 @@ from tests.fakes.ollama import FakeOllama
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE_DOCS = FIXTURES / "docs"
 TINY_PIPER_VOICE = FIXTURES / "piper" / "tiny.onnx"
+ADMINS_ONLY = "Only admins (Manage Server permission or an admin role) can use this command."
 
 
 def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 
 from bot.sandbox import GUILD_ID
-from tests.e2e.conftest import ephemeral_replies
-
-ADMINS_ONLY = "Only admins (Manage Server permission or an admin role) can use this command."
+from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
 
 
 def counts(text: str, scope: str = "Global documents") -> dict[str, int]:

@@ -7,8 +7,7 @@ import asyncio
 import random
 
 from services.audio import pcm_duration_s
-from tests.e2e.conftest import ephemeral_replies
-from tests.e2e.test_documents_e2e import ADMINS_ONLY
+from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
 
 # 18 sentences, under SPEAK_MAX_CHARS
 LONG_TEXT = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 19))
