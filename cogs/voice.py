@@ -146,10 +146,10 @@ class Voice(commands.Cog):
                         f"I am busy speaking in {session.channel.mention}; "  # type: ignore[union-attr]
                         "wait until I am done, or use /stop first."
                     )
-                await session.voice_client.move_to(channel)
-                session.last_activity = time.monotonic()
-                return session
-            if session is not None:  # a stale session whose connection is gone
+            if session is not None:
+                # Moving is a fresh connection, not VoiceClient.move_to: in discord.py 2.7.1 the voice socket
+                # reader can stay blocked (up to 30 s) in select() on the old, closed socket and miss the IP
+                # discovery reply of the new one, so a move within 30 s of connecting could hang.
                 self.sessions.pop(guild.id)
                 await session.close()
             voice_client = await channel.connect(timeout=CONNECT_TIMEOUT_S, self_deaf=True)
@@ -195,9 +195,10 @@ class Voice(commands.Cog):
                     alone_since.setdefault(session.guild_id, now)
                 alone = now - alone_since.get(session.guild_id, now) >= timeout
                 idle = not session.busy and now - session.last_activity >= timeout
-                if alone or idle or not session.voice_client.is_connected():
-                    log.info("guild %s: leaving voice (%s)", session.guild_id,
-                             "alone" if alone else "idle" if idle else "disconnected")
+                # A dropped connection is not checked here: discord.py reconnects by itself, and a final
+                # disconnect arrives as a voice state update (on_voice_state_update).
+                if alone or idle:
+                    log.info("guild %s: leaving voice (%s)", session.guild_id, "alone" if alone else "idle")
                     alone_since.pop(session.guild_id, None)
                     await self._leave(session.guild_id)
 

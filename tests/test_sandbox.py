@@ -162,7 +162,7 @@ async def test_ready_populates_guild_members_roles_channels(sb: Sandbox, bot: Ti
     g = bot.get_guild(GUILD_ID)
     assert g is not None and g.name == "Sandbox"
     assert {r.name for r in g.roles} == {"@everyone", "Admin"}
-    assert {c.name for c in g.channels} == {"general", "random", "Lounge", "Quiet", "Private"}
+    assert {c.name for c in g.channels} == {"general", "random", "Lounge", "Quiet", "Private", "Games"}
     assert isinstance(g.get_channel(GENERAL_CHANNEL_ID), discord.TextChannel)
     assert (
         g.get_channel_or_thread(next(c.id for c in g.channels if c.name == "Lounge")).type is discord.ChannelType.voice

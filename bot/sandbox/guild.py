@@ -20,6 +20,7 @@ text channel ``random``    1100000000000000031
 voice channel ``Lounge``   1100000000000000032    type 2; everyone may connect and speak
 voice channel ``Quiet``    1100000000000000033    ``QUIET_CHANNEL_ID``; @everyone overwrite denies SPEAK
 voice channel ``Private``  1100000000000000034    ``PRIVATE_CHANNEL_ID``; @everyone overwrite denies CONNECT
+voice channel ``Games``    1100000000000000035    ``GAMES_CHANNEL_ID``; a second open voice channel
 =========================  =====================  =================================================
 
 ``Quiet`` and ``Private`` exist so that the bot can be refused: it may join ``Quiet`` but what it sends there
@@ -57,6 +58,7 @@ RANDOM_CHANNEL_ID = 1100000000000000031
 LOUNGE_CHANNEL_ID = 1100000000000000032
 QUIET_CHANNEL_ID = 1100000000000000033
 PRIVATE_CHANNEL_ID = 1100000000000000034
+GAMES_CHANNEL_ID = 1100000000000000035
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 ADD_REACTIONS = 1 << 6
@@ -147,6 +149,7 @@ CHANNELS: dict[str, SimChannel] = {
     "Lounge": SimChannel(LOUNGE_CHANNEL_ID, "Lounge", 2, 2),
     "Quiet": SimChannel(QUIET_CHANNEL_ID, "Quiet", 2, 3, (Overwrite(EVERYONE_ROLE_ID, 0, deny=SPEAK),)),
     "Private": SimChannel(PRIVATE_CHANNEL_ID, "Private", 2, 4, (Overwrite(EVERYONE_ROLE_ID, 0, deny=CONNECT),)),
+    "Games": SimChannel(GAMES_CHANNEL_ID, "Games", 2, 5),
 }
 ROLES: dict[int, tuple[str, int, int]] = {  # id -> (name, permissions, position)
     EVERYONE_ROLE_ID: ("@everyone", EVERYONE_PERMISSIONS, 0),

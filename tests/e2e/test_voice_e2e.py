@@ -138,3 +138,29 @@ async def test_autospeak_speaks_chat_answers_to_members_in_the_voice_channel(mak
     await harness.answer("bob", "chat", {"message": "only text for me"})
     await asyncio.sleep(0.5)
     assert len(harness.sandbox.voice_spurts("Assistant")) == 1
+
+
+async def test_busy_elsewhere_is_refused_and_idle_bot_moves(make_harness):
+    harness = await joined(make_harness)
+    await harness.answer("alice", "speak", {"text": LONG_TEXT})
+    await harness.sandbox.join_voice("bob", "Games")
+    _, events = await harness.answer("bob", "join")
+    assert ephemeral_replies(events)[-1].startswith("⚠️ I am busy speaking in")
+    assert harness.sandbox.voice_states["Assistant"] == "Lounge"
+    await harness.answer("alice", "stop")
+    _, events = await harness.answer("bob", "join")
+    assert ephemeral_replies(events)[-1].startswith("Joined")
+    assert harness.sandbox.voice_states["Assistant"] == "Games"
+    assert len(harness.bot.voice_sessions.all()) == 1
+
+
+async def test_bot_leaves_after_the_idle_timeout(make_harness):
+    loop = asyncio.get_running_loop()
+    joined_at = loop.time()
+    harness = await joined(make_harness, VOICE_IDLE_TIMEOUT_S=5)
+    await harness.sandbox.leave_voice("alice")
+    while "Assistant" in harness.sandbox.voice_states:
+        assert loop.time() - joined_at < 15, "the bot stayed in the voice channel"
+        await asyncio.sleep(0.1)
+    assert loop.time() - joined_at >= 5
+    assert harness.bot.voice_sessions.all() == []
