@@ -7,11 +7,11 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
+from bot.opus import load_opus
 from config import Settings
 from services.documents import SUPPORTED_SUFFIXES
 from services.errors import ServiceError
 from services.llm import LLMClient
-from services.opus import load_opus
 from services.tts import EspeakSynthesizer, PiperSynthesizer, SpeechSynthesisError
 
 

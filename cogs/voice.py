@@ -19,9 +19,9 @@ from discord.ext import commands
 
 from bot.checks import admin_only, ensure_length, member_cooldown, set_max_length
 from bot.client import AssistantBot
+from bot.opus import load_opus
 from bot.voice_session import VoiceSession
 from services.errors import InvalidInput
-from services.opus import load_opus
 
 log = logging.getLogger(__name__)
 

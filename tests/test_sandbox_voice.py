@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from discord.voice_state import VoiceConnectionState
 
+from bot.opus import load_opus
 from bot.sandbox import (
     ALICE_USER_ID,
     BOB_USER_ID,
@@ -36,7 +37,6 @@ from bot.sandbox import (
 )
 from bot.sandbox.voice_audio import OPUS_SILENCE, VoiceRecorder
 from bot.sandbox.voice_udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
-from services.opus import load_opus
 
 SINE_AMPLITUDE = 0.5  # of full scale: RMS 0.354
 

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.opus import OpusUnavailable
+from bot.opus import OpusUnavailable
 
 from . import guild
 from .guild import SimChannel, SimUser

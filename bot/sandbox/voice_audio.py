@@ -33,7 +33,7 @@ from typing import Any
 import discord.opus
 import numpy as np
 
-from services.opus import load_opus
+from bot.opus import load_opus
 
 _log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class VoiceRecorder:
 
     ``publish(event)`` receives each ``voice_audio`` dict (it adds ``t_ms``); ``t_ms(loop_seconds)`` converts an
     arrival time to the sandbox's milliseconds. Opus is loaded lazily by the first stream (raises
-    services.opus.OpusUnavailable when there is no libopus).
+    bot.opus.OpusUnavailable when there is no libopus).
     """
 
     def __init__(self, publish: Callable[[dict[str, Any]], Any], t_ms: Callable[[float], int]) -> None:
