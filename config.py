@@ -73,6 +73,18 @@ class Settings(BaseSettings):
     VOICE_IDLE_TIMEOUT_S: float = Field(300.0, ge=5, le=86_400, description="Seconds the bot stays in a voice channel while alone or silent before leaving.")
     VOICE_COOLDOWN_S: float = Field(3.0, ge=0, le=3600, description="Per-member cooldown of the voice commands, in seconds.")
 
+    # Listening (speech to text)
+    STT_ENGINE: str = Field("whisper", pattern=r"^(whisper|pocketsphinx)$", description="Speech recognition engine: whisper (faster-whisper) or pocketsphinx (bundled English model, no download).")
+    WHISPER_MODEL: str = Field("base.en", min_length=1, description="faster-whisper model: a size name (tiny.en, base.en, small.en...) downloaded to MODELS_DIR, or a path to a converted model folder.")
+    WHISPER_COMPUTE_TYPE: str = Field("int8", pattern=r"^(int8|int8_float32|float32)$", description="CTranslate2 compute type on the CPU.")
+    STT_MAX_NO_SPEECH_PROB: float = Field(0.6, ge=0, le=1, description="Segments Whisper thinks are more likely silence than this are dropped.")
+    STT_MIN_AVG_LOGPROB: float = Field(-1.0, ge=-10, le=0, description="Segments with a lower average log-probability (unsure guesses, noise) are dropped.")
+    ENDPOINT_SILENCE_MS: int = Field(600, ge=100, le=5000, description="Milliseconds without voice packets that end a member's utterance.")
+    PRE_ROLL_MS: int = Field(200, ge=0, le=2000, description="Milliseconds of audio kept before the first voiced packet of an utterance.")
+    MIN_UTTERANCE_S: float = Field(0.4, ge=0, le=10, description="Shorter utterances (coughs, clicks) are dropped.")
+    MAX_UTTERANCE_S: float = Field(15.0, ge=1, le=120, description="Longer utterances are cut and transcribed in pieces of this length.")
+    STT_QUEUE_MAX: int = Field(4, ge=1, le=100, description="Utterances waiting for transcription per guild; more are dropped and reported.")
+
     # Lifecycle
     SHUTDOWN_TIMEOUT_S: float = Field(10.0, gt=0, le=300, description="Seconds allowed for a clean shutdown before tasks are abandoned.")
     LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level: DEBUG, INFO, WARNING or ERROR.")
