@@ -132,9 +132,8 @@ class Chat(commands.Cog):
                 name=f"mention:{message.id}",
             )
         except (ServiceError, InputTooLong, discord.HTTPException) as exc:
-            text = error_message(exc) if not isinstance(exc, InputTooLong) else f"{exc} Shorten it and try again."
             try:
-                await message.reply(text, mention_author=False)
+                await message.reply(error_message(exc), mention_author=False)
             except discord.HTTPException as send_error:
                 log.warning("could not reply to mention %s: %s", message.id, send_error)
 
