@@ -9,9 +9,11 @@ task registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import discord
@@ -26,12 +28,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SpeechRequest:
-    """Text to speak, asked by ``member_id``; ``source`` is set while it plays."""
+    """Speech asked by ``member_id``: ``text``, or, for a streamed answer, ``sentences`` as they come.
+
+    ``source`` is set while it plays; ``done`` is set when it has played, was cut by ``stop`` (``cut``), or
+    was dropped from the queue.
+    """
 
     text: str
     member_id: int
+    sentences: AsyncIterator[str] | None = None
     source: StreamingPCMSource | None = None
     queued_at: float = field(default_factory=time.monotonic)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    cut: bool = False
+    position: int = 0
 
 
 class VoiceSession:
@@ -64,23 +74,33 @@ class VoiceSession:
     def queued(self) -> int:
         return len(self._queue)
 
-    def enqueue(self, text: str, member_id: int) -> int:
-        """Queue ``text``; returns its position (0 = plays now). Raises InvalidInput when the queue is full."""
+    def enqueue(self, text: str, member_id: int, sentences: AsyncIterator[str] | None = None) -> SpeechRequest:
+        """Queue ``text`` (or the streamed ``sentences``); the request's ``position`` is how many play before it.
+
+        Raises InvalidInput when the queue is full.
+        """
         if len(self._queue) >= self._queue_max:
             raise InvalidInput(
                 f"The speech queue is full ({self._queue_max} waiting); try again when it has played, or use /stop."
             )
-        self._queue.append(SpeechRequest(text, member_id))
+        request = SpeechRequest(text, member_id, sentences)
+        request.position = len(self._queue) + (1 if self.current is not None else 0)
+        self._queue.append(request)
         self.last_activity = time.monotonic()
         self._wakeup.set()
-        return len(self._queue) - (0 if self.current is not None else 1)
+        return request
 
     def stop(self) -> int:
         """Stop the current speech and drop the queue; returns how many requests were dropped or cut."""
         dropped = len(self._queue) + (1 if self.current is not None else 0)
+        for request in self._queue:
+            request.cut = True
+            request.done.set()
         self._queue.clear()
-        if self.current is not None and self.current.source is not None:
-            self.current.source.cancel()
+        if self.current is not None:
+            self.current.cut = True
+            if self.current.source is not None:
+                self.current.source.cancel()
         if self.voice_client.is_playing():
             self.voice_client.stop()
         return dropped
@@ -105,6 +125,7 @@ class VoiceSession:
             finally:
                 self.current = None
                 self.last_activity = time.monotonic()
+                request.done.set()
 
     async def _play(self, request: SpeechRequest) -> None:
         if not self.voice_client.is_connected():
@@ -121,7 +142,7 @@ class VoiceSession:
             loop.call_soon_threadsafe(finished.set)
 
         first_audio = asyncio.Event()
-        producer = self._tasks.start(self._synthesize(request.text, source, first_audio),
+        producer = self._tasks.start(self._synthesize(request, source, first_audio),
                                      name=f"voice-tts:{self.guild_id}")
         try:
             # Start playing once the first sentence is ready, not before (members would hear silence first).
@@ -137,11 +158,19 @@ class VoiceSession:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
 
-    async def _synthesize(self, text: str, source: StreamingPCMSource, first_audio: asyncio.Event) -> None:
+    async def _synthesize(self, request: SpeechRequest, source: StreamingPCMSource, first_audio: asyncio.Event) -> None:
         try:
-            async for audio in self.synthesizer.stream(text):
-                source.feed(audio.pcm)
-                first_audio.set()
+            if request.sentences is None:
+                async for audio in self.synthesizer.stream(request.text):
+                    source.feed(audio.pcm)
+                    first_audio.set()
+            else:
+                # A streamed answer: each sentence is synthesized as soon as the LLM completes it.
+                async with contextlib.aclosing(request.sentences):  # type: ignore[type-var]
+                    async for sentence in request.sentences:
+                        audio = await self.synthesizer.synthesize(sentence)
+                        source.feed(audio.pcm)
+                        first_audio.set()
         except ServiceError as exc:
             log.warning("guild %s: speech synthesis failed: %s", self.guild_id, exc.user_message)
         finally:

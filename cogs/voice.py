@@ -86,9 +86,9 @@ class Voice(commands.Cog):
         if channel is not None:
             session = await self._connect(interaction, channel)
         assert session is not None
-        position = session.enqueue(self._resolve_mentions(interaction.guild, text), interaction.user.id)
+        request = session.enqueue(self._resolve_mentions(interaction.guild, text), interaction.user.id)
         await interaction.edit_original_response(
-            content="Speaking." if position == 0 else f"Queued: {position} before yours."
+            content="Speaking." if request.position == 0 else f"Queued: {request.position} before yours."
         )
 
     @app_commands.command(name="stop", description="Stop speaking and clear the speech queue.")

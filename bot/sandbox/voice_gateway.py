@@ -155,6 +155,11 @@ class VoiceGateway:
             await self._runner.cleanup()
             self._runner = None
 
+    def allocate_ssrc(self) -> int:
+        """A new SSRC, unique among voice sessions and simulated speakers alike."""
+        ssrc, self._next_ssrc = self._next_ssrc, self._next_ssrc + 1
+        return ssrc
+
     def sessions_of(self, user_id: int) -> list[VoiceSession]:
         return [s for s in self.sessions.values() if s.grant.user.id == user_id]
 
@@ -256,7 +261,7 @@ class VoiceGateway:
         for old in self.sessions_of(grant.user.id):  # a new session supersedes a detached one
             if old.ws is None:
                 self._drop(old)
-        ssrc, self._next_ssrc = self._next_ssrc, self._next_ssrc + 1
+        ssrc = self.allocate_ssrc()
         session = VoiceSession(grant=grant, ssrc=ssrc, ws=conn.ws)
         self.sessions[ssrc] = session
         conn.session = session

@@ -39,6 +39,7 @@ RTP_HEADER = struct.Struct(">BBHII")  # version/flags, marker/payload type, sequ
 RTP_PAYLOAD_TYPE_OPUS = 0x78
 DISCOVERY = struct.Struct(">HHI64sH")  # type, length, ssrc, address, port: 74 bytes
 NONCE_SUFFIX = 4  # bytes of the nonce counter appended to each packet
+EXTENSION_PROFILE = b"\xbe\xde"  # RFC 8285 one-byte-header extensions, as Discord uses
 MAX_DATAGRAM = 2048
 # IP discovery is answered after a network-like delay. discord.py 2.7.1 registers its reply listener just after
 # sending the request, while its socket reader thread may already sit in select() from an earlier read: a reply
@@ -107,15 +108,29 @@ def open_rtp(data: bytes, key: bytes) -> RtpPacket:
     return RtpPacket(sequence, timestamp, ssrc, plain)
 
 
-def seal_rtp(packet: RtpPacket, key: bytes, counter: int) -> bytes:
-    """Encrypt ``packet`` as a client does (no CSRCs, no extension); ``counter`` is the u32 nonce counter.
+def seal_rtp(packet: RtpPacket, key: bytes, counter: int, *, extension: bytes | None = None) -> bytes:
+    """Encrypt ``packet`` in ``aead_xchacha20_poly1305_rtpsize``; ``counter`` is the u32 nonce counter.
 
-    The inverse of ``open_rtp``, for whatever sends RTP into the sandbox (tests; simulated speakers).
+    Without ``extension`` the packet is what a client such as discord.py sends (no CSRCs, no extension). With
+    ``extension`` (the body of a one-byte-header RTP extension, RFC 8285 profile ``0xBEDE``, a multiple of 4 bytes)
+    the X bit is set and the 4-byte extension header stays clear while the body is encrypted with the payload,
+    as in the packets Discord relays. The inverse of ``open_rtp``, for whatever sends RTP (tests, simulated
+    speakers). Raises ValueError for an extension body that is not a multiple of 4 bytes.
     """
-    header = RTP_HEADER.pack(0x80, RTP_PAYLOAD_TYPE_OPUS, packet.sequence, packet.timestamp, packet.ssrc)
+    flags = 0x80
+    clear_extension = b""
+    plain = packet.payload
+    if extension is not None:
+        if len(extension) % 4:
+            raise ValueError(f"an RTP extension body is whole 32-bit words, got {len(extension)} bytes")
+        flags |= 0x10
+        clear_extension = EXTENSION_PROFILE + struct.pack(">H", len(extension) // 4)
+        plain = extension + packet.payload
+    header = RTP_HEADER.pack(flags, RTP_PAYLOAD_TYPE_OPUS, packet.sequence, packet.timestamp, packet.ssrc)
+    header += clear_extension
     suffix = struct.pack(">I", counter & 0xFFFFFFFF)
     nonce = suffix + bytes(nacl.secret.Aead.NONCE_SIZE - NONCE_SUFFIX)
-    return header + nacl.secret.Aead(key).encrypt(packet.payload, header, nonce).ciphertext + suffix
+    return header + nacl.secret.Aead(key).encrypt(plain, header, nonce).ciphertext + suffix
 
 
 DatagramHandler = Callable[[bytes, tuple[str, int], float], None]
