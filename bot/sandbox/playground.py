@@ -11,12 +11,14 @@ Line syntax (one action per line)::
     click Stop                        use a button (by label or custom_id) of the bot's latest message here
     as alice | in random              act as another member | switch channel
     join voice [Quiet] | leave voice  the acting member enters (default: Lounge) or leaves a voice channel
+    speak clips/question.wav          the acting member says an audio file (any WAV) in their voice channel
     wait 1.5                          pause (seconds)
     help | quit | # comment
 
 Output: human lines such as ``[#general] Assistant: ...``, ``[#general] Assistant (edit): ...``,
 ``(only you)`` for ephemeral messages, ``!! error ...`` for errors, ``[voice Lounge] alice joined`` and
-``[voice Lounge] Assistant spoke 2.41 s (rms 0.21, 121 frames, gap p99 21.3 ms)`` for voice; or, with
+``[voice Lounge] Assistant spoke 2.41 s (rms 0.21, 121 frames, gap p99 21.3 ms)`` and
+``[voice Lounge] alice said 3.00 s: 2 spurts, 100 frames sent`` for voice; or, with
 ``json_mode``, one JSON object per line for every sandbox event (plus ``{"event": "usage_error", ...}`` for
 lines that cannot be run).
 
@@ -122,6 +124,7 @@ HELP = """\
   click LABEL                      press a button of the bot's latest message in this channel
   in CHANNEL                       switch channel ({channels})
   join voice [CHANNEL]             enter a voice channel (default Lounge)      leave voice   leave it
+  speak PATH                       say an audio file (WAV...) in your voice channel, heard by the bot there
   wait SECONDS | help | quit | # comment"""
 
 
@@ -192,6 +195,15 @@ class Playground:
                 f"[voice {ev['channel']}] {ev['member']} spoke {ev['seconds']:.2f} s (rms {ev['rms']:.2f}, "
                 f"{ev['frames']} frames, gap p99 {ev['gap_p99_ms']:.1f} ms)"
             ]
+        if kind == "member_speech":
+            extra = "".join(
+                f", {ev[key]} {label}" for key, label in (("frames_dropped", "dropped"), ("corrupted", "corrupted"))
+                if ev.get(key)
+            )  # fmt: skip
+            return [
+                f"[voice {ev['channel']}] {ev['member']} said {ev['seconds']:.2f} s: {ev['spurts']} spurts, "
+                f"{ev['frames_sent']} frames sent{extra}"
+            ]
         if kind not in ("message", "edit", "delete"):
             return []  # typing and future event kinds: JSON mode only
         tags = {"edit": " (edit)", "delete": " (deleted)"}.get(kind, "")
@@ -233,6 +245,8 @@ class Playground:
                 self.note(f"now in #{self.channel}")
             elif verb in ("join", "leave") and arg.split(maxsplit=1)[:1] == ["voice"]:
                 await self._act(self._voice_line(verb, arg), expect_reply=False, settle=settle)
+            elif verb == "speak":
+                await self._act(self.sb.speak(self.user, _need(arg, verb)), expect_reply=False, settle=settle)
             elif verb == "wait":
                 await asyncio.sleep(_seconds(arg))
             elif text.startswith("/"):

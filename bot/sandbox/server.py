@@ -35,7 +35,12 @@ What members see is published as *events* (plain dicts, also what the playground
   joins, moves or leaves voice (``channel`` None: left);
 - ``{"event": "voice_audio", "member": str, "channel": str|None, "seconds": float, "rms": float, "frames": int,
   "gap_p99_ms": float, "start_t_ms": int, "end_t_ms": int, "t_ms": int}`` once per talk spurt received by the
-  voice server (see ``bot.sandbox.voice_audio`` for the definitions: rms is 0..1 of full scale).
+  voice server (see ``bot.sandbox.voice_audio`` for the definitions: rms is 0..1 of full scale);
+- ``{"event": "member_speech", "member": str, "channel": str, "seconds": float, "frames_sent": int, "spurts": int,
+  "frames_dropped": int, "corrupted": int, "t_ms": int}`` when a member has finished speaking to the bot
+  (``Sandbox.speak``): ``seconds`` is the length of the audio (pauses included), ``frames_sent`` the 20 ms packets
+  sent, ``spurts`` the talk spurts, ``frames_dropped`` frames nobody could receive (the bot left or is deafened),
+  ``corrupted`` packets sent with a corrupted payload (``corrupt_next_frames``).
 
 Voice: the bot's op 4 gets VOICE_STATE_UPDATE + VOICE_SERVER_UPDATE pointing at a wss:// voice gateway
 (v8) and a UDP endpoint on 127.0.0.1 (``bot.sandbox.voice``); the TLS certificate comes from a CA made at
@@ -67,10 +72,13 @@ import discord.http
 import yarl
 from aiohttp import web
 
+from bot.opus import OpusUnavailable
+
 from . import guild
 from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
 from .guild import SimChannel, SimUser, UnknownName
 from .voice import SandboxVoice, VoiceHooks, VoiceRefused
+from .voice_speech import SpeechError, SpeechPlan, plan_speech, read_speech
 
 _log = logging.getLogger(__name__)
 
@@ -691,6 +699,55 @@ class Sandbox:
         "rms": float (0..1), "gap_p99_ms": float, "spurts": int, "silence_frames": int}``."""
         return self.voice.recorder.summary(self._voice_name(member))
 
+    async def speak(self, member: str, audio: str | Path | bytes, *, channel: str | None = None) -> Event:
+        """Member ``member`` speaks ``audio`` into their voice channel, as Discord relays it to the bot.
+
+        audio: a path to an audio file (WAV or anything soundfile reads; any rate and channel count, resampled to
+            48 kHz stereo), or bytes of raw 48 kHz stereo s16le PCM; at most 600 s (``voice_speech.MAX_SPEECH_S``).
+        channel: a voice channel the member joins (or moves to) first, as ``join_voice`` does; None: where they are.
+        The bot's voice session gets SPEAKING (op 5: user_id, ssrc) the first time this member's SSRC reaches it,
+        then one Opus packet per 20 ms of speech, paced in real time; pauses longer than 100 ms (frames under
+        -50 dBFS, see ``bot.sandbox.voice_speech``) are not sent at all, so a pause splits the audio into talk
+        spurts with no packets in between. Returns once the last packet is sent, with the ``member_speech`` event
+        it published. Raises SandboxError for an unknown member/channel, unreadable or too long audio, a member
+        not in voice, without Speak there or already speaking, or a bot without a ready voice connection in that
+        channel. A self-deafened bot receives nothing (the frames are counted in ``frames_dropped``).
+        """
+        user = self._member(member)
+        if channel is not None:
+            await self.join_voice(user.name, channel)
+        try:
+            self.voice.check_can_speak(user)  # fail fast, before reading and encoding the audio
+            plan = await asyncio.to_thread(_prepare_speech, audio)
+            result, where = await self.voice.speak(user, plan)
+        except (VoiceRefused, SpeechError) as exc:
+            raise SandboxError(str(exc)) from None
+        except OpusUnavailable as exc:
+            raise SandboxError(exc.user_message) from None
+        if result.stopped:
+            raise SandboxError(f"the sandbox stopped while {user.name} was speaking")
+        return self.publish(
+            {
+                "event": "member_speech",
+                "member": user.name,
+                "channel": where.name,
+                "seconds": round(plan.seconds, 3),
+                "frames_sent": result.frames_sent,
+                "spurts": plan.spurts,
+                "frames_dropped": result.frames_dropped,
+                "corrupted": result.corrupted,
+            }
+        )
+
+    def corrupt_next_frames(self, member: str, frames: int) -> None:
+        """The next ``frames`` packets ``member`` sends (in this or later ``speak`` calls) carry a payload no Opus
+        decoder accepts, inside valid transport encryption: what a listener sees of a damaged frame or a failed
+        DAVE decryption. Raises SandboxError for an unknown member or ``frames`` < 1."""
+        user = self._member(member)
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise SandboxError(f"corrupt_next_frames needs a positive number of frames, got {frames!r}")
+        self.voice.speakers.corrupt_next(user.id, frames)
+
     def _voice_name(self, name: str) -> str:
         if name.strip().lstrip("@").lower() == guild.BOT_NAME.lower():
             return guild.BOT_NAME
@@ -1056,6 +1113,12 @@ def _is_role(raw: Any) -> bool:
     except UnknownName:
         return False
     return True
+
+
+def _prepare_speech(audio: str | Path | bytes) -> SpeechPlan:
+    """Read (and resample) ``audio`` and plan its talk spurts; CPU work for a thread. Raises SpeechError, or
+    OpusUnavailable without libopus."""
+    return plan_speech(read_speech(audio))
 
 
 async def _read_upload(raw: Any) -> Upload:

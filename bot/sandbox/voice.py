@@ -18,9 +18,12 @@ when the bot was not in voice (discord.py's ``disconnect()`` waits for it). A jo
 CONNECT in the channel, not a voice channel) is ignored, as Discord does, and recorded as an error event.
 Audio from a sender without SPEAK in its channel is dropped (counted in ``muted_frames``).
 
-Room for simulated speakers (a member sending audio *to* the bot): ``VoiceGateway.send`` delivers SPEAKING
-(op 5, with ``user_id`` and ``ssrc``) to the bot's session, ``UdpEndpoint.send`` and ``voice_udp.seal_rtp``
-deliver RTP to ``VoiceSession.client_addr`` with its ``secret_key``.
+Simulated speakers (a member sending audio *to* the bot, ``speak``): the member gets an SSRC (kept until they leave
+voice); before its first packet to a bot voice session, that session gets SPEAKING (op 5, ``{"user_id", "ssrc",
+"speaking": 1}``), once, as Discord relays it (listeners such as discord-ext-voice-recv map SSRC -> user from it);
+then the talk spurts of ``voice_speech`` are sent by ``voice_speaker`` over UDP to the session's ``client_addr``,
+sealed with its ``secret_key``. Nothing is sent to a self-deafened bot, nor to a bot in another channel; such
+frames are dropped and counted.
 """
 
 from __future__ import annotations
@@ -38,11 +41,15 @@ from . import guild
 from .guild import SimChannel, SimUser
 from .voice_audio import VoiceRecorder
 from .voice_gateway import LocalTls, VoiceGateway, VoiceGatewayHooks, VoiceGrant, VoiceSession
+from .voice_speaker import MemberStream, SendTarget, SpeakerHub, SpeechResult
+from .voice_speech import SpeechPlan
 from .voice_udp import RtpError, UdpEndpoint, open_rtp, rtp_ssrc
 
 _log = logging.getLogger(__name__)
 
 OP4_ROUTE = "gateway op 4 VOICE_STATE_UPDATE"
+SPEAKING_LEAD_S = 0.02  # a speech's first frame is due this long after its SPEAKING was written (a network hop)
+UDP_KEEPALIVE_BYTES = 8  # discord-ext-voice-recv's keepalive: a bare u64 counter, not RTP
 
 
 class VoiceRefused(Exception):
@@ -92,6 +99,7 @@ class SandboxVoice:
         self.tls: LocalTls | None = None
         self.udp = UdpEndpoint(self._on_datagram)
         self.recorder = VoiceRecorder(hooks.publish, hooks.t_ms_at)
+        self.speakers = SpeakerHub(self.udp.send, lambda: self.gateway.allocate_ssrc())
         self._gateway: VoiceGateway | None = None
         self.muted_frames = 0
         self.bad_packets = 0
@@ -115,7 +123,9 @@ class SandboxVoice:
         await self._gateway.start()
 
     async def stop(self) -> None:
-        """Close the voice websockets, the UDP endpoint and open spurts (published); safe to call twice."""
+        """Stop members' speeches (their threads), close the voice websockets, the UDP endpoint and open spurts
+        (published); safe to call twice."""
+        await self.speakers.stop()
         if self._gateway is not None:
             await self._gateway.stop()
         await self.udp.close()
@@ -172,6 +182,7 @@ class SandboxVoice:
             await self._hooks.dispatch("VOICE_SERVER_UPDATE", server)
             # Like Discord, the old voice connection ends with 4014; discord.py then reconnects with the new grant.
             self.gateway.revoke(old_sessions, code=4014, reason="Disconnected: moved to another channel.")
+        await self._update_speakers()  # e.g. self_deaf changed
 
     async def _bot_leaves(self, *, external: bool = False) -> None:
         previous = self.states.pop(guild.BOT_USER_ID, None)
@@ -226,12 +237,14 @@ class SandboxVoice:
         if previous is not None:
             await self._tell_channel(previous.channel, 13, {"user_id": str(member.id)})
         await self._tell_channel(channel, 11, {"user_ids": [str(member.id)]})
+        await self._update_speakers()
 
     async def leave(self, member: SimUser) -> None:
         """Take ``member`` out of voice; no-op when not in voice."""
         previous = self.states.pop(member.id, None)
         if previous is None:
             return
+        self.speakers.retire(member.id)
         await self._hooks.dispatch("VOICE_STATE_UPDATE", guild.voice_state_payload(member, None, previous.session_id))
         self._publish_state(member, None)
         await self._tell_channel(previous.channel, 13, {"user_id": str(member.id)})
@@ -258,6 +271,7 @@ class SandboxVoice:
         others = [str(r.user.id) for r in self.states.values() if r.channel == channel and r.user != session.grant.user]
         if others:
             await self.gateway.send(session, 11, {"user_ids": others})
+        await self._update_speakers()  # members speaking right now are announced to the new session
 
     def _on_speaking(self, session: VoiceSession, flags: int) -> None:
         stream = self.recorder.existing(session.ssrc)
@@ -266,11 +280,14 @@ class SandboxVoice:
 
     def _on_session_ended(self, session: VoiceSession) -> None:
         self.recorder.end_stream(session.ssrc)
+        self.speakers.session_ended(session.ssrc)
 
     # ------------------------------------------------------------ UDP
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int], arrival: float) -> None:
         """An RTP packet (on the loop): decrypt with its session's key, check SPEAK, record the Opus frame."""
+        if len(data) == UDP_KEEPALIVE_BYTES:
+            return
         ssrc = rtp_ssrc(data)
         session = self.gateway.sessions.get(ssrc) if ssrc is not None and self._gateway else None
         if session is None or session.secret_key is None or addr != session.client_addr:
@@ -301,3 +318,73 @@ class SandboxVoice:
     def _channel_name(self, user_id: int) -> str | None:
         channel = self.channel_of(user_id)
         return channel.name if channel else None
+
+    # ------------------------------------------------------------ members speaking to the bot
+
+    def check_can_speak(self, member: SimUser) -> SimChannel:
+        """The voice channel where ``member`` can speak to the bot now. Raises VoiceRefused when the member is not
+        in voice, lacks SPEAK there, is already speaking, or the bot has no ready voice connection there."""
+        channel = self.channel_of(member.id)
+        if channel is None:
+            raise VoiceRefused(f"{member.name} is not in a voice channel; join one first")
+        if not guild.channel_permissions_of(member, channel) & guild.SPEAK:
+            raise VoiceRefused(f"{member.name} lacks the Speak permission in {channel.name}")
+        if self.speakers.speaking(member.id):
+            raise VoiceRefused(f"{member.name} is already speaking")
+        if self.channel_of(guild.BOT_USER_ID) != channel:
+            raise VoiceRefused(f"{guild.BOT_NAME} is not in {channel.name}, so nobody would hear {member.name}")
+        if self._bot_session() is None:
+            raise VoiceRefused(f"{guild.BOT_NAME}'s voice connection in {channel.name} is not ready yet")
+        return channel
+
+    async def speak(self, member: SimUser, plan: SpeechPlan) -> tuple[SpeechResult, SimChannel]:
+        """``member`` speaks ``plan`` into their voice channel; returns once the last frame is sent (or the sandbox
+        stopped), with what was sent and the channel. Raises VoiceRefused as ``check_can_speak`` does."""
+        self.check_can_speak(member)
+        stream = self.speakers.stream(member.id)
+        await self._retarget(stream)
+        channel = self.check_can_speak(member)  # again: voice may have changed while SPEAKING was sent
+        start_at = asyncio.get_running_loop().time() + SPEAKING_LEAD_S
+        return await self.speakers.speak(stream, plan, start_at), channel
+
+    def _bot_session(self) -> VoiceSession | None:
+        """The bot's newest voice session that has its key and UDP address, if any."""
+        ready = [s for s in self.gateway.sessions_of(guild.BOT_USER_ID) if s.ready and s.client_addr]
+        return max(ready, key=lambda s: s.ssrc, default=None)
+
+    def _target_of(self, member_id: int) -> tuple[VoiceSession, SendTarget] | None:
+        """Where the member's audio goes now: the bot's session when both are in the same channel, the member may
+        speak and the bot is not self-deafened; else None."""
+        channel = self.channel_of(member_id)
+        bot = self.states.get(guild.BOT_USER_ID)
+        user = guild.user_by_id(member_id)
+        if channel is None or user is None or bot is None or bot.channel != channel or bot.self_deaf:
+            return None
+        if not guild.channel_permissions_of(user, channel) & guild.SPEAK:
+            return None
+        session = self._bot_session()
+        if session is None or session.secret_key is None or session.client_addr is None:
+            return None
+        return session, SendTarget(session.ssrc, session.client_addr, session.secret_key)
+
+    async def _retarget(self, stream: MemberStream) -> None:
+        """Point ``stream`` at its current target, after telling that session the SSRC (SPEAKING) if it is new.
+        The target is worked out again after each send: voice may have changed meanwhile."""
+        while True:
+            found = self._target_of(stream.member_id)
+            if found is None:
+                stream.target = None
+                return
+            session, target = found
+            if (session.ssrc, stream.ssrc) in self.speakers.announced:
+                stream.target = target
+                return
+            self.speakers.announced.add((session.ssrc, stream.ssrc))
+            speaking = {"user_id": str(stream.member_id), "ssrc": stream.ssrc, "speaking": 1}
+            await self.gateway.send(session, 5, speaking)
+
+    async def _update_speakers(self) -> None:
+        """Voice states or sessions changed: re-point the streams of members speaking now."""
+        for member_id, stream in list(self.speakers.streams.items()):
+            if self.speakers.speaking(member_id):
+                await self._retarget(stream)
