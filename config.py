@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     PRE_ROLL_MS: int = Field(200, ge=0, le=2000, description="Milliseconds of audio kept before the first voiced packet of an utterance.")
     MIN_UTTERANCE_S: float = Field(0.4, ge=0, le=10, description="Shorter utterances (coughs, clicks) are dropped.")
     MAX_UTTERANCE_S: float = Field(15.0, ge=1, le=120, description="Longer utterances are cut and transcribed in pieces of this length.")
+    VOICE_WAKE_WORDS: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated names the bot answers to in voice (e.g. assistant); empty: it answers everything it hears.")
+    BARGE_IN: str = Field("stop", pattern=r"^(stop|off)$", description="stop: a member talking over the bot for 300 ms stops its answer; off: the bot finishes.")
     STT_QUEUE_MAX: int = Field(4, ge=1, le=100, description="Utterances waiting for transcription per guild; more are dropped and reported.")
 
     # Lifecycle
@@ -94,6 +96,13 @@ class Settings(BaseSettings):
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("VOICE_WAKE_WORDS", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("OLLAMA_HOST")

@@ -28,11 +28,12 @@ from services.conversations import ConversationStore
 from services.guild_settings import GuildSettingsStore
 from services.index import DocumentIndex
 from services.llm import LLMClient
+from services.stt import create_transcriber
 from services.tts import create_synthesizer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS = ("cogs.chat", "cogs.documents", "cogs.voice")
+DEFAULT_EXTENSIONS = ("cogs.chat", "cogs.documents", "cogs.voice", "cogs.listen")
 T = TypeVar("T")
 
 
@@ -64,6 +65,7 @@ class AssistantBot(commands.Bot):
         self.index = DocumentIndex.from_settings(settings, self.llm)
         self.guild_settings = GuildSettingsStore(settings.db_path)
         self.synthesizer = create_synthesizer(settings)
+        self.transcriber = create_transcriber(settings)
         self.sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
         self.voice_sessions = VoiceSessions()
         self.tasks = TaskRegistry()
@@ -132,7 +134,8 @@ class AssistantBot(commands.Bot):
                 log.warning("leaving voice in guild %s failed: %s", session.guild_id, exc)
         await self.tasks.shutdown(timeout_s=deadline * 0.5)
         for name, closer in (("conversations", self.conversations.close), ("guild settings", self.guild_settings.close),
-                             ("index", self.index.close), ("llm", self.llm.close)):
+                             ("index", self.index.close), ("llm", self.llm.close),
+                             ("transcriber", lambda: asyncio.to_thread(self.transcriber.close))):
             try:
                 await asyncio.wait_for(closer(), timeout=deadline * 0.1)
             except (TimeoutError, OSError, RuntimeError) as exc:

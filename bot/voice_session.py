@@ -17,13 +17,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import discord
+from discord.ext import voice_recv
 
 from bot.tasks import TaskRegistry
 from bot.voice_playback import StreamingPCMSource
 from services.errors import InvalidInput, ServiceError
+from services.listener import Listener
 from services.tts import Synthesizer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Listening:
+    """What runs while the bot listens in a guild: the receive-side listener and the task answering turns."""
+
+    listener: Listener
+    worker: asyncio.Task[None]
+    text_channel_id: int
 
 
 @dataclass
@@ -42,6 +53,7 @@ class SpeechRequest:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     cut: bool = False
     position: int = 0
+    error: str | None = None  # why synthesis (or the answer stream) failed, for the member
 
 
 class VoiceSession:
@@ -60,6 +72,8 @@ class VoiceSession:
         self.current: SpeechRequest | None = None
         self.last_activity = time.monotonic()
         self._player = tasks.start(self._run_player(), name=f"voice-player:{self.guild_id}")
+        # Listening (cogs/listen.py): the receive side and its turn worker, stopped by close().
+        self.listening: Listening | None = None
 
     @property
     def channel(self) -> discord.abc.Connectable | None:
@@ -105,8 +119,21 @@ class VoiceSession:
             self.voice_client.stop()
         return dropped
 
+    async def stop_listening(self) -> bool:
+        """Stop listening (receive, pending transcriptions and turns); False when not listening."""
+        listening, self.listening = self.listening, None
+        if listening is None:
+            return False
+        if isinstance(self.voice_client, voice_recv.VoiceRecvClient) and self.voice_client.is_listening():
+            self.voice_client.stop_listening()
+        await listening.listener.stop()
+        listening.worker.cancel()
+        await asyncio.gather(listening.worker, return_exceptions=True)
+        return True
+
     async def close(self) -> None:
         """Stop everything and disconnect (safe when already disconnected)."""
+        await self.stop_listening()
         self.stop()
         self._player.cancel()
         await asyncio.gather(self._player, return_exceptions=True)
@@ -172,7 +199,8 @@ class VoiceSession:
                         source.feed(audio.pcm)
                         first_audio.set()
         except ServiceError as exc:
-            log.warning("guild %s: speech synthesis failed: %s", self.guild_id, exc.user_message)
+            request.error = exc.user_message
+            log.warning("guild %s: speech failed: %s", self.guild_id, exc.user_message)
         finally:
             source.finish()
             first_audio.set()

@@ -15,7 +15,7 @@ from typing import Literal
 
 import discord
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, voice_recv
 
 from bot.checks import admin_only, ensure_length, member_cooldown, set_max_length
 from bot.client import AssistantBot
@@ -115,6 +115,16 @@ class Voice(commands.Cog):
             ephemeral=True,
         )
 
+    @voice.command(name="ignoreme", description="Choose whether the assistant listens to you in voice.")
+    @app_commands.describe(mode="on: never transcribe me; off: listen to me again")
+    @member_cooldown("VOICE_COOLDOWN_S")
+    async def ignoreme(self, interaction: discord.Interaction, mode: Literal["on", "off"]) -> None:
+        await self.bot.guild_settings.set_opted_out(interaction.guild_id or 0, interaction.user.id, mode == "on")
+        await interaction.response.send_message(
+            "I will not listen to you in voice." if mode == "on" else "I will listen to you again in voice.",
+            ephemeral=True,
+        )
+
     # -- joining and leaving ----------------------------------------------------------------------------
 
     def _caller_channel(self, interaction: discord.Interaction) -> discord.VoiceChannel | discord.StageChannel:
@@ -152,7 +162,8 @@ class Voice(commands.Cog):
                 # discovery reply of the new one, so a move within 30 s of connecting could hang.
                 self.sessions.pop(guild.id)
                 await session.close()
-            voice_client = await channel.connect(timeout=CONNECT_TIMEOUT_S, self_deaf=True)
+            # Not deafened, and able to receive: /listen can start at any time without reconnecting.
+            voice_client = await channel.connect(timeout=CONNECT_TIMEOUT_S, cls=voice_recv.VoiceRecvClient)
             session = VoiceSession(
                 voice_client, synthesizer=self.bot.synthesizer, tasks=self.bot.tasks,
                 queue_max=self.settings.VOICE_QUEUE_MAX, text_channel_id=interaction.channel_id,

@@ -11,6 +11,11 @@ CREATE TABLE IF NOT EXISTS guild_settings (
     guild_id INTEGER PRIMARY KEY,
     autospeak INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS voice_opt_outs (
+    guild_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    PRIMARY KEY (guild_id, user_id)
+);
 """
 
 
@@ -21,6 +26,7 @@ class GuildSettingsStore:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._autospeak: dict[int, bool] = {}
+        self._opt_outs: dict[int, frozenset[int]] = {}
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,3 +57,26 @@ class GuildSettingsStore:
         )
         await self._db.commit()
         self._autospeak[guild_id] = enabled
+
+    async def opted_out(self, guild_id: int) -> frozenset[int]:
+        """Members of ``guild_id`` who asked not to be transcribed (/voice ignoreme)."""
+        if guild_id not in self._opt_outs:
+            assert self._db is not None, "GuildSettingsStore is not open"
+            async with self._db.execute("SELECT user_id FROM voice_opt_outs WHERE guild_id = ?", (guild_id,)) as cur:
+                self._opt_outs[guild_id] = frozenset(row[0] for row in await cur.fetchall())
+        return self._opt_outs[guild_id]
+
+    def is_opted_out(self, guild_id: int, user_id: int) -> bool:
+        """Thread-safe, non-blocking check (the voice receive thread calls it); call ``opted_out`` once first."""
+        return user_id in self._opt_outs.get(guild_id, frozenset())
+
+    async def set_opted_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
+        assert self._db is not None, "GuildSettingsStore is not open"
+        if opted_out:
+            await self._db.execute("INSERT OR IGNORE INTO voice_opt_outs VALUES (?, ?)", (guild_id, user_id))
+        else:
+            await self._db.execute("DELETE FROM voice_opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+        await self._db.commit()
+        current = await self.opted_out(guild_id)
+        # Replaced, never mutated: the receive thread may be reading the old set.
+        self._opt_outs[guild_id] = current | {user_id} if opted_out else current - {user_id}

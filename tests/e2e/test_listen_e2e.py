@@ -1,0 +1,110 @@
+"""Listening through the sandbox: a member speaks into the channel; the bot transcribes, answers and speaks.
+
+The speech engine here is pocketsphinx (no Whisper model can be downloaded offline); member speech is
+synthesized with espeak-ng and sent by the sandbox as Discord would relay it (Opus, encrypted, paced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from services.tts import EspeakSynthesizer
+from tests.e2e.conftest import ephemeral_replies
+
+QUESTION = "what is the weather like today"
+
+
+async def listening(make_harness, **overrides):
+    harness = await make_harness(STT_ENGINE="pocketsphinx", TTS_ENGINE="espeak", **overrides)
+    harness.ollama.responder = lambda body: "It is sunny. Take a hat."
+    for member in ("alice", "bob"):
+        await harness.sandbox.join_voice(member, "Lounge")
+    await harness.answer("alice", "join")
+    interaction_id, _ = await harness.answer("alice", "listen")
+    notice = harness.bot_messages(interaction_id)[-1]
+    assert notice["content"].startswith("🎙️ Listening in") and not notice["ephemeral"]
+    return harness
+
+
+async def speech_pcm(text: str) -> bytes:
+    return (await EspeakSynthesizer("en-us").synthesize(text)).pcm
+
+
+def posted(harness, prefix: str) -> list[str]:
+    return [m["content"] for m in harness.bot_messages() if m["content"].startswith(prefix)]
+
+
+async def wait_until(predicate, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_member_speech_is_transcribed_answered_and_spoken(make_harness):
+    harness = await listening(make_harness)
+    await harness.sandbox.speak("bob", await speech_pcm(QUESTION))
+    await wait_until(lambda: posted(harness, "🔊"))
+    [transcript] = posted(harness, "🎙️ **Bob**:")
+    assert "weather" in transcript
+    assert posted(harness, "🔊") == ["🔊 It is sunny. Take a hat."]
+    await wait_until(lambda: harness.sandbox.voice_spurts("Assistant"))
+    assert harness.sandbox.voice_spurts("Assistant")[0]["seconds"] > 1.0
+    # the question reached the model in the voice channel's conversation
+    assert "weather" in harness.ollama.chat_requests[-1]["messages"][-1]["content"]
+
+
+async def test_noise_gives_no_transcript_and_no_reply(make_harness):
+    harness = await listening(make_harness)
+    rng = np.random.default_rng(3)
+    noise = (rng.normal(0, 0.3, 48_000 * 2 * 2).clip(-1, 1) * 32767).astype("<i2").tobytes()  # 2 s stereo
+    await harness.sandbox.speak("bob", noise)
+    await asyncio.sleep(3)
+    assert posted(harness, "🎙️ **") == [] and posted(harness, "🔊") == []
+    assert harness.ollama.chat_requests == []
+
+
+async def test_ignoreme_is_honoured(make_harness):
+    harness = await listening(make_harness)
+    _, events = await harness.answer("bob", "voice ignoreme", {"mode": "on"})
+    assert ephemeral_replies(events) == ["I will not listen to you in voice."]
+    await harness.sandbox.speak("bob", await speech_pcm(QUESTION))
+    await asyncio.sleep(3)
+    assert posted(harness, "🎙️ **Bob**") == []
+    await harness.sandbox.speak("alice", await speech_pcm(QUESTION))
+    await wait_until(lambda: posted(harness, "🎙️ **Alice**"))
+
+
+async def test_stop_listening(make_harness):
+    harness = await listening(make_harness)
+    interaction_id, _ = await harness.answer("alice", "listen", {"stop": True})
+    assert harness.bot_messages(interaction_id)[-1]["content"] == "Stopped listening."
+    await harness.sandbox.speak("bob", await speech_pcm(QUESTION))
+    await asyncio.sleep(3)
+    assert posted(harness, "🎙️ **Bob**") == []
+
+
+async def test_two_members_at_once_give_two_transcripts_and_two_turns(make_harness):
+    harness = await listening(make_harness)
+    await asyncio.gather(harness.sandbox.speak("bob", await speech_pcm(QUESTION)),
+                         harness.sandbox.speak("alice", await speech_pcm("rear right")))
+    await wait_until(lambda: len(posted(harness, "🔊")) == 2, timeout=30)
+    assert len(posted(harness, "🎙️ **Bob**")) == 1 and len(posted(harness, "🎙️ **Alice**")) == 1
+    assert len(harness.ollama.chat_requests) == 2
+
+
+async def test_talking_over_the_bot_stops_its_answer(make_harness):
+    harness = await listening(make_harness)
+    harness.ollama.responder = lambda body: " ".join(f"This is sentence {n} of a long answer." for n in range(40))
+    await harness.sandbox.speak("bob", await speech_pcm(QUESTION))
+    await wait_until(lambda: harness.sandbox.voice_totals("Assistant")["seconds"] > 1.0)  # the answer is playing
+    speech = await harness.sandbox.speak("alice", await speech_pcm("rear right"))
+    await wait_until(lambda: posted(harness, "🔊"))
+    answer = posted(harness, "🔊")[0]
+    assert answer.endswith("[interrupted]")
+    [spurt] = harness.sandbox.voice_spurts("Assistant")[:1]
+    # playback stopped soon after alice started (her speech is about 1 s; barge-in needs 300 ms of it)
+    assert spurt["end_t_ms"] <= speech["t_ms"] + 500, (spurt, speech)
