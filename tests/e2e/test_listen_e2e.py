@@ -7,8 +7,10 @@ synthesized with espeak-ng and sent by the sandbox as Discord would relay it (Op
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from services.tts import EspeakSynthesizer
 from tests.e2e.conftest import ephemeral_replies
@@ -108,3 +110,36 @@ async def test_talking_over_the_bot_stops_its_answer(make_harness):
     [spurt] = harness.sandbox.voice_spurts("Assistant")[:1]
     # playback stopped soon after alice started (her speech is about 1 s; barge-in needs 300 ms of it)
     assert spurt["end_t_ms"] <= speech["t_ms"] + 500, (spurt, speech)
+
+
+async def test_corrupted_frames_are_skipped_and_counted_and_listening_continues(make_harness):
+    harness = await listening(make_harness)
+    harness.sandbox.corrupt_next_frames("bob", 3)
+    await harness.sandbox.speak("bob", await speech_pcm(QUESTION))
+    await wait_until(lambda: posted(harness, "🔊"))
+    assert "weather" in posted(harness, "🎙️ **Bob**:")[0]
+    session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
+    assert session.listening.listener.stats.corrupted == 3
+
+
+ALSA = Path(__file__).resolve().parents[3] / "shared" / "speech" / "alsa"
+
+
+@pytest.mark.skipif(not ALSA.is_dir(), reason="../shared/speech/alsa is not present")
+async def test_recorded_speech_names_the_channel_and_noise_gives_nothing(make_harness):
+    """Real recordings (ALSA channel tests), Opus round trip included, with the engine available here."""
+    harness = await listening(make_harness)
+    harness.ollama.responder = lambda body: "Noted."
+    named = 0
+    for wav in sorted(ALSA.glob("*.wav")):
+        before = len(posted(harness, "🎙️ **Bob**"))
+        await harness.sandbox.speak("bob", wav)
+        await asyncio.sleep(2.5)  # endpoint (600 ms) + transcription
+        new = posted(harness, "🎙️ **Bob**")[before:]
+        if wav.stem == "Noise":
+            assert new == [], new
+            continue
+        words = wav.stem.lower().split("_")  # e.g. front, left
+        named += bool(new) and any(word in new[0].lower() for word in words if word != "front")
+    print(f"ALSA recordings naming their channel: {named}/8")
+    assert named >= 5
