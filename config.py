@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     MAX_UTTERANCE_S: float = Field(15.0, ge=1, le=120, description="Longer utterances are cut and transcribed in pieces of this length.")
     VOICE_WAKE_WORDS: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated names the bot answers to in voice (e.g. assistant); empty: it answers everything it hears.")
     BARGE_IN: str = Field("stop", pattern=r"^(stop|off)$", description="stop: a member talking over the bot for 300 ms stops its answer; off: the bot finishes.")
+    VOICE_STREAM_ANSWERS: bool = Field(True, description="Speak each sentence of a voice answer as soon as the LLM completes it; false waits for the whole answer.")
     STT_QUEUE_MAX: int = Field(4, ge=1, le=100, description="Utterances waiting for transcription per guild; more are dropped and reported.")
 
     # Lifecycle

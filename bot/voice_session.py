@@ -54,6 +54,8 @@ class SpeechRequest:
     cut: bool = False
     position: int = 0
     error: str | None = None  # why synthesis (or the answer stream) failed, for the member
+    first_audio_at: float | None = None  # time.monotonic() when the first sentence's audio was ready
+    playing_at: float | None = None  # time.monotonic() when playback started
 
 
 class VoiceSession:
@@ -72,8 +74,10 @@ class VoiceSession:
         self.current: SpeechRequest | None = None
         self.last_activity = time.monotonic()
         self._player = tasks.start(self._run_player(), name=f"voice-player:{self.guild_id}")
-        # Listening (cogs/listen.py): the receive side and its turn worker, stopped by close().
+        # Listening (cogs/listen.py): the receive side and its turn worker, stopped by close(); and the
+        # timings of the last spoken turn (a cogs.listen.TurnReport), for the log and the benchmark.
         self.listening: Listening | None = None
+        self.last_turn: object | None = None
 
     @property
     def channel(self) -> discord.abc.Connectable | None:
@@ -176,6 +180,7 @@ class VoiceSession:
             await first_audio.wait()
             if source.empty_and_finished():
                 return
+            request.playing_at = time.monotonic()
             self.voice_client.play(source, after=after)
             await finished.wait()
         except discord.ClientException as exc:  # disconnected between the check and play()
@@ -197,6 +202,8 @@ class VoiceSession:
                     async for sentence in request.sentences:
                         audio = await self.synthesizer.synthesize(sentence)
                         source.feed(audio.pcm)
+                        if request.first_audio_at is None:
+                            request.first_audio_at = time.monotonic()
                         first_audio.set()
         except ServiceError as exc:
             request.error = exc.user_message

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import discord
 from discord import app_commands
@@ -18,7 +21,7 @@ from discord.ext import commands
 from bot.checks import member_cooldown
 from bot.client import AssistantBot
 from bot.formatting import split_message
-from bot.voice_session import Listening, VoiceSession
+from bot.voice_session import Listening, SpeechRequest, VoiceSession
 from services.audio import to_mono_16k
 from services.conversations import build_context
 from services.errors import InvalidInput, ServiceError
@@ -26,6 +29,43 @@ from services.listener import Listener, Utterance
 from services.voice_turns import VOICE_STYLE, SpokenTurn, addressed
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TurnReport:
+    """Where the time went between the end of a member's speech and the first answer audio, in ms.
+
+    endpoint: waiting for ENDPOINT_SILENCE_MS of no packets (plus any wait behind an earlier turn);
+    stt: transcription; llm_first_sentence: from the request to the LLM to its first complete sentence;
+    tts_first_sentence: synthesizing that sentence; to_playback: from the end of speech to the start of
+    playback (the sum of the above and the bot's own overhead).
+    """
+
+    endpoint_ms: float
+    stt_ms: float
+    llm_first_sentence_ms: float | None
+    tts_first_sentence_ms: float | None
+    to_playback_ms: float | None
+
+    @classmethod
+    def of(cls, utterance: Utterance, received_at: float, stt_s: float, turn: SpokenTurn,
+           request: SpeechRequest) -> TurnReport:
+        def ms(start: float | None, end: float | None) -> float | None:
+            return None if start is None or end is None else round((end - start) * 1000, 1)
+
+        timings = turn.timings
+        return cls(
+            endpoint_ms=round((received_at - utterance.ended_at) * 1000, 1),
+            stt_ms=round(stt_s * 1000, 1),
+            llm_first_sentence_ms=ms(timings.started, timings.first_sentence),
+            tts_first_sentence_ms=ms(timings.first_sentence, request.first_audio_at),
+            to_playback_ms=ms(utterance.ended_at, request.playing_at),
+        )
+
+
+async def _replay(sentences: list[str]) -> AsyncIterator[str]:
+    for sentence in sentences:
+        yield sentence
 
 
 class Listen(commands.Cog):
@@ -96,6 +136,7 @@ class Listen(commands.Cog):
                 await self._post(text_channel_id, f"⚠️ {message}")
 
     async def _turn(self, session: VoiceSession, utterance: Utterance, text_channel_id: int) -> None:
+        received_at = time.monotonic()  # the end of speech was detected (ENDPOINT_SILENCE_MS after it)
         name = await self._member_name(session.guild_id, utterance.user_id)
         transcript = await self.bot.transcriber.transcribe(to_mono_16k(utterance.pcm))
         if not transcript.text:
@@ -109,8 +150,13 @@ class Listen(commands.Cog):
         messages = build_context(f"{self.settings.SYSTEM_PROMPT}\n\n{VOICE_STYLE}", history, request_text,
                                  self.settings.HISTORY_TOKEN_BUDGET)
         turn = SpokenTurn(self.bot.llm.chat_stream(messages))
-        request = session.enqueue(request_text, utterance.user_id, sentences=turn.sentences())
+        sentences = turn.sentences()
+        if not self.settings.VOICE_STREAM_ANSWERS:
+            sentences = _replay([sentence async for sentence in sentences])  # the whole answer first
+        request = session.enqueue(request_text, utterance.user_id, sentences=sentences)
         await request.done.wait()
+        session.last_turn = TurnReport.of(utterance, received_at, transcript.transcribe_s, turn, request)
+        log.info("guild %s: voice turn %s", session.guild_id, session.last_turn)
         if request.error and not turn.answer:
             await self._post(text_channel_id, f"⚠️ {request.error}")
             return

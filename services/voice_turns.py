@@ -59,9 +59,9 @@ async def sentences_of(deltas: AsyncIterator[str]) -> AsyncIterator[str]:
 
 @dataclass
 class TurnTimings:
-    """Monotonic times (time.perf_counter) of a turn's stages; None until reached."""
+    """Monotonic times (time.monotonic, the clock of Utterance times) of a turn's stages; None until reached."""
 
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     first_sentence: float | None = None
     finished: float | None = None
@@ -79,7 +79,7 @@ class SpokenTurn:
     async def _tracked(self) -> AsyncIterator[str]:
         async for delta in self._deltas:
             if self.timings.first_token is None:
-                self.timings.first_token = time.perf_counter()
+                self.timings.first_token = time.monotonic()
             self.answer += delta
             yield delta
 
@@ -87,7 +87,7 @@ class SpokenTurn:
         """The answer's sentences as they complete. Raises what the LLM stream raises (BackendUnavailable...)."""
         async for sentence in sentences_of(self._tracked()):
             if self.timings.first_sentence is None:
-                self.timings.first_sentence = time.perf_counter()
+                self.timings.first_sentence = time.monotonic()
             yield sentence
         self.completed = True
-        self.timings.finished = time.perf_counter()
+        self.timings.finished = time.monotonic()
