@@ -21,6 +21,7 @@ from discord.ext import voice_recv
 
 from bot.tasks import TaskRegistry
 from bot.voice_playback import StreamingPCMSource
+from services.conversations import HistoryMessage
 from services.errors import InvalidInput, ServiceError
 from services.listener import Listener
 from services.tts import Synthesizer
@@ -62,7 +63,7 @@ class VoiceSession:
     """The bot's presence in one guild's voice channel (see module docstring). Use from the event loop."""
 
     def __init__(self, voice_client: discord.VoiceClient, *, synthesizer: Synthesizer, tasks: TaskRegistry,
-                 queue_max: int, text_channel_id: int | None = None) -> None:
+                 queue_max: int, text_channel_id: int | None = None, voice_history_max: int = 40) -> None:
         self.voice_client = voice_client
         self.guild_id = voice_client.guild.id
         self.synthesizer = synthesizer
@@ -78,6 +79,8 @@ class VoiceSession:
         # timings of the last spoken turn (a cogs.listen.TurnReport), for the log and the benchmark.
         self.listening: Listening | None = None
         self.last_turn: object | None = None
+        # The voice conversation when STORE_VOICE_TRANSCRIPTS is off: in memory, bounded, gone on leave.
+        self.voice_history: deque[HistoryMessage] = deque(maxlen=voice_history_max)
 
     @property
     def channel(self) -> discord.abc.Connectable | None:

@@ -23,7 +23,7 @@ from bot.client import AssistantBot
 from bot.formatting import split_message
 from bot.voice_session import Listening, SpeechRequest, VoiceSession
 from services.audio import to_mono_16k
-from services.conversations import build_context
+from services.conversations import HistoryMessage, build_context
 from services.errors import InvalidInput, ServiceError
 from services.listener import Listener, Utterance
 from services.voice_turns import VOICE_STYLE, SpokenTurn, addressed
@@ -146,7 +146,8 @@ class Listen(commands.Cog):
         if not request_text:
             return
         voice_channel_id = session.channel.id if session.channel else 0
-        history = await self.bot.conversations.history(voice_channel_id)
+        store = self.settings.STORE_VOICE_TRANSCRIPTS
+        history = await self.bot.conversations.history(voice_channel_id) if store else list(session.voice_history)
         messages = build_context(f"{self.settings.SYSTEM_PROMPT}\n\n{VOICE_STYLE}", history, request_text,
                                  self.settings.HISTORY_TOKEN_BUDGET)
         turn = SpokenTurn(self.bot.llm.chat_stream(messages))
@@ -164,8 +165,12 @@ class Listen(commands.Cog):
             # Cut by barge-in or /stop: remember that the member did not hear it all.
             interrupted = request.cut or not turn.completed
             answer = f"{turn.answer} [interrupted]" if interrupted else turn.answer
-            await self.bot.conversations.add_turn(voice_channel_id, session.guild_id, utterance.user_id,
-                                                  request_text, answer)
+            if store:
+                await self.bot.conversations.add_turn(voice_channel_id, session.guild_id, utterance.user_id,
+                                                      request_text, answer)
+            else:
+                session.voice_history.extend([HistoryMessage("user", request_text, utterance.user_id),
+                                              HistoryMessage("assistant", answer)])
             await self._post(text_channel_id, f"🔊 {answer}")
 
     async def _member_name(self, guild_id: int, user_id: int) -> str:
@@ -181,7 +186,9 @@ class Listen(commands.Cog):
         return member.display_name
 
     async def _post(self, channel_id: int, text: str) -> None:
-        channel = self.bot.get_channel(channel_id)
+        if not self.settings.VOICE_POST_TRANSCRIPTS:
+            return
+        channel = self.bot.get_channel(self.settings.VOICE_TRANSCRIPT_CHANNEL_ID or channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             return
         for part in split_message(text):

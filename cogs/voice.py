@@ -167,6 +167,7 @@ class Voice(commands.Cog):
             session = VoiceSession(
                 voice_client, synthesizer=self.bot.synthesizer, tasks=self.bot.tasks,
                 queue_max=self.settings.VOICE_QUEUE_MAX, text_channel_id=interaction.channel_id,
+                voice_history_max=self.settings.HISTORY_MAX_MESSAGES,
             )
             self.sessions.set(session)
             return session

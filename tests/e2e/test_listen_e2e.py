@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.sandbox.guild import LOUNGE_CHANNEL_ID
 from services.tts import EspeakSynthesizer
 from tests.e2e.conftest import ephemeral_replies
 
@@ -57,6 +58,18 @@ async def test_member_speech_is_transcribed_answered_and_spoken(make_harness):
     assert harness.sandbox.voice_spurts("Assistant")[0]["seconds"] > 1.0
     # the question reached the model in the voice channel's conversation
     assert "weather" in harness.ollama.chat_requests[-1]["messages"][-1]["content"]
+    # transcripts are not stored unless STORE_VOICE_TRANSCRIPTS is on: the conversation lives in memory only
+    assert await harness.bot.conversations.history(LOUNGE_CHANNEL_ID) == []
+    session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
+    assert [m.role for m in session.voice_history] == ["user", "assistant"]
+
+
+async def test_voice_transcripts_are_stored_when_configured(make_harness):
+    harness = await listening(make_harness, STORE_VOICE_TRANSCRIPTS=True)
+    await harness.sandbox.speak("bob", await speech_pcm(QUESTION))
+    await wait_until(lambda: posted(harness, "🔊"))
+    stored = await harness.bot.conversations.history(LOUNGE_CHANNEL_ID)
+    assert [m.role for m in stored] == ["user", "assistant"] and stored[1].content == "It is sunny. Take a hat."
 
 
 async def test_noise_gives_no_transcript_and_no_reply(make_harness):
