@@ -12,6 +12,7 @@ from config import Settings
 from services.documents import SUPPORTED_SUFFIXES
 from services.errors import ServiceError
 from services.llm import LLMClient
+from services.stt import FasterWhisperTranscriber, SpeechRecognitionError
 from services.tts import EspeakSynthesizer, PiperSynthesizer, SpeechSynthesisError
 
 
@@ -94,6 +95,20 @@ def check_tts(settings: Settings) -> Check:
     return Check("Speech (TTS)", True, f"espeak-ng voice `{settings.ESPEAK_VOICE}` loads")
 
 
+def check_stt(settings: Settings) -> Check:
+    """Load the configured speech recognizer (Whisper may try to download its model) and say which will listen."""
+    if settings.STT_ENGINE == "whisper":
+        whisper = FasterWhisperTranscriber(settings.WHISPER_MODEL, settings.MODELS_DIR, settings.WHISPER_COMPUTE_TYPE)
+        try:
+            whisper.load()
+            return Check("Speech recognition (STT)", True, f"Whisper model `{settings.WHISPER_MODEL}` loads")
+        except SpeechRecognitionError as exc:
+            return Check("Speech recognition (STT)", False, f"listening with pocketsphinx for now. {exc.user_message}")
+        finally:
+            whisper.close()
+    return Check("Speech recognition (STT)", True, "pocketsphinx (bundled English model)")
+
+
 async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     """Print one line per part; returns 0 when every part is OK, 1 otherwise."""
     token = Check(
@@ -107,6 +122,7 @@ async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     checks.append(await asyncio.to_thread(check_documents, settings))
     checks.append(check_opus())
     checks.append(await asyncio.to_thread(check_tts, settings))
+    checks.append(await asyncio.to_thread(check_stt, settings))
     for check in checks:
         print(f"{'OK  ' if check.ok else 'FIX '} {check.part}: {check.detail}", file=out)
     return 0 if all(check.ok for check in checks) else 1
