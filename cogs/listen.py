@@ -125,7 +125,9 @@ class Listen(commands.Cog):
 
     async def _answer_turns(self, session: VoiceSession, queue: asyncio.Queue[Utterance],
                             text_channel_id: int) -> None:
-        """One turn at a time, in the order utterances ended."""
+        """One turn at a time, in the order utterances ended; overload (utterances dropped because the queue
+        of STT_QUEUE_MAX was full) is reported in the channel."""
+        reported_drops = 0
         while True:
             utterance = await queue.get()
             try:
@@ -134,6 +136,12 @@ class Listen(commands.Cog):
                 message = exc.user_message if isinstance(exc, ServiceError) else str(exc)
                 log.warning("guild %s: voice turn failed: %s", session.guild_id, message)
                 await self._post(text_channel_id, f"⚠️ {message}")
+            listening = session.listening
+            dropped = listening.listener.stats.delivery_dropped if listening else reported_drops
+            if dropped > reported_drops:
+                await self._post(text_channel_id, f"⚠️ I could not keep up: {dropped - reported_drops} "
+                                 "utterance(s) were not transcribed. Please speak one at a time.")
+                reported_drops = dropped
 
     async def _turn(self, session: VoiceSession, utterance: Utterance, text_channel_id: int) -> None:
         received_at = time.monotonic()  # the end of speech was detected (ENDPOINT_SILENCE_MS after it)
