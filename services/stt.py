@@ -22,9 +22,8 @@ import multiprocessing
 import os
 import re
 import signal
-import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,6 +35,7 @@ import numpy as np
 
 from services.audio import STT_SAMPLE_RATE
 from services.errors import ServiceError
+from services.lazy_model import LazyModel
 
 if TYPE_CHECKING:
     from config import Settings
@@ -87,42 +87,14 @@ class Transcript:
         return self.transcribe_s / self.audio_s if self.audio_s > 0 else 0.0
 
 
-class Transcriber(ABC):
+class Transcriber(LazyModel):
     """A speech-to-text engine. ``load`` and ``transcribe_raw`` block; ``transcribe`` does not.
 
     Subclasses implement ``_load`` (run once, under a lock) and ``_recognize``, and ``close`` when they hold more
     than memory.
     """
 
-    name: str
-    """Engine and model, for logs and messages, e.g. "whisper:base.en"."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._load_lock = threading.Lock()
-        self._loaded = False
-
-    @property
-    def loaded(self) -> bool:
-        """Whether ``load`` has completed."""
-        return self._loaded
-
-    def load(self) -> None:
-        """Load the engine and its model (blocking: call it from a thread). Idempotent and thread-safe.
-
-        Raises SpeechRecognitionError (SpeechModelMissing for an absent Whisper model); a failed load is retried on
-        the next call.
-        """
-        if self._loaded:
-            return
-        with self._load_lock:
-            if self._loaded:
-                return
-            log.info("Loading speech recognition model %s...", self.name)
-            started = time.perf_counter()
-            self._load()
-            self._loaded = True
-            log.info("Speech recognition model %s loaded in %.2f s", self.name, time.perf_counter() - started)
+    kind = "speech recognition model"
 
     def transcribe_raw(self, samples: np.ndarray) -> str:
         """Transcribe ``samples`` (blocking; loads the model first if needed).
@@ -161,10 +133,6 @@ class Transcriber(ABC):
         """Release the model (and any worker process); a later call loads it again. Blocking, idempotent."""
         with self._load_lock:
             self._loaded = False
-
-    @abstractmethod
-    def _load(self) -> None:
-        """Load the engine (called once, under the load lock)."""
 
     @abstractmethod
     def _recognize(self, samples: np.ndarray) -> tuple[str, str | None]:

@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ import numpy as np
 
 from services.audio import pcm_duration_s, to_discord_pcm
 from services.errors import ServiceError
+from services.lazy_model import LazyModel
 from services.speech_text import prepare_for_speech, split_sentences
 
 if TYPE_CHECKING:
@@ -76,46 +77,18 @@ class SpeechAudio:
         return pcm_duration_s(self.pcm)
 
 
-class Synthesizer(ABC):
+class Synthesizer(LazyModel):
     """A text-to-speech engine. ``load`` and ``synthesize_raw`` block; ``synthesize`` and ``stream`` do not.
 
     Subclasses implement ``_load`` (run once, under a lock), ``_synthesize_raw`` and ``sample_rate``.
     """
 
-    name: str
-    """Engine and voice, for logs and messages, e.g. "piper:en_US-lessac-medium"."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._load_lock = threading.Lock()
-        self._loaded = False
+    kind = "speech voice"
 
     @property
     @abstractmethod
     def sample_rate(self) -> int:
         """Native rate of ``synthesize_raw``'s samples, in Hz. Raises RuntimeError before ``load``."""
-
-    @property
-    def loaded(self) -> bool:
-        """Whether ``load`` has completed."""
-        return self._loaded
-
-    def load(self) -> None:
-        """Load the engine and voice (blocking: call it from a thread). Idempotent and thread-safe.
-
-        Raises SpeechSynthesisError (VoiceModelMissing for an absent Piper voice); a failed load is retried on the
-        next call.
-        """
-        if self._loaded:
-            return
-        with self._load_lock:
-            if self._loaded:
-                return
-            log.info("Loading speech voice %s...", self.name)
-            started = time.perf_counter()
-            self._load()
-            self._loaded = True
-            log.info("Speech voice %s loaded in %.2f s", self.name, time.perf_counter() - started)
 
     def synthesize_raw(self, text: str) -> tuple[np.ndarray, int]:
         """Synthesise ``text`` as given (blocking; loads the voice first if needed).
@@ -164,10 +137,6 @@ class Synthesizer(ABC):
         samples, rate = self.synthesize_raw(text)
         pcm = to_discord_pcm(samples, rate)
         return SpeechAudio(pcm, text, time.perf_counter() - started)
-
-    @abstractmethod
-    def _load(self) -> None:
-        """Load the engine (called once, under the load lock)."""
 
     @abstractmethod
     def _synthesize_raw(self, text: str) -> np.ndarray:
