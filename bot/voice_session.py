@@ -123,7 +123,11 @@ class VoiceSession:
             if self.current.source is not None:
                 self.current.source.cancel()
         if self.voice_client.is_playing():
-            self.voice_client.stop()
+            # voice-recv's stop() also stops listening: a barge-in must cut the answer, not deafen the bot.
+            if isinstance(self.voice_client, voice_recv.VoiceRecvClient):
+                self.voice_client.stop_playing()
+            else:
+                self.voice_client.stop()
         return dropped
 
     async def stop_listening(self) -> bool:

@@ -123,6 +123,8 @@ async def test_talking_over_the_bot_stops_its_answer(make_harness):
     [spurt] = harness.sandbox.voice_spurts("Assistant")[:1]
     # playback stopped soon after alice started (her speech is about 1 s; barge-in needs 300 ms of it)
     assert spurt["end_t_ms"] <= speech["t_ms"] + 500, (spurt, speech)
+    # and the bot still listens: alice's words become the next turn
+    await wait_until(lambda: posted(harness, "🎙️ **Alice**"))
 
 
 async def test_corrupted_frames_are_skipped_and_counted_and_listening_continues(make_harness):
@@ -147,12 +149,16 @@ async def test_recorded_speech_names_the_channel_and_noise_gives_nothing(make_ha
     for wav in sorted(ALSA.glob("*.wav")):
         before = len(posted(harness, "🎙️ **Bob**"))
         await harness.sandbox.speak("bob", wav)
-        await asyncio.sleep(2.5)  # endpoint (600 ms) + transcription
-        new = posted(harness, "🎙️ **Bob**")[before:]
         if wav.stem == "Noise":
-            assert new == [], new
+            await asyncio.sleep(4)  # endpoint (600 ms) + transcription, with room to spare
+            assert posted(harness, "🎙️ **Bob**")[before:] == []
             continue
-        words = wav.stem.lower().split("_")  # e.g. front, left
-        named += bool(new) and any(word in new[0].lower() for word in words if word != "front")
+        try:  # one transcript per file; wait for it before the next file so none is attributed to the wrong one
+            await wait_until(lambda before=before: len(posted(harness, "🎙️ **Bob**")) > before, timeout=15)
+        except AssertionError:
+            continue
+        transcript = posted(harness, "🎙️ **Bob**")[before].lower()
+        words = wav.stem.lower().split("_")  # e.g. rear, left: the side word names the channel
+        named += any(word in transcript for word in words if word != "front")
     print(f"ALSA recordings naming their channel: {named}/8")
     assert named >= 5
