@@ -198,17 +198,17 @@ def test_broken_model_file(tiny_whisper: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "words_per_minute", "expected"),
     [
-        ("rear right", 150, "right"),
-        ("what is the weather like today", 120, "weather"),
+        ("rear right", 150, {"right"}),
+        ("what is the weather like today", 120, {"weather", "whether"}),  # homophones: both heard the word
     ],
 )
 async def test_pocketsphinx_on_synthesized_speech(
-    pocketsphinx: PocketsphinxTranscriber, text: str, words_per_minute: int, expected: str
+    pocketsphinx: PocketsphinxTranscriber, text: str, words_per_minute: int, expected: set[str]
 ) -> None:
     # espeak-ng's formant voice is hard for PocketSphinx's acoustic model (trained on human speech): it gets some
     # words of a phrase, not all ("front left" comes back as "you"), so the test asks for one word it does get.
     transcript = await pocketsphinx.transcribe(speak(text, words_per_minute))
-    assert expected in transcript.text.split()
+    assert expected & set(transcript.text.split()), transcript.text
     assert transcript.language == "en" and transcript.engine == "pocketsphinx:en-us"
 
 
