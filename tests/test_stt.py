@@ -248,13 +248,6 @@ def test_pocketsphinx_on_alsa_recordings(pocketsphinx: PocketsphinxTranscriber) 
     assert pocketsphinx.transcribe_raw(read_alsa(ALSA_DIR / "Noise.wav")) == ""
 
 
-def test_pocketsphinx_transcripts_do_not_depend_on_earlier_utterances(pocketsphinx: PocketsphinxTranscriber) -> None:
-    phrase = speak("rear right", 150)
-    first = pocketsphinx.transcribe_raw(phrase)
-    pocketsphinx.transcribe_raw(speak("play some music please and turn it up"))
-    assert pocketsphinx.transcribe_raw(phrase) == first
-
-
 async def test_pocketsphinx_restarts_after_its_process_dies() -> None:
     transcriber = PocketsphinxTranscriber()
     try:
