@@ -8,7 +8,7 @@ never trusting the command's default permissions alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import discord
 from discord import app_commands
@@ -16,6 +16,8 @@ from discord.ext import commands
 
 if TYPE_CHECKING:
     from bot.client import AssistantBot
+
+T = TypeVar("T")
 
 
 class InputTooLong(app_commands.AppCommandError):
@@ -51,8 +53,13 @@ def is_admin(member: discord.abc.User, permissions: discord.Permissions, admin_r
     return any(role.id in admin_role_ids for role in roles)
 
 
-def admin_only() -> Callable:
-    """App command check: refuse members who are not admins (see ``is_admin``)."""
+def admin_only() -> Callable[[T], T]:
+    """Make an app command admins-only: hidden by default (Manage Server) and refused at run time (``is_admin``).
+
+    Discord's default permissions only hide the command in its client and a server can override them, so the
+    run-time check is what enforces it. List it last (nearest the function) so it runs before the cooldowns: a
+    refused member uses up no cooldown.
+    """
 
     async def predicate(interaction: discord.Interaction) -> bool:
         bot: AssistantBot = interaction.client  # type: ignore[assignment]
@@ -62,7 +69,10 @@ def admin_only() -> Callable:
             raise NotAdmin("admin only")
         return True
 
-    return app_commands.check(predicate)
+    def decorator(command: T) -> T:
+        return app_commands.default_permissions(manage_guild=True)(app_commands.check(predicate)(command))
+
+    return decorator
 
 
 def member_cooldown(setting: str) -> Callable:
@@ -92,4 +102,6 @@ def message_cooldown(per_s: float) -> commands.CooldownMapping:
 
 def set_max_length(command: app_commands.Command, parameter: str, limit: int) -> None:
     """Advertise ``limit`` as the option's max_length to Discord's client (Discord accepts at most 6000)."""
+    # DEP-WARN(discord.py 2.7.1): ``Command._params`` is private; if it changes this raises at cog load
+    # (AttributeError/KeyError), and the cog fails to load rather than advertising a wrong limit.
     command._params[parameter].max_length = min(limit, 6000)

@@ -20,9 +20,10 @@ import aiohttp
 import discord
 from discord.ext import commands
 
-from bot.state import ChatSessions, VoiceSessions
+from bot.state import ChatSessions
 from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
+from bot.voice_manager import VoiceManager
 from config import Settings
 from services.conversations import ConversationStore
 from services.guild_settings import GuildSettingsStore
@@ -66,8 +67,8 @@ class AssistantBot(commands.Bot):
         self.guild_settings = GuildSettingsStore(settings.db_path)
         self.synthesizer = create_synthesizer(settings)
         self.transcriber = create_transcriber(settings)
-        self.sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
-        self.voice_sessions = VoiceSessions()
+        self.chat_sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
+        self.voice_sessions = VoiceManager(self)
         self.tasks = TaskRegistry()
         self.shutting_down = False
         self.failed_extensions: dict[str, str] = {}
@@ -127,11 +128,7 @@ class AssistantBot(commands.Bot):
         self.shutting_down = True
         deadline = self.settings.SHUTDOWN_TIMEOUT_S
         log.info("shutting down: waiting up to %.1f s for running work", deadline)
-        for session in self.voice_sessions.all():
-            try:
-                await asyncio.wait_for(session.close(), timeout=deadline * 0.1)
-            except (TimeoutError, discord.DiscordException) as exc:
-                log.warning("leaving voice in guild %s failed: %s", session.guild_id, exc)
+        await self.voice_sessions.close(timeout_s=deadline * 0.1)
         await self.tasks.shutdown(timeout_s=deadline * 0.5)
         for name, closer in (("conversations", self.conversations.close), ("guild settings", self.guild_settings.close),
                              ("index", self.index.close), ("llm", self.llm.close),

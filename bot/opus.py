@@ -5,8 +5,9 @@ The system library is preferred (``ctypes.util.find_library("opus")``, e.g. from
 without it, the copy bundled in PyAV's wheel (``av.libs/libopus-*.so.*``, ``av/.dylibs/libopus*.dylib`` or
 ``av.libs/*opus*.dll``) is used, so a plain ``pip install`` is enough.
 
-This module is the one place in ``services`` that touches discord: the library has to be loaded *into*
-``discord.opus`` (its module-level handle), and that import happens inside ``load_opus`` only.
+The library has to be loaded *into* ``discord.opus`` (its module-level handle), which is why this module lives in
+``bot/``. It is a leaf (it imports only ``services.errors``, and discord inside ``load_opus``), so the sandbox uses it
+too.
 """
 
 from __future__ import annotations

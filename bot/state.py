@@ -1,4 +1,4 @@
-"""Shared, lock-protected, bounded state of the bot.
+"""Shared, lock-protected, bounded state of the bot: the chat sessions (voice sessions: ``bot/voice_manager.py``).
 
 Chat sessions live here, one per channel or thread, behind one ``asyncio.Lock``. The map is bounded both
 ways: idle sessions expire after ``ttl_s`` and, past ``max_sessions``, the least recently used one is
@@ -15,10 +15,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bot.voice_session import VoiceSession
 
 
 @dataclass
@@ -96,31 +92,3 @@ class ChatSessions:
                 break
             if not session.busy:
                 del self._sessions[channel_id]
-
-
-class VoiceSessions:
-    """Guild id -> VoiceSession, plus one lock per guild serialising join/leave/move of that guild.
-
-    Bounded by the number of guilds the bot is in: an entry exists only while the bot is in a voice
-    channel there, and is removed when it leaves or is disconnected.
-    """
-
-    def __init__(self) -> None:
-        self._sessions: dict[int, VoiceSession] = {}
-        self._guild_locks: dict[int, asyncio.Lock] = {}
-
-    def guild_lock(self, guild_id: int) -> asyncio.Lock:
-        """The lock to hold while connecting, moving or leaving in ``guild_id``."""
-        return self._guild_locks.setdefault(guild_id, asyncio.Lock())
-
-    def get(self, guild_id: int) -> VoiceSession | None:
-        return self._sessions.get(guild_id)
-
-    def set(self, session: VoiceSession) -> None:
-        self._sessions[session.guild_id] = session
-
-    def pop(self, guild_id: int) -> VoiceSession | None:
-        return self._sessions.pop(guild_id, None)
-
-    def all(self) -> list[VoiceSession]:
-        return list(self._sessions.values())

@@ -28,6 +28,8 @@ EMPTY_ANSWER = "*(The model returned an empty answer; try rephrasing.)*"
 
 
 class EditableMessage(Protocol):
+    """A message the stream can edit (a discord.Message, InteractionMessage or WebhookMessage)."""
+
     async def edit(self, *, content: str) -> object: ...
 
 
@@ -51,7 +53,6 @@ class StreamedReply:
         self._shown: list[str] = []
         self._last_update = float("-inf")
         self.text = ""
-        self.first_visible_at: float | None = None  # time.perf_counter() of the first token shown
 
     async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
         """Append every delta of ``deltas``, updating the messages as allowed; returns the full text."""
@@ -102,10 +103,7 @@ class StreamedReply:
             if number < len(self._shown) and self._shown[number] == content:
                 continue
             if number == 0 and not self._messages:
-                message = await self._send_first(content)
-                self._messages.append(message)
-                if self.first_visible_at is None:
-                    self.first_visible_at = time.perf_counter()
+                self._messages.append(await self._send_first(content))
             elif number == 0 and self._messages[0] is None:
                 await self._send_first(content)
             elif number < len(self._messages):
@@ -117,6 +115,26 @@ class StreamedReply:
             else:
                 self._shown.append(content)
 
-    @property
-    def message_count(self) -> int:
-        return len(self._messages)
+
+def interaction_reply(interaction: discord.Interaction, interval_s: float) -> StreamedReply:
+    """A StreamedReply that fills the deferred response, then continues in followups."""
+
+    async def first(content: str) -> discord.InteractionMessage:
+        return await interaction.edit_original_response(content=content)
+
+    async def more(content: str) -> discord.WebhookMessage:
+        return await interaction.followup.send(content, wait=True)
+
+    return StreamedReply(first, more, interval_s=interval_s)
+
+
+def message_reply(message: discord.Message, interval_s: float) -> StreamedReply:
+    """A StreamedReply that answers ``message`` with a reply, then continues in the channel."""
+
+    async def first(content: str) -> discord.Message:
+        return await message.reply(content, mention_author=False)
+
+    async def more(content: str) -> discord.Message:
+        return await message.channel.send(content)
+
+    return StreamedReply(first, more, interval_s=interval_s)

@@ -21,21 +21,23 @@ from discord.ext import voice_recv
 
 from bot.tasks import TaskRegistry
 from bot.voice_playback import StreamingPCMSource
+from bot.voice_receive import VoiceReceiver
 from services.conversations import HistoryMessage
+from services.endpointing import Endpointer
 from services.errors import InvalidInput, ServiceError
-from services.listener import Listener
 from services.tts import Synthesizer
+from services.voice_turns import TurnReport
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Listening:
-    """What runs while the bot listens in a guild: the receive-side listener and the task answering turns."""
+    """What runs while the bot listens in a guild: the receive path, its endpointer and the task answering turns."""
 
-    listener: Listener
+    receiver: VoiceReceiver
+    endpointer: Endpointer
     worker: asyncio.Task[None]
-    text_channel_id: int
 
 
 @dataclass
@@ -63,11 +65,10 @@ class VoiceSession:
     """The bot's presence in one guild's voice channel (see module docstring). Use from the event loop."""
 
     def __init__(self, voice_client: discord.VoiceClient, *, synthesizer: Synthesizer, tasks: TaskRegistry,
-                 queue_max: int, text_channel_id: int | None = None, voice_history_max: int = 40) -> None:
+                 queue_max: int, voice_history_max: int = 40) -> None:
         self.voice_client = voice_client
         self.guild_id = voice_client.guild.id
         self.synthesizer = synthesizer
-        self.text_channel_id = text_channel_id
         self._tasks = tasks
         self._queue: deque[SpeechRequest] = deque()
         self._queue_max = queue_max
@@ -75,10 +76,10 @@ class VoiceSession:
         self.current: SpeechRequest | None = None
         self.last_activity = time.monotonic()
         self._player = tasks.start(self._run_player(), name=f"voice-player:{self.guild_id}")
-        # Listening (cogs/listen.py): the receive side and its turn worker, stopped by close(); and the
-        # timings of the last spoken turn (a cogs.listen.TurnReport), for the log and the benchmark.
+        # Listening (bot/listening.py): the receive side and its turn worker, stopped by close(); and the
+        # timings of the last spoken turn, for the log and the benchmark.
         self.listening: Listening | None = None
-        self.last_turn: object | None = None
+        self.last_turn: TurnReport | None = None
         # The voice conversation when STORE_VOICE_TRANSCRIPTS is off: in memory, bounded, gone on leave.
         self.voice_history: deque[HistoryMessage] = deque(maxlen=voice_history_max)
 
@@ -137,7 +138,7 @@ class VoiceSession:
             return False
         if isinstance(self.voice_client, voice_recv.VoiceRecvClient) and self.voice_client.is_listening():
             self.voice_client.stop_listening()
-        await listening.listener.stop()
+        await listening.endpointer.stop()
         listening.worker.cancel()
         await asyncio.gather(listening.worker, return_exceptions=True)
         return True

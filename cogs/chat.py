@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 import discord
 from discord import app_commands
@@ -16,38 +15,14 @@ from discord.ext import commands
 
 from bot.checks import InputTooLong, ensure_length, member_cooldown, message_cooldown, set_max_length
 from bot.client import AssistantBot
-from bot.streaming import StreamedReply
+from bot.members import without_mention_of
+from bot.streaming import StreamedReply, interaction_reply, message_reply
 from bot.tree import error_message
 from services.conversations import build_context
 from services.errors import ServiceError
-from services.grounding import grounded_messages, select_passages, sources_block
+from services.grounding import ground
 
 log = logging.getLogger(__name__)
-
-
-
-def interaction_reply(interaction: discord.Interaction, interval_s: float) -> StreamedReply:
-    """A StreamedReply that fills the deferred response, then continues in followups."""
-
-    async def first(content: str) -> discord.InteractionMessage:
-        return await interaction.edit_original_response(content=content)
-
-    async def more(content: str) -> discord.WebhookMessage:
-        return await interaction.followup.send(content, wait=True)
-
-    return StreamedReply(first, more, interval_s=interval_s)
-
-
-def message_reply(message: discord.Message, interval_s: float) -> StreamedReply:
-    """A StreamedReply that answers ``message`` with a reply, then continues in the channel."""
-
-    async def first(content: str) -> discord.Message:
-        return await message.reply(content, mention_author=False)
-
-    async def more(content: str) -> discord.Message:
-        return await message.channel.send(content)
-
-    return StreamedReply(first, more, interval_s=interval_s)
 
 
 class Chat(commands.Cog):
@@ -101,9 +76,9 @@ class Chat(commands.Cog):
         # Deferred: the turn lock waits for an answer still streaming in this channel, which may take > 3 s.
         await interaction.response.defer(ephemeral=True, thinking=True)
         channel_id = interaction.channel_id or 0
-        async with self.bot.sessions.turn(channel_id, interaction.guild_id):
+        async with self.bot.chat_sessions.turn(channel_id, interaction.guild_id):
             deleted = await self.bot.conversations.clear(channel_id)
-        await self.bot.sessions.forget(channel_id)
+        await self.bot.chat_sessions.forget(channel_id)
         await interaction.edit_original_response(content=f"Conversation cleared ({deleted} messages forgotten).")
 
     # -- mentions and replies ---------------------------------------------------------------------------
@@ -114,7 +89,7 @@ class Chat(commands.Cog):
             return
         if not await self._addresses_bot(message):
             return
-        text = re.sub(rf"<@!?{self.bot.user.id}>", "", message.content).strip()
+        text = without_mention_of(self.bot.user.id, message.content)
         if not text:
             await message.reply("Ask me something after the mention, e.g. `@me what can you do?`", mention_author=False)
             return
@@ -158,7 +133,7 @@ class Chat(commands.Cog):
     async def converse(self, channel_id: int, guild_id: int | None, author_id: int, text: str,
                        reply: StreamedReply) -> None:
         """Answer ``text`` in the channel's conversation, streaming into ``reply``; store the turn."""
-        async with self.bot.sessions.turn(channel_id, guild_id):
+        async with self.bot.chat_sessions.turn(channel_id, guild_id):
             history = await self.bot.conversations.history(channel_id)
             messages = build_context(self.settings.SYSTEM_PROMPT, history, text, self.settings.HISTORY_TOKEN_BUDGET)
             try:
@@ -175,10 +150,9 @@ class Chat(commands.Cog):
 
     async def answer_once(self, guild_id: int | None, question: str, reply: StreamedReply) -> str | None:
         """Answer ``question`` without conversation, grounded in the guild's documents when relevant."""
-        hits = await self.bot.index.search(guild_id, question, k=self.settings.RETRIEVAL_TOP_K)
-        passages = select_passages(hits, self.settings.RETRIEVAL_MIN_SCORE, self.settings.RETRIEVAL_TOP_K)
-        messages = grounded_messages(self.settings.SYSTEM_PROMPT, question, passages)
-        return await reply.stream(self.bot.llm.chat_stream(messages), suffix=sources_block(passages))
+        prompt = await ground(self.bot.index, guild_id, question, system_prompt=self.settings.SYSTEM_PROMPT,
+                              top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
+        return await reply.stream(self.bot.llm.chat_stream(prompt.messages), suffix=prompt.sources)
 
 
 async def setup(bot: AssistantBot) -> None:

@@ -15,13 +15,12 @@ from discord.ext import commands
 
 from bot.checks import admin_only, ensure_length, guild_cooldown, member_cooldown, set_max_length
 from bot.client import AssistantBot
-from cogs.chat import interaction_reply
+from bot.streaming import interaction_reply
 from services.documents import SUPPORTED_SUFFIXES
 from services.errors import InvalidInput
-from services.grounding import grounded_messages, select_passages, sources_block
+from services.grounding import ground
 from services.index import GLOBAL_SCOPE, ReloadProgress, ReloadReport
 
-EMBED_FIELD_VALUE_MAX = 1024
 EMBED_DESCRIPTION_MAX = 4096
 NOTHING_FOUND = "I found nothing about that in this server's documents."
 
@@ -65,15 +64,14 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     async def docs_ask(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, 6000]) -> None:
         text = ensure_length(question, self.settings.ASK_MAX_CHARS, "Your question")
         await interaction.response.defer(thinking=True)
-        hits = await self.bot.index.search(interaction.guild_id, text, k=self.settings.RETRIEVAL_TOP_K)
-        passages = select_passages(hits, self.settings.RETRIEVAL_MIN_SCORE, self.settings.RETRIEVAL_TOP_K)
-        if not passages:
+        prompt = await ground(self.bot.index, interaction.guild_id, text, system_prompt=self.settings.SYSTEM_PROMPT,
+                              top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
+        if not prompt.passages:
             await interaction.edit_original_response(content=NOTHING_FOUND)
             return
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
-        messages = grounded_messages(self.settings.SYSTEM_PROMPT, text, passages)
         await self.bot.run_tracked(
-            reply.stream(self.bot.llm.chat_stream(messages), suffix=sources_block(passages)),
+            reply.stream(self.bot.llm.chat_stream(prompt.messages), suffix=prompt.sources),
             name=f"docs-ask:{interaction.id}",
         )
 
@@ -121,7 +119,6 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
 
     @app_commands.command(name="add", description="Add a document (Markdown, text or PDF) and index it (admins).")
     @app_commands.describe(file="The document to add")
-    @app_commands.default_permissions(manage_guild=True)
     @guild_cooldown("ADMIN_COOLDOWN_S")
     @admin_only()  # listed last so it runs first: a refused member uses up no cooldown
     async def docs_add(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
@@ -144,7 +141,6 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
 
     @app_commands.command(name="remove", description="Remove a document of this server from the index (admins).")
     @app_commands.describe(name="The document's file name, as shown by /docs list")
-    @app_commands.default_permissions(manage_guild=True)
     @guild_cooldown("ADMIN_COOLDOWN_S")
     @admin_only()  # listed last so it runs first: a refused member uses up no cooldown
     async def docs_remove(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 200]) -> None:
@@ -158,7 +154,6 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
         name="reload", description="Re-index the documents; only changed files are embedded (admins)."
     )
     @app_commands.describe(full="Rebuild everything from scratch (needed after changing the embedding model)")
-    @app_commands.default_permissions(manage_guild=True)
     @guild_cooldown("ADMIN_COOLDOWN_S")
     @admin_only()  # listed last so it runs first: a refused member uses up no cooldown
     async def docs_reload(self, interaction: discord.Interaction, full: bool = False) -> None:

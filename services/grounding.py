@@ -1,12 +1,13 @@
 """Grounding an answer in retrieved passages: the prompt, and the list of sources shown to members.
 
 The sources are listed by the bot from what was retrieved, not left to the model, so a cited file is
-always a file that was really used.
+always a file that was really used. ``ground`` is the one way to prepare a grounded answer (``/ask``, ``/docs ask``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 GROUNDING_INSTRUCTIONS = (
@@ -21,6 +22,37 @@ class Passage(Protocol):
     source: str
     heading: str
     score: float
+
+
+class PassageSearch(Protocol):
+    """The document index's search (``services.index.DocumentIndex.search``)."""
+
+    async def search(self, guild_id: int | None, query: str, k: int = 5) -> Sequence[Passage]: ...
+
+
+@dataclass(frozen=True)
+class GroundedPrompt:
+    """What to send the LLM for a grounded answer and what to append to it.
+
+    passages: the excerpts used, best first (empty when none scored high enough); messages: the chat messages;
+    sources: the Markdown sources block to show after the answer ("" when no passage was used).
+    """
+
+    passages: list[Passage]
+    messages: list[dict[str, str]]
+    sources: str
+
+
+async def ground(index: PassageSearch, guild_id: int | None, question: str, *, system_prompt: str, top_k: int,
+                 min_score: float) -> GroundedPrompt:
+    """Search the guild's documents for ``question`` and build the grounded prompt from the best passages.
+
+    top_k: passages retrieved and used at most; min_score: fused score below which a passage is not used.
+    Raises what the index raises (BackendUnavailable when the embedding model cannot be reached...).
+    """
+    hits = await index.search(guild_id, question, k=top_k)
+    passages = select_passages(hits, min_score, top_k)
+    return GroundedPrompt(passages, grounded_messages(system_prompt, question, passages), sources_block(passages))
 
 
 def select_passages(hits: Sequence[Passage], min_score: float = 0.0, limit: int = 5) -> list[Passage]:

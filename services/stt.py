@@ -81,11 +81,6 @@ class Transcript:
     transcribe_s: float
     engine: str
 
-    @property
-    def real_time_factor(self) -> float:
-        """transcribe_s / audio_s (< 1: faster than real time); 0.0 for empty audio."""
-        return self.transcribe_s / self.audio_s if self.audio_s > 0 else 0.0
-
 
 class Transcriber(LazyModel):
     """A speech-to-text engine. ``load`` and ``transcribe_raw`` block; ``transcribe`` does not.

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,24 +99,24 @@ class Synthesizer(LazyModel):
         self.load()
         return self._synthesize_raw(text), self.sample_rate
 
-    async def synthesize(self, text: str, *, mentions: Mapping[int, str] | None = None) -> SpeechAudio:
+    async def synthesize(self, text: str) -> SpeechAudio:
         """Speak the whole of ``text`` (Markdown and mentions rewritten by ``prepare_for_speech``) in one piece.
 
         Loading, synthesis and resampling run in a worker thread. Returns an empty SpeechAudio (without loading
         anything) when nothing is left to say. Raises SpeechSynthesisError.
         """
-        prepared = prepare_for_speech(text, mentions=mentions)
+        prepared = prepare_for_speech(text)
         if not prepared:
             return SpeechAudio(b"", "", 0.0)
         return await asyncio.to_thread(self._speak, prepared)
 
-    async def stream(self, text: str, *, mentions: Mapping[int, str] | None = None) -> AsyncIterator[SpeechAudio]:
+    async def stream(self, text: str) -> AsyncIterator[SpeechAudio]:
         """Speak ``text`` sentence by sentence: one SpeechAudio per sentence of ``split_sentences``, in order.
 
         Playback can start after the first sentence; the next sentence is synthesised while the caller plays the
         current one. Closing the generator early drops the sentence being prepared. Raises SpeechSynthesisError.
         """
-        sentences = split_sentences(prepare_for_speech(text, mentions=mentions))
+        sentences = split_sentences(prepare_for_speech(text))
         if not sentences:
             return
         pending = asyncio.ensure_future(asyncio.to_thread(self._speak, sentences[0]))

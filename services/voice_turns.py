@@ -1,18 +1,31 @@
-"""A spoken turn: a member's transcript in, the LLM's streamed answer out, sentence by sentence.
+"""Spoken turns: a member's utterance in, the LLM's answer spoken back, sentence by sentence.
 
-The answer is split into sentences while it streams, so the first sentence can be synthesized and played
-while the model is still writing the rest. The turn records the whole answer (for the conversation
-history) and when each stage happened (for the voice-turn benchmark).
+``VoiceTurns.answer`` runs one turn: transcribe the utterance, post the transcript, check the wake word, build the
+context from the voice channel's history, stream the answer from the LLM, split it into sentences while it streams
+(so the first sentence is synthesized and played while the model still writes the rest), wait until it has played,
+remember the turn, and report where the time went (``TurnReport``). It knows nothing of Discord: the bot hands it a
+playback queue (``SpeechQueue``), a way to post to the text channel and a way to name a member.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
+from services.audio import to_mono_16k
+from services.conversations import ConversationStore, HistoryMessage, build_context
+from services.endpointing import Utterance
+from services.llm import LLMClient
 from services.speech_text import split_sentences
+from services.stt import Transcriber
+
+if TYPE_CHECKING:
+    from config import Settings
 
 VOICE_STYLE = (
     "You are speaking out loud in a voice channel: answer in a few short spoken sentences, with no Markdown, "
@@ -91,3 +104,123 @@ class SpokenTurn:
             yield sentence
         self.completed = True
         self.timings.finished = time.monotonic()
+
+
+class PlayedSpeech(Protocol):
+    """A request in the playback queue, as the turn sees it (``bot.voice_session.SpeechRequest``)."""
+
+    done: asyncio.Event  # set once it has played, was cut, or was dropped
+    cut: bool  # stopped by barge-in or /stop before the end
+    error: str | None  # why synthesis or the answer stream failed, for the member
+    first_audio_at: float | None  # time.monotonic() when the first sentence's audio was ready
+    playing_at: float | None  # time.monotonic() when playback started
+
+
+class SpeechQueue(Protocol):
+    """The guild's playback queue (``bot.voice_session.VoiceSession``)."""
+
+    def enqueue(self, text: str, member_id: int, sentences: AsyncIterator[str] | None = None) -> PlayedSpeech: ...
+
+
+@dataclass(frozen=True)
+class TurnReport:
+    """Where the time went between the end of a member's speech and the first answer audio, in ms.
+
+    endpoint: waiting for ENDPOINT_SILENCE_MS of no packets (plus any wait behind an earlier turn);
+    stt: transcription; llm_first_sentence: from the request to the LLM to its first complete sentence;
+    tts_first_sentence: synthesizing that sentence; to_playback: from the end of speech to the start of
+    playback (the sum of the above and the bot's own overhead).
+    """
+
+    endpoint_ms: float
+    stt_ms: float
+    llm_first_sentence_ms: float | None
+    tts_first_sentence_ms: float | None
+    to_playback_ms: float | None
+
+    @classmethod
+    def of(cls, utterance: Utterance, received_at: float, stt_s: float, turn: SpokenTurn,
+           request: PlayedSpeech) -> TurnReport:
+        def ms(start: float | None, end: float | None) -> float | None:
+            return None if start is None or end is None else round((end - start) * 1000, 1)
+
+        timings = turn.timings
+        return cls(
+            endpoint_ms=round((received_at - utterance.ended_at) * 1000, 1),
+            stt_ms=round(stt_s * 1000, 1),
+            llm_first_sentence_ms=ms(timings.started, timings.first_sentence),
+            tts_first_sentence_ms=ms(timings.first_sentence, request.first_audio_at),
+            to_playback_ms=ms(utterance.ended_at, request.playing_at),
+        )
+
+
+async def _replay(sentences: list[str]) -> AsyncIterator[str]:
+    for sentence in sentences:
+        yield sentence
+
+
+class VoiceTurns:
+    """Answers the utterances of one guild's voice channel, one call of ``answer`` per utterance.
+
+    speech: the guild's playback queue; history: the voice conversation kept in memory when
+    STORE_VOICE_TRANSCRIPTS is off (bounded; owned by the voice session so it outlives one /listen);
+    post: ``async (text) -> None`` shows a line in the text channel (transcripts, answers, errors);
+    member_name: ``async (user_id) -> str`` the member's display name.
+    """
+
+    def __init__(self, *, settings: Settings, transcriber: Transcriber, llm: LLMClient,
+                 conversations: ConversationStore, speech: SpeechQueue, history: deque[HistoryMessage],
+                 guild_id: int, voice_channel_id: int, post: Callable[[str], Awaitable[None]],
+                 member_name: Callable[[int], Awaitable[str]]) -> None:
+        self.settings = settings
+        self.transcriber = transcriber
+        self.llm = llm
+        self.conversations = conversations
+        self.speech = speech
+        self.history = history
+        self.guild_id = guild_id
+        self.voice_channel_id = voice_channel_id
+        self.post = post
+        self.member_name = member_name
+
+    async def answer(self, utterance: Utterance) -> TurnReport | None:
+        """Transcribe ``utterance``, answer it out loud and remember the turn; None when nothing was answered.
+
+        Returns once the answer has played (or was cut). Raises ServiceError subclasses (transcription failed,
+        LLM unreachable before its first sentence, playback queue full) for the caller to show.
+        """
+        received_at = time.monotonic()  # the end of speech was detected (ENDPOINT_SILENCE_MS after it)
+        name = await self.member_name(utterance.user_id)
+        transcript = await self.transcriber.transcribe(to_mono_16k(utterance.pcm))
+        if not transcript.text:
+            return None
+        await self.post(f"🎙️ **{name}**: {transcript.text}")
+        request_text = addressed(transcript.text, self.settings.VOICE_WAKE_WORDS)
+        if not request_text:
+            return None
+        store = self.settings.STORE_VOICE_TRANSCRIPTS
+        history = await self.conversations.history(self.voice_channel_id) if store else list(self.history)
+        messages = build_context(f"{self.settings.SYSTEM_PROMPT}\n\n{VOICE_STYLE}", history, request_text,
+                                 self.settings.HISTORY_TOKEN_BUDGET)
+        turn = SpokenTurn(self.llm.chat_stream(messages))
+        sentences = turn.sentences()
+        if not self.settings.VOICE_STREAM_ANSWERS:
+            sentences = _replay([sentence async for sentence in sentences])  # the whole answer first
+        request = self.speech.enqueue(request_text, utterance.user_id, sentences=sentences)
+        await request.done.wait()
+        report = TurnReport.of(utterance, received_at, transcript.transcribe_s, turn, request)
+        if request.error and not turn.answer:
+            await self.post(f"⚠️ {request.error}")
+            return report
+        if turn.answer.strip():
+            # Cut by barge-in or /stop: remember that the member did not hear it all.
+            interrupted = request.cut or not turn.completed
+            answer = f"{turn.answer} [interrupted]" if interrupted else turn.answer
+            if store:
+                await self.conversations.add_turn(self.voice_channel_id, self.guild_id, utterance.user_id,
+                                                  request_text, answer)
+            else:
+                self.history.extend([HistoryMessage("user", request_text, utterance.user_id),
+                                     HistoryMessage("assistant", answer)])
+            await self.post(f"🔊 {answer}")
+        return report

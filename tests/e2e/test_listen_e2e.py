@@ -139,7 +139,7 @@ async def test_corrupted_frames_are_skipped_and_counted_and_listening_continues(
     await wait_until(lambda: posted(harness, "🔊"))
     assert heard_question(posted(harness, "🎙️ **Bob**:")[0])
     session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
-    assert session.listening.listener.stats.corrupted == 3
+    assert session.listening.receiver.stats.corrupted == 3
 
 
 ALSA = Path(__file__).resolve().parents[3] / "shared" / "speech" / "alsa"

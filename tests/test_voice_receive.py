@@ -1,4 +1,4 @@
-"""Tests of the voice receive path (services/listener.py), without a network.
+"""Tests of the voice receive path (bot/voice_receive.py), without a network.
 
 Packets are voice_recv's own ``RTPPacket`` (parsed from a real RTP header) wrapped in its ``VoiceData``, as its
 packet router hands them to a sink, carrying real Opus frames from ``discord.opus.Encoder``. DAVE frames come from
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import threading
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -27,8 +26,8 @@ from discord.ext import voice_recv
 from discord.ext.voice_recv.rtp import RTPPacket
 
 from bot.opus import load_opus
-from config import Settings
-from services.listener import OPUS_SILENCE, Listener, Utterance
+from bot.voice_receive import OPUS_SILENCE, VoiceReceiver
+from services.endpointing import Endpointer, Utterance
 
 BOT_ID = 42
 ALICE = 1001
@@ -108,25 +107,27 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def make_listener(
-    queue: asyncio.Queue[Utterance] | None = None, *, vc: FakeVoiceClient | None = None, **kwargs: Any
-) -> tuple[Listener, asyncio.Queue[Utterance], Clock]:
-    queue = queue if queue is not None else asyncio.Queue()
+def make_receiver(
+    *, vc: FakeVoiceClient | None = None, is_ignored: Any = (), **kwargs: Any
+) -> tuple[VoiceReceiver, asyncio.Queue[Utterance], Clock]:
+    """A receiver feeding a real Endpointer (600 ms end of speech, 200 ms pre-roll) on a test clock."""
+    queue: asyncio.Queue[Utterance] = asyncio.Queue()
     clock = Clock()
     options: dict[str, Any] = {
         "endpoint_silence_ms": 600, "pre_roll_ms": 200, "min_utterance_s": 0.4, "max_utterance_s": 15.0,
-        "bot_user_id": BOT_ID, "clock": clock,
+        "clock": clock,
     }
     options.update(kwargs)
-    listener = Listener(loop=asyncio.get_running_loop(), on_utterance=queue, **options)
-    listener.sink._voice_client = vc or FakeVoiceClient()  # what voice_recv's AudioReader does on listen()
-    return listener, queue, clock
+    endpointer = Endpointer(loop=asyncio.get_running_loop(), on_utterance=queue, **options)
+    receiver = VoiceReceiver(endpointer, is_ignored=is_ignored, bot_user_id=BOT_ID)
+    receiver.sink._voice_client = vc or FakeVoiceClient()  # what voice_recv's AudioReader does on listen()
+    return receiver, queue, clock
 
 
-def feed(listener: Listener, clock: Clock, stream: Stream, frames: list[bytes], **kwargs: Any) -> None:
+def feed(receiver: VoiceReceiver, clock: Clock, stream: Stream, frames: list[bytes], **kwargs: Any) -> None:
     """Write ``frames`` to the sink at Discord's pace: one packet every 20 ms of the clock."""
     for frame in frames:
-        listener.sink.write(stream.member, stream.data(frame, **kwargs))
+        receiver.sink.write(stream.member, stream.data(frame, **kwargs))
         clock.t += FRAME_S
 
 
@@ -137,16 +138,16 @@ def drain(queue: asyncio.Queue[Utterance]) -> list[Utterance]:
     return items
 
 
-# -- endpointing ----------------------------------------------------------------------------------------------------
+# -- packets to utterances -------------------------------------------------------------------------------------
 
 
 async def test_utterance_emitted_after_the_silence_gap_with_its_duration() -> None:
-    listener, queue, clock = make_listener()
-    feed(listener, clock, Stream(1, member(ALICE)), opus_frames(50))
+    receiver, queue, clock = make_receiver()
+    feed(receiver, clock, Stream(1, member(ALICE)), opus_frames(50))
     last = clock.t - FRAME_S
 
-    assert listener.check_endpoints(last + 0.5) == 0  # 500 ms of silence: not yet
-    listener.check_endpoints(last + 0.6)
+    assert receiver.endpointer.check_endpoints(last + 0.5) == 0  # 500 ms of silence: not yet
+    receiver.endpointer.check_endpoints(last + 0.6)
     await settle()
 
     [utterance] = drain(queue)
@@ -156,77 +157,34 @@ async def test_utterance_emitted_after_the_silence_gap_with_its_duration() -> No
     assert utterance.started_at == pytest.approx(1000.0)
     assert utterance.ended_at == pytest.approx(1001.0)
     assert np.abs(np.frombuffer(utterance.pcm, "<i2")).max() > 3000  # the tone, not silence
-    assert listener.stats.utterances == 1 and listener.stats.passthrough == 50
+    assert receiver.endpointer.stats.utterances == 1 and receiver.stats.passthrough == 50
 
 
 async def test_silence_frames_end_speech_without_extending_it() -> None:
-    listener, queue, clock = make_listener()
+    receiver, queue, clock = make_receiver()
     stream = Stream(1, member(ALICE))
-    feed(listener, clock, stream, opus_frames(30))
+    feed(receiver, clock, stream, opus_frames(30))
     last_voice = clock.t - FRAME_S
-    feed(listener, clock, stream, [OPUS_SILENCE] * 5)  # what a client sends when its member stops talking
-    listener.check_endpoints(last_voice + 0.6)
+    feed(receiver, clock, stream, [OPUS_SILENCE] * 5)  # what a client sends when its member stops talking
+    receiver.endpointer.check_endpoints(last_voice + 0.6)
     await settle()
     [utterance] = drain(queue)
     assert utterance.duration_s == pytest.approx(0.6)
-    assert listener.stats.silence == 5
+    assert receiver.stats.silence == 5
 
 
-async def test_check_task_ends_utterances_of_packets_written_from_another_thread() -> None:
-    queue: asyncio.Queue[Utterance] = asyncio.Queue()
-    listener = Listener(
-        loop=asyncio.get_running_loop(), on_utterance=queue, endpoint_silence_ms=100, min_utterance_s=0.2,
-        bot_user_id=BOT_ID, check_interval_s=0.01,
-    )
-    listener.sink._voice_client = FakeVoiceClient()
-    listener.start()
-    stream, frames = Stream(1, member(ALICE)), opus_frames(30)
 
-    def router_thread() -> None:  # like voice_recv's packet router: write() off the event loop
-        for frame in frames:
-            listener.sink.write(stream.member, stream.data(frame))
-
-    thread = threading.Thread(target=router_thread)
-    thread.start()
-    await asyncio.to_thread(thread.join)
-    utterance = await asyncio.wait_for(queue.get(), timeout=5)
-    await listener.stop()
-    assert utterance.user_id == ALICE and utterance.duration_s == pytest.approx(0.6)
-
-
-async def test_short_utterance_is_dropped() -> None:
-    listener, queue, clock = make_listener()
-    feed(listener, clock, Stream(1, member(ALICE)), opus_frames(10))  # 200 ms < 400 ms
-    listener.check_endpoints(clock.t + 1)
-    await settle()
-    assert drain(queue) == []
-    assert listener.stats.dropped_short == 1
-
-
-async def test_long_utterance_is_cut_and_the_rest_continues() -> None:
-    listener, queue, clock = make_listener(max_utterance_s=1.0)
-    feed(listener, clock, Stream(1, member(ALICE)), opus_frames(60))  # 1.2 s without a pause
-    await settle()
-    [first] = drain(queue)  # emitted while the member is still talking
-    assert first.duration_s == pytest.approx(1.0)
-
-    listener.check_endpoints(clock.t + 1)
-    await settle()
-    [rest] = drain(queue)  # 200 ms: shorter than the minimum, but the tail of a long utterance is kept
-    assert rest.duration_s == pytest.approx(0.2)
-    assert rest.started_at == pytest.approx(first.ended_at)
-    assert listener.stats.cut_long == 1 and listener.stats.dropped_short == 0
 
 
 async def test_two_speakers_at_once_give_two_utterances() -> None:
-    listener, queue, clock = make_listener()
+    receiver, queue, clock = make_receiver()
     alice, bob = Stream(1, member(ALICE)), Stream(2, member(BOB))
     for a, b in zip(opus_frames(40, freq=300), opus_frames(25, freq=700) + [None] * 15, strict=True):
-        listener.sink.write(alice.member, alice.data(a))
+        receiver.sink.write(alice.member, alice.data(a))
         if b is not None:
-            listener.sink.write(bob.member, bob.data(b))
+            receiver.sink.write(bob.member, bob.data(b))
         clock.t += FRAME_S
-    listener.check_endpoints(clock.t + 1)
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     by_user = {u.user_id: u for u in drain(queue)}
     assert by_user[ALICE].duration_s == pytest.approx(0.8)
@@ -238,25 +196,25 @@ async def test_two_speakers_at_once_give_two_utterances() -> None:
 
 @pytest.mark.parametrize("is_ignored", [{BOB}, lambda user_id: user_id == BOB], ids=["set", "callable"])
 async def test_bot_itself_other_bots_and_ignored_members_produce_nothing(is_ignored: Any) -> None:
-    listener, queue, clock = make_listener(is_ignored=is_ignored)
+    receiver, queue, clock = make_receiver(is_ignored=is_ignored)
     frames = opus_frames(30)
     for stream in (Stream(1, member(BOT_ID, bot=True)), Stream(2, member(77, bot=True)), Stream(3, member(BOB))):
-        feed(listener, clock, stream, frames)
-    listener.check_endpoints(clock.t + 1)
+        feed(receiver, clock, stream, frames)
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     assert drain(queue) == []
-    stats = listener.stats
-    assert stats.ignored == 90 and stats.decoded == 0 and listener.active_speakers == []
+    stats = receiver.stats
+    assert stats.ignored == 90 and stats.decoded == 0 and receiver.endpointer.active_speakers == []
 
 
 async def test_packets_of_a_not_yet_mapped_ssrc_are_kept_until_the_member_is_known() -> None:
     vc = FakeVoiceClient()
-    listener, queue, clock = make_listener(vc=vc)
+    receiver, queue, clock = make_receiver(vc=vc)
     stream, frames = Stream(9, None), opus_frames(30)
-    feed(listener, clock, stream, frames[:5])  # before the SPEAKING op told voice_recv whose SSRC this is
+    feed(receiver, clock, stream, frames[:5])  # before the SPEAKING op told voice_recv whose SSRC this is
     vc._ssrc_to_id[9] = ALICE
-    feed(listener, clock, stream, frames[5:])
-    listener.check_endpoints(clock.t + 1)
+    feed(receiver, clock, stream, frames[5:])
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     [utterance] = drain(queue)
     assert utterance.user_id == ALICE
@@ -264,140 +222,69 @@ async def test_packets_of_a_not_yet_mapped_ssrc_are_kept_until_the_member_is_kno
 
 
 async def test_a_never_mapped_ssrc_is_dropped_and_counted() -> None:
-    listener, queue, clock = make_listener()
-    feed(listener, clock, Stream(9, None), opus_frames(20))  # e.g. a video SSRC
-    listener.check_endpoints(clock.t + 1)
+    receiver, queue, clock = make_receiver()
+    feed(receiver, clock, Stream(9, None), opus_frames(20))  # e.g. a video SSRC
+    receiver.expire_unmapped(clock.t + 1)
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     assert drain(queue) == []
-    assert listener.stats.unknown_ssrc == 20 and listener.stats.decoded == 0
+    assert receiver.stats.unknown_ssrc == 20 and receiver.stats.decoded == 0
 
 
 # -- robustness -----------------------------------------------------------------------------------------------------
 
 
 async def test_corrupted_frame_is_counted_and_skipped_while_listening_continues() -> None:
-    listener, queue, clock = make_listener()
+    receiver, queue, clock = make_receiver()
     frames = opus_frames(30)
     frames[10] = b"\xff\xff\xff\xff\xff"  # not Opus: libopus reports a corrupted stream
-    feed(listener, clock, Stream(1, member(ALICE)), frames)
-    listener.check_endpoints(clock.t + 1)
+    feed(receiver, clock, Stream(1, member(ALICE)), frames)
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     [utterance] = drain(queue)
     assert utterance.duration_s == pytest.approx(0.58)
-    assert listener.stats.corrupted == 1 and listener.stats.decoded == 29
+    assert receiver.stats.corrupted == 1 and receiver.stats.decoded == 29
 
 
 async def test_no_exception_leaves_the_sink() -> None:
     def broken(user_id: int) -> bool:
         raise RuntimeError("caller bug")
 
-    listener, queue, clock = make_listener(is_ignored=broken)
+    receiver, queue, clock = make_receiver(is_ignored=broken)
     stream = Stream(1, member(ALICE))
-    listener.sink.write(stream.member, stream.data(opus_frames(1)[0]))  # must not raise into voice_recv's thread
-    listener.sink.write(None, SimpleNamespace())  # not even for something that is not a VoiceData at all
-    assert listener.stats.errors == 2
+    receiver.sink.write(stream.member, stream.data(opus_frames(1)[0]))  # must not raise into voice_recv's thread
+    receiver.sink.write(None, SimpleNamespace())  # not even for something that is not a VoiceData at all
+    assert receiver.stats.errors == 2
 
 
 async def test_lost_packets_are_concealed_inside_an_utterance() -> None:
-    listener, queue, clock = make_listener()
+    receiver, queue, clock = make_receiver()
     stream, frames = Stream(1, member(ALICE)), opus_frames(30)
-    feed(listener, clock, stream, frames[:15])
+    feed(receiver, clock, stream, frames[:15])
     fake = voice_recv.rtp.FakePacket(1, stream.seq, stream.seq * 960)  # voice_recv's placeholder for a gap
-    listener.sink.write(stream.member, voice_recv.VoiceData(fake, stream.member))
+    receiver.sink.write(stream.member, voice_recv.VoiceData(fake, stream.member))
     clock.t += FRAME_S
-    feed(listener, clock, stream, frames[15:])
-    listener.check_endpoints(clock.t + 1)
+    feed(receiver, clock, stream, frames[15:])
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     [utterance] = drain(queue)
     assert utterance.duration_s == pytest.approx(0.62)
 
 
 async def test_rtp_padding_is_removed_before_decoding() -> None:
-    listener, queue, clock = make_listener()
+    receiver, queue, clock = make_receiver()
     frames = opus_frames(30)
-    feed(listener, clock, Stream(1, member(ALICE)), frames, padding=7)
-    listener.check_endpoints(clock.t + 1)
+    feed(receiver, clock, Stream(1, member(ALICE)), frames, padding=7)
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     [utterance] = drain(queue)
-    assert utterance.pcm == pcm_of(frames) and listener.stats.corrupted == 0
+    assert utterance.pcm == pcm_of(frames) and receiver.stats.corrupted == 0
 
 
-async def test_pre_roll_keeps_the_quiet_frames_before_speech() -> None:
-    listener, queue, clock = make_listener(voice_threshold=0.05, pre_roll_ms=200)
-    stream = Stream(1, member(ALICE))
-    quiet = opus_frames(25, amplitude=0.005)
-    loud = opus_frames(30, amplitude=0.3)
-    feed(listener, clock, stream, quiet + loud)  # a client that transmits continuously, e.g. voice activity off
-    listener.check_endpoints(clock.t + 1)
-    await settle()
-    [utterance] = drain(queue)
-    assert utterance.duration_s == pytest.approx(0.6 + 0.2)  # 200 ms of pre-roll, not the whole 500 ms of hiss
 
 
-async def test_speech_start_is_reported_once_after_300_ms() -> None:
-    started: list[tuple[int, int]] = []
-    written = 0
-
-    async def on_speech_start(user_id: int) -> None:
-        started.append((user_id, written))
-
-    listener, queue, clock = make_listener(on_speech_start=on_speech_start)
-    stream = Stream(1, member(ALICE))
-    for frame in opus_frames(40):
-        listener.sink.write(stream.member, stream.data(frame))
-        written += 1
-        clock.t += FRAME_S
-        await settle()
-    assert started == [(ALICE, 15)]  # 15 frames = 300 ms
 
 
-async def test_idle_speakers_are_forgotten_and_their_number_is_bounded() -> None:
-    listener, queue, clock = make_listener(max_speakers=3, idle_forget_s=5)
-    frames = opus_frames(1)
-    for user_id in range(2000, 2010):
-        stream = Stream(user_id, member(user_id))
-        listener.sink.write(stream.member, stream.data(frames[0]))
-        clock.t += FRAME_S
-    assert len(listener._speakers) == 3
-    listener.check_endpoints(clock.t + 10)
-    assert listener._speakers == {}
-
-
-async def test_full_queue_drops_and_counts() -> None:
-    listener, queue, clock = make_listener(asyncio.Queue(maxsize=1))
-    for ssrc, user_id in ((1, ALICE), (2, BOB)):
-        feed(listener, clock, Stream(ssrc, member(user_id)), opus_frames(25))
-    listener.check_endpoints(clock.t + 1)
-    await settle()
-    assert queue.qsize() == 1 and listener.stats.delivery_dropped == 1
-
-
-async def test_async_callback_receives_utterances_and_stop_cancels_it() -> None:
-    got: list[Utterance] = []
-    release = asyncio.Event()
-
-    async def on_utterance(utterance: Utterance) -> None:
-        got.append(utterance)
-        await release.wait()
-
-    clock = Clock()
-    listener = Listener(loop=asyncio.get_running_loop(), on_utterance=on_utterance, bot_user_id=BOT_ID, clock=clock)
-    listener.sink._voice_client = FakeVoiceClient()
-    listener.start()
-    feed(listener, clock, Stream(1, member(ALICE)), opus_frames(30))
-    assert listener.flush() == 1
-    await settle()
-    assert [u.user_id for u in got] == [ALICE] and len(listener._callbacks) == 1
-    await listener.stop()
-    assert listener._callbacks == set()
-    feed(listener, clock, Stream(1, member(ALICE)), opus_frames(30))  # after stop: ignored
-    assert listener.flush() == 0
-
-
-async def test_from_settings_uses_the_listening_settings() -> None:
-    settings = Settings(ENDPOINT_SILENCE_MS=300, MIN_UTTERANCE_S=0.1, MAX_UTTERANCE_S=2)
-    listener = Listener.from_settings(settings, loop=asyncio.get_running_loop(), on_utterance=asyncio.Queue())
-    assert listener._silence_s == 0.3 and listener._min_s == 0.1 and listener._max_bytes == 2 * 192_000
 
 
 # -- DAVE -----------------------------------------------------------------------------------------------------------
@@ -463,21 +350,21 @@ async def test_dave_frames_are_decrypted_through_the_session_when_it_is_active(s
     encrypted = [speaker.encrypt_opus(frame) for frame in frames]
     assert all(e != f and e.endswith(b"\xfa\xfa") for e, f in zip(encrypted, frames, strict=True))  # DAVE trailer
 
-    listener, queue, clock = make_listener(vc=FakeVoiceClient(bot, dave_protocol_version=1))
-    feed(listener, clock, Stream(1, member(ALICE)), encrypted)
-    listener.check_endpoints(clock.t + 1)
+    receiver, queue, clock = make_receiver(vc=FakeVoiceClient(bot, dave_protocol_version=1))
+    feed(receiver, clock, Stream(1, member(ALICE)), encrypted)
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     [utterance] = drain(queue)
     assert utterance.pcm == pcm_of(frames)  # exactly what the member's client encoded
-    assert listener.stats.dave_decrypted == 30 and listener.stats.corrupted == 0
+    assert receiver.stats.dave_decrypted == 30 and receiver.stats.corrupted == 0
 
 
 async def test_dave_frames_with_rtp_padding_are_decrypted(sessions: Any) -> None:
     bot, speaker = sessions
     frames = opus_frames(25)
-    listener, queue, clock = make_listener(vc=FakeVoiceClient(bot, dave_protocol_version=1))
-    feed(listener, clock, Stream(1, member(ALICE)), [speaker.encrypt_opus(f) for f in frames], padding=3)
-    listener.check_endpoints(clock.t + 1)
+    receiver, queue, clock = make_receiver(vc=FakeVoiceClient(bot, dave_protocol_version=1))
+    feed(receiver, clock, Stream(1, member(ALICE)), [speaker.encrypt_opus(f) for f in frames], padding=3)
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     [utterance] = drain(queue)
     assert utterance.pcm == pcm_of(frames)
@@ -487,9 +374,9 @@ async def test_encrypted_frames_are_not_the_voice_without_dave_decryption(sessio
     # What discord-ext-voice-recv 0.5.2 alone delivers under DAVE: ciphertext taken for Opus
     bot, speaker = sessions
     frames = opus_frames(30)
-    listener, queue, clock = make_listener(vc=FakeVoiceClient(None, 0))
-    feed(listener, clock, Stream(1, member(ALICE)), [speaker.encrypt_opus(f) for f in frames])
-    listener.flush()
+    receiver, queue, clock = make_receiver(vc=FakeVoiceClient(None, 0))
+    feed(receiver, clock, Stream(1, member(ALICE)), [speaker.encrypt_opus(f) for f in frames])
+    receiver.endpointer.flush()
     await settle()
     heard = b"".join(u.pcm for u in drain(queue))
     assert heard != pcm_of(frames)
@@ -509,24 +396,24 @@ async def test_frames_pass_through_unchanged_when_dave_is_not_active(
 ) -> None:
     bot, _ = sessions
     frames = opus_frames(30)
-    listener, queue, clock = make_listener(vc=state(bot))
-    feed(listener, clock, Stream(1, member(ALICE)), frames)
-    listener.check_endpoints(clock.t + 1)
+    receiver, queue, clock = make_receiver(vc=state(bot))
+    feed(receiver, clock, Stream(1, member(ALICE)), frames)
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     [utterance] = drain(queue)
     assert utterance.pcm == pcm_of(frames)
-    assert listener.stats.passthrough == 30 and listener.stats.dave_decrypted == 0
+    assert receiver.stats.passthrough == 30 and receiver.stats.dave_decrypted == 0
 
 
 async def test_dave_frames_before_the_session_is_ready_are_skipped_not_decoded(sessions: Any) -> None:
     _, speaker = sessions
     joining = davey.DaveSession(1, BOT_ID, CHANNEL_ID)  # the call is E2EE, the bot has not joined the group yet
-    listener, queue, clock = make_listener(vc=FakeVoiceClient(joining, dave_protocol_version=1))
-    feed(listener, clock, Stream(1, member(ALICE)), [speaker.encrypt_opus(f) for f in opus_frames(30)])
-    listener.flush()
+    receiver, queue, clock = make_receiver(vc=FakeVoiceClient(joining, dave_protocol_version=1))
+    feed(receiver, clock, Stream(1, member(ALICE)), [speaker.encrypt_opus(f) for f in opus_frames(30)])
+    receiver.endpointer.flush()
     await settle()
     assert drain(queue) == []  # ciphertext decoded as Opus would have been an utterance of noise
-    assert listener.stats.corrupted == 30 and listener.stats.decoded == 0
+    assert receiver.stats.corrupted == 30 and receiver.stats.decoded == 0
 
 
 async def test_undecryptable_dave_frames_are_counted_and_skipped(sessions: Any) -> None:
@@ -534,11 +421,11 @@ async def test_undecryptable_dave_frames_are_counted_and_skipped(sessions: Any) 
     frames = opus_frames(30)
     encrypted = [speaker.encrypt_opus(frame) for frame in frames]
     encrypted[3] = encrypted[3][:4] + bytes([encrypted[3][4] ^ 0xFF]) + encrypted[3][5:]  # tampered: tag fails
-    listener, queue, clock = make_listener(vc=FakeVoiceClient(bot, dave_protocol_version=1))
-    feed(listener, clock, Stream(1, member(ALICE)), encrypted)
-    feed(listener, clock, Stream(2, member(BOB)), encrypted[:5])  # BOB is not in the MLS group: no key for him
-    listener.check_endpoints(clock.t + 1)
+    receiver, queue, clock = make_receiver(vc=FakeVoiceClient(bot, dave_protocol_version=1))
+    feed(receiver, clock, Stream(1, member(ALICE)), encrypted)
+    feed(receiver, clock, Stream(2, member(BOB)), encrypted[:5])  # BOB is not in the MLS group: no key for him
+    receiver.endpointer.check_endpoints(clock.t + 1)
     await settle()
     [utterance] = drain(queue)
     assert utterance.user_id == ALICE and utterance.duration_s == pytest.approx(0.58)
-    assert listener.stats.corrupted == 1 + 5 and listener.stats.dave_decrypted == 29
+    assert receiver.stats.corrupted == 1 + 5 and receiver.stats.dave_decrypted == 29
