@@ -1,0 +1,234 @@
+"""The layering rules of docs/architecture.md, checked on the source (AST) rather than hoped for.
+
+- ``services/`` is plain async Python: it never imports discord, davey, ``bot``, ``cogs`` or ``sandbox``;
+- ``bot/`` never imports ``cogs`` or ``sandbox``; a cog never imports another cog;
+- the product (``bot``, ``cogs``, ``services``, ``config``, ``main``) never imports ``tests`` or ``bench``, and
+  only ``main.py`` (the playground) imports ``sandbox``;
+- the sandbox imports only leaf utilities of the product (``SANDBOX_MAY_IMPORT``);
+- no two modules of the project import each other at run time (imports under ``if TYPE_CHECKING:`` are not run).
+
+Each rule is also run on a small tree with a deliberately bad import, so a checker that sees nothing fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("bot", "cogs", "services", "sandbox", "tests", "bench")
+TOP_MODULES = ("config", "main")
+PRODUCT = ("bot", "cogs", "services", "config", "main")
+SANDBOX_MAY_IMPORT = ("bot.opus", "services.audio", "services.speech_text", "services.errors")
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module, dotted ("cogs.chat")
+    target: str  # the imported module, dotted and resolved ("bot.streaming", "discord.ext")
+    line: int
+    type_checking: bool  # under ``if TYPE_CHECKING:``: never run
+
+
+def module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def source_files(root: Path) -> Iterator[Path]:
+    for package in PACKAGES:
+        yield from sorted((root / package).rglob("*.py"))
+    for name in TOP_MODULES:
+        if (root / f"{name}.py").exists():
+            yield root / f"{name}.py"
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_of(root: Path, path: Path, known: set[str]) -> list[Import]:
+    """Every import in ``path`` (module level, in functions, under TYPE_CHECKING), resolved to dotted names."""
+    module = module_name(root, path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[Import] = []
+
+    def visit(node: ast.AST, type_checking: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child.test):
+                for stmt in child.body:
+                    visit_stmt(stmt, True)
+                for stmt in child.orelse:
+                    visit_stmt(stmt, type_checking)
+                continue
+            visit_stmt(child, type_checking)
+
+    def visit_stmt(node: ast.AST, type_checking: bool) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(module, alias.name, node.lineno, type_checking))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)] if package else []
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}" if base else alias.name
+                target = candidate if candidate in known else base  # "from pkg import module" names the module
+                found.append(Import(module, target, node.lineno, type_checking))
+        else:
+            visit(node, type_checking)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), False)
+    return found
+
+
+def all_imports(root: Path) -> list[Import]:
+    files = list(source_files(root))
+    known = {module_name(root, path) for path in files}
+    return [imp for path in files for imp in imports_of(root, path, known)]
+
+
+def _under(name: str, prefixes: tuple[str, ...] | str) -> bool:
+    prefixes = (prefixes,) if isinstance(prefixes, str) else prefixes
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def layering_violations(imports: list[Import]) -> list[str]:
+    """One line per import that breaks a layering rule (see the module docstring)."""
+    bad: list[str] = []
+    for imp in imports:
+        where = f"{imp.module}:{imp.line} imports {imp.target}"
+        if _under(imp.module, "services") and _under(imp.target, ("discord", "davey", "bot", "cogs", "sandbox")):
+            bad.append(f"{where}: services must not depend on Discord, the bot, cogs or the sandbox")
+        if _under(imp.module, "bot") and _under(imp.target, ("cogs", "sandbox")):
+            bad.append(f"{where}: bot/ must not import cogs or the sandbox")
+        if _under(imp.module, "cogs") and _under(imp.target, "cogs") and imp.target != imp.module:
+            bad.append(f"{where}: a cog must not import another cog")
+        if _under(imp.module, PRODUCT) and _under(imp.target, ("tests", "bench")):
+            bad.append(f"{where}: the product must not import tests or benchmarks")
+        if _under(imp.module, PRODUCT) and imp.module != "main" and _under(imp.target, "sandbox"):
+            bad.append(f"{where}: only main.py (the playground) may import the sandbox")
+        if _under(imp.module, "sandbox") and _under(imp.target, PRODUCT) and imp.target not in SANDBOX_MAY_IMPORT:
+            bad.append(f"{where}: the sandbox may import only {', '.join(SANDBOX_MAY_IMPORT)} of the product")
+        if _under(imp.module, "tests") and _under(imp.target, "bench"):
+            bad.append(f"{where}: tests must not import benchmarks")
+    return bad
+
+
+def runtime_cycles(imports: list[Import]) -> list[list[str]]:
+    """Strongly connected groups (size > 1, or a module importing itself) of the project's run-time import graph."""
+    modules = {imp.module for imp in imports}
+    graph: dict[str, set[str]] = {module: set() for module in modules}
+    for imp in imports:
+        if not imp.type_checking and imp.target in modules and imp.target != imp.module:
+            graph[imp.module].add(imp.target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def connect(node: str) -> None:  # Tarjan's algorithm (R. Tarjan, SIAM J. Comput. 1(2), 1972)
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in sorted(graph[node]):
+            if successor not in index:
+                connect(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            connect(module)
+    return groups
+
+
+# -- the project ----------------------------------------------------------------------------------------------------
+
+
+def test_the_project_follows_the_layering_rules() -> None:
+    assert layering_violations(all_imports(ROOT)) == []
+
+
+def test_no_two_modules_import_each_other_at_run_time() -> None:
+    assert runtime_cycles(all_imports(ROOT)) == []
+
+
+def test_the_checker_reads_the_real_tree() -> None:
+    imports = all_imports(ROOT)
+    targets = {(imp.module, imp.target) for imp in imports}
+    assert ("cogs.chat", "bot.streaming") in targets  # a from-import of a name resolves to its module
+    assert any(imp.module == "bot.checks" and imp.target == "bot.client" and imp.type_checking for imp in imports)
+
+
+# -- the checker on deliberately bad trees --------------------------------------------------------------------------
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    for package in PACKAGES:
+        (root / package).mkdir(exist_ok=True)
+        (root / package / "__init__.py").touch()
+    return root
+
+
+@pytest.mark.parametrize(
+    ("files", "rule"),
+    [
+        ({"services/llm.py": "import discord\n"}, "services must not depend"),
+        ({"services/llm.py": "def f():\n    from bot.client import AssistantBot\n"}, "services must not depend"),
+        ({"bot/client.py": "from cogs import chat\n", "cogs/chat.py": ""}, "bot/ must not import cogs"),
+        ({"cogs/documents.py": "from cogs.chat import interaction_reply\n", "cogs/chat.py": ""}, "another cog"),
+        ({"services/index.py": "from tests.fakes.ollama import FakeOllama\n"}, "must not import tests"),
+        ({"bot/client.py": "from sandbox import Sandbox\n"}, "bot/ must not import cogs or the sandbox"),
+        ({"sandbox/rest.py": "from bot.client import AssistantBot\n"}, "the sandbox may import only"),
+        ({"tests/test_tts.py": "from bench.loop_lag import LoopLagProbe\n"}, "tests must not import benchmarks"),
+    ],
+)
+def test_a_bad_import_is_reported(tmp_path: Path, files: dict[str, str], rule: str) -> None:
+    root = write_tree(tmp_path, files)
+    assert any(rule in line for line in layering_violations(all_imports(root)))
+
+
+def test_allowed_imports_are_not_reported(tmp_path: Path) -> None:
+    root = write_tree(tmp_path, {
+        "main.py": "from sandbox import Sandbox\n",
+        "sandbox/voice.py": "from bot.opus import load_opus\nfrom services.audio import FRAME_BYTES\n",
+        "bench/bench_chat.py": "from tests.fakes.ollama import FakeOllama\n",
+        "bot/opus.py": "", "services/audio.py": "", "tests/fakes/ollama.py": "",
+    })
+    assert layering_violations(all_imports(root)) == []
+
+
+def test_a_run_time_cycle_is_reported_and_a_type_checking_one_is_not(tmp_path: Path) -> None:
+    root = write_tree(tmp_path, {
+        "sandbox/rest.py": "from sandbox.server import Sandbox\n",
+        "sandbox/server.py": "from sandbox import rest\n",
+        "bot/checks.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bot.client import AssistantBot\n",
+        "bot/client.py": "from bot.checks import admin_only\n",
+    })
+    assert runtime_cycles(all_imports(root)) == [["sandbox.rest", "sandbox.server"]]
