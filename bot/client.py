@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
 from config import Settings
 from services.conversations import ConversationStore
+from services.files import write_json_atomic
 from services.guild_settings import GuildSettingsStore
 from services.index import DocumentIndex
 from services.llm import LLMClient
@@ -106,7 +106,7 @@ class AssistantBot(commands.Bot):
         synced = await self.tree.sync(guild=guild)
         log.info("synced %d application commands to %s", len(synced), f"guild {guild.id}" if guild else "all guilds")
         record[target] = digest
-        await asyncio.to_thread(write_json_atomic, record_path, record)
+        await asyncio.to_thread(write_json_atomic, record_path, record, sort_keys=True)
         return True
 
     async def on_message(self, message: discord.Message, /) -> None:
@@ -152,14 +152,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return {}
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

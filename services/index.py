@@ -43,7 +43,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import time
 import uuid
@@ -71,6 +70,7 @@ from services.documents import (
     sanitize_filename,
 )
 from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
+from services.files import write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -305,34 +305,6 @@ class _Manifest:
         return cls(scope, data.get("build_id"), data.get("embed_model"), data.get("embed_dim"), files)
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON so that ``path`` holds either the old or the new content, never a torn file (blocking)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden temp file and ``os.replace`` (blocking)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".upload-{uuid.uuid4().hex}.tmp")  # hidden: reloads ignore dot files
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------------------------- reload helpers
 
 
@@ -552,7 +524,8 @@ class DocumentIndex:
             return _Manifest(scope)
 
     async def _save_manifest(self, manifest: _Manifest) -> None:
-        await asyncio.to_thread(_write_json_atomic, self._manifest_path(manifest.scope), manifest.to_json())
+        await asyncio.to_thread(write_json_atomic, self._manifest_path(manifest.scope), manifest.to_json(), indent=1,
+                                sort_keys=True)
 
     # -- reload ------------------------------------------------------------------------------------------
 
@@ -935,7 +908,7 @@ class DocumentIndex:
         if reason is not None:
             raise InvalidInput(f"`{name}` cannot be indexed: {reason}.")
         async with self._exclusive(scope):
-            await asyncio.to_thread(_write_bytes_atomic, self.scope_dir(scope) / name, data)
+            await asyncio.to_thread(write_bytes_atomic, self.scope_dir(scope) / name, data)
             report = await self._reload_locked(scope, full=False, progress=None)
         return name, report
 
