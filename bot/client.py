@@ -24,6 +24,7 @@ from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
 from config import Settings
 from services.conversations import ConversationStore
+from services.database import Database
 from services.files import write_json_atomic
 from services.guild_settings import GuildSettingsStore
 from services.index import DocumentIndex
@@ -61,9 +62,10 @@ class AssistantBot(commands.Bot):
         )
         self.settings = settings
         self.llm = llm or LLMClient.from_settings(settings)
-        self.conversations = ConversationStore(settings.db_path, max_messages=settings.HISTORY_MAX_MESSAGES)
+        self.database = Database(settings.db_path)
+        self.conversations = ConversationStore(self.database, max_messages=settings.HISTORY_MAX_MESSAGES)
         self.index = DocumentIndex.from_settings(settings, self.llm)
-        self.guild_settings = GuildSettingsStore(settings.db_path)
+        self.guild_settings = GuildSettingsStore(self.database)
         self.synthesizer = create_synthesizer(settings)
         self.transcriber = create_transcriber(settings)
         self.sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
@@ -75,8 +77,7 @@ class AssistantBot(commands.Bot):
         self._closing: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        await self.conversations.open()
-        await self.guild_settings.open()
+        await self.database.open()  # conversations and guild settings
         for name in self._extensions_to_load:
             try:
                 await self.load_extension(name)
@@ -133,7 +134,7 @@ class AssistantBot(commands.Bot):
             except (TimeoutError, discord.DiscordException) as exc:
                 log.warning("leaving voice in guild %s failed: %s", session.guild_id, exc)
         await self.tasks.shutdown(timeout_s=deadline * 0.5)
-        for name, closer in (("conversations", self.conversations.close), ("guild settings", self.guild_settings.close),
+        for name, closer in (("database", self.database.close),
                              ("index", self.index.close), ("llm", self.llm.close),
                              ("transcriber", lambda: asyncio.to_thread(self.transcriber.close))):
             try:
