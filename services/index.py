@@ -6,7 +6,7 @@ Scopes and storage
     ``guild_<id>``, cosine space) and one JSON manifest (``index_dir/manifests/<scope>.json``) recording, per
     indexed file, its sha256, size and chunk count. ChromaDB is embedded (``PersistentClient`` under
     ``index_dir/chroma``) unless ``chroma_host`` is given (``HttpClient``). Every Chroma call, file read and
-    parse runs in ``asyncio.to_thread``: the event loop never blocks.
+    parse runs in ``asyncio.to_thread`` or through aiofiles: the event loop never blocks.
 
 Embedding model
     A collection records the embedding model name and vector dimension it was built with (collection metadata
@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiofiles
+import aiofiles.os
 import chromadb
 import httpx
 from chromadb.config import Settings as ChromaSettings
@@ -343,7 +345,8 @@ def _list_files(folder: Path) -> list[str]:
 
 
 def _read_and_hash(path: Path, max_bytes: int) -> tuple[str, int] | str:
-    """``(sha256, size)`` of a file, or the skip reason when it is over ``max_bytes`` (blocking)."""
+    """``(sha256, size)`` of a file, or the skip reason when it is over ``max_bytes`` (blocking: the stat, the read
+    and the hash, which is CPU work that must leave the loop anyway, run together in one thread)."""
     size = path.stat().st_size
     if size > max_bytes:
         return f"over DOC_MAX_BYTES ({size} bytes > {max_bytes})"
@@ -512,11 +515,13 @@ class DocumentIndex:
 
     # -- manifests ---------------------------------------------------------------------------------------
 
-    def _read_manifest(self, scope: str) -> _Manifest:
-        """The scope's manifest, or an empty one when absent or unreadable (blocking)."""
+    async def _read_manifest(self, scope: str) -> _Manifest:
+        """The scope's manifest, or an empty one when absent or unreadable."""
         path = self._manifest_path(scope)
         try:
-            return _Manifest.from_json(scope, json.loads(path.read_text(encoding="utf-8")))
+            async with aiofiles.open(path, encoding="utf-8") as handle:
+                text = await handle.read()
+            return _Manifest.from_json(scope, json.loads(text))
         except FileNotFoundError:
             return _Manifest(scope)
         except (OSError, ValueError) as exc:
@@ -570,7 +575,7 @@ class DocumentIndex:
         started = time.perf_counter()
         report = ReloadReport(scope=scope)
         collection = await self._get_collection(scope)
-        manifest = await asyncio.to_thread(self._read_manifest, scope)
+        manifest = await self._read_manifest(scope)
         if not full and collection is not None:
             self._check_model(scope, collection)
             if manifest.build_id != (collection.metadata or {}).get("build_id"):
@@ -878,7 +883,7 @@ class DocumentIndex:
         """
         infos: list[DocumentInfo] = []
         for scope in self._search_scopes(guild_id):
-            manifest = await asyncio.to_thread(self._read_manifest, scope)
+            manifest = await self._read_manifest(scope)
             infos.extend(
                 DocumentInfo(name, scope, int(entry.get("chunks", 0)), int(entry.get("size_bytes", 0)))
                 for name, entry in sorted(manifest.files.items())
@@ -925,7 +930,8 @@ class DocumentIndex:
             raise NotFound(f"There is no document named `{name[:100]}` in this server's documents; "
                            "see `/docs list`.")
         async with self._exclusive(scope):
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # already gone is the wanted state
+                await aiofiles.os.remove(path)
             return await self._reload_locked(scope, full=False, progress=None)
 
     async def close(self) -> None:
