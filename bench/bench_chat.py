@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.loop_lag import LoopLagProbe
 from bot.client import AssistantBot
 from bot.sandbox import Sandbox
 from bot.streaming import CURSOR
 from config import load_settings
 from services.files import write_json_atomic
 from tests.fakes.ollama import FakeOllama
+from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chat.json"
 

@@ -33,11 +33,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.loop_lag import LoopLagProbe
 from config import Settings
 from services.files import write_json_atomic
 from services.index import DocumentIndex
 from services.llm import LLMClient
+from tests.support.loop_lag import LoopLagProbe
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "corpus" / "ollama-docs"

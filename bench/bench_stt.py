@@ -35,12 +35,12 @@ import ctranslate2
 import numpy as np
 import soundfile as sf
 
-from bench.loop_lag import LoopLagProbe
 from services.audio import STT_SAMPLE_RATE, to_discord_pcm, to_mono_16k
 from services.files import write_json_atomic
 from services.stt import FasterWhisperTranscriber, PocketsphinxTranscriber, Transcriber
 from services.tts import EspeakSynthesizer
 from tests.fixtures.make_tiny_whisper import EN_VOCAB, SIZES, make_model
+from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stt.json"
 ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"

@@ -32,10 +32,10 @@ from typing import Any
 
 import onnxruntime
 
-from bench.loop_lag import LoopLagProbe
 from bench.make_piper_medium_random import OUT_DIR, VOICE_NAME
 from services.files import write_json_atomic
 from services.tts import EspeakSynthesizer, PiperSynthesizer, Synthesizer
+from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tts.json"
 MEDIUM_RANDOM = OUT_DIR / f"{VOICE_NAME}.onnx"
