@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.loop_lag import LoopLagProbe
 from bot.client import AssistantBot
 from bot.sandbox import Sandbox
 from bot.streaming import CURSOR
 from config import load_settings
+from services.files import write_json_atomic
 from tests.fakes.ollama import FakeOllama
+from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chat.json"
 
@@ -100,8 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args.runs, args.first_token_ms))
     print(json.dumps(result, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(RESULTS, result)
 
 
 if __name__ == "__main__":

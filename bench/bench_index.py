@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import re
 import shutil
@@ -34,10 +33,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.loop_lag import LoopLagProbe
 from config import Settings
+from services.files import write_json_atomic
 from services.index import DocumentIndex
 from services.llm import LLMClient
+from tests.support.loop_lag import LoopLagProbe
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "corpus" / "ollama-docs"
@@ -222,10 +222,7 @@ def main() -> int:
     corpus_bytes = sum(p.stat().st_size for p in args.corpus.rglob("*") if p.is_file())
     for results in runs.values():
         results["corpus"]["bytes"] = corpus_bytes
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(RESULTS)
+    write_json_atomic(RESULTS, runs)
     for results in runs.values():
         report(results)
     print(f"written to {RESULTS.relative_to(REPO_ROOT)}")

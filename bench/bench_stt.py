@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -36,11 +35,12 @@ import ctranslate2
 import numpy as np
 import soundfile as sf
 
-from bench.loop_lag import LoopLagProbe
 from services.audio import STT_SAMPLE_RATE, to_discord_pcm, to_mono_16k
+from services.files import write_json_atomic
 from services.stt import FasterWhisperTranscriber, PocketsphinxTranscriber, Transcriber
 from services.tts import EspeakSynthesizer
 from tests.fixtures.make_tiny_whisper import EN_VOCAB, SIZES, make_model
+from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stt.json"
 ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"
@@ -166,10 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args.runs, args.tokens, args.sizes))
     print(f"audio: {result['audio']['seconds']} s of {result['audio']['source']}; {result['machine']}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, RESULTS)
+    write_json_atomic(RESULTS, result)
 
 
 if __name__ == "__main__":

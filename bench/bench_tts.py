@@ -32,9 +32,10 @@ from typing import Any
 
 import onnxruntime
 
-from bench.loop_lag import LoopLagProbe
 from bench.make_piper_medium_random import OUT_DIR, VOICE_NAME
+from services.files import write_json_atomic
 from services.tts import EspeakSynthesizer, PiperSynthesizer, Synthesizer
+from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tts.json"
 MEDIUM_RANDOM = OUT_DIR / f"{VOICE_NAME}.onnx"
@@ -132,10 +133,7 @@ def main() -> None:
         )
     for message in result["skipped"]:
         print(f"skipped {message}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, RESULTS)
+    write_json_atomic(RESULTS, result)
 
 
 if __name__ == "__main__":

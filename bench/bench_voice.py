@@ -32,6 +32,7 @@ from bench.make_piper_medium_random import OUT_DIR, VOICE_NAME
 from bot.client import AssistantBot
 from bot.sandbox import Sandbox
 from config import load_settings
+from services.files import write_json_atomic
 from services.speech_text import split_sentences
 from tests.fakes.ollama import FakeOllama
 
@@ -145,10 +146,9 @@ def main() -> None:
         raise SystemExit("no medium Piper voice: run `.venv/bin/python -m bench.make_piper_medium_random` first")
     result = asyncio.run(run(args.runs, args.engine))
     print(json.dumps(result, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     existing[args.engine] = result
-    RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
+    write_json_atomic(RESULTS, existing)
 
 
 if __name__ == "__main__":

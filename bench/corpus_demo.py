@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from services.files import write_json_atomic
 from tests.fakes.ollama import FakeOllama
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,8 +119,7 @@ def main() -> int:
         print(f"{mark} {row['question']}\n     expected {row['expected']}; cited {', '.join(row['cited']) or '-'}")
     print(f"\nfirst source right: {result['first_source_right']}/{result['questions']}; "
           f"right source among those cited: {result['right_source_cited']}/{result['questions']}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(RESULTS, result)
     return 0
 
 

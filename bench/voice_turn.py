@@ -26,6 +26,7 @@ from typing import Any
 from bot.client import AssistantBot
 from bot.sandbox import Sandbox
 from config import load_settings
+from services.files import write_json_atomic
 from services.tts import EspeakSynthesizer
 from tests.fakes.ollama import FakeOllama
 
@@ -126,8 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args.runs, args.first_token_ms, args.tokens_per_s))
     print(json.dumps(result, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(RESULTS, result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,8 @@ from bot.tree import AssistantTree
 from bot.voice_manager import VoiceManager
 from config import Settings
 from services.conversations import ConversationStore
+from services.database import Database
+from services.files import write_json_atomic
 from services.guild_settings import GuildSettingsStore
 from services.index import DocumentIndex
 from services.llm import LLMClient
@@ -62,9 +63,10 @@ class AssistantBot(commands.Bot):
         )
         self.settings = settings
         self.llm = llm or LLMClient.from_settings(settings)
-        self.conversations = ConversationStore(settings.db_path, max_messages=settings.HISTORY_MAX_MESSAGES)
+        self.database = Database(settings.db_path)
+        self.conversations = ConversationStore(self.database, max_messages=settings.HISTORY_MAX_MESSAGES)
         self.index = DocumentIndex.from_settings(settings, self.llm)
-        self.guild_settings = GuildSettingsStore(settings.db_path)
+        self.guild_settings = GuildSettingsStore(self.database)
         self.synthesizer = create_synthesizer(settings)
         self.transcriber = create_transcriber(settings)
         self.chat_sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
@@ -76,8 +78,7 @@ class AssistantBot(commands.Bot):
         self._closing: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        await self.conversations.open()
-        await self.guild_settings.open()
+        await self.database.open()  # conversations and guild settings
         for name in self._extensions_to_load:
             try:
                 await self.load_extension(name)
@@ -107,7 +108,7 @@ class AssistantBot(commands.Bot):
         synced = await self.tree.sync(guild=guild)
         log.info("synced %d application commands to %s", len(synced), f"guild {guild.id}" if guild else "all guilds")
         record[target] = digest
-        await asyncio.to_thread(write_json_atomic, record_path, record)
+        await asyncio.to_thread(write_json_atomic, record_path, record, sort_keys=True)
         return True
 
     async def on_message(self, message: discord.Message, /) -> None:
@@ -130,7 +131,7 @@ class AssistantBot(commands.Bot):
         log.info("shutting down: waiting up to %.1f s for running work", deadline)
         await self.voice_sessions.close(timeout_s=deadline * 0.1)
         await self.tasks.shutdown(timeout_s=deadline * 0.5)
-        for name, closer in (("conversations", self.conversations.close), ("guild settings", self.guild_settings.close),
+        for name, closer in (("database", self.database.close),
                              ("index", self.index.close), ("llm", self.llm.close),
                              ("transcriber", lambda: asyncio.to_thread(self.transcriber.close))):
             try:
@@ -149,14 +150,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return {}
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -6,7 +6,7 @@ Scopes and storage
     ``guild_<id>``, cosine space) and one JSON manifest (``index_dir/manifests/<scope>.json``) recording, per
     indexed file, its sha256, size and chunk count. ChromaDB is embedded (``PersistentClient`` under
     ``index_dir/chroma``) unless ``chroma_host`` is given (``HttpClient``). Every Chroma call, file read and
-    parse runs in ``asyncio.to_thread``: the event loop never blocks.
+    parse runs in ``asyncio.to_thread`` or through aiofiles: the event loop never blocks.
 
 Embedding model
     A collection records the embedding model name and vector dimension it was built with (collection metadata
@@ -43,7 +43,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import time
 import uuid
@@ -53,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiofiles
+import aiofiles.os
 import chromadb
 import httpx
 from chromadb.config import Settings as ChromaSettings
@@ -71,6 +72,7 @@ from services.documents import (
     sanitize_filename,
 )
 from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
+from services.files import write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -305,34 +307,6 @@ class _Manifest:
         return cls(scope, data.get("build_id"), data.get("embed_model"), data.get("embed_dim"), files)
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON so that ``path`` holds either the old or the new content, never a torn file (blocking)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden temp file and ``os.replace`` (blocking)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".upload-{uuid.uuid4().hex}.tmp")  # hidden: reloads ignore dot files
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------------------------- reload helpers
 
 
@@ -371,7 +345,8 @@ def _list_files(folder: Path) -> list[str]:
 
 
 def _read_and_hash(path: Path, max_bytes: int) -> tuple[str, int] | str:
-    """``(sha256, size)`` of a file, or the skip reason when it is over ``max_bytes`` (blocking)."""
+    """``(sha256, size)`` of a file, or the skip reason when it is over ``max_bytes`` (blocking: the stat, the read
+    and the hash, which is CPU work that must leave the loop anyway, run together in one thread)."""
     size = path.stat().st_size
     if size > max_bytes:
         return f"over DOC_MAX_BYTES ({size} bytes > {max_bytes})"
@@ -540,11 +515,13 @@ class DocumentIndex:
 
     # -- manifests ---------------------------------------------------------------------------------------
 
-    def _read_manifest(self, scope: str) -> _Manifest:
-        """The scope's manifest, or an empty one when absent or unreadable (blocking)."""
+    async def _read_manifest(self, scope: str) -> _Manifest:
+        """The scope's manifest, or an empty one when absent or unreadable."""
         path = self._manifest_path(scope)
         try:
-            return _Manifest.from_json(scope, json.loads(path.read_text(encoding="utf-8")))
+            async with aiofiles.open(path, encoding="utf-8") as handle:
+                text = await handle.read()
+            return _Manifest.from_json(scope, json.loads(text))
         except FileNotFoundError:
             return _Manifest(scope)
         except (OSError, ValueError) as exc:
@@ -552,7 +529,8 @@ class DocumentIndex:
             return _Manifest(scope)
 
     async def _save_manifest(self, manifest: _Manifest) -> None:
-        await asyncio.to_thread(_write_json_atomic, self._manifest_path(manifest.scope), manifest.to_json())
+        await asyncio.to_thread(write_json_atomic, self._manifest_path(manifest.scope), manifest.to_json(), indent=1,
+                                sort_keys=True)
 
     # -- reload ------------------------------------------------------------------------------------------
 
@@ -597,7 +575,7 @@ class DocumentIndex:
         started = time.perf_counter()
         report = ReloadReport(scope=scope)
         collection = await self._get_collection(scope)
-        manifest = await asyncio.to_thread(self._read_manifest, scope)
+        manifest = await self._read_manifest(scope)
         if not full and collection is not None:
             self._check_model(scope, collection)
             if manifest.build_id != (collection.metadata or {}).get("build_id"):
@@ -905,7 +883,7 @@ class DocumentIndex:
         """
         infos: list[DocumentInfo] = []
         for scope in self._search_scopes(guild_id):
-            manifest = await asyncio.to_thread(self._read_manifest, scope)
+            manifest = await self._read_manifest(scope)
             infos.extend(
                 DocumentInfo(name, scope, int(entry.get("chunks", 0)), int(entry.get("size_bytes", 0)))
                 for name, entry in sorted(manifest.files.items())
@@ -935,7 +913,7 @@ class DocumentIndex:
         if reason is not None:
             raise InvalidInput(f"`{name}` cannot be indexed: {reason}.")
         async with self._exclusive(scope):
-            await asyncio.to_thread(_write_bytes_atomic, self.scope_dir(scope) / name, data)
+            await asyncio.to_thread(write_bytes_atomic, self.scope_dir(scope) / name, data)
             report = await self._reload_locked(scope, full=False, progress=None)
         return name, report
 
@@ -952,7 +930,8 @@ class DocumentIndex:
             raise NotFound(f"There is no document named `{name[:100]}` in this server's documents; "
                            "see `/docs list`.")
         async with self._exclusive(scope):
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # already gone is the wanted state
+                await aiofiles.os.remove(path)
             return await self._reload_locked(scope, full=False, progress=None)
 
     async def close(self) -> None:

@@ -5,14 +5,15 @@ import sqlite3
 import pytest
 
 from services.conversations import ConversationStore, HistoryMessage, build_context
+from services.database import Database
 
 
 @pytest.fixture
 async def store(tmp_path):
-    store = ConversationStore(tmp_path / "bot.sqlite3", max_messages=6)
-    await store.open()
-    yield store
-    await store.close()
+    database = Database(tmp_path / "bot.sqlite3")
+    await database.open()
+    yield ConversationStore(database, max_messages=6)
+    await database.close()
 
 
 async def test_turns_are_kept_per_channel_in_order(store):
@@ -35,13 +36,13 @@ async def test_history_is_pruned_to_max_messages(store):
 
 async def test_history_survives_reopening(tmp_path):
     path = tmp_path / "bot.sqlite3"
-    first = ConversationStore(path, max_messages=10)
+    first = Database(path)
     await first.open()
-    await first.add_turn(7, None, 1, "remember me", "ok")
+    await ConversationStore(first, max_messages=10).add_turn(7, None, 1, "remember me", "ok")
     await first.close()
-    second = ConversationStore(path, max_messages=10)
+    second = Database(path)
     await second.open()
-    assert [m.content for m in await second.history(7)] == ["remember me", "ok"]
+    assert [m.content for m in await ConversationStore(second, max_messages=10).history(7)] == ["remember me", "ok"]
     await second.close()
 
 

@@ -18,7 +18,6 @@ import piper
 import piper.download_voices
 import pytest
 
-from bench.loop_lag import LoopLagProbe
 from config import load_settings
 from services.audio import FRAME_BYTES, FRAME_MS, rms
 from services.speech_text import split_sentences
@@ -32,6 +31,7 @@ from services.tts import (
     create_synthesizer,
 )
 from tests.fixtures import make_tiny_piper_voice as tiny
+from tests.support.loop_lag import LoopLagProbe
 
 VOICES = Path(__file__).parent / "fixtures" / "piper"
 TINY = tiny.VOICE_NAME

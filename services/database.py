@@ -1,0 +1,119 @@
+"""The bot's SQLite database: one aiosqlite connection and the whole schema, shared by the stores.
+
+One file (``settings.db_path``) holds every table:
+
+- ``messages``: conversation history (``services.conversations.ConversationStore``), one row per message;
+- ``guild_settings``: per-guild options such as autospeak (``services.guild_settings.GuildSettingsStore``);
+- ``voice_opt_outs``: members who asked not to be transcribed, per guild (same store).
+
+The schema is created here, at ``open()``, and nowhere else. The stores share one connection, so the
+statements of one store's transaction must not interleave with another's (a commit would commit both, a
+rollback undo both): every statement runs under one ``asyncio.Lock``, writes inside :meth:`Database.transaction`
+(commit at the end, rollback on any error), reads through :meth:`Database.fetchall` / :meth:`Database.fetchone`,
+which therefore only ever see committed rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiofiles.os
+import aiosqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_id INTEGER NOT NULL,
+    guild_id INTEGER,
+    author_id INTEGER,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (channel_id, id);
+
+CREATE TABLE IF NOT EXISTS guild_settings (
+    guild_id INTEGER PRIMARY KEY,
+    autospeak INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS voice_opt_outs (
+    guild_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    PRIMARY KEY (guild_id, user_id)
+);
+"""
+
+Params = Iterable[Any]
+
+
+class Database:
+    """The SQLite database file at ``path``: ``open()`` before the stores use it, ``close()`` after them.
+
+    open() creates the folder, connects, turns on write-ahead logging and creates the schema; it is a no-op when
+    already open. close() waits for a running transaction, then closes the connection; it is idempotent.
+    Using the database while it is not open raises RuntimeError.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._connection: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection is not None
+
+    async def open(self) -> None:
+        if self._connection is not None:
+            return
+        await aiofiles.os.makedirs(self.path.parent, exist_ok=True)
+        connection = await aiosqlite.connect(self.path)
+        try:
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.executescript(SCHEMA)
+            await connection.commit()
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
+
+    async def close(self) -> None:
+        async with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                await connection.close()
+
+    def _require(self) -> aiosqlite.Connection:
+        if self._connection is None:
+            raise RuntimeError(f"Database {self.path} is not open")
+        return self._connection
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the connection for one transaction: committed when the block ends, rolled back (and the error
+        re-raised) when it raises or is cancelled. Do not call other Database methods inside the block."""
+        async with self._lock:
+            connection = self._require()
+            try:
+                yield connection
+                await connection.commit()
+            except BaseException:
+                await connection.rollback()
+                raise
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        """All rows of one query, as tuples."""
+        async with self._lock:
+            async with self._require().execute(sql, tuple(params)) as cursor:
+                return list(await cursor.fetchall())
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any | None:
+        """The first row of one query as a tuple, or None."""
+        async with self._lock:
+            async with self._require().execute(sql, tuple(params)) as cursor:
+                return await cursor.fetchone()
