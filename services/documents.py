@@ -132,6 +132,42 @@ def check_document_bytes(name: str, data: bytes, *, max_bytes: int) -> str | Non
     return None
 
 
+def list_document_files(folder: Path) -> list[str]:
+    """Names (relative POSIX paths) of the regular files under ``folder``, hidden ones excluded (blocking)."""
+    if not folder.is_dir():
+        return []
+    names = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        names.append(relative.as_posix())
+    return sorted(names)
+
+
+def read_and_hash(path: Path, max_bytes: int) -> tuple[str, int] | str:
+    """``(sha256, size)`` of a file, or the skip reason when it is over ``max_bytes`` (blocking: the stat, the read
+    and the hash, which is CPU work that must leave the loop anyway, run together in one thread)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        return f"over DOC_MAX_BYTES ({size} bytes > {max_bytes})"
+    data = path.read_bytes()
+    return content_hash(data), len(data)
+
+
+def resolve_inside(folder: Path, name: str) -> Path | None:
+    """The file ``folder/name`` when it exists and lies inside ``folder``, else None (blocking)."""
+    if not name or "\x00" in name or name.startswith("."):
+        return None
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(root) or path == root or not path.is_file():
+        return None
+    if any(part.startswith(".") for part in path.relative_to(root).parts):
+        return None
+    return path
+
+
 def load_document(path: Path, *, source: str, max_bytes: int) -> LoadedDocument:
     """Read, check and parse one document (blocking: run it in a thread).
 

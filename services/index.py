@@ -42,8 +42,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -58,7 +56,6 @@ import chromadb
 import httpx
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError as ChromaNotFound
-from rank_bm25 import BM25Okapi
 
 from services.chroma_process import ProcessChromaClient
 from services.documents import (
@@ -66,20 +63,21 @@ from services.documents import (
     DocumentSkipped,
     check_document_bytes,
     chunk_document,
-    content_hash,
+    list_document_files,
     load_document,
     parse_sections,
+    read_and_hash,
+    resolve_inside,
     sanitize_filename,
 )
 from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
 from services.files import write_bytes_atomic, write_json_atomic
+from services.lexical import LexicalIndex, identifier_terms, reciprocal_rank_fusion, tokenize
 
 log = logging.getLogger(__name__)
 
 GLOBAL_SCOPE = "global"
 MANIFEST_VERSION = 1
-#: Reciprocal Rank Fusion constant (Cormack, Clarke & Buettcher, SIGIR 2009).
-RRF_K = 60
 #: Chunks per Chroma upsert/delete call. ChromaDB's bindings hold the GIL for most of an upsert (measured:
 #: ~130 ms for 256 chunks of 768 floats, ~25 ms for 32), so even in a thread a large upsert stalls the event
 #: loop; writing in small pieces bounds that stall at the cost of a few more calls.
@@ -155,129 +153,9 @@ class DocumentInfo:
     size_bytes: int
 
 
-# --------------------------------------------------------------------------------------------- lexical search
-
-
-_WORD_RE = re.compile(r"\w+(?:[.\-/:@]\w+)*")
-_PART_SPLIT_RE = re.compile(r"[._\-/:@]+")
-_CAMEL_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z0-9]+")
-_STOPWORDS = frozenset(
-    "a an and are as at be but by can do does for from has have how i if in into is it its me my no not of on or "
-    "so that the their then there these this to was what when where which who why will with you your".split()
-)
-
-
-def _split_word(word: str) -> list[str]:
-    """Parts of an identifier: split at ``_ . - / : @`` and at camelCase humps; ``[word]`` when it has none."""
-    parts: list[str] = []
-    for piece in _PART_SPLIT_RE.split(word):
-        if not piece:
-            continue
-        camel = _CAMEL_RE.findall(piece) if piece.isascii() else []
-        parts.extend(camel if "".join(camel) == piece else [piece])
-    return parts
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercased lexical tokens of ``text`` for BM25.
-
-    Identifiers are kept whole *and* split into their parts, so ``OLLAMA_HOST`` gives ``ollama_host``,
-    ``ollama``, ``host``; ``num_ctx`` gives ``num_ctx``, ``num``, ``ctx``; ``config.yaml``, ``llama3.2:8b``,
-    ``0x80070005`` and ``E404`` stay searchable as written; camelCase is split too (``keepAlive`` -> ``keepalive``,
-    ``keep``, ``alive``). Common English stop words are dropped (never a whole identifier).
-    """
-    tokens: list[str] = []
-    for match in _WORD_RE.finditer(text):
-        word = match.group(0)
-        lower = word.lower()
-        parts = _split_word(word)
-        if len(parts) > 1:
-            tokens.append(lower)
-            tokens.extend(p for p in (part.lower() for part in parts) if p not in _STOPWORDS)
-        elif lower not in _STOPWORDS:
-            tokens.append(lower)
-    return tokens
-
-
-def identifier_terms(text: str) -> list[str]:
-    """The identifier-like words of ``text``, lowercased as :func:`tokenize` keeps them whole.
-
-    An identifier has several parts (``OLLAMA_HOST``, ``num_ctx``, ``config.yaml``, ``keepAlive``) or mixes
-    letters and digits (``E404``, ``0x80070005``, ``llama3``). Embedding models represent such rare strings
-    poorly, so search adds a ranking of the chunks that contain them verbatim.
-    """
-    terms: list[str] = []
-    for match in _WORD_RE.finditer(text):
-        word = match.group(0)
-        mixed = any(ch.isdigit() for ch in word) and any(ch.isalpha() for ch in word)
-        if (len(_split_word(word)) > 1 or mixed) and word.lower() not in terms:
-            terms.append(word.lower())
-    return terms
-
-
-class _LuceneBM25(BM25Okapi):
-    """BM25Okapi with Lucene's idf, ``log(1 + (N - n + 0.5) / (n + 0.5))``, which is never negative.
-
-    rank_bm25's Okapi idf goes negative for terms in more than half of the chunks (so a scope of one or two
-    documents could never match); Lucene's form keeps every matching term a positive contribution, which also
-    makes scores of different scopes comparable enough to merge.
-    """
-
-    def _calc_idf(self, nd: dict[str, int]) -> None:
-        for word, freq in nd.items():
-            self.idf[word] = math.log(1.0 + (self.corpus_size - freq + 0.5) / (freq + 0.5))
-
-
-@dataclass
-class _Lexical:
-    """BM25 over one scope's chunks (loaded from Chroma), tagged with the collection build it came from."""
-
-    build_id: str
-    ids: list[str]
-    texts: list[str]
-    metadatas: list[dict[str, Any]]
-    bm25: _LuceneBM25 | None  # None when the scope has no tokens at all
-
-    @classmethod
-    def build(cls, build_id: str, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> _Lexical:
-        """Tokenize and index (blocking, CPU-bound: run in a thread)."""
-        corpus = [tokenize(_lexical_text(text, meta)) for text, meta in zip(texts, metadatas, strict=True)]
-        bm25 = _LuceneBM25(corpus) if any(corpus) else None
-        return cls(build_id, ids, texts, metadatas, bm25)
-
-    def top(self, query_tokens: list[str], identifiers: list[str], n: int) -> list[tuple[int, float, int]]:
-        """The ``n`` best chunks with a positive score, best first, as (index, BM25 score, number of the query's
-        ``identifiers`` the chunk contains verbatim) (blocking, CPU-bound)."""
-        if self.bm25 is None or not query_tokens:
-            return []
-        scores = self.bm25.get_scores(query_tokens)
-        order = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: (-scores[i], self.ids[i]))[:n]
-        freqs = self.bm25.doc_freqs
-        return [(i, float(scores[i]), sum(1 for term in identifiers if term in freqs[i])) for i in order]
-
-
-def _lexical_text(text: str, meta: dict[str, Any]) -> str:
-    # The file name and heading path are part of what a chunk is "about" (e.g. "troubleshooting.md").
-    return f"{meta.get('source', '')}\n{meta.get('heading', '')}\n{text}"
-
-
 def _embedding_text(chunk_text: str, heading: str) -> str:
     """What is embedded for a chunk: its heading path, then its text (a contextual chunk header)."""
     return f"{heading}\n\n{chunk_text}" if heading else chunk_text
-
-
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> dict[str, float]:
-    """Fuse ranked lists of ids: ``score(d) = sum over lists of 1 / (k + rank(d))``, ranks from 1.
-
-    Reciprocal Rank Fusion, G. V. Cormack, C. L. A. Clarke, S. Buettcher, "Reciprocal Rank Fusion outperforms
-    Condorcet and individual Rank Learning Methods", SIGIR 2009, with their k = 60. It needs no score
-    normalisation, which is why it suits fusing cosine distances with BM25 scores.
-    """
-    fused: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
-    return fused
 
 
 # --------------------------------------------------------------------------------------------- manifest
@@ -331,29 +209,6 @@ def _scope_label(scope: str) -> str:
     return "the shared (global) documents" if scope == GLOBAL_SCOPE else "this server's documents"
 
 
-def _list_files(folder: Path) -> list[str]:
-    """Names (relative POSIX paths) of the regular files under ``folder``, hidden ones excluded (blocking)."""
-    if not folder.is_dir():
-        return []
-    names = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
-            continue
-        names.append(relative.as_posix())
-    return sorted(names)
-
-
-def _read_and_hash(path: Path, max_bytes: int) -> tuple[str, int] | str:
-    """``(sha256, size)`` of a file, or the skip reason when it is over ``max_bytes`` (blocking: the stat, the read
-    and the hash, which is CPU work that must leave the loop anyway, run together in one thread)."""
-    size = path.stat().st_size
-    if size > max_bytes:
-        return f"over DOC_MAX_BYTES ({size} bytes > {max_bytes})"
-    data = path.read_bytes()
-    return content_hash(data), len(data)
-
-
 class DocumentIndex:
     """The per-guild + global document index (see the module docstring for the design).
 
@@ -394,7 +249,7 @@ class DocumentIndex:
         self._client: Any = None
         self._client_lock = asyncio.Lock()
         self._reload_locks: dict[str, asyncio.Lock] = {}
-        self._lexical: dict[str, _Lexical] = {}
+        self._lexical: dict[str, LexicalIndex] = {}
         self._lexical_locks: dict[str, asyncio.Lock] = {}
         self._closed = False
 
@@ -613,7 +468,7 @@ class DocumentIndex:
         progress: Callable[[ReloadProgress], Awaitable[None]] | None,
     ) -> Any | None:
         folder = self.scope_dir(scope)
-        names = await asyncio.to_thread(_list_files, folder)
+        names = await asyncio.to_thread(list_document_files, folder)
         on_disk = set(names)
 
         # Files gone from the folder: delete their chunks first (no embedding needed).
@@ -685,7 +540,7 @@ class DocumentIndex:
         known = manifest.files.get(name)
         try:
             if known is not None:
-                hashed = await asyncio.to_thread(_read_and_hash, path, self.doc_max_bytes)
+                hashed = await asyncio.to_thread(read_and_hash, path, self.doc_max_bytes)
                 if isinstance(hashed, tuple) and hashed[0] == known.get("sha256"):
                     return None
             document = await asyncio.to_thread(load_document, path, source=name, max_bytes=self.doc_max_bytes)
@@ -743,7 +598,7 @@ class DocumentIndex:
 
     # -- lexical corpus ----------------------------------------------------------------------------------
 
-    async def _load_lexical(self, scope: str, collection: Any) -> _Lexical:
+    async def _load_lexical(self, scope: str, collection: Any) -> LexicalIndex:
         ids: list[str] = []
         texts: list[str] = []
         metadatas: list[dict[str, Any]] = []
@@ -758,7 +613,7 @@ class DocumentIndex:
                 break
             offset += GET_BATCH
         build_id = str((collection.metadata or {}).get("build_id"))
-        return await asyncio.to_thread(_Lexical.build, build_id, ids, texts, metadatas)
+        return await asyncio.to_thread(LexicalIndex.build, build_id, ids, texts, metadatas)
 
     async def _refresh_lexical(self, scope: str) -> None:
         """Rebuild the scope's BM25 corpus from Chroma after a reload."""
@@ -770,7 +625,7 @@ class DocumentIndex:
             else:
                 self._lexical[scope] = await self._load_lexical(scope, collection)
 
-    async def _lexical_for(self, scope: str, collection: Any) -> _Lexical:
+    async def _lexical_for(self, scope: str, collection: Any) -> LexicalIndex:
         """The scope's BM25 corpus, loaded from Chroma at the first search (after a restart) or when the
         collection was rebuilt elsewhere (its build_id changed)."""
         build_id = str((collection.metadata or {}).get("build_id"))
@@ -925,7 +780,7 @@ class DocumentIndex:
         """
         scope = str(int(guild_id))
         folder = self.scope_dir(scope)
-        path = await asyncio.to_thread(_resolve_inside, folder, name)
+        path = await asyncio.to_thread(resolve_inside, folder, name)
         if path is None:
             raise NotFound(f"There is no document named `{name[:100]}` in this server's documents; "
                            "see `/docs list`.")
@@ -948,16 +803,3 @@ def _hit(scope: str, chunk: str, text: str | None, meta: Any) -> Hit:
     meta = meta or {}
     return Hit(text=text or "", source=str(meta.get("source", "")), heading=str(meta.get("heading", "")),
                scope=scope, score=0.0, chunk_id=chunk)
-
-
-def _resolve_inside(folder: Path, name: str) -> Path | None:
-    """The file ``folder/name`` when it exists and lies inside ``folder``, else None (blocking)."""
-    if not name or "\x00" in name or name.startswith("."):
-        return None
-    root = folder.resolve()
-    path = (folder / name).resolve()
-    if not path.is_relative_to(root) or path == root or not path.is_file():
-        return None
-    if any(part.startswith(".") for part in path.relative_to(root).parts):
-        return None
-    return path

@@ -228,7 +228,9 @@ def test_a_run_time_cycle_is_reported_and_a_type_checking_one_is_not(tmp_path: P
     root = write_tree(tmp_path, {
         "sandbox/rest.py": "from sandbox.server import Sandbox\n",
         "sandbox/server.py": "from sandbox import rest\n",
-        "bot/checks.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bot.client import AssistantBot\n",
+        "bot/checks.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bot.client import AssistantBot\n"
+        ),
         "bot/client.py": "from bot.checks import admin_only\n",
     })
     assert runtime_cycles(all_imports(root)) == [["sandbox.rest", "sandbox.server"]]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
-from services.index import DocumentIndex, ReloadProgress, identifier_terms, reciprocal_rank_fusion, tokenize
+from services.index import DocumentIndex, ReloadProgress
+from services.lexical import identifier_terms, reciprocal_rank_fusion, tokenize
 from services.llm import LLMClient
 from tests.fakes.ollama import FakeOllama
 
