@@ -10,38 +10,17 @@ import asyncio
 import threading
 from typing import Any
 
-import numpy as np
 import pytest
 
 from config import Settings
 from services.endpointing import Endpointer, Utterance
+from tests.support.pcm import FRAME_S, Clock, drain, settle, tone_pcm
 
 ALICE = 1001
 BOB = 1002
-FRAME_S = 0.02
-FRAME_BYTES = 3840
 
 
-def tone_pcm(n_frames: int, freq: float = 440.0, amplitude: float = 0.3) -> list[bytes]:
-    """``n_frames`` 20 ms frames of a sine, 48 kHz stereo s16le."""
-    t = np.arange(n_frames * 960) / 48_000
-    mono = amplitude * np.sin(2 * np.pi * freq * t)
-    pcm = (np.repeat(mono[:, None], 2, axis=1) * 32767).astype("<i2").tobytes()
-    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-async def settle() -> None:
-    """Let callbacks scheduled with call_soon_threadsafe (and the tasks they start) run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 def make_endpointer(
@@ -63,12 +42,6 @@ def feed(endpointer: Endpointer, clock: Clock, user_id: int, frames: list[bytes]
         endpointer.feed(user_id, frame, clock.t)
         clock.t += FRAME_S
 
-
-def drain(queue: asyncio.Queue[Utterance]) -> list[Utterance]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
 
 
 async def test_utterance_emitted_after_the_silence_gap_with_its_duration() -> None:

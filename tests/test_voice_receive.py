@@ -28,13 +28,12 @@ from discord.ext.voice_recv.rtp import RTPPacket
 from bot.opus import load_opus
 from bot.voice_receive import OPUS_SILENCE, VoiceReceiver
 from services.endpointing import Endpointer, Utterance
+from tests.support.pcm import FRAME_BYTES, FRAME_S, Clock, drain, settle, tone_pcm
 
 BOT_ID = 42
 ALICE = 1001
 BOB = 1002
 CHANNEL_ID = 777
-FRAME_S = 0.02
-FRAME_BYTES = 3840
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -44,13 +43,6 @@ def _opus() -> None:
 
 # -- audio and packets ----------------------------------------------------------------------------------------------
 
-
-def tone_pcm(n_frames: int, freq: float = 440.0, amplitude: float = 0.3) -> list[bytes]:
-    """``n_frames`` 20 ms frames of a sine, 48 kHz stereo s16le."""
-    t = np.arange(n_frames * 960) / 48_000
-    mono = amplitude * np.sin(2 * np.pi * freq * t)
-    pcm = (np.repeat(mono[:, None], 2, axis=1) * 32767).astype("<i2").tobytes()
-    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
 
 
 def opus_frames(n_frames: int, **kwargs: Any) -> list[bytes]:
@@ -93,18 +85,6 @@ class FakeVoiceClient:
         return self._ssrc_to_id.get(ssrc)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-async def settle() -> None:
-    """Let callbacks scheduled with call_soon_threadsafe (and the tasks they start) run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 def make_receiver(
@@ -130,12 +110,6 @@ def feed(receiver: VoiceReceiver, clock: Clock, stream: Stream, frames: list[byt
         receiver.sink.write(stream.member, stream.data(frame, **kwargs))
         clock.t += FRAME_S
 
-
-def drain(queue: asyncio.Queue[Utterance]) -> list[Utterance]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
 
 
 # -- packets to utterances -------------------------------------------------------------------------------------
