@@ -99,8 +99,8 @@ async def run_discord(settings: Settings) -> int:
 
 async def run_playground_session(settings: Settings, script: Path | None, json_mode: bool) -> int:
     from bot.client import AssistantBot
-    from bot.sandbox import Sandbox
-    from bot.sandbox.playground import run_playground
+    from sandbox import Sandbox
+    from sandbox.playground import run_playground
 
     sandbox = Sandbox()
     await sandbox.start()

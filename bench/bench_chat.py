@@ -23,9 +23,9 @@ from typing import Any
 
 from bench.loop_lag import LoopLagProbe
 from bot.client import AssistantBot
-from bot.sandbox import Sandbox
 from bot.streaming import CURSOR
 from config import load_settings
+from sandbox import Sandbox
 from tests.fakes.ollama import FakeOllama
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chat.json"

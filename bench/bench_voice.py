@@ -30,8 +30,8 @@ from typing import Any
 
 from bench.make_piper_medium_random import OUT_DIR, VOICE_NAME
 from bot.client import AssistantBot
-from bot.sandbox import Sandbox
 from config import load_settings
+from sandbox import Sandbox
 from services.speech_text import split_sentences
 from tests.fakes.ollama import FakeOllama
 

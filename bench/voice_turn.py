@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.client import AssistantBot
-from bot.sandbox import Sandbox
 from config import load_settings
+from sandbox import Sandbox
 from services.tts import EspeakSynthesizer
 from tests.fakes.ollama import FakeOllama
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from bot.client import AssistantBot
-from bot.sandbox import Sandbox
 from bot.streaming import CURSOR
 from config import Settings, load_settings
+from sandbox import Sandbox
 from tests.fakes.ollama import FakeOllama
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -18,7 +18,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from bot.sandbox import (
+from sandbox import (
     ADMIN_ROLE_ID,
     ADMIN_USER_ID,
     ALICE_USER_ID,

@@ -26,8 +26,8 @@ import soundfile
 from discord.ext import voice_recv
 
 from bot.opus import load_opus
-from bot.sandbox import ALICE_USER_ID, BOB_USER_ID, LOUNGE_CHANNEL_ID, Sandbox, SandboxError, run_playground
-from bot.sandbox.voice_speech import MAX_PAUSE_FRAMES, SILENCE_RMS, corrupt_opus, frame_rms, split_spurts
+from sandbox import ALICE_USER_ID, BOB_USER_ID, LOUNGE_CHANNEL_ID, Sandbox, SandboxError, run_playground
+from sandbox.voice.speech import MAX_PAUSE_FRAMES, SILENCE_RMS, corrupt_opus, frame_rms, split_spurts
 
 TONE_RATE = 22_050  # the test WAVs are 22.05 kHz mono, so speak() has to resample and upmix them
 

@@ -1,8 +1,8 @@
 """The local Discord ("sandbox"): gateway, REST, voice (wss:// + UDP) and a fixed simulated guild on loopback,
 plus the playground.
 
-``Sandbox`` is the entry point (see ``bot.sandbox.server``); the guild's fixed ids and names come from
-``bot.sandbox.guild``; ``run_playground`` is the member-side terminal client.
+``Sandbox`` is the entry point (see ``sandbox.server``); the guild's fixed ids and names come from
+``sandbox.guild``; ``run_playground`` is the member-side terminal client.
 """
 
 from .guild import (

@@ -35,7 +35,7 @@ What members see is published as *events* (plain dicts, also what the playground
   joins, moves or leaves voice (``channel`` None: left);
 - ``{"event": "voice_audio", "member": str, "channel": str|None, "seconds": float, "rms": float, "frames": int,
   "gap_p99_ms": float, "start_t_ms": int, "end_t_ms": int, "t_ms": int}`` once per talk spurt received by the
-  voice server (see ``bot.sandbox.voice_audio`` for the definitions: rms is 0..1 of full scale);
+  voice server (see ``sandbox.voice.audio`` for the definitions: rms is 0..1 of full scale);
 - ``{"event": "member_speech", "member": str, "channel": str, "seconds": float, "frames_sent": int, "spurts": int,
   "frames_dropped": int, "corrupted": int, "t_ms": int}`` when a member has finished speaking to the bot
   (``Sandbox.speak``): ``seconds`` is the length of the audio (pauses included), ``frames_sent`` the 20 ms packets
@@ -43,7 +43,7 @@ What members see is published as *events* (plain dicts, also what the playground
   ``corrupted`` packets sent with a corrupted payload (``corrupt_next_frames``).
 
 Voice: the bot's op 4 gets VOICE_STATE_UPDATE + VOICE_SERVER_UPDATE pointing at a wss:// voice gateway
-(v8) and a UDP endpoint on 127.0.0.1 (``bot.sandbox.voice``); the TLS certificate comes from a CA made at
+(v8) and a UDP endpoint on 127.0.0.1 (``sandbox.voice``); the TLS certificate comes from a CA made at
 ``start()``, which clients trust through ``client_connector()`` / ``ssl_context``.
 
 ``t_ms`` is milliseconds since ``start()``.
@@ -77,8 +77,8 @@ from bot.opus import OpusUnavailable
 from . import guild
 from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
 from .guild import SimChannel, SimUser, UnknownName
-from .voice import SandboxVoice, VoiceHooks, VoiceRefused
-from .voice_speech import SpeechError, SpeechPlan, plan_speech, read_speech
+from .voice.server import SandboxVoice, VoiceHooks, VoiceRefused
+from .voice.speech import SpeechError, SpeechPlan, plan_speech, read_speech
 
 _log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class EventBus:
 
 
 class Sandbox:
-    """A local Discord for one bot: the fixed guild of ``bot.sandbox.guild`` served on 127.0.0.1.
+    """A local Discord for one bot: the fixed guild of ``sandbox.guild`` served on 127.0.0.1.
 
     ``interaction_deadline_s``: seconds the bot has to answer an interaction callback (Discord: 3.0); a
     later callback gets 404 code 10062 "Unknown interaction" and an error event.
@@ -342,7 +342,7 @@ class Sandbox:
 
     @property
     def voice(self) -> SandboxVoice:
-        """The voice part (states, voice gateway, UDP, recorder); see ``bot.sandbox.voice``."""
+        """The voice part (states, voice gateway, UDP, recorder); see ``sandbox.voice``."""
         if self._voice is None:
             raise SandboxError("the sandbox is not started; await sb.start() first")
         return self._voice
@@ -703,11 +703,11 @@ class Sandbox:
         """Member ``member`` speaks ``audio`` into their voice channel, as Discord relays it to the bot.
 
         audio: a path to an audio file (WAV or anything soundfile reads; any rate and channel count, resampled to
-            48 kHz stereo), or bytes of raw 48 kHz stereo s16le PCM; at most 600 s (``voice_speech.MAX_SPEECH_S``).
+            48 kHz stereo), or bytes of raw 48 kHz stereo s16le PCM; at most 600 s (``voice.speech.MAX_SPEECH_S``).
         channel: a voice channel the member joins (or moves to) first, as ``join_voice`` does; None: where they are.
         The bot's voice session gets SPEAKING (op 5: user_id, ssrc) the first time this member's SSRC reaches it,
         then one Opus packet per 20 ms of speech, paced in real time; pauses longer than 100 ms (frames under
-        -50 dBFS, see ``bot.sandbox.voice_speech``) are not sent at all, so a pause splits the audio into talk
+        -50 dBFS, see ``sandbox.voice.speech``) are not sent at all, so a pause splits the audio into talk
         spurts with no packets in between. Returns once the last packet is sent, with the ``member_speech`` event
         it published. Raises SandboxError for an unknown member/channel, unreadable or too long audio, a member
         not in voice, without Speak there or already speaking, or a bot without a ready voice connection in that

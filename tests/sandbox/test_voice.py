@@ -24,7 +24,7 @@ import pytest
 from discord.voice_state import VoiceConnectionState
 
 from bot.opus import load_opus
-from bot.sandbox import (
+from sandbox import (
     ALICE_USER_ID,
     BOB_USER_ID,
     GUILD_ID,
@@ -35,8 +35,8 @@ from bot.sandbox import (
     SandboxError,
     run_playground,
 )
-from bot.sandbox.voice_audio import OPUS_SILENCE, VoiceRecorder
-from bot.sandbox.voice_udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
+from sandbox.voice.audio import OPUS_SILENCE, VoiceRecorder
+from sandbox.voice.udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
 
 SINE_AMPLITUDE = 0.5  # of full scale: RMS 0.354
 
