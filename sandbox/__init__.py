@@ -26,8 +26,9 @@ from .guild import (
     QUIET_CHANNEL_ID,
     RANDOM_CHANNEL_ID,
 )
+from .model import InvokeHandle, SandboxError, Upload
 from .playground import run_playground
-from .server import InvokeHandle, Sandbox, SandboxError, Upload
+from .server import Sandbox
 
 __all__ = [
     "ADMIN_ROLE_ID",

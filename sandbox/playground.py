@@ -35,11 +35,14 @@ import json
 import re
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import guild
 from .guild import UnknownName
-from .server import Event, Sandbox, SandboxError
+from .model import Event, SandboxError
+
+if TYPE_CHECKING:
+    from .server import Sandbox
 
 _OPTION_TYPES = {3: "text", 4: "integer", 5: "true|false", 6: "member", 7: "channel", 8: "role", 9: "member|role",
                  10: "number", 11: "file path"}  # fmt: skip
