@@ -2,16 +2,15 @@
 
 Typical use (tests, the playground, ``main.py`` without a token)::
 
-    sb = Sandbox(interaction_deadline_s=3.0)
-    await sb.start()                      # binds 127.0.0.1:<random port> (+ wss:// voice gateway and UDP)
-    sb.install()                          # discord.py's REST base and gateway URL now point here
-    bot = MyBot(..., connector=sb.client_connector())  # trusts the sandbox's voice TLS certificate
-    bot_task = asyncio.create_task(bot.start(sb.bot_token))
-    await sb.wait_ready()
-    handle = await sb.invoke("alice", "ask", {"question": "what is X"})
-    ev = await sb.wait_for(lambda e: e["event"] == "message" and e["author"] == "Assistant", since=handle)
-    ...
-    await bot.close(); sb.uninstall(); await sb.stop()
+    async with Sandbox(interaction_deadline_s=3.0) as sb:  # start(): 127.0.0.1:<random port>, wss:// voice, UDP;
+        bot = MyBot(..., connector=sb.client_connector())  # install(): discord.py's REST base and gateway URL
+        bot_task = asyncio.create_task(bot.start(sb.bot_token))  # point here; the connector trusts its voice TLS
+        await sb.wait_ready()
+        handle = await sb.invoke("alice", "ask", {"question": "what is X"})
+        ev = await sb.wait_for(lambda e: e["event"] == "message" and e["author"] == "Assistant", since=handle)
+        ...
+        await bot.close()
+    # on exit: uninstall() (discord.py's URLs restored), then stop()
 
 What members see is published as *events* (plain dicts, also what the playground prints with ``--json``):
 
@@ -159,6 +158,21 @@ class Sandbox:
             "sandbox Discord listening on %s (voice: wss://%s, UDP %s)",
             self.base_url, self._voice.gateway.endpoint, self._voice.udp.port,
         )  # fmt: skip
+
+    async def __aenter__(self) -> Sandbox:
+        """``start()`` then ``install()``; a sandbox that fails to start is stopped again before the error rises."""
+        try:
+            await self.start()
+            self.install()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """``uninstall()`` then ``stop()``."""
+        self.uninstall()
+        await self.stop()
 
     async def stop(self) -> None:
         """Close the voice server (websockets, UDP, open spurts), the gateway sockets and the HTTP server;
