@@ -99,13 +99,9 @@ async def run_discord(settings: Settings) -> int:
 
 async def run_playground_session(settings: Settings, script: Path | None, json_mode: bool) -> int:
     from bot.client import AssistantBot
-    from sandbox import Sandbox
-    from sandbox.playground import run_playground
+    from sandbox import Sandbox, run_playground
 
-    sandbox = Sandbox()
-    await sandbox.start()
-    sandbox.install()
-    try:
+    async with Sandbox() as sandbox:
         bot = AssistantBot(settings, connector=sandbox.client_connector())
         lines = (await asyncio.to_thread(script.read_text, encoding="utf-8")).splitlines() if script else None
 
@@ -114,9 +110,6 @@ async def run_playground_session(settings: Settings, script: Path | None, json_m
             return await run_playground(sandbox, lines=lines, json_mode=json_mode, out=sys.stdout)
 
         return await serve(bot, sandbox.bot_token, foreground())
-    finally:
-        sandbox.uninstall()
-        await sandbox.stop()
 
 
 async def run_index(settings: Settings, scopes: list[str], full: bool) -> int:

@@ -1,0 +1,1 @@
+"""Helpers shared by tests and benchmarks (benchmarks may import them; the product never does)."""
