@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import mimetypes
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from services.speech_text import USER_MENTION
 
 from . import guild
 from .guild import SimChannel, SimUser
 from .model import Event, InteractionRecord, StoredMessage, Upload
-
-_MENTION_RE = re.compile(r"<@!?(\d+)>")
 
 
 def message_payload(
@@ -89,7 +88,7 @@ def message_payload(
 def mentions(content: str, allowed: Mapping[str, Any] | None, reference: StoredMessage | None) -> list[dict[str, Any]]:
     """The ``mentions`` of a message: users mentioned in ``content`` that ``allowed`` (allowed_mentions) lets
     through, plus the replied-to author unless ``replied_user`` is false."""
-    ids = [int(m) for m in _MENTION_RE.findall(content)]
+    ids = [int(m) for m in USER_MENTION.findall(content)]
     if allowed is not None:
         parse = allowed.get("parse", [])
         listed = {int(u) for u in allowed.get("users", [])}

@@ -37,6 +37,8 @@ import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
+from services.speech_text import USER_MENTION
+
 from . import guild
 from .guild import UnknownName
 from .model import Event, SandboxError
@@ -215,7 +217,7 @@ class Playground:
         head = f"[#{ev['channel']}] {ev['author']}{tags}:"
         if kind == "delete":
             return [f"{head} message {ev['message_id']}"]
-        content = _MENTION_RE.sub(_mention_name, ev["content"]).splitlines() or [""]
+        content = USER_MENTION.sub(_mention_name, ev["content"]).splitlines() or [""]
         lines = [f"{head} {content[0]}".rstrip()] + [f"    {line}" for line in content[1:]]
         for embed in ev["embeds"]:
             lines += _embed_lines(embed)
@@ -359,9 +361,6 @@ class Playground:
             print(json.dumps({"event": "help", "lines": lines}), file=self.out, flush=True)
         else:
             print("\n".join(lines), file=self.out, flush=True)
-
-
-_MENTION_RE = re.compile(r"<@!?(\d+)>")
 
 
 def _mention_name(match: re.Match[str]) -> str:
