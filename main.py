@@ -145,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="connect to Discord (the playground when DISCORD_TOKEN is unset)")
-    play = sub.add_parser("playground", help="talk to the bot through the built-in local Discord")
+    play = sub.add_parser(
+        "playground",
+        help="talk to the bot through the built-in local Discord",
+        description="Run the bot against the built-in local Discord (the sandbox) and act as its members from "
+        "this terminal: slash commands, mentions, replies, voice. Type `help` for the line syntax.",
+        epilog="The lines, the output and the JSON events are described in docs/sandbox.md.",
+    )
     play.add_argument("--script", type=Path, help="run the lines of this file instead of reading the terminal")
     play.add_argument("--json", action="store_true", help="print one JSON object per event")
     idx = sub.add_parser("index", help="re-index the documents folder")

@@ -2,7 +2,8 @@
 plus the playground.
 
 ``Sandbox`` is the entry point (see ``sandbox.server``); the guild's fixed ids and names come from
-``sandbox.guild``; ``run_playground`` is the member-side terminal client.
+``sandbox.guild``; ``run_playground`` is the member-side terminal client. Not part of the product: see
+docs/sandbox.md for what it is, how tests, benchmarks and the playground use it, and the events it publishes.
 """
 
 from .guild import (

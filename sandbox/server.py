@@ -1,51 +1,26 @@
 """``Sandbox``: a local Discord (gateway + REST + attachment CDN) on 127.0.0.1 for the real discord.py client.
 
-Typical use (tests, the playground, ``main.py`` without a token)::
+Typical use (tests, the playground, ``main.py`` without a token; more in docs/sandbox.md)::
 
-    async with Sandbox(interaction_deadline_s=3.0) as sb:  # start(): 127.0.0.1:<random port>, wss:// voice, UDP;
-        bot = MyBot(..., connector=sb.client_connector())  # install(): discord.py's REST base and gateway URL
-        bot_task = asyncio.create_task(bot.start(sb.bot_token))  # point here; the connector trusts its voice TLS
+    async with Sandbox(interaction_deadline_s=3.0) as sb:  # start() + install(); on exit uninstall() + stop()
+        bot = MyBot(..., connector=sb.client_connector())  # trusts the sandbox's voice TLS certificate
+        bot_task = asyncio.create_task(bot.start(sb.bot_token))
         await sb.wait_ready()
         handle = await sb.invoke("alice", "ask", {"question": "what is X"})
         ev = await sb.wait_for(lambda e: e["event"] == "message" and e["author"] == "Assistant", since=handle)
         ...
         await bot.close()
-    # on exit: uninstall() (discord.py's URLs restored), then stop()
 
-What members see is published as *events* (plain dicts, also what the playground prints with ``--json``):
+``start()`` binds 127.0.0.1 on random ports (HTTP and gateway, the wss:// voice gateway, UDP); ``install()``
+points discord.py's REST base and gateway URL here.
 
-- ``{"event": "ready", "guild_id": int, "t_ms": int}`` after IDENTIFY -> READY -> GUILD_CREATE;
-- ``{"event": "resumed", "t_ms": int}`` after a RESUME;
-- ``{"event": "message"|"edit"|"delete", "channel": str, "message_id": int, "author": str, "content": str,
-  "embeds": [dict], "attachments": [{"filename": str, "size": int}], "ephemeral": bool,
-  "interaction_id": int|None, "reference_id": int|None, "t_ms": int}``; a deferred interaction's original
-  response is a "message" when first filled, then "edit"s;
-- ``{"event": "deferred", "interaction_id": int, "ephemeral": bool, "t_ms": int}``;
-- ``{"event": "command", "user": str, "channel": str, "command": str, "options": dict, "interaction_id": int,
-  "t_ms": int}`` when a member invokes a slash command;
-- ``{"event": "click", "user": str, "channel": str, "custom_id": str, "message_id": int, "interaction_id": int,
-  "t_ms": int}`` when a member uses a component of a message (``Sandbox.click``);
-- ``{"event": "modal", "interaction_id": int, "custom_id": str, "title": str, "t_ms": int}``;
-- ``{"event": "reaction", "channel": str, "message_id": int, "emoji": str, "added": bool, "t_ms": int}``;
-- ``{"event": "typing", "channel": str, "t_ms": int}``;
-- ``{"event": "error", "route": str, "code": int, "message": str, "t_ms": int}`` for every request the real
-  Discord would reject (the bot got a 4xx) and every route the sandbox does not implement (404, code 0);
-- ``{"event": "voice_state", "member": str, "channel": str|None, "t_ms": int}`` when a member or the bot
-  joins, moves or leaves voice (``channel`` None: left);
-- ``{"event": "voice_audio", "member": str, "channel": str|None, "seconds": float, "rms": float, "frames": int,
-  "gap_p99_ms": float, "start_t_ms": int, "end_t_ms": int, "t_ms": int}`` once per talk spurt received by the
-  voice server (see ``sandbox.voice.audio`` for the definitions: rms is 0..1 of full scale);
-- ``{"event": "member_speech", "member": str, "channel": str, "seconds": float, "frames_sent": int, "spurts": int,
-  "frames_dropped": int, "corrupted": int, "t_ms": int}`` when a member has finished speaking to the bot
-  (``Sandbox.speak``): ``seconds`` is the length of the audio (pauses included), ``frames_sent`` the 20 ms packets
-  sent, ``spurts`` the talk spurts, ``frames_dropped`` frames nobody could receive (the bot left or is deafened),
-  ``corrupted`` packets sent with a corrupted payload (``corrupt_next_frames``).
+What members see is published as *events* (plain dicts with ``event`` and ``t_ms``, milliseconds since
+``start()``; also what the playground prints with ``--json``): their kinds and fields are listed in
+docs/sandbox.md.
 
 Voice: the bot's op 4 gets VOICE_STATE_UPDATE + VOICE_SERVER_UPDATE pointing at a wss:// voice gateway
 (v8) and a UDP endpoint on 127.0.0.1 (``sandbox.voice``); the TLS certificate comes from a CA made at
 ``start()``, which clients trust through ``client_connector()`` / ``ssl_context``.
-
-``t_ms`` is milliseconds since ``start()``.
 """
 
 from __future__ import annotations

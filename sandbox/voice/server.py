@@ -4,8 +4,8 @@
 
 - voice states (user id -> channel), changed by the bot's main-gateway op 4 VOICE_STATE_UPDATE and by the
   sandbox API for members (``join``/``leave``) and for what an admin would do to the bot (``disconnect_bot``,
-  ``move_bot``); each change is dispatched as VOICE_STATE_UPDATE and published as
-  ``{"event": "voice_state", "member": str, "channel": str|None}``;
+  ``move_bot``); each change is dispatched as VOICE_STATE_UPDATE and published as a ``voice_state`` event
+  (docs/sandbox.md);
 - grants: each time the bot joins or moves, a VOICE_SERVER_UPDATE ``{token, guild_id, endpoint}`` grants it a
   voice session on the voice gateway (``gateway``), revoked (websocket closed with 4014) when an admin
   disconnects or moves it;
