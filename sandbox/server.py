@@ -191,7 +191,7 @@ class Sandbox:
     @property
     def gateway(self) -> Gateway:
         if self._gateway is None:
-            raise SandboxError("the sandbox is not started; await sb.start() first")
+            raise SandboxError("the sandbox is not started; use it as `async with Sandbox() as sb:`")
         return self._gateway
 
     @property
@@ -199,7 +199,7 @@ class Sandbox:
         """Client-side TLS context trusting (only) the sandbox's CA, for the wss:// voice gateway."""
         tls = self.voice.tls
         if tls is None:
-            raise SandboxError("the sandbox is not started; await sb.start() first")
+            raise SandboxError("the sandbox is not started; use it as `async with Sandbox() as sb:`")
         return tls.client_context
 
     def client_connector(self) -> aiohttp.TCPConnector:
@@ -212,7 +212,7 @@ class Sandbox:
     def voice(self) -> SandboxVoice:
         """The voice part (states, voice gateway, UDP, recorder); see ``sandbox.voice``."""
         if self._voice is None:
-            raise SandboxError("the sandbox is not started; await sb.start() first")
+            raise SandboxError("the sandbox is not started; use it as `async with Sandbox() as sb:`")
         return self._voice
 
     def _gateway_session_id(self) -> str | None:
