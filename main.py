@@ -99,13 +99,9 @@ async def run_discord(settings: Settings) -> int:
 
 async def run_playground_session(settings: Settings, script: Path | None, json_mode: bool) -> int:
     from bot.client import AssistantBot
-    from bot.sandbox import Sandbox
-    from bot.sandbox.playground import run_playground
+    from sandbox import Sandbox, run_playground
 
-    sandbox = Sandbox()
-    await sandbox.start()
-    sandbox.install()
-    try:
+    async with Sandbox() as sandbox:
         bot = AssistantBot(settings, connector=sandbox.client_connector())
         lines = (await asyncio.to_thread(script.read_text, encoding="utf-8")).splitlines() if script else None
 
@@ -114,9 +110,6 @@ async def run_playground_session(settings: Settings, script: Path | None, json_m
             return await run_playground(sandbox, lines=lines, json_mode=json_mode, out=sys.stdout)
 
         return await serve(bot, sandbox.bot_token, foreground())
-    finally:
-        sandbox.uninstall()
-        await sandbox.stop()
 
 
 async def run_index(settings: Settings, scopes: list[str], full: bool) -> int:
@@ -152,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="connect to Discord (the playground when DISCORD_TOKEN is unset)")
-    play = sub.add_parser("playground", help="talk to the bot through the built-in local Discord")
+    play = sub.add_parser(
+        "playground",
+        help="talk to the bot through the built-in local Discord",
+        description="Run the bot against the built-in local Discord (the sandbox) and act as its members from "
+        "this terminal: slash commands, mentions, replies, voice. Type `help` for the line syntax.",
+        epilog="The lines, the output and the JSON events are described in docs/sandbox.md.",
+    )
     play.add_argument("--script", type=Path, help="run the lines of this file instead of reading the terminal")
     play.add_argument("--json", action="store_true", help="print one JSON object per event")
     idx = sub.add_parser("index", help="re-index the documents folder")

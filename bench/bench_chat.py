@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.client import AssistantBot
-from bot.sandbox import Sandbox
 from bot.streaming import CURSOR
 from config import load_settings
+from sandbox import Sandbox
 from services.files import write_json_atomic
 from tests.fakes.ollama import FakeOllama
+from tests.support.bot_harness import running_bot
 from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chat.json"
@@ -37,50 +37,49 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+async def chat_overhead_ms(sandbox: Sandbox, number: int, first_token_ms: float) -> float:
+    """One /chat: ms from the interaction to the first answer token in the channel, minus the stand-in's latency;
+    returns once the whole answer is in (a second question in the channel would queue behind it)."""
+    queue = sandbox.subscribe()
+    try:
+        started = time.perf_counter()
+        handle = await sandbox.invoke("alice", "chat", {"message": f"question {number}"}, channel="general")
+        while True:
+            event = await asyncio.wait_for(queue.get(), timeout=30)
+            if (event["event"] in ("message", "edit") and event.get("interaction_id") == handle.interaction_id
+                    and "Hello" in (event.get("content") or "")):
+                break
+        overhead = (time.perf_counter() - started) * 1000 - first_token_ms
+        while not (event["event"] in ("message", "edit")
+                   and event.get("interaction_id") == handle.interaction_id
+                   and not (event.get("content") or "").endswith(CURSOR)):
+            event = await asyncio.wait_for(queue.get(), timeout=30)
+        return overhead
+    finally:
+        sandbox.unsubscribe(queue)
+
+
 async def run(runs: int, first_token_ms: float) -> dict[str, Any]:
     fake = FakeOllama(first_token_latency_s=first_token_ms / 1000, tokens_per_s=50)
     await fake.start()
     fake.responder = lambda body: "Hello " + "more words follow. " * 5  # "Hello" is one token
-    sandbox = Sandbox()
-    await sandbox.start()
-    sandbox.install()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(
-            DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=Path(tmp) / "data",
-            DOCUMENTS_DIR=Path(tmp) / "documents", CHAT_COOLDOWN_S=0,
-        )
-        bot = AssistantBot(settings, connector=sandbox.client_connector())
-        runner = asyncio.create_task(bot.start(sandbox.bot_token))
-        await sandbox.wait_ready(timeout=30)
-        await bot.wait_until_ready()
-        probe = LoopLagProbe()
-        probe.start()
-        overheads: list[float] = []
-        try:
-            for number in range(runs):
-                queue = sandbox.subscribe()
-                started = time.perf_counter()
-                handle = await sandbox.invoke("alice", "chat", {"message": f"question {number}"},
-                                              channel="general")
-                while True:
-                    event = await asyncio.wait_for(queue.get(), timeout=30)
-                    if (event["event"] in ("message", "edit") and event.get("interaction_id") == handle.interaction_id
-                            and "Hello" in (event.get("content") or "")):
-                        break
-                overheads.append((time.perf_counter() - started) * 1000 - first_token_ms)
-                # Wait for the end of the answer: a second question in the channel would queue behind it.
-                while not (event["event"] in ("message", "edit")
-                           and event.get("interaction_id") == handle.interaction_id
-                           and not (event.get("content") or "").endswith(CURSOR)):
-                    event = await asyncio.wait_for(queue.get(), timeout=30)
-                sandbox.unsubscribe(queue)
-        finally:
-            lag = probe.stop()
-            await bot.close()
-            await runner
-            sandbox.uninstall()
-            await sandbox.stop()
-            await fake.stop()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = load_settings(
+                DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=Path(tmp) / "data",
+                DOCUMENTS_DIR=Path(tmp) / "documents", CHAT_COOLDOWN_S=0,
+            )
+            async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=30):
+                probe = LoopLagProbe()
+                probe.start()
+                overheads: list[float] = []
+                try:
+                    for number in range(runs):
+                        overheads.append(await chat_overhead_ms(sandbox, number, first_token_ms))
+                finally:
+                    lag = probe.stop()
+    finally:
+        await fake.stop()
     return {
         "runs": runs,
         "first_token_latency_ms": first_token_ms,

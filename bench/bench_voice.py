@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.make_piper_medium_random import OUT_DIR, VOICE_NAME
-from bot.client import AssistantBot
-from bot.sandbox import Sandbox
 from config import load_settings
+from sandbox import Sandbox
 from services.files import write_json_atomic
 from services.speech_text import split_sentences
 from tests.fakes.ollama import FakeOllama
+from tests.support.bot_harness import running_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "voice.json"
@@ -60,9 +60,6 @@ async def run(runs: int, engine: str) -> dict[str, Any]:
     fake = FakeOllama(tokens_per_s=25)
     fake.responder = lambda body: " ".join(["This answer streams for a few seconds."] * 8)
     await fake.start()
-    sandbox = Sandbox()
-    await sandbox.start()
-    sandbox.install()
     tmp = Path(tempfile.mkdtemp(prefix="bench-voice-"))
     corpus = CORPUS if CORPUS.is_dir() else FIXTURE_DOCS
     shutil.copytree(corpus, tmp / "documents" / "global")
@@ -73,52 +70,45 @@ async def run(runs: int, engine: str) -> dict[str, Any]:
         DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=tmp / "data", DOCUMENTS_DIR=tmp / "documents",
         CHAT_COOLDOWN_S=0, VOICE_COOLDOWN_S=0, ADMIN_COOLDOWN_S=0, **overrides,
     )
-    bot = AssistantBot(settings, connector=sandbox.client_connector())
-    runner = asyncio.create_task(bot.start(sandbox.bot_token))
     try:
-        await sandbox.wait_ready(timeout=30)
-        await bot.wait_until_ready()
-        await sandbox.join_voice("alice", "Lounge")
-        position = sandbox.event_position
-        await sandbox.invoke("alice", "join", {})
-        await sandbox.wait_for(lambda ev: ev["event"] == "voice_state" and ev["member"] == "Assistant",
-                               timeout=30, since=position)
-        synth = bot.synthesizer
-        await asyncio.to_thread(synth.load)
-        first_sentence = split_sentences(SHORT)[0]
-        await synth.synthesize(first_sentence)  # warm-up
-
-        latency_ms, overhead_ms = [], []
-        for number in range(1, runs + 1):
-            started = time.perf_counter()
-            await synth.synthesize(first_sentence)
-            synth_ms = (time.perf_counter() - started) * 1000
+        async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=30) as bot:
+            await sandbox.join_voice("alice", "Lounge")
             position = sandbox.event_position
-            await sandbox.invoke("alice", "speak", {"text": SHORT})
-            command = await sandbox.wait_for(lambda ev: ev["event"] == "command", timeout=10, since=position)
-            spurt = await spurt_after(sandbox, number)
-            latency_ms.append(spurt["start_t_ms"] - command["t_ms"])
-            overhead_ms.append(latency_ms[-1] - synth_ms)
-            await asyncio.sleep(0.3)
+            await sandbox.invoke("alice", "join", {})
+            await sandbox.wait_for(lambda ev: ev["event"] == "voice_state" and ev["member"] == "Assistant",
+                                   timeout=30, since=position)
+            synth = bot.synthesizer
+            await asyncio.to_thread(synth.load)
+            first_sentence = split_sentences(SHORT)[0]
+            await synth.synthesize(first_sentence)  # warm-up
 
-        spoken = len(sandbox.voice_spurts("Assistant"))
-        await sandbox.invoke("alice", "speak", {"text": LONG})
-        idle = await spurt_after(sandbox, spoken + 1)
+            latency_ms, overhead_ms = [], []
+            for number in range(1, runs + 1):
+                started = time.perf_counter()
+                await synth.synthesize(first_sentence)
+                synth_ms = (time.perf_counter() - started) * 1000
+                position = sandbox.event_position
+                await sandbox.invoke("alice", "speak", {"text": SHORT})
+                command = await sandbox.wait_for(lambda ev: ev["event"] == "command", timeout=10, since=position)
+                spurt = await spurt_after(sandbox, number)
+                latency_ms.append(spurt["start_t_ms"] - command["t_ms"])
+                overhead_ms.append(latency_ms[-1] - synth_ms)
+                await asyncio.sleep(0.3)
 
-        await sandbox.invoke("alice", "speak", {"text": LONG})
-        await asyncio.sleep(0.5)
-        await sandbox.invoke("admin", "docs reload", {"full": True})
-        for number in range(20):
-            member = ("alice", "bob", "admin", "owner")[number % 4]
-            await sandbox.invoke(member, "chat", {"message": f"question {number}"},
-                                 channel=("general", "random")[number % 2])
-        busy = await spurt_after(sandbox, spoken + 2)
-        chats = len(fake.chat_requests)
+            spoken = len(sandbox.voice_spurts("Assistant"))
+            await sandbox.invoke("alice", "speak", {"text": LONG})
+            idle = await spurt_after(sandbox, spoken + 1)
+
+            await sandbox.invoke("alice", "speak", {"text": LONG})
+            await asyncio.sleep(0.5)
+            await sandbox.invoke("admin", "docs reload", {"full": True})
+            for number in range(20):
+                member = ("alice", "bob", "admin", "owner")[number % 4]
+                await sandbox.invoke(member, "chat", {"message": f"question {number}"},
+                                     channel=("general", "random")[number % 2])
+            busy = await spurt_after(sandbox, spoken + 2)
+            chats = len(fake.chat_requests)
     finally:
-        await bot.close()
-        await runner
-        sandbox.uninstall()
-        await sandbox.stop()
         await fake.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return {

@@ -4,7 +4,7 @@ The real bot listens through the sandbox: a member speaks a synthesized question
 Discord relays it); the bot detects the end of speech (ENDPOINT_SILENCE_MS), transcribes it (pocketsphinx, the
 engine available offline here), asks the Ollama stand-in (first token after ``--first-token-ms``, then
 ``--tokens-per-s``), synthesizes the first sentence (espeak-ng) and plays it. Measured at the sandbox: end of
-the member's last packet -> first answer frame; and the bot's own breakdown (cogs.listen.TurnReport).
+the member's last packet -> first answer frame; and the bot's own breakdown (services.voice_turns.TurnReport).
 Streaming (each sentence spoken as soon as it is complete) and non-streaming (whole answer, then speech) run
 side by side in one invocation.
 
@@ -23,12 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bot.client import AssistantBot
-from bot.sandbox import Sandbox
 from config import load_settings
+from sandbox import Sandbox
 from services.files import write_json_atomic
 from services.tts import EspeakSynthesizer
 from tests.fakes.ollama import FakeOllama
+from tests.support.bot_harness import running_bot
 
 RESULTS = Path(__file__).resolve().parent / "results" / "voice_turn.json"
 QUESTION = "what is the weather like today"
@@ -44,45 +44,39 @@ async def run_mode(stream: bool, runs: int, first_token_ms: float, tokens_per_s:
     fake = FakeOllama(first_token_latency_s=first_token_ms / 1000, tokens_per_s=tokens_per_s)
     fake.responder = lambda body: ANSWER
     await fake.start()
-    sandbox = Sandbox()
-    await sandbox.start()
-    sandbox.install()
     tmp = Path(tempfile.mkdtemp(prefix="bench-turn-"))
     settings = load_settings(
         DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=tmp / "data", DOCUMENTS_DIR=tmp / "documents",
         STT_ENGINE="pocketsphinx", TTS_ENGINE="espeak", VOICE_COOLDOWN_S=0, VOICE_STREAM_ANSWERS=stream,
         ENDPOINT_SILENCE_MS=600,
     )
-    bot = AssistantBot(settings, connector=sandbox.client_connector())
-    runner = asyncio.create_task(bot.start(sandbox.bot_token))
     reports: list[dict[str, Any]] = []
     first_audio_ms: list[float] = []
     try:
-        await sandbox.wait_ready(timeout=30)
-        await bot.wait_until_ready()
-        for member in ("alice", "bob"):
-            await sandbox.join_voice(member, "Lounge")
-        position = sandbox.event_position
-        await sandbox.invoke("alice", "join", {})
-        await sandbox.wait_for(lambda ev: ev["event"] in ("message", "edit")
-                               and (ev.get("content") or "").startswith("Joined"), timeout=30, since=position)
-        await sandbox.invoke("alice", "listen", {})
-        await asyncio.to_thread(bot.transcriber.load)
-        session = bot.voice_sessions.get(sandbox.guild_id)
-        for _ in range(runs + 1):  # the first run warms up (model load, first decoder) and is not counted
-            spoken = len(sandbox.voice_spurts("Assistant"))
-            speech = await sandbox.speak("bob", question_pcm)
-            await sandbox.wait_for(lambda ev, before=spoken: ev["event"] == "voice_audio"
-                                   and len(sandbox.voice_spurts("Assistant")) > before, timeout=120, since=0)
-            answer = sandbox.voice_spurts("Assistant")[spoken]
-            first_audio_ms.append(answer["start_t_ms"] - speech["t_ms"])
-            reports.append(dataclasses.asdict(session.last_turn))  # type: ignore[call-overload]
-            await asyncio.sleep(0.5)
+        async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=30) as bot:
+            for member in ("alice", "bob"):
+                await sandbox.join_voice(member, "Lounge")
+            position = sandbox.event_position
+            await sandbox.invoke("alice", "join", {})
+            await sandbox.wait_for(lambda ev: ev["event"] in ("message", "edit")
+                                   and (ev.get("content") or "").startswith("Joined"), timeout=30, since=position)
+            await sandbox.invoke("alice", "listen", {})
+            await asyncio.to_thread(bot.transcriber.load)
+            session = bot.voice_sessions.get(sandbox.guild_id)
+            for _ in range(runs + 1):  # the first run warms up (model load, first decoder) and is not counted
+                spoken = len(sandbox.voice_spurts("Assistant"))
+                previous_turn = session.last_turn
+                speech = await sandbox.speak("bob", question_pcm)
+                await sandbox.wait_for(lambda ev, before=spoken: ev["event"] == "voice_audio"
+                                       and len(sandbox.voice_spurts("Assistant")) > before, timeout=120, since=0)
+                answer = sandbox.voice_spurts("Assistant")[spoken]
+                first_audio_ms.append(answer["start_t_ms"] - speech["t_ms"])
+                # The turn's report is made once the whole answer has played, after its first spurt arrived.
+                while session.last_turn is previous_turn:
+                    await asyncio.sleep(0.05)
+                reports.append(dataclasses.asdict(session.last_turn))  # type: ignore[call-overload]
+                await asyncio.sleep(0.5)
     finally:
-        await bot.close()
-        await runner
-        sandbox.uninstall()
-        await sandbox.stop()
         await fake.stop()
     first_audio_ms, reports = first_audio_ms[1:], reports[1:]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -12,10 +13,11 @@ from typing import Any
 import pytest
 
 from bot.client import AssistantBot
-from bot.sandbox import Sandbox
 from bot.streaming import CURSOR
 from config import Settings, load_settings
+from sandbox import Sandbox
 from tests.fakes.ollama import FakeOllama
+from tests.support.bot_harness import running_bot
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE_DOCS = FIXTURES / "docs"
@@ -103,42 +105,23 @@ def ephemeral_replies(events: list[dict[str, Any]]) -> list[str]:
     return [event["content"] for event in events if event["event"] in ("message", "edit") and event["ephemeral"]]
 
 
-async def start_bot(sandbox: Sandbox, settings: Settings) -> tuple[AssistantBot, asyncio.Task[None]]:
-    bot = AssistantBot(settings, connector=sandbox.client_connector())
-    runner = asyncio.create_task(bot.start(sandbox.bot_token))
-    await sandbox.wait_ready(timeout=20)
-    await asyncio.wait_for(bot.wait_until_ready(), timeout=20)
-    return bot, runner
-
-
-async def stop_bot(bot: AssistantBot, runner: asyncio.Task[None]) -> None:
-    await bot.close()
-    await asyncio.wait_for(runner, timeout=10)
-
-
 HarnessFactory = Callable[..., Any]
 
 
 @pytest.fixture
 async def make_harness(tmp_path: Path, ollama: FakeOllama) -> AsyncIterator[HarnessFactory]:
-    """Factory: ``await make_harness(**setting_overrides)`` starts the sandbox and the bot once per test."""
-    started: list[tuple[Sandbox, AssistantBot, asyncio.Task[None], asyncio.Queue[dict[str, Any]]]] = []
+    """Factory: ``await make_harness(**setting_overrides)`` starts a sandbox and the bot (possibly more than once per
+    test: a restart); all are stopped afterwards, the latest first (``install()`` nests)."""
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def factory(docs: bool = False, **overrides: Any) -> Harness:
-        settings = make_settings(tmp_path, ollama.url, **overrides)
-        if docs:
-            shutil.copytree(FIXTURE_DOCS, settings.DOCUMENTS_DIR / "global")
-        sandbox = Sandbox()
-        await sandbox.start()
-        sandbox.install()
-        bot, runner = await start_bot(sandbox, settings)
-        queue = sandbox.subscribe()
-        started.append((sandbox, bot, runner, queue))
-        return Harness(sandbox, bot, ollama, settings, queue)
+        async def factory(docs: bool = False, **overrides: Any) -> Harness:
+            settings = make_settings(tmp_path, ollama.url, **overrides)
+            if docs:
+                shutil.copytree(FIXTURE_DOCS, settings.DOCUMENTS_DIR / "global")
+            sandbox = await stack.enter_async_context(Sandbox())
+            bot = await stack.enter_async_context(running_bot(sandbox, settings))
+            queue = sandbox.subscribe()
+            stack.callback(sandbox.unsubscribe, queue)
+            return Harness(sandbox, bot, ollama, settings, queue)
 
-    yield factory
-    for sandbox, bot, runner, queue in reversed(started):  # install() nests: undo in reverse
-        sandbox.unsubscribe(queue)
-        await stop_bot(bot, runner)
-        sandbox.uninstall()
-        await sandbox.stop()
+        yield factory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.sandbox import GUILD_ID
+from sandbox import GUILD_ID
 from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
 
 

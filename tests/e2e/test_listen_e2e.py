@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.sandbox.guild import LOUNGE_CHANNEL_ID
+from sandbox.guild import LOUNGE_CHANNEL_ID
 from services.tts import EspeakSynthesizer
 from tests.e2e.conftest import ephemeral_replies
 

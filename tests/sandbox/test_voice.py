@@ -24,7 +24,7 @@ import pytest
 from discord.voice_state import VoiceConnectionState
 
 from bot.opus import load_opus
-from bot.sandbox import (
+from sandbox import (
     ALICE_USER_ID,
     BOB_USER_ID,
     GUILD_ID,
@@ -35,8 +35,8 @@ from bot.sandbox import (
     SandboxError,
     run_playground,
 )
-from bot.sandbox.voice_audio import OPUS_SILENCE, VoiceRecorder
-from bot.sandbox.voice_udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
+from sandbox.voice.audio import OPUS_SILENCE, VoiceRecorder
+from sandbox.voice.udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
 
 SINE_AMPLITUDE = 0.5  # of full scale: RMS 0.354
 
@@ -62,32 +62,20 @@ class RecordingVoiceClient(discord.VoiceClient):
         return VoiceConnectionState(self, hook=hook)
 
 
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    sandbox = Sandbox()
-    await sandbox.start()
-    sandbox.install()
-    try:
-        yield sandbox
-    finally:
-        sandbox.uninstall()
-        await sandbox.stop()
-
-
-async def start_client(sb: Sandbox) -> tuple[discord.Client, asyncio.Task[None]]:
+async def start_client(sandbox: Sandbox) -> tuple[discord.Client, asyncio.Task[None]]:
     load_opus()  # the client's encoder needs it, as the bot's does
     client = discord.Client(
-        intents=discord.Intents.default(), connector=sb.client_connector(), guild_ready_timeout=0.05
+        intents=discord.Intents.default(), connector=sandbox.client_connector(), guild_ready_timeout=0.05
     )
-    task = asyncio.create_task(client.start(sb.bot_token))
-    await sb.wait_ready(timeout=10)
+    task = asyncio.create_task(client.start(sandbox.bot_token))
+    await sandbox.wait_ready(timeout=10)
     await asyncio.wait_for(client.wait_until_ready(), 10)
     return client, task
 
 
 @pytest.fixture
-async def client(sb: Sandbox) -> AsyncIterator[discord.Client]:
-    client, task = await start_client(sb)
+async def client(sandbox: Sandbox) -> AsyncIterator[discord.Client]:
+    client, task = await start_client(sandbox)
     try:
         yield client
     finally:
@@ -119,7 +107,7 @@ async def play(vc: discord.VoiceClient, *pcms: bytes) -> None:
     assert await asyncio.wait_for(done, 10) is None
 
 
-async def wait_spurts(sb: Sandbox, count: int, member: str = "Assistant", timeout: float = 5) -> list[dict]:
+async def wait_spurts(sandbox: Sandbox, count: int, member: str = "Assistant", timeout: float = 5) -> list[dict]:
     """The spurts of ``member`` once there are ``count`` (voice_audio events since the start)."""
     seen = 0
 
@@ -128,8 +116,8 @@ async def wait_spurts(sb: Sandbox, count: int, member: str = "Assistant", timeou
         seen += event["event"] == "voice_audio" and event["member"] == member
         return seen >= count
 
-    await sb.wait_for(counted, timeout, since=0)
-    return sb.voice_spurts(member)
+    await sandbox.wait_for(counted, timeout, since=0)
+    return sandbox.voice_spurts(member)
 
 
 async def until(predicate: Any, timeout: float = 5) -> None:
@@ -209,24 +197,24 @@ async def test_spurts_end_on_silence_speaking_off_and_gap() -> None:
 # --------------------------------------------------------------------------------------------- raw sockets
 
 
-async def test_ip_discovery_over_udp(sb: Sandbox) -> None:
+async def test_ip_discovery_over_udp(sandbox: Sandbox) -> None:
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         sock.bind(("127.0.0.1", 0))
         request = struct.pack(">HHI", 1, 70, 4321) + bytes(66)
-        await loop.sock_sendto(sock, request, ("127.0.0.1", sb.voice.udp.port))
+        await loop.sock_sendto(sock, request, ("127.0.0.1", sandbox.voice.udp.port))
         response = await asyncio.wait_for(loop.sock_recv(sock, 100), 2)
         assert response == discovery_response(4321, "127.0.0.1", sock.getsockname()[1])
     assert len(response) == 74 and response[8:18] == b"127.0.0.1\x00"
 
 
-async def test_voice_gateway_needs_tls_trust_and_a_granted_token(sb: Sandbox) -> None:
-    url = f"wss://{sb.voice.gateway.endpoint}/?v=8"
+async def test_voice_gateway_needs_tls_trust_and_a_granted_token(sandbox: Sandbox) -> None:
+    url = f"wss://{sandbox.voice.gateway.endpoint}/?v=8"
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await http.ws_connect(url)  # the system trust store does not know the sandbox CA
-        async with http.ws_connect(url, ssl=sb.ssl_context) as ws:
+        async with http.ws_connect(url, ssl=sandbox.ssl_context) as ws:
             hello = await ws.receive_json()
             assert hello["op"] == 8 and hello["d"]["heartbeat_interval"] > 0
             await ws.send_json({"op": 3, "d": {"t": 99, "seq_ack": -1}})
@@ -234,7 +222,7 @@ async def test_voice_gateway_needs_tls_trust_and_a_granted_token(sb: Sandbox) ->
             await ws.send_json({"op": 1, "d": {"protocol": "udp"}})
             await ws.receive()
             assert ws.close_code == 4003  # not authenticated
-        async with http.ws_connect(url, ssl=sb.ssl_context) as ws:
+        async with http.ws_connect(url, ssl=sandbox.ssl_context) as ws:
             await ws.receive_json()
             identify = {"server_id": str(GUILD_ID), "user_id": "1", "session_id": "x", "token": "nope"}
             await ws.send_json({"op": 0, "d": identify})
@@ -242,29 +230,29 @@ async def test_voice_gateway_needs_tls_trust_and_a_granted_token(sb: Sandbox) ->
             assert ws.close_code == 4004
 
 
-async def test_raw_voice_session_resume_and_sealed_rtp(sb: Sandbox) -> None:
+async def test_raw_voice_session_resume_and_sealed_rtp(sandbox: Sandbox) -> None:
     """No bot: grant a voice session by hand, then IDENTIFY, SELECT_PROTOCOL, drop, RESUME, send RTP."""
     load_opus()
-    await sb.voice.on_bot_op4({"guild_id": str(GUILD_ID), "channel_id": str(LOUNGE_CHANNEL_ID)})
-    grant = sb.voice._grants[sb.bot_user_id]
-    url = f"wss://{sb.voice.gateway.endpoint}/?v=8"
+    await sandbox.voice.on_bot_op4({"guild_id": str(GUILD_ID), "channel_id": str(LOUNGE_CHANNEL_ID)})
+    grant = sandbox.voice._grants[sandbox.bot_user_id]
+    url = f"wss://{sandbox.voice.gateway.endpoint}/?v=8"
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
         udp.setblocking(False)
         async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(url, ssl=sb.ssl_context) as ws:
+            async with http.ws_connect(url, ssl=sandbox.ssl_context) as ws:
                 await ws.receive_json()  # HELLO
                 ids = {"server_id": str(GUILD_ID), "session_id": grant.session_id, "token": grant.token}
-                await ws.send_json({"op": 0, "d": {**ids, "user_id": str(sb.bot_user_id)}})
+                await ws.send_json({"op": 0, "d": {**ids, "user_id": str(sandbox.bot_user_id)}})
                 ready = (await ws.receive_json())["d"]
                 select = {"address": "127.0.0.1", "port": udp.getsockname()[1], "mode": ready["modes"][0]}
                 await ws.send_json({"op": 1, "d": {"protocol": "udp", "data": select}})
                 key = bytes((await ws.receive_json())["d"]["secret_key"])
-                await sb.join_voice("alice")
+                await sandbox.join_voice("alice")
                 assert await ws.receive_json() == {"op": 11, "d": {"user_ids": [str(ALICE_USER_ID)]}, "seq": 1}
                 await ws.close(code=4000)  # an abnormal close: the session stays resumable
-            async with http.ws_connect(url, ssl=sb.ssl_context) as ws:
+            async with http.ws_connect(url, ssl=sandbox.ssl_context) as ws:
                 await ws.receive_json()
                 await ws.send_json({"op": 7, "d": {**ids, "seq_ack": 0}})
                 assert (await ws.receive_json())["seq"] == 1  # replayed: not acknowledged before
@@ -276,7 +264,7 @@ async def test_raw_voice_session_resume_and_sealed_rtp(sb: Sandbox) -> None:
                     await loop.sock_sendto(udp, seal_rtp(packet, key, n), ("127.0.0.1", ready["port"]))
                     await asyncio.sleep(0.02)
                 await ws.send_json({"op": 5, "d": {"speaking": 0, "delay": 0, "ssrc": ready["ssrc"]}})
-                [spurt] = await wait_spurts(sb, 1)
+                [spurt] = await wait_spurts(sandbox, 1)
     assert spurt["frames"] == 10 and spurt["seconds"] == pytest.approx(0.2)
     assert spurt["rms"] == pytest.approx(SINE_AMPLITUDE / 2**0.5, abs=0.06)
 
@@ -284,9 +272,9 @@ async def test_raw_voice_session_resume_and_sealed_rtp(sb: Sandbox) -> None:
 # --------------------------------------------------------------------------------------------- discord.py
 
 
-async def test_bot_connects_and_a_sine_is_measured(sb: Sandbox, client: discord.Client) -> None:
+async def test_bot_connects_and_a_sine_is_measured(sandbox: Sandbox, client: discord.Client) -> None:
     vc = await connect(client)
-    assert vc.is_connected() and sb.voice_states == {"Assistant": "Lounge"}
+    assert vc.is_connected() and sandbox.voice_states == {"Assistant": "Lounge"}
     assert vc.mode == "aead_xchacha20_poly1305_rtpsize"
     state = vc._connection
     assert (state.ip, state.port) == ("127.0.0.1", state.socket.getsockname()[1])  # from our IP discovery
@@ -296,7 +284,7 @@ async def test_bot_connects_and_a_sine_is_measured(sb: Sandbox, client: discord.
     assert description["dave_protocol_version"] == 0 and len(description["secret_key"]) == 32
 
     await play(vc, sine_pcm(1.0))
-    [spurt] = await wait_spurts(sb, 1)
+    [spurt] = await wait_spurts(sandbox, 1)
     assert spurt["member"] == "Assistant" and spurt["channel"] == "Lounge"
     assert spurt["seconds"] == pytest.approx(1.0, rel=0.05)
     assert spurt["frames"] == 50
@@ -304,94 +292,94 @@ async def test_bot_connects_and_a_sine_is_measured(sb: Sandbox, client: discord.
     # discord.py sends its 2nd frame 40 ms after the 1st (its pacing counts one frame twice), then every 20 ms.
     assert 19 <= spurt["gap_p99_ms"] <= 60
     assert spurt["end_t_ms"] - spurt["start_t_ms"] == pytest.approx(1000, abs=100)
-    await until(lambda: sb.voice_totals()["silence_frames"] == 5)  # discord.py ends a source with 5 of them
-    totals = sb.voice_totals()
+    await until(lambda: sandbox.voice_totals()["silence_frames"] == 5)  # discord.py ends a source with 5 of them
+    totals = sandbox.voice_totals()
     assert totals["frames"] == 50 and totals["spurts"] == 1
-    assert sb.voice.bad_packets == 0 and not sb.errors
-    joined = [e for e in sb.events() if e["event"] == "voice_state"]
+    assert sandbox.voice.bad_packets == 0 and not sandbox.errors
+    joined = [e for e in sandbox.events() if e["event"] == "voice_state"]
     assert [(e["member"], e["channel"]) for e in joined] == [("Assistant", "Lounge")]
 
 
-async def test_consecutive_sources_give_spurts_in_order(sb: Sandbox, client: discord.Client) -> None:
+async def test_consecutive_sources_give_spurts_in_order(sandbox: Sandbox, client: discord.Client) -> None:
     vc = await connect(client)
     await play(vc, sine_pcm(0.4), sine_pcm(0.8))
-    first, second = await wait_spurts(sb, 2)
+    first, second = await wait_spurts(sandbox, 2)
     assert first["seconds"] == pytest.approx(0.4, rel=0.05) and second["seconds"] == pytest.approx(0.8, rel=0.05)
     assert second["start_t_ms"] >= first["end_t_ms"]
-    assert sb.voice_totals()["seconds"] == pytest.approx(1.2, rel=0.05)
+    assert sandbox.voice_totals()["seconds"] == pytest.approx(1.2, rel=0.05)
 
 
-async def test_stop_ends_the_frames(sb: Sandbox, client: discord.Client) -> None:
+async def test_stop_ends_the_frames(sandbox: Sandbox, client: discord.Client) -> None:
     vc = await connect(client)
     vc.play(discord.PCMAudio(io.BytesIO(sine_pcm(3.0))))
     await asyncio.sleep(0.5)
-    stopped_at = sb.t_ms()
+    stopped_at = sandbox.t_ms()
     vc.stop()
-    [spurt] = await wait_spurts(sb, 1)
+    [spurt] = await wait_spurts(sandbox, 1)
     assert spurt["end_t_ms"] - stopped_at <= 60  # the last frame was on its way when stop() ran
     assert spurt["seconds"] == pytest.approx(0.5, abs=0.1)
 
 
-async def test_disconnect_leaves_no_voice_state(sb: Sandbox, client: discord.Client) -> None:
+async def test_disconnect_leaves_no_voice_state(sandbox: Sandbox, client: discord.Client) -> None:
     vc = await connect(client)
     await vc.disconnect()
-    assert sb.voice_states == {} and not vc.is_connected()
+    assert sandbox.voice_states == {} and not vc.is_connected()
     assert client.get_guild(GUILD_ID).voice_client is None
-    assert sb.voice.gateway.sessions == {}
-    assert [e["channel"] for e in sb.events() if e["event"] == "voice_state"] == ["Lounge", None]
+    assert sandbox.voice.gateway.sessions == {}
+    assert [e["channel"] for e in sandbox.events() if e["event"] == "voice_state"] == ["Lounge", None]
     await connect(client)  # and it can come back
-    assert sb.voice_states == {"Assistant": "Lounge"}
+    assert sandbox.voice_states == {"Assistant": "Lounge"}
 
 
-async def test_external_disconnect_closes_the_client_connection(sb: Sandbox, client: discord.Client) -> None:
-    await sb.join_voice("alice")
+async def test_external_disconnect_closes_the_client_connection(sandbox: Sandbox, client: discord.Client) -> None:
+    await sandbox.join_voice("alice")
     vc = await connect(client)
     vc.play(discord.PCMAudio(io.BytesIO(sine_pcm(3.0))))
     await asyncio.sleep(0.2)
-    await sb.disconnect_bot_voice()
+    await sandbox.disconnect_bot_voice()
     g = client.get_guild(GUILD_ID)
     await until(lambda: g.voice_client is None)
     assert not vc.is_connected() and not vc.is_playing()
     assert g.me.voice is None or g.me.voice.channel is None
-    assert sb.voice_states == {"alice": "Lounge"} and sb.voice.gateway.sessions == {}
-    [spurt] = await wait_spurts(sb, 1)
+    assert sandbox.voice_states == {"alice": "Lounge"} and sandbox.voice.gateway.sessions == {}
+    [spurt] = await wait_spurts(sandbox, 1)
     assert 0.1 < spurt["seconds"] < 0.5
     with pytest.raises(SandboxError, match="not in a voice channel"):
-        await sb.disconnect_bot_voice()
+        await sandbox.disconnect_bot_voice()
 
 
-async def test_external_move_reconnects_and_quiet_drops_audio(sb: Sandbox, client: discord.Client) -> None:
+async def test_external_move_reconnects_and_quiet_drops_audio(sandbox: Sandbox, client: discord.Client) -> None:
     vc = await connect(client)
-    first_session = next(iter(sb.voice.gateway.sessions.values()))
-    await sb.move_bot_voice("Quiet")
-    await until(lambda: vc.channel.id == QUIET_CHANNEL_ID and vc.is_connected() and sb.voice.gateway.sessions)
-    assert sb.voice_states == {"Assistant": "Quiet"}
-    assert first_session.ssrc not in sb.voice.gateway.sessions  # a new voice session after the 4014 close
-    await until(lambda: all(s.ready for s in sb.voice.gateway.sessions.values()))
+    first_session = next(iter(sandbox.voice.gateway.sessions.values()))
+    await sandbox.move_bot_voice("Quiet")
+    await until(lambda: vc.channel.id == QUIET_CHANNEL_ID and vc.is_connected() and sandbox.voice.gateway.sessions)
+    assert sandbox.voice_states == {"Assistant": "Quiet"}
+    assert first_session.ssrc not in sandbox.voice.gateway.sessions  # a new voice session after the 4014 close
+    await until(lambda: all(s.ready for s in sandbox.voice.gateway.sessions.values()))
     await play(vc, sine_pcm(0.2))
     await asyncio.sleep(0.1)
-    assert sb.voice_spurts() == [] and sb.voice.muted_frames >= 10  # no SPEAK in Quiet
+    assert sandbox.voice_spurts() == [] and sandbox.voice.muted_frames >= 10  # no SPEAK in Quiet
     with pytest.raises(SandboxError, match="lacks the Connect permission in Private"):
-        await sb.move_bot_voice("Private")
+        await sandbox.move_bot_voice("Private")
 
 
-async def test_private_refuses_the_bot_but_members_can_be_placed(sb: Sandbox, client: discord.Client) -> None:
+async def test_private_refuses_the_bot_but_members_can_be_placed(sandbox: Sandbox, client: discord.Client) -> None:
     private = client.get_channel(PRIVATE_CHANNEL_ID)
     assert not private.permissions_for(private.guild.me).connect
     assert not client.get_channel(QUIET_CHANNEL_ID).permissions_for(private.guild.me).speak
     with pytest.raises(asyncio.TimeoutError):
         await private.connect(timeout=0.5)
-    assert "Assistant" not in sb.voice_states
-    assert [e["code"] for e in sb.errors] == [50013] and "Connect in Private" in sb.errors[0]["message"]
-    await sb.join_voice("bob", "Private")
-    assert sb.voice_states == {"bob": "Private"}
+    assert "Assistant" not in sandbox.voice_states
+    assert [e["code"] for e in sandbox.errors] == [50013] and "Connect in Private" in sandbox.errors[0]["message"]
+    await sandbox.join_voice("bob", "Private")
+    assert sandbox.voice_states == {"bob": "Private"}
     with pytest.raises(SandboxError, match="not a voice channel"):
-        await sb.join_voice("bob", "general")
+        await sandbox.join_voice("bob", "general")
 
 
-async def test_members_voice_states_reach_the_bot(sb: Sandbox) -> None:
-    await sb.join_voice("alice", "Lounge")  # before the bot connects: in GUILD_CREATE
-    client, task = await start_client(sb)
+async def test_members_voice_states_reach_the_bot(sandbox: Sandbox) -> None:
+    await sandbox.join_voice("alice", "Lounge")  # before the bot connects: in GUILD_CREATE
+    client, task = await start_client(sandbox)
     try:
         g = client.get_guild(GUILD_ID)
         assert g.get_member(ALICE_USER_ID).voice.channel.id == LOUNGE_CHANNEL_ID
@@ -400,8 +388,8 @@ async def test_members_voice_states_reach_the_bot(sb: Sandbox) -> None:
         vc = await connect(client)
         assert {m.name for m in vc.channel.members} == {"alice", "Assistant"}
         await until(lambda: any(m["op"] == 11 for m in vc.voice_messages))
-        await sb.join_voice("bob", "Lounge")
-        await sb.leave_voice("alice")
+        await sandbox.join_voice("bob", "Lounge")
+        await sandbox.leave_voice("alice")
         await until(lambda: sum(m["op"] in (11, 13) for m in vc.voice_messages) >= 3)
         voice_ops = [(m["op"], m["d"], "seq" in m) for m in vc.voice_messages if m["op"] in (11, 13)]
         assert voice_ops == [
@@ -413,11 +401,11 @@ async def test_members_voice_states_reach_the_bot(sb: Sandbox) -> None:
         assert ("bob", "Lounge") in updates
         alice = g.get_member(ALICE_USER_ID)  # without the members intent, leaving voice drops her from the cache
         assert alice is None or alice.voice is None
-        assert sb.voice_states == {"Assistant": "Lounge", "bob": "Lounge"}
+        assert sandbox.voice_states == {"Assistant": "Lounge", "bob": "Lounge"}
     finally:
         await client.close()
         await task
-    assert sb.voice_states == {"bob": "Lounge"}  # close() disconnects the voice client
+    assert sandbox.voice_states == {"bob": "Lounge"}  # close() disconnects the voice client
 
 
 def _recorder(updates: list[tuple[str, str | None]]) -> Any:
@@ -427,23 +415,23 @@ def _recorder(updates: list[tuple[str, str | None]]) -> Any:
     return on_voice_state_update
 
 
-async def test_playground_voice_lines(sb: Sandbox, client: discord.Client) -> None:
+async def test_playground_voice_lines(sandbox: Sandbox, client: discord.Client) -> None:
     out = io.StringIO()
     lines = ["join voice", "as bob", "join voice Quiet", "join voice nowhere", "as alice", "leave voice"]
-    rc = await run_playground(sb, lines=lines, json_mode=True, out=out, settle_s=0.05, max_wait_s=5)
+    rc = await run_playground(sandbox, lines=lines, json_mode=True, out=out, settle_s=0.05, max_wait_s=5)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     states = [(e["member"], e["channel"]) for e in events if e["event"] == "voice_state"]
     assert states == [("alice", "Lounge"), ("bob", "Quiet"), ("alice", None)]
     assert [e for e in events if e["event"] == "usage_error"][0]["message"].startswith("no channel named 'nowhere'")
     assert rc == 1
     vc = await connect(client, QUIET_CHANNEL_ID)
-    await sb.move_bot_voice("Lounge")
-    await until(lambda: vc.channel.id == LOUNGE_CHANNEL_ID and vc.is_connected() and sb.voice.gateway.sessions)
-    await until(lambda: all(s.ready for s in sb.voice.gateway.sessions.values()))
+    await sandbox.move_bot_voice("Lounge")
+    await until(lambda: vc.channel.id == LOUNGE_CHANNEL_ID and vc.is_connected() and sandbox.voice.gateway.sessions)
+    await until(lambda: all(s.ready for s in sandbox.voice.gateway.sessions.values()))
     out = io.StringIO()
     script = ["join voice", "wait 0.8"]
     printer = asyncio.create_task(
-        run_playground(sb, lines=script, json_mode=False, out=out, settle_s=0.05, max_wait_s=5)
+        run_playground(sandbox, lines=script, json_mode=False, out=out, settle_s=0.05, max_wait_s=5)
     )
     await play(vc, sine_pcm(0.3))
     await printer

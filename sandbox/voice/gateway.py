@@ -43,8 +43,8 @@ from typing import Any
 import trustme
 from aiohttp import WSMsgType, web
 
-from .guild import SimUser
-from .voice_udp import MODE
+from ..guild import SimUser
+from .udp import MODE
 
 _log = logging.getLogger(__name__)
 

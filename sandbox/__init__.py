@@ -1,8 +1,9 @@
 """The local Discord ("sandbox"): gateway, REST, voice (wss:// + UDP) and a fixed simulated guild on loopback,
 plus the playground.
 
-``Sandbox`` is the entry point (see ``bot.sandbox.server``); the guild's fixed ids and names come from
-``bot.sandbox.guild``; ``run_playground`` is the member-side terminal client.
+``Sandbox`` is the entry point (see ``sandbox.server``); the guild's fixed ids and names come from
+``sandbox.guild``; ``run_playground`` is the member-side terminal client. Not part of the product: see
+docs/sandbox.md for what it is, how tests, benchmarks and the playground use it, and the events it publishes.
 """
 
 from .guild import (
@@ -26,8 +27,9 @@ from .guild import (
     QUIET_CHANNEL_ID,
     RANDOM_CHANNEL_ID,
 )
+from .model import InvokeHandle, SandboxError, Upload
 from .playground import run_playground
-from .server import InvokeHandle, Sandbox, SandboxError, Upload
+from .server import Sandbox
 
 __all__ = [
     "ADMIN_ROLE_ID",

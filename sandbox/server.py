@@ -1,52 +1,26 @@
 """``Sandbox``: a local Discord (gateway + REST + attachment CDN) on 127.0.0.1 for the real discord.py client.
 
-Typical use (tests, the playground, ``main.py`` without a token)::
+Typical use (tests, the playground, ``main.py`` without a token; more in docs/sandbox.md)::
 
-    sb = Sandbox(interaction_deadline_s=3.0)
-    await sb.start()                      # binds 127.0.0.1:<random port> (+ wss:// voice gateway and UDP)
-    sb.install()                          # discord.py's REST base and gateway URL now point here
-    bot = MyBot(..., connector=sb.client_connector())  # trusts the sandbox's voice TLS certificate
-    bot_task = asyncio.create_task(bot.start(sb.bot_token))
-    await sb.wait_ready()
-    handle = await sb.invoke("alice", "ask", {"question": "what is X"})
-    ev = await sb.wait_for(lambda e: e["event"] == "message" and e["author"] == "Assistant", since=handle)
-    ...
-    await bot.close(); sb.uninstall(); await sb.stop()
+    async with Sandbox(interaction_deadline_s=3.0) as sb:  # start() + install(); on exit uninstall() + stop()
+        bot = MyBot(..., connector=sb.client_connector())  # trusts the sandbox's voice TLS certificate
+        bot_task = asyncio.create_task(bot.start(sb.bot_token))
+        await sb.wait_ready()
+        handle = await sb.invoke("alice", "ask", {"question": "what is X"})
+        ev = await sb.wait_for(lambda e: e["event"] == "message" and e["author"] == "Assistant", since=handle)
+        ...
+        await bot.close()
 
-What members see is published as *events* (plain dicts, also what the playground prints with ``--json``):
+``start()`` binds 127.0.0.1 on random ports (HTTP and gateway, the wss:// voice gateway, UDP); ``install()``
+points discord.py's REST base and gateway URL here.
 
-- ``{"event": "ready", "guild_id": int, "t_ms": int}`` after IDENTIFY -> READY -> GUILD_CREATE;
-- ``{"event": "resumed", "t_ms": int}`` after a RESUME;
-- ``{"event": "message"|"edit"|"delete", "channel": str, "message_id": int, "author": str, "content": str,
-  "embeds": [dict], "attachments": [{"filename": str, "size": int}], "ephemeral": bool,
-  "interaction_id": int|None, "reference_id": int|None, "t_ms": int}``; a deferred interaction's original
-  response is a "message" when first filled, then "edit"s;
-- ``{"event": "deferred", "interaction_id": int, "ephemeral": bool, "t_ms": int}``;
-- ``{"event": "command", "user": str, "channel": str, "command": str, "options": dict, "interaction_id": int,
-  "t_ms": int}`` when a member invokes a slash command;
-- ``{"event": "click", "user": str, "channel": str, "custom_id": str, "message_id": int, "interaction_id": int,
-  "t_ms": int}`` when a member uses a component of a message (``Sandbox.click``);
-- ``{"event": "modal", "interaction_id": int, "custom_id": str, "title": str, "t_ms": int}``;
-- ``{"event": "reaction", "channel": str, "message_id": int, "emoji": str, "added": bool, "t_ms": int}``;
-- ``{"event": "typing", "channel": str, "t_ms": int}``;
-- ``{"event": "error", "route": str, "code": int, "message": str, "t_ms": int}`` for every request the real
-  Discord would reject (the bot got a 4xx) and every route the sandbox does not implement (404, code 0);
-- ``{"event": "voice_state", "member": str, "channel": str|None, "t_ms": int}`` when a member or the bot
-  joins, moves or leaves voice (``channel`` None: left);
-- ``{"event": "voice_audio", "member": str, "channel": str|None, "seconds": float, "rms": float, "frames": int,
-  "gap_p99_ms": float, "start_t_ms": int, "end_t_ms": int, "t_ms": int}`` once per talk spurt received by the
-  voice server (see ``bot.sandbox.voice_audio`` for the definitions: rms is 0..1 of full scale);
-- ``{"event": "member_speech", "member": str, "channel": str, "seconds": float, "frames_sent": int, "spurts": int,
-  "frames_dropped": int, "corrupted": int, "t_ms": int}`` when a member has finished speaking to the bot
-  (``Sandbox.speak``): ``seconds`` is the length of the audio (pauses included), ``frames_sent`` the 20 ms packets
-  sent, ``spurts`` the talk spurts, ``frames_dropped`` frames nobody could receive (the bot left or is deafened),
-  ``corrupted`` packets sent with a corrupted payload (``corrupt_next_frames``).
+What members see is published as *events* (plain dicts with ``event`` and ``t_ms``, milliseconds since
+``start()``; also what the playground prints with ``--json``): their kinds and fields are listed in
+docs/sandbox.md.
 
 Voice: the bot's op 4 gets VOICE_STATE_UPDATE + VOICE_SERVER_UPDATE pointing at a wss:// voice gateway
-(v8) and a UDP endpoint on 127.0.0.1 (``bot.sandbox.voice``); the TLS certificate comes from a CA made at
+(v8) and a UDP endpoint on 127.0.0.1 (``sandbox.voice``); the TLS certificate comes from a CA made at
 ``start()``, which clients trust through ``client_connector()`` / ``ssl_context``.
-
-``t_ms`` is milliseconds since ``start()``.
 """
 
 from __future__ import annotations
@@ -56,13 +30,10 @@ import base64
 import datetime as dt
 import itertools
 import logging
-import mimetypes
-import re
 import secrets
 import ssl
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,143 +45,27 @@ from aiohttp import web
 
 from bot.opus import OpusUnavailable
 
-from . import guild
+from . import guild, messages
+from .bus import EventBus
 from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
 from .guild import SimChannel, SimUser, UnknownName
-from .voice import SandboxVoice, VoiceHooks, VoiceRefused
-from .voice_speech import SpeechError, SpeechPlan, plan_speech, read_speech
+from .interactions import build_options, find_component, interaction_payload
+from .model import UPLOAD_LIMIT_BYTES, Event, InteractionRecord, InvokeHandle, SandboxError, StoredMessage, Upload
+from .rest import RestApi
+from .voice.server import SandboxVoice, VoiceHooks, VoiceRefused
+from .voice.speech import SpeechError, SpeechPlan, plan_speech, read_speech
 
 _log = logging.getLogger(__name__)
 
-Event = dict[str, Any]
 DISCORD_EPOCH_MS = 1_420_070_400_000
-INTERACTION_TOKEN_TTL_S = 15 * 60  # interaction webhooks stay usable for 15 minutes
-UPLOAD_LIMIT_BYTES = 10 * 1024 * 1024  # per-file limit of a non-boosted guild
 MAX_MESSAGES = 5000  # messages kept (oldest dropped)
 MAX_INTERACTIONS = 1000
 MAX_ATTACHMENT_BYTES = 256 * 1024 * 1024  # total attachment bytes kept in memory
-EVENT_HISTORY = 10_000
-SUBSCRIBER_QUEUE = 10_000
 CLICK_MIN_DELAY_S = 0.1  # earliest a component can be used after its message was shown or edited
-_MENTION_RE = re.compile(r"<@!?(\d+)>")
-
-
-class SandboxError(Exception):
-    """Invalid use of the sandbox: unknown member, channel, command, option or value; the message says which."""
-
-
-@dataclass(frozen=True)
-class InvokeHandle:
-    """An invoked slash command; pass it as ``since=`` to ``wait_for`` to see everything it caused."""
-
-    interaction_id: int
-    token: str
-    command: str
-    user: str
-    channel: str
-    event_index: int
-
-
-@dataclass
-class Upload:
-    """A file in a multipart request or an attachment option: name, bytes and MIME type."""
-
-    filename: str
-    data: bytes
-    content_type: str | None = None
-    description: str | None = None
-
-
-@dataclass
-class StoredMessage:
-    """A message as the sandbox keeps it; ``payload`` is the Discord message object REST returns."""
-
-    payload: dict[str, Any]
-    author: SimUser
-    channel: SimChannel
-    ephemeral: bool = False
-    interaction_id: int | None = None
-    loading: bool = False  # a deferred interaction's "thinking" original response, not yet filled
-    deleted: bool = False
-    shown_at: float = 0.0  # loop.time() of the last create/edit members saw
-
-    @property
-    def id(self) -> int:
-        return int(self.payload["id"])
-
-
-@dataclass
-class InteractionRecord:
-    """One INTERACTION_CREATE sent to the bot and what the bot has done with it."""
-
-    id: int
-    token: str
-    user: SimUser
-    channel: SimChannel
-    command_name: str
-    created: float  # loop.time() when dispatched; the callback deadline counts from here
-    response_type: int | None = None
-    ephemeral: bool = False
-    original_id: int | None = None
-    message_ids: list[int] = field(default_factory=list)  # original + followups
-    kind: int = 2  # interaction type: 2 application command, 3 message component
-    component_message_id: int | None = None  # for kind 3: the message whose component was used
-
-
-class EventBus:
-    """Events in order, a bounded history of them, and subscriber queues.
-
-    Positions are absolute indexes into the stream of published events (``position`` is the next one).
-    """
-
-    def __init__(self) -> None:
-        self._history: deque[Event] = deque(maxlen=EVENT_HISTORY)
-        self._first = 0  # absolute index of _history[0]
-        self._subscribers: set[asyncio.Queue[Event]] = set()
-
-    @property
-    def position(self) -> int:
-        return self._first + len(self._history)
-
-    def publish(self, event: Event) -> None:
-        if len(self._history) == self._history.maxlen:
-            self._first += 1
-        self._history.append(event)
-        for queue in self._subscribers:
-            if queue.full():  # a subscriber that stopped reading: drop its oldest event, not ours
-                queue.get_nowait()
-                _log.warning("sandbox event subscriber is not reading; dropped an event")
-            queue.put_nowait(event)
-
-    def since(self, position: int) -> list[Event]:
-        return list(itertools.islice(self._history, max(0, position - self._first), None))
-
-    def subscribe(self) -> asyncio.Queue[Event]:
-        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
-        self._subscribers.discard(queue)
-
-    async def wait_for(self, predicate: Callable[[Event], bool], timeout_s: float, since: int | None) -> Event:
-        queue = self.subscribe()
-        try:
-            if since is not None:
-                for event in self.since(since):
-                    if predicate(event):
-                        return event
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    event = await queue.get()
-                    if predicate(event):
-                        return event
-        finally:
-            self.unsubscribe(queue)
 
 
 class Sandbox:
-    """A local Discord for one bot: the fixed guild of ``bot.sandbox.guild`` served on 127.0.0.1.
+    """A local Discord for one bot: the fixed guild of ``sandbox.guild`` served on 127.0.0.1.
 
     ``interaction_deadline_s``: seconds the bot has to answer an interaction callback (Discord: 3.0); a
     later callback gets 404 code 10062 "Unknown interaction" and an error event.
@@ -247,8 +102,6 @@ class Sandbox:
 
     async def start(self) -> None:
         """Bind 127.0.0.1 on a random port and serve; raises OSError if the socket cannot be bound."""
-        from .rest import RestApi  # rest imports server for types; import here to keep the cycle one-way
-
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
         api = RestApi(self)
@@ -280,6 +133,21 @@ class Sandbox:
             "sandbox Discord listening on %s (voice: wss://%s, UDP %s)",
             self.base_url, self._voice.gateway.endpoint, self._voice.udp.port,
         )  # fmt: skip
+
+    async def __aenter__(self) -> Sandbox:
+        """``start()`` then ``install()``; a sandbox that fails to start is stopped again before the error rises."""
+        try:
+            await self.start()
+            self.install()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """``uninstall()`` then ``stop()``."""
+        self.uninstall()
+        await self.stop()
 
     async def stop(self) -> None:
         """Close the voice server (websockets, UDP, open spurts), the gateway sockets and the HTTP server;
@@ -323,7 +191,7 @@ class Sandbox:
     @property
     def gateway(self) -> Gateway:
         if self._gateway is None:
-            raise SandboxError("the sandbox is not started; await sb.start() first")
+            raise SandboxError("the sandbox is not started; use it as `async with Sandbox() as sb:`")
         return self._gateway
 
     @property
@@ -331,7 +199,7 @@ class Sandbox:
         """Client-side TLS context trusting (only) the sandbox's CA, for the wss:// voice gateway."""
         tls = self.voice.tls
         if tls is None:
-            raise SandboxError("the sandbox is not started; await sb.start() first")
+            raise SandboxError("the sandbox is not started; use it as `async with Sandbox() as sb:`")
         return tls.client_context
 
     def client_connector(self) -> aiohttp.TCPConnector:
@@ -342,9 +210,9 @@ class Sandbox:
 
     @property
     def voice(self) -> SandboxVoice:
-        """The voice part (states, voice gateway, UDP, recorder); see ``bot.sandbox.voice``."""
+        """The voice part (states, voice gateway, UDP, recorder); see ``sandbox.voice``."""
         if self._voice is None:
-            raise SandboxError("the sandbox is not started; await sb.start() first")
+            raise SandboxError("the sandbox is not started; use it as `async with Sandbox() as sb:`")
         return self._voice
 
     def _gateway_session_id(self) -> str | None:
@@ -496,7 +364,7 @@ class Sandbox:
             raise SandboxError("empty command name")
         cmd = self.find_command(path[0])
         resolved: dict[str, dict[str, Any]] = {}
-        opts = await _build_options(cmd, path[1:], dict(options or {}), validate, resolved, self, chan)
+        opts = await build_options(cmd, path[1:], dict(options or {}), validate, resolved, self.store_upload, chan)
         data: dict[str, Any] = {"id": cmd["id"], "name": cmd["name"], "type": 1, "options": opts}
         if "guild_id" in cmd:
             data["guild_id"] = cmd["guild_id"]
@@ -516,7 +384,7 @@ class Sandbox:
         stored = self.messages.get(int(message_id))
         if stored is None or stored.deleted:
             raise SandboxError(f"no message {message_id}")
-        component = _find_component(stored.payload.get("components") or [], custom_id)
+        component = find_component(stored.payload.get("components") or [], custom_id)
         if component is None:
             raise SandboxError(f"message {message_id} has no component with custom_id {custom_id!r}")
         # A person cannot click before the message is on screen; the bot may not have registered the view
@@ -551,7 +419,7 @@ class Sandbox:
         self, record: InteractionRecord, data: dict[str, Any], event: Event, message: dict[str, Any] | None = None
     ) -> InvokeHandle:
         """Publish ``event`` (command/click), then dispatch INTERACTION_CREATE; the deadline starts now."""
-        payload = self._interaction_payload(record, data)
+        payload = interaction_payload(record, data, self.application_id)
         if message is not None:
             payload["message"] = message
         position = self.bus.position
@@ -561,32 +429,6 @@ class Sandbox:
         return InvokeHandle(
             record.id, record.token, record.command_name, record.user.name, record.channel.name, position
         )
-
-    def _interaction_payload(self, record: InteractionRecord, data: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": str(record.id),
-            "application_id": str(self.application_id),
-            "type": record.kind,
-            "data": data,
-            "guild_id": str(guild.GUILD_ID),
-            "guild": {"id": str(guild.GUILD_ID), "locale": "en-US", "features": []},
-            "channel_id": str(record.channel.id),
-            "channel": {
-                **guild.channel_payload(record.channel),
-                "permissions": str(guild.channel_permissions_of(record.user, record.channel)),
-            },
-            "member": guild.member_payload(record.user, with_permissions=True),
-            "token": record.token,
-            "version": 1,
-            "app_permissions": str(guild.permissions_of(guild.BOT)),
-            "locale": "en-US",
-            "guild_locale": "en-US",
-            "entitlements": [],
-            "entitlement_sku_ids": [],
-            "authorizing_integration_owners": {"0": str(guild.GUILD_ID)},
-            "context": 0,
-            "attachment_size_limit": UPLOAD_LIMIT_BYTES,
-        }
 
     async def send_message(
         self,
@@ -625,20 +467,8 @@ class Sandbox:
         ]
 
     def message_view(self, stored: StoredMessage) -> dict[str, Any]:
-        p = stored.payload
-        ref = p.get("message_reference")
-        return {
-            "id": stored.id,
-            "channel": stored.channel.name,
-            "author": stored.author.name,
-            "content": p["content"],
-            "embeds": p["embeds"],
-            "attachments": [{"filename": a["filename"], "size": a["size"], "url": a["url"]} for a in p["attachments"]],
-            "ephemeral": stored.ephemeral,
-            "interaction_id": stored.interaction_id,
-            "reference_id": int(ref["message_id"]) if ref else None,
-            "edited": p.get("edited_timestamp") is not None,
-        }
+        """``stored`` as ``channel_messages`` shows it."""
+        return messages.message_view(stored)
 
     def _member(self, name: str) -> SimUser:
         try:
@@ -703,11 +533,11 @@ class Sandbox:
         """Member ``member`` speaks ``audio`` into their voice channel, as Discord relays it to the bot.
 
         audio: a path to an audio file (WAV or anything soundfile reads; any rate and channel count, resampled to
-            48 kHz stereo), or bytes of raw 48 kHz stereo s16le PCM; at most 600 s (``voice_speech.MAX_SPEECH_S``).
+            48 kHz stereo), or bytes of raw 48 kHz stereo s16le PCM; at most 600 s (``voice.speech.MAX_SPEECH_S``).
         channel: a voice channel the member joins (or moves to) first, as ``join_voice`` does; None: where they are.
         The bot's voice session gets SPEAKING (op 5: user_id, ssrc) the first time this member's SSRC reaches it,
         then one Opus packet per 20 ms of speech, paced in real time; pauses longer than 100 ms (frames under
-        -50 dBFS, see ``bot.sandbox.voice_speech``) are not sent at all, so a pause splits the audio into talk
+        -50 dBFS, see ``sandbox.voice.speech``) are not sent at all, so a pause splits the audio into talk
         spurts with no packets in between. Returns once the last packet is sent, with the ``member_speech`` event
         it published. Raises SandboxError for an unknown member/channel, unreadable or too long audio, a member
         not in voice, without Speak there or already speaking, or a bot without a ready voice connection in that
@@ -763,19 +593,7 @@ class Sandbox:
         while self._attachment_bytes > MAX_ATTACHMENT_BYTES and len(self.attachments) > 1:
             _, old = self.attachments.popitem(last=False)
             self._attachment_bytes -= len(old.data)
-        url = f"{self.base_url}/attachments/{channel.id}/{att_id}/{upload.filename}"
-        content_type = upload.content_type or mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
-        data: dict[str, Any] = {
-            "id": str(att_id),
-            "filename": upload.filename,
-            "size": len(upload.data),
-            "url": url,
-            "proxy_url": url,
-            "content_type": content_type,
-        }
-        if upload.description:
-            data["description"] = upload.description
-        return data
+        return messages.attachment_payload(att_id, channel, upload, self.base_url)
 
     async def create_message(
         self,
@@ -795,55 +613,10 @@ class Sandbox:
         ``data`` holds the body fields (content, embeds, components, flags, allowed_mentions, tts).
         """
         msg_id = message_id or self.snowflake()
-        content = data.get("content") or ""
-        flags = int(data.get("flags") or 0) | (64 if ephemeral else 0) | (128 if loading else 0)
-        payload: dict[str, Any] = {
-            "id": str(msg_id),
-            "channel_id": str(channel.id),
-            "author": guild.user_payload(author),
-            "content": content,
-            "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-            "edited_timestamp": None,
-            "tts": bool(data.get("tts", False)),
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
-            "attachments": attachments,
-            "embeds": list(data.get("embeds") or []),
-            "components": list(data.get("components") or []),
-            "pinned": False,
-            "type": 19 if reference else (20 if interaction and interaction.kind == 2 else 0),
-            "flags": flags,
-        }
-        if data.get("nonce") is not None:
-            payload["nonce"] = data["nonce"]
-        if reference is not None:
-            payload["message_reference"] = {
-                "type": 0,
-                "message_id": str(reference.id),
-                "channel_id": str(reference.channel.id),
-                "guild_id": str(guild.GUILD_ID),
-            }
-            # Discord embeds the replied-to message one level deep only.
-            payload["referenced_message"] = {k: v for k, v in reference.payload.items() if k != "referenced_message"}
-        if interaction is not None:
-            payload["webhook_id"] = str(self.application_id)
-            payload["application_id"] = str(self.application_id)
-            user = guild.user_payload(interaction.user)
-            metadata: dict[str, Any] = {
-                "id": str(interaction.id),
-                "type": interaction.kind,
-                "user": user,
-                "authorizing_integration_owners": {"0": str(guild.GUILD_ID)},
-            }
-            if interaction.kind == 2:
-                metadata.update(name=interaction.command_name, command_type=1)
-            else:
-                metadata["interacted_message_id"] = str(interaction.component_message_id)
-            payload["interaction_metadata"] = metadata
-            name = interaction.command_name
-            payload["interaction"] = {"id": str(interaction.id), "type": interaction.kind, "name": name, "user": user}
-        payload["mentions"] = self._mentions(content, data.get("allowed_mentions"), reference)
+        payload = messages.message_payload(
+            msg_id, author, channel, data, attachments, application_id=self.application_id,
+            reference=reference, interaction=interaction, ephemeral=ephemeral, loading=loading,
+        )  # fmt: skip
         stored = StoredMessage(
             payload,
             author,
@@ -855,7 +628,7 @@ class Sandbox:
         stored.shown_at = asyncio.get_running_loop().time()
         self._remember(self.messages, msg_id, stored, MAX_MESSAGES)
         if not loading:
-            self.publish(self._message_event("message", stored))
+            self.publish(messages.message_event("message", stored))
             if not ephemeral:
                 await self._dispatch("MESSAGE_CREATE", self._gateway_message(stored))
         return stored
@@ -876,74 +649,29 @@ class Sandbox:
             p["attachments"] = attachments
         stored.shown_at = asyncio.get_running_loop().time()
         if "allowed_mentions" in data or "content" in data:
-            p["mentions"] = self._mentions(p["content"], data.get("allowed_mentions"), None)
+            p["mentions"] = messages.mentions(p["content"], data.get("allowed_mentions"), None)
         if stored.loading:
             stored.loading = False
             p["flags"] = int(p["flags"]) & ~128
-            self.publish(self._message_event("message", stored))
+            self.publish(messages.message_event("message", stored))
             if not stored.ephemeral:
                 await self._dispatch("MESSAGE_CREATE", self._gateway_message(stored))
             return
         p["edited_timestamp"] = dt.datetime.now(dt.UTC).isoformat()
-        self.publish(self._message_event("edit", stored))
+        self.publish(messages.message_event("edit", stored))
         if not stored.ephemeral:
             await self._dispatch("MESSAGE_UPDATE", self._gateway_message(stored))
 
     async def delete_message(self, stored: StoredMessage) -> None:
         """Mark deleted, publish "delete", dispatch MESSAGE_DELETE (non-ephemeral only)."""
         stored.deleted = True
-        self.publish(self._message_event("delete", stored))
+        self.publish(messages.message_event("delete", stored))
         if not stored.ephemeral and not stored.loading:
             data = {"id": str(stored.id), "channel_id": str(stored.channel.id), "guild_id": str(guild.GUILD_ID)}
             await self._dispatch("MESSAGE_DELETE", data)
 
-    def _mentions(
-        self, content: str, allowed: Mapping[str, Any] | None, reference: StoredMessage | None
-    ) -> list[dict[str, Any]]:
-        ids = [int(m) for m in _MENTION_RE.findall(content)]
-        if allowed is not None:
-            parse = allowed.get("parse", [])
-            listed = {int(u) for u in allowed.get("users", [])}
-            ids = [i for i in ids if "users" in parse or i in listed]
-        replied_user = allowed is None or allowed.get("replied_user", True)
-        if reference is not None and replied_user:
-            ids.append(reference.author.id)
-        users = []
-        for user_id in dict.fromkeys(ids):
-            user = guild.user_by_id(user_id)
-            if user is not None:
-                users.append({**guild.user_payload(user), "member": guild.member_payload(user, with_user=False)})
-        return users
-
     def _gateway_message(self, stored: StoredMessage) -> dict[str, Any]:
-        """MESSAGE_CREATE/UPDATE data: the REST object plus guild_id and member, trimmed per intents."""
-        data = {
-            **stored.payload,
-            "guild_id": str(guild.GUILD_ID),
-            "member": guild.member_payload(stored.author, with_user=False),
-        }
-        mentioned = any(int(u["id"]) == self.bot_user_id for u in data["mentions"])
-        privileged = self.gateway.intents & guild.INTENT_MESSAGE_CONTENT
-        if not privileged and not mentioned and stored.author.id != self.bot_user_id:
-            # Without the MESSAGE_CONTENT intent Discord blanks other people's messages that don't mention us.
-            data.update(content="", embeds=[], attachments=[], components=[])
-        return data
-
-    def _message_event(self, kind: str, stored: StoredMessage) -> Event:
-        p = stored.payload
-        ref = p.get("message_reference")
-        return {
-            "event": kind,
-            "channel": stored.channel.name,
-            "message_id": stored.id,
-            "author": stored.author.name,
-            "content": p["content"],
-            "embeds": p["embeds"],
-            "attachments": [{"filename": a["filename"], "size": a["size"]} for a in p["attachments"]],
-            "ephemeral": stored.ephemeral,
-            "interaction_id": stored.interaction_id,
-            "reference_id": int(ref["message_id"]) if ref else None,
-        }
+        return messages.gateway_message(stored, self.gateway.intents, self.bot_user_id)
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         gateway = self.gateway
@@ -966,167 +694,7 @@ class Sandbox:
                 store.popitem(last=False)
 
 
-# --------------------------------------------------------------------- slash command options
-
-
-def _find_component(components: list[dict[str, Any]], custom_id: str) -> dict[str, Any] | None:
-    """The component with ``custom_id`` anywhere in a message's (nested) component tree, or None."""
-    for component in components:
-        if component.get("custom_id") == custom_id:
-            return component
-        for key in ("components", "accessory"):
-            child = component.get(key)
-            children = child if isinstance(child, list) else [child] if isinstance(child, dict) else []
-            found = _find_component(children, custom_id)
-            if found is not None:
-                return found
-    return None
-
-
-_TRUE = {"true", "yes", "on", "1", "y"}
-_FALSE = {"false", "no", "off", "0", "n"}
-
-
-async def _build_options(
-    cmd: dict[str, Any],
-    subpath: list[str],
-    values: dict[str, Any],
-    validate: bool,
-    resolved: dict[str, dict[str, Any]],
-    sb: Sandbox,
-    channel: SimChannel,
-) -> list[dict[str, Any]]:
-    """Interaction ``data.options`` for ``cmd`` + subcommand path + option values; fills ``resolved``.
-
-    Raises SandboxError naming the unknown subcommand/option, missing required option or bad value.
-    """
-    top: list[dict[str, Any]] = []
-    container = top
-    schema = cmd.get("options") or []
-    where = "/" + cmd["name"]
-    for name in subpath:
-        sub = next((o for o in schema if o["name"] == name and o["type"] in (1, 2)), None)
-        if sub is None:
-            subs = [o["name"] for o in schema if o["type"] in (1, 2)]
-            raise SandboxError(f"{where} has no subcommand {name!r}; it has: {', '.join(subs) or 'none'}")
-        node: dict[str, Any] = {"name": name, "type": sub["type"], "options": []}
-        container.append(node)
-        container = node["options"]
-        schema = sub.get("options") or []
-        where += " " + name
-    subs = [o["name"] for o in schema if o["type"] in (1, 2)]
-    if subs:
-        raise SandboxError(f"{where} needs a subcommand: {', '.join(subs)}")
-    known = {o["name"]: o for o in schema}
-    for name in values:
-        if name not in known:
-            raise SandboxError(f"{where} has no option {name!r}; options: {', '.join(known) or 'none'}")
-    for name, spec in known.items():
-        if name not in values:
-            if spec.get("required") and validate:
-                raise SandboxError(f"{where} needs option {name!r}")
-            continue
-        if spec["type"] == 11:
-            try:
-                upload = await _read_upload(values[name])
-            except OSError as exc:
-                raise SandboxError(f"cannot read the file for {where} {name}: {exc}") from None
-            attachment = sb.store_upload(channel, upload)
-            attachment["ephemeral"] = True  # option attachments are ephemeral uploads on Discord
-            resolved.setdefault("attachments", {})[attachment["id"]] = attachment
-            container.append({"name": name, "type": 11, "value": attachment["id"]})
-            continue
-        value = _coerce(spec, values[name], validate, resolved, f"{where} {name}")
-        container.append({"name": name, "type": spec["type"], "value": value})
-    return top
-
-
-def _coerce(spec: dict[str, Any], raw: Any, validate: bool, resolved: dict[str, dict[str, Any]], where: str) -> Any:
-    """An option value converted to the schema's type (resolved users/roles/channels recorded)."""
-    kind = spec["type"]
-    try:
-        if kind == 3:
-            value: Any = str(raw)
-        elif kind == 4:
-            if isinstance(raw, bool):
-                raise ValueError("a bool is not an integer")
-            value = int(raw)
-        elif kind == 10:
-            value = float(raw)
-        elif kind == 5:
-            value = _to_bool(raw)
-        elif kind in (6, 9) and not (kind == 9 and _is_role(raw)):
-            user = guild.member_by_name(str(raw)) if not isinstance(raw, int) else guild.user_by_id(raw)
-            if user is None:
-                raise ValueError(f"unknown user id {raw}")
-            resolved.setdefault("users", {})[str(user.id)] = guild.user_payload(user)
-            member = guild.member_payload(user, with_user=False, with_permissions=True)
-            resolved.setdefault("members", {})[str(user.id)] = member
-            return str(user.id)
-        elif kind in (8, 9):
-            role_id = guild.role_by_name(str(raw))
-            resolved.setdefault("roles", {})[str(role_id)] = guild.role_payload(role_id)
-            return str(role_id)
-        elif kind == 7:
-            chan = guild.channel_by_name(str(raw))
-            data = {**guild.channel_payload(chan), "permissions": str(guild.EVERYONE_PERMISSIONS)}
-            resolved.setdefault("channels", {})[str(chan.id)] = data
-            return str(chan.id)
-        else:
-            raise ValueError(f"option type {kind} is not supported by the sandbox")
-    except (ValueError, UnknownName) as exc:
-        raise SandboxError(f"bad value {raw!r} for {where}: {exc}") from None
-    if validate:
-        _check_constraints(spec, value, where)
-    return value
-
-
-def _check_constraints(spec: dict[str, Any], value: Any, where: str) -> None:
-    choices = spec.get("choices")
-    if choices and value not in [c["value"] for c in choices]:
-        names = ", ".join(str(c["value"]) for c in choices)
-        raise SandboxError(f"{where} must be one of: {names}")
-    if isinstance(value, str):
-        if len(value) < spec.get("min_length", 0) or len(value) > spec.get("max_length", 6000):
-            lo, hi = spec.get("min_length", 0), spec.get("max_length", 6000)
-            raise SandboxError(f"{where} must be {lo}..{hi} characters long (got {len(value)})")
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        lo, hi = spec.get("min_value"), spec.get("max_value")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise SandboxError(f"{where} must be within {lo}..{hi} (got {value})")
-
-
-def _to_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError("expected true or false")
-
-
-def _is_role(raw: Any) -> bool:
-    try:
-        guild.role_by_name(str(raw))
-    except UnknownName:
-        return False
-    return True
-
-
 def _prepare_speech(audio: str | Path | bytes) -> SpeechPlan:
     """Read (and resample) ``audio`` and plan its talk spurts; CPU work for a thread. Raises SpeechError, or
     OpusUnavailable without libopus."""
     return plan_speech(read_speech(audio))
-
-
-async def _read_upload(raw: Any) -> Upload:
-    """An attachment option value: a local path (str/Path, read in a thread), ``(filename, bytes)`` or an
-    ``Upload``; raises OSError when the file cannot be read."""
-    if isinstance(raw, Upload):
-        return raw
-    if isinstance(raw, tuple) and len(raw) == 2:
-        return Upload(str(raw[0]), bytes(raw[1]))
-    path = Path(raw)
-    return Upload(path.name, await asyncio.to_thread(lambda: path.expanduser().read_bytes()))

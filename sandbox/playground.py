@@ -1,30 +1,8 @@
 """The playground: a member-side terminal client for the sandbox, interactive or driven by a script.
 
-Line syntax (one action per line)::
-
-    /ask question: what is X          slash command; options run until the next " <known option>:"
-    /docs reload full: true           subcommands (and groups) come from the bot's registered commands
-    /docs add file: notes/faq.md      attachment options take a local path, uploaded to the sandbox
-    @bot hello                        a message mentioning the bot (also "@Assistant ...")
-    reply thanks!                     reply to the bot's last message in this channel
-    say hello everyone                a plain message
-    click Stop                        use a button (by label or custom_id) of the bot's latest message here
-    as alice | in random              act as another member | switch channel
-    join voice [Quiet] | leave voice  the acting member enters (default: Lounge) or leaves a voice channel
-    speak clips/question.wav          the acting member says an audio file (any WAV) in their voice channel
-    wait 1.5                          pause (seconds)
-    help | quit | # comment
-
-Output: human lines such as ``[#general] Assistant: ...``, ``[#general] Assistant (edit): ...``,
-``(only you)`` for ephemeral messages, ``!! error ...`` for errors, ``[voice Lounge] alice joined`` and
-``[voice Lounge] Assistant spoke 2.41 s (rms 0.21, 121 frames, gap p99 21.3 ms)`` and
-``[voice Lounge] alice said 3.00 s: 2 spurts, 100 frames sent`` for voice; or, with
-``json_mode``, one JSON object per line for every sandbox event (plus ``{"event": "usage_error", ...}`` for
-lines that cannot be run).
-
-In script mode each command/message line waits until the bot *settles*: a reply (message, edit, delete or
-error) has arrived and no new event came for ``settle_s``, or ``max_wait_s`` passed; a ``say`` line only
-waits for quiet. That makes a script of questions run deterministically.
+Each line is one action of a member (a slash command, a message, a click, joining voice, speaking a WAV file...);
+what the bot does is printed as a member would see it, or as one JSON object per event (``json_mode``). In script
+mode each line waits until the bot settles. The line syntax, the output and the events: docs/sandbox.md.
 """
 
 from __future__ import annotations
@@ -35,11 +13,16 @@ import json
 import re
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from services.speech_text import USER_MENTION
 
 from . import guild
 from .guild import UnknownName
-from .server import Event, Sandbox, SandboxError
+from .model import Event, SandboxError
+
+if TYPE_CHECKING:
+    from .server import Sandbox
 
 _OPTION_TYPES = {3: "text", 4: "integer", 5: "true|false", 6: "member", 7: "channel", 8: "role", 9: "member|role",
                  10: "number", 11: "file path"}  # fmt: skip
@@ -212,7 +195,7 @@ class Playground:
         head = f"[#{ev['channel']}] {ev['author']}{tags}:"
         if kind == "delete":
             return [f"{head} message {ev['message_id']}"]
-        content = _MENTION_RE.sub(_mention_name, ev["content"]).splitlines() or [""]
+        content = USER_MENTION.sub(_mention_name, ev["content"]).splitlines() or [""]
         lines = [f"{head} {content[0]}".rstrip()] + [f"    {line}" for line in content[1:]]
         for embed in ev["embeds"]:
             lines += _embed_lines(embed)
@@ -356,9 +339,6 @@ class Playground:
             print(json.dumps({"event": "help", "lines": lines}), file=self.out, flush=True)
         else:
             print("\n".join(lines), file=self.out, flush=True)
-
-
-_MENTION_RE = re.compile(r"<@!?(\d+)>")
 
 
 def _mention_name(match: re.Match[str]) -> str:

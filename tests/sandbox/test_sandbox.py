@@ -12,13 +12,12 @@ from pathlib import Path
 
 import aiohttp
 import discord
-import discord.gateway
 import discord.http
 import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from bot.sandbox import (
+from sandbox import (
     ADMIN_ROLE_ID,
     ADMIN_USER_ID,
     ALICE_USER_ID,
@@ -29,9 +28,6 @@ from bot.sandbox import (
     SandboxError,
     run_playground,
 )
-
-REAL_BASE = discord.http.Route.BASE
-REAL_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
 
 
 class TinyBot(commands.Bot):
@@ -125,25 +121,11 @@ class Menu(discord.ui.View):
 
 
 @pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    sandbox = Sandbox(interaction_deadline_s=3.0)
-    await sandbox.start()
-    sandbox.install()
-    try:
-        yield sandbox
-    finally:
-        sandbox.uninstall()
-        await sandbox.stop()
-    assert discord.http.Route.BASE == REAL_BASE
-    assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == REAL_GATEWAY
-
-
-@pytest.fixture
-async def bot(sb: Sandbox) -> AsyncIterator[TinyBot]:
+async def bot(sandbox: Sandbox) -> AsyncIterator[TinyBot]:
     client = TinyBot()
-    task = asyncio.create_task(client.start(sb.bot_token))
+    task = asyncio.create_task(client.start(sandbox.bot_token))
     try:
-        await sb.wait_ready(timeout=10)
+        await sandbox.wait_ready(timeout=10)
         await asyncio.wait_for(client.wait_until_ready(), 10)
         yield client
     finally:
@@ -158,7 +140,7 @@ def bot_said(content: str | None = None, kind: str = "message"):
     return match
 
 
-async def test_ready_populates_guild_members_roles_channels(sb: Sandbox, bot: TinyBot) -> None:
+async def test_ready_populates_guild_members_roles_channels(sandbox: Sandbox, bot: TinyBot) -> None:
     g = bot.get_guild(GUILD_ID)
     assert g is not None and g.name == "Sandbox"
     assert {r.name for r in g.roles} == {"@everyone", "Admin"}
@@ -171,26 +153,26 @@ async def test_ready_populates_guild_members_roles_channels(sb: Sandbox, bot: Ti
     admin = g.get_member(ADMIN_USER_ID)
     assert admin is not None and g.get_role(ADMIN_ROLE_ID) in admin.roles
     assert admin.guild_permissions.manage_guild and not g.get_member(ALICE_USER_ID).guild_permissions.manage_guild
-    assert bot.user.id == BOT_USER_ID == sb.bot_user_id
-    assert bot.application_id == sb.application_id
-    assert sb.events()[0] == {"event": "ready", "guild_id": GUILD_ID, "t_ms": sb.events()[0]["t_ms"]}
+    assert bot.user.id == BOT_USER_ID == sandbox.bot_user_id
+    assert bot.application_id == sandbox.application_id
+    assert sandbox.events()[0] == {"event": "ready", "guild_id": GUILD_ID, "t_ms": sandbox.events()[0]["t_ms"]}
 
 
-async def test_command_sync_is_stored(sb: Sandbox, bot: TinyBot) -> None:
-    assert sb.sync_count == 1
-    names = {c["name"] for c in sb.commands}
+async def test_command_sync_is_stored(sandbox: Sandbox, bot: TinyBot) -> None:
+    assert sandbox.sync_count == 1
+    names = {c["name"] for c in sandbox.commands}
     assert {"ping", "steps", "docs"} <= names
-    docs = next(c for c in sb.commands if c["name"] == "docs")
+    docs = next(c for c in sandbox.commands if c["name"] == "docs")
     assert docs["guild_id"] == str(GUILD_ID)
     assert {o["name"] for o in docs["options"]} == {"add", "reload"}
     fetched = await bot.tree.fetch_commands(guild=discord.Object(GUILD_ID))
     assert {c.name for c in fetched} == names
 
 
-async def test_defer_followup_edit_events(sb: Sandbox, bot: TinyBot) -> None:
-    handle = await sb.invoke("alice", "steps")
-    third = await sb.wait_for(bot_said("step three"), since=handle)
-    evs = [e for e in sb.events(handle) if e.get("interaction_id") == handle.interaction_id]
+async def test_defer_followup_edit_events(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("alice", "steps")
+    third = await sandbox.wait_for(bot_said("step three"), since=handle)
+    evs = [e for e in sandbox.events(handle) if e.get("interaction_id") == handle.interaction_id]
     kinds = [(e["event"], e.get("content")) for e in evs]
     assert kinds == [
         ("command", None),
@@ -200,163 +182,163 @@ async def test_defer_followup_edit_events(sb: Sandbox, bot: TinyBot) -> None:
         ("message", "step three"),
     ]
     assert evs[2]["message_id"] == evs[3]["message_id"] != third["message_id"]
-    visible = [(m["content"], m["edited"]) for m in sb.channel_messages("general")]
+    visible = [(m["content"], m["edited"]) for m in sandbox.channel_messages("general")]
     assert visible == [("step two", True), ("step three", False)]
-    assert not sb.errors
+    assert not sandbox.errors
 
 
-async def test_ephemeral_answer(sb: Sandbox, bot: TinyBot) -> None:
-    handle = await sb.invoke("bob", "secret", channel="random")
-    ev = await sb.wait_for(bot_said("only for you"), since=handle)
+async def test_ephemeral_answer(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("bob", "secret", channel="random")
+    ev = await sandbox.wait_for(bot_said("only for you"), since=handle)
     assert ev["ephemeral"] is True and ev["channel"] == "random"
-    assert sb.channel_messages("random")[0]["ephemeral"] is True
+    assert sandbox.channel_messages("random")[0]["ephemeral"] is True
 
 
-async def test_too_long_content_is_an_error_event(sb: Sandbox, bot: TinyBot) -> None:
-    handle = await sb.invoke("alice", "long")
-    err = await sb.wait_for(lambda e: e["event"] == "error", since=handle)
+async def test_too_long_content_is_an_error_event(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("alice", "long")
+    err = await sandbox.wait_for(lambda e: e["event"] == "error", since=handle)
     assert err["code"] == 50035 and "2000" in err["message"]
     assert err["route"].startswith("POST /interactions/")
-    assert sb.errors == [err]
-    assert sb.channel_messages("general") == []
+    assert sandbox.errors == [err]
+    assert sandbox.channel_messages("general") == []
 
 
-async def test_embed_limit_is_an_error_event(sb: Sandbox, bot: TinyBot) -> None:
-    handle = await sb.invoke("alice", "embed")
-    err = await sb.wait_for(lambda e: e["event"] == "error", since=handle)
+async def test_embed_limit_is_an_error_event(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("alice", "embed")
+    err = await sandbox.wait_for(lambda e: e["event"] == "error", since=handle)
     assert err["code"] == 50035 and "embeds.0.title" in err["message"]
 
 
-async def test_answering_twice_is_an_error_event(sb: Sandbox, bot: TinyBot) -> None:
-    handle = await sb.invoke("alice", "ping")
-    await sb.wait_for(bot_said("pong"), since=handle)
-    url = f"{sb.api_base}/interactions/{handle.interaction_id}/{handle.token}/callback"
+async def test_answering_twice_is_an_error_event(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("alice", "ping")
+    await sandbox.wait_for(bot_said("pong"), since=handle)
+    url = f"{sandbox.api_base}/interactions/{handle.interaction_id}/{handle.token}/callback"
     async with aiohttp.ClientSession() as http:
         async with http.post(url, json={"type": 4, "data": {"content": "again"}}) as resp:
             assert resp.status == 400
             assert (await resp.json())["code"] == 40060
-    assert sb.errors[-1]["code"] == 40060
-    assert sb.errors[-1]["message"] == "Interaction has already been acknowledged."
+    assert sandbox.errors[-1]["code"] == 40060
+    assert sandbox.errors[-1]["message"] == "Interaction has already been acknowledged."
 
 
-async def test_answer_after_deadline_is_an_error_event(sb: Sandbox, bot: TinyBot) -> None:
-    sb.interaction_deadline_s = 0.1
+async def test_answer_after_deadline_is_an_error_event(sandbox: Sandbox, bot: TinyBot) -> None:
+    sandbox.interaction_deadline_s = 0.1
     bot.slow_delay = 0.3
-    handle = await sb.invoke("alice", "slow")
-    err = await sb.wait_for(lambda e: e["event"] == "error", since=handle)
+    handle = await sandbox.invoke("alice", "slow")
+    err = await sandbox.wait_for(lambda e: e["event"] == "error", since=handle)
     assert err["code"] == 10062 and err["message"] == "Unknown interaction"
-    assert not [e for e in sb.events(handle) if e["event"] == "message"]
+    assert not [e for e in sandbox.events(handle) if e["event"] == "message"]
 
 
-async def test_mention_gets_a_reply_with_reference(sb: Sandbox, bot: TinyBot) -> None:
-    position = sb.event_position
-    msg = await sb.send_message("bob", "general", "hello there", mention_bot=True)
-    reply = await sb.wait_for(bot_said(), since=position)
+async def test_mention_gets_a_reply_with_reference(sandbox: Sandbox, bot: TinyBot) -> None:
+    position = sandbox.event_position
+    msg = await sandbox.send_message("bob", "general", "hello there", mention_bot=True)
+    reply = await sandbox.wait_for(bot_said(), since=position)
     assert reply["reference_id"] == msg["id"]
-    reaction = next(e for e in sb.events(position) if e["event"] == "reaction")
+    reaction = next(e for e in sandbox.events(position) if e["event"] == "reaction")
     assert reaction["message_id"] == msg["id"] and reaction["emoji"] == "\N{EYES}" and reaction["added"]
     assert reply["content"] == "hi bob, you said: @Assistant hello there"
-    assert [m["author"] for m in sb.channel_messages("general")] == ["bob", "Assistant"]
+    assert [m["author"] for m in sandbox.channel_messages("general")] == ["bob", "Assistant"]
     # a member replying to the bot counts as a mention (the reply pings the bot)
-    position = sb.event_position
-    await sb.send_message("alice", "general", "thanks", reply_to=reply["message_id"])
-    again = await sb.wait_for(bot_said(), since=position)
+    position = sandbox.event_position
+    await sandbox.send_message("alice", "general", "thanks", reply_to=reply["message_id"])
+    again = await sandbox.wait_for(bot_said(), since=position)
     assert again["content"] == "hi alice, you said: thanks"
 
 
-async def test_plain_message_without_mention_is_ignored(sb: Sandbox, bot: TinyBot) -> None:
-    position = sb.event_position
-    await sb.send_message("bob", "general", "just chatting")
+async def test_plain_message_without_mention_is_ignored(sandbox: Sandbox, bot: TinyBot) -> None:
+    position = sandbox.event_position
+    await sandbox.send_message("bob", "general", "just chatting")
     with pytest.raises(TimeoutError):
-        await sb.wait_for(bot_said(), timeout=0.3, since=position)
+        await sandbox.wait_for(bot_said(), timeout=0.3, since=position)
 
 
-async def test_attachment_option_round_trip(sb: Sandbox, bot: TinyBot, tmp_path: Path) -> None:
+async def test_attachment_option_round_trip(sandbox: Sandbox, bot: TinyBot, tmp_path: Path) -> None:
     doc = tmp_path / "notes.md"
     doc.write_bytes(b"# Notes\n\nSome text.\n" * 50)
     digest = hashlib.sha256(doc.read_bytes()).hexdigest()[:12]
-    handle = await sb.invoke("admin", "docs add", {"file": doc})
-    ev = await sb.wait_for(bot_said(), since=handle)
+    handle = await sandbox.invoke("admin", "docs add", {"file": doc})
+    ev = await sandbox.wait_for(bot_said(), since=handle)
     assert ev["content"] == f"notes.md {doc.stat().st_size} {digest}"
     assert ev["attachments"] == [{"filename": "copy-notes.md", "size": doc.stat().st_size}]
-    url = sb.channel_messages("general")[-1]["attachments"][0]["url"]
+    url = sandbox.channel_messages("general")[-1]["attachments"][0]["url"]
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         assert await resp.read() == doc.read_bytes()
 
 
-async def test_subcommand_options_and_permissions_in_payload(sb: Sandbox, bot: TinyBot) -> None:
-    handle = await sb.invoke("admin", "/docs reload", {"full": "true"})
-    ev = await sb.wait_for(bot_said(), since=handle)
+async def test_subcommand_options_and_permissions_in_payload(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("admin", "/docs reload", {"full": "true"})
+    ev = await sandbox.wait_for(bot_said(), since=handle)
     assert ev["content"] == "reload full=True admin=True" and not ev["ephemeral"]
-    handle = await sb.invoke("alice", "docs reload")
-    ev = await sb.wait_for(bot_said(), since=handle)
+    handle = await sandbox.invoke("alice", "docs reload")
+    ev = await sandbox.wait_for(bot_said(), since=handle)
     assert ev["content"] == "reload full=False admin=False" and ev["ephemeral"]
 
 
-async def test_invoke_rejects_bad_input(sb: Sandbox, bot: TinyBot) -> None:
+async def test_invoke_rejects_bad_input(sandbox: Sandbox, bot: TinyBot) -> None:
     with pytest.raises(SandboxError, match="unknown command /nope"):
-        await sb.invoke("alice", "nope")
+        await sandbox.invoke("alice", "nope")
     with pytest.raises(SandboxError, match="needs a subcommand"):
-        await sb.invoke("alice", "docs")
+        await sandbox.invoke("alice", "docs")
     with pytest.raises(SandboxError, match="needs option 'file'"):
-        await sb.invoke("admin", "docs add")
+        await sandbox.invoke("admin", "docs add")
     with pytest.raises(SandboxError, match="no option 'color'"):
-        await sb.invoke("admin", "docs reload", {"color": "red"})
+        await sandbox.invoke("admin", "docs reload", {"color": "red"})
     with pytest.raises(SandboxError, match="no member named 'carol'"):
-        await sb.invoke("carol", "ping")
+        await sandbox.invoke("carol", "ping")
 
 
-async def test_empty_message_is_rejected(sb: Sandbox, bot: TinyBot) -> None:
-    handle = await sb.invoke("alice", "empty")
-    ev = await sb.wait_for(bot_said(), since=handle)
+async def test_empty_message_is_rejected(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("alice", "empty")
+    ev = await sandbox.wait_for(bot_said(), since=handle)
     assert ev["content"] == "refused: 50006"
-    assert [e["code"] for e in sb.errors] == [50006]
+    assert [e["code"] for e in sandbox.errors] == [50006]
 
 
-async def test_buttons_update_and_deferred_update(sb: Sandbox, bot: TinyBot) -> None:
-    handle = await sb.invoke("alice", "menu")
-    menu = await sb.wait_for(bot_said("pick one"), since=handle)
-    click = await sb.click("bob", menu["message_id"], "menu:later")
-    later = await sb.wait_for(bot_said("later it is"), since=click)
+async def test_buttons_update_and_deferred_update(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("alice", "menu")
+    menu = await sandbox.wait_for(bot_said("pick one"), since=handle)
+    click = await sandbox.click("bob", menu["message_id"], "menu:later")
+    later = await sandbox.wait_for(bot_said("later it is"), since=click)
     assert later["ephemeral"] and later["interaction_id"] == click.interaction_id
-    click = await sb.click("bob", menu["message_id"], "menu:stop")
-    edit = await sb.wait_for(bot_said("stopped", kind="edit"), since=click)
+    click = await sandbox.click("bob", menu["message_id"], "menu:stop")
+    edit = await sandbox.wait_for(bot_said("stopped", kind="edit"), since=click)
     assert edit["message_id"] == menu["message_id"]
-    assert sb.messages[menu["message_id"]].payload["components"] == []
+    assert sandbox.messages[menu["message_id"]].payload["components"] == []
     with pytest.raises(SandboxError, match="no component"):
-        await sb.click("bob", menu["message_id"], "menu:nope")
-    assert not sb.errors
+        await sandbox.click("bob", menu["message_id"], "menu:nope")
+    assert not sandbox.errors
 
 
-async def test_reconnect_and_resume(sb: Sandbox, bot: TinyBot) -> None:
-    session = sb.gateway.session
-    await sb.send_reconnect()
-    assert sb.gateway.session is session and sb.gateway.connected
-    assert any(e["event"] == "resumed" for e in sb.events())
-    handle = await sb.invoke("alice", "ping")
-    await sb.wait_for(bot_said("pong"), since=handle)
+async def test_reconnect_and_resume(sandbox: Sandbox, bot: TinyBot) -> None:
+    session = sandbox.gateway.session
+    await sandbox.send_reconnect()
+    assert sandbox.gateway.session is session and sandbox.gateway.connected
+    assert any(e["event"] == "resumed" for e in sandbox.events())
+    handle = await sandbox.invoke("alice", "ping")
+    await sandbox.wait_for(bot_said("pong"), since=handle)
 
 
-async def test_events_sent_while_disconnected_are_replayed(sb: Sandbox, bot: TinyBot) -> None:
-    await sb.send_reconnect(wait=False)
-    handle = await sb.invoke("alice", "ping")  # likely dispatched before the bot has resumed
-    await sb.wait_for(bot_said("pong"), since=handle)
-    assert not sb.errors
+async def test_events_sent_while_disconnected_are_replayed(sandbox: Sandbox, bot: TinyBot) -> None:
+    await sandbox.send_reconnect(wait=False)
+    handle = await sandbox.invoke("alice", "ping")  # likely dispatched before the bot has resumed
+    await sandbox.wait_for(bot_said("pong"), since=handle)
+    assert not sandbox.errors
 
 
-async def test_unknown_route_is_a_visible_404(sb: Sandbox, bot: TinyBot) -> None:
+async def test_unknown_route_is_a_visible_404(sandbox: Sandbox, bot: TinyBot) -> None:
     with pytest.raises(discord.NotFound) as info:
         await bot.http.request(discord.http.Route("GET", "/guilds/{guild_id}/bans", guild_id=GUILD_ID))
     assert info.value.code == 0 and info.value.text == "404: Not Found"
-    assert sb.errors[-1]["route"] == f"GET /guilds/{GUILD_ID}/bans"
+    assert sandbox.errors[-1]["route"] == f"GET /guilds/{GUILD_ID}/bans"
 
 
-async def test_bad_token_is_rejected(sb: Sandbox) -> None:
+async def test_bad_token_is_rejected(sandbox: Sandbox) -> None:
     client = discord.Client(intents=discord.Intents.default())
     with pytest.raises(discord.LoginFailure):
         await client.login("not-the-token")
     await client.close()
-    async with aiohttp.ClientSession() as http, http.ws_connect(sb.gateway_url + "?v=10&encoding=json") as ws:
+    async with aiohttp.ClientSession() as http, http.ws_connect(sandbox.gateway_url + "?v=10&encoding=json") as ws:
         hello = await ws.receive_json()
         assert hello["op"] == 10
         await ws.send_json({"op": 2, "d": {"token": "wrong", "intents": 0, "properties": {}}})
@@ -364,25 +346,25 @@ async def test_bad_token_is_rejected(sb: Sandbox) -> None:
         assert ws.close_code == 4004
 
 
-async def test_raw_gateway_uncompressed_and_zlib(sb: Sandbox) -> None:
+async def test_raw_gateway_uncompressed_and_zlib(sandbox: Sandbox) -> None:
     async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(sb.gateway_url + "?v=10&encoding=json") as ws:
+        async with http.ws_connect(sandbox.gateway_url + "?v=10&encoding=json") as ws:
             assert (await ws.receive_json())["op"] == 10
             await ws.send_json({"op": 1, "d": None})
             assert (await ws.receive_json())["op"] == 11
-        async with http.ws_connect(sb.gateway_url + "?v=10&encoding=json&compress=zlib-stream") as ws:
+        async with http.ws_connect(sandbox.gateway_url + "?v=10&encoding=json&compress=zlib-stream") as ws:
             inflater = zlib.decompressobj()
             frame = await ws.receive_bytes()
             assert frame.endswith(b"\x00\x00\xff\xff")
             assert json.loads(inflater.decompress(frame))["op"] == 10
-            await ws.send_json({"op": 2, "d": {"token": sb.bot_token, "intents": 1 << 9}})
+            await ws.send_json({"op": 2, "d": {"token": sandbox.bot_token, "intents": 1 << 9}})
             ready = json.loads(inflater.decompress(await ws.receive_bytes()))
             created = json.loads(inflater.decompress(await ws.receive_bytes()))
     assert (ready["t"], ready["s"], created["t"], created["s"]) == ("READY", 1, "GUILD_CREATE", 2)
     assert [m["user"]["username"] for m in created["d"]["members"]] == ["Assistant"]  # no presences intent
 
 
-async def test_playground_script_json(sb: Sandbox, bot: TinyBot, tmp_path: Path) -> None:
+async def test_playground_script_json(sandbox: Sandbox, bot: TinyBot, tmp_path: Path) -> None:
     doc = tmp_path / "faq.md"
     doc.write_text("hello")
     script = [
@@ -400,7 +382,7 @@ async def test_playground_script_json(sb: Sandbox, bot: TinyBot, tmp_path: Path)
         "/docs reload colour: red",
     ]
     out = io.StringIO()
-    rc = await run_playground(sb, lines=script, json_mode=True, out=out, settle_s=0.15, max_wait_s=5)
+    rc = await run_playground(sandbox, lines=script, json_mode=True, out=out, settle_s=0.15, max_wait_s=5)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     said = [e["content"] for e in events if e["event"] == "message" and e["author"] == "Assistant"]
     assert said == [
@@ -419,10 +401,10 @@ async def test_playground_script_json(sb: Sandbox, bot: TinyBot, tmp_path: Path)
     assert rc == 1  # the bad line makes the script fail
 
 
-async def test_playground_human_output(sb: Sandbox, bot: TinyBot) -> None:
+async def test_playground_human_output(sandbox: Sandbox, bot: TinyBot) -> None:
     out = io.StringIO()
     rc = await run_playground(
-        sb, lines=["/steps", "/secret", "/long"], json_mode=False, out=out, settle_s=0.15, max_wait_s=5
+        sandbox, lines=["/steps", "/secret", "/long"], json_mode=False, out=out, settle_s=0.15, max_wait_s=5
     )
     text = out.getvalue()
     assert "[#general] Assistant: step one" in text
@@ -432,14 +414,14 @@ async def test_playground_human_output(sb: Sandbox, bot: TinyBot) -> None:
     assert rc == 1
 
 
-async def test_message_content_needs_the_intent(sb: Sandbox) -> None:
+async def test_message_content_needs_the_intent(sandbox: Sandbox) -> None:
     """Without MESSAGE_CONTENT, other members' messages arrive blank unless they mention the bot."""
-    async with aiohttp.ClientSession() as http, http.ws_connect(sb.gateway_url + "?v=10&encoding=json") as ws:
+    async with aiohttp.ClientSession() as http, http.ws_connect(sandbox.gateway_url + "?v=10&encoding=json") as ws:
         assert (await ws.receive_json())["op"] == 10
-        await ws.send_json({"op": 2, "d": {"token": sb.bot_token, "intents": 1 << 9}})
-        await sb.wait_ready()
-        await sb.send_message("bob", "general", "secret words")
-        await sb.send_message("bob", "general", "hey you", mention_bot=True)
+        await ws.send_json({"op": 2, "d": {"token": sandbox.bot_token, "intents": 1 << 9}})
+        await sandbox.wait_ready()
+        await sandbox.send_message("bob", "general", "secret words")
+        await sandbox.send_message("bob", "general", "hey you", mention_bot=True)
         seen = []
         while len(seen) < 2:
             msg = await ws.receive_json()

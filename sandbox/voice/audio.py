@@ -11,13 +11,8 @@ ends at whichever comes first:
 
 Silence frames are counted (``silence_frames``) but are not speech: no seconds, no RMS, no gaps.
 
-Each closed spurt becomes a ``voice_audio`` event dict:
-``{"event": "voice_audio", "member": str, "channel": str|None, "seconds": float, "rms": float, "frames": int,
-"gap_p99_ms": float, "start_t_ms": int, "end_t_ms": int}``, where ``seconds`` is decoded audio (samples per
-channel / 48000), ``rms`` the root mean square of the decoded samples as a fraction of full scale (0..1; a
-full-scale sine is 0.707, -20 dBFS is 0.1), ``gap_p99_ms`` the 99th percentile of arrival gaps between
-consecutive frames of the spurt (0 with fewer than two frames; 20 ms is on time), and ``start_t_ms`` /
-``end_t_ms`` the arrival of its first and last frame (milliseconds since the sandbox started).
+Each closed spurt becomes a ``voice_audio`` event: its fields (seconds of decoded audio, RMS as a fraction of full
+scale, frames, the 99th percentile of arrival gaps, first and last arrival) are defined in docs/sandbox.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Each packet is built as Discord relays a member's audio to the bot:
 1. the Opus frame goes through the stream's ``frame_encryptor``: the place where DAVE's end-to-end frame
    encryption would go (protocol version >= 1); the sandbox negotiates version 0, where it is the identity;
 2. when the member has pending corruptions (``SpeakerHub.corrupt_next``), that payload is replaced by one no Opus
-   decoder accepts (``voice_speech.corrupt_opus``), as a damaged frame or a failed DAVE decryption would be;
+   decoder accepts (``speech.corrupt_opus``), as a damaged frame or a failed DAVE decryption would be;
 3. the packet gets an RFC 8285 header extension with the frame's audio level (RFC 6464, extension id 1, voice
    activity bit set), which Discord's packets carry and discord-ext-voice-recv parses;
 4. it is sealed with the bot session's key (``aead_xchacha20_poly1305_rtpsize``) and sent from the voice server's
@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .voice_speech import SpeechPlan, corrupt_opus
-from .voice_udp import RtpPacket, seal_rtp
+from .speech import SpeechPlan, corrupt_opus
+from .udp import RtpPacket, seal_rtp
 
 _log = logging.getLogger(__name__)
 

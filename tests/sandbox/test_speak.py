@@ -26,8 +26,8 @@ import soundfile
 from discord.ext import voice_recv
 
 from bot.opus import load_opus
-from bot.sandbox import ALICE_USER_ID, BOB_USER_ID, LOUNGE_CHANNEL_ID, Sandbox, SandboxError, run_playground
-from bot.sandbox.voice_speech import MAX_PAUSE_FRAMES, SILENCE_RMS, corrupt_opus, frame_rms, split_spurts
+from sandbox import ALICE_USER_ID, BOB_USER_ID, LOUNGE_CHANNEL_ID, Sandbox, SandboxError, run_playground
+from sandbox.voice.speech import MAX_PAUSE_FRAMES, SILENCE_RMS, corrupt_opus, frame_rms, split_spurts
 
 TONE_RATE = 22_050  # the test WAVs are 22.05 kHz mono, so speak() has to resample and upmix them
 
@@ -107,25 +107,13 @@ async def until(predicate: Any, timeout: float = 5) -> None:
 
 
 @pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    sandbox = Sandbox()
-    await sandbox.start()
-    sandbox.install()
-    try:
-        yield sandbox
-    finally:
-        sandbox.uninstall()
-        await sandbox.stop()
-
-
-@pytest.fixture
-async def client(sb: Sandbox) -> AsyncIterator[discord.Client]:
+async def client(sandbox: Sandbox) -> AsyncIterator[discord.Client]:
     load_opus()
     client = discord.Client(
-        intents=discord.Intents.default(), connector=sb.client_connector(), guild_ready_timeout=0.05
+        intents=discord.Intents.default(), connector=sandbox.client_connector(), guild_ready_timeout=0.05
     )
-    task = asyncio.create_task(client.start(sb.bot_token))
-    await sb.wait_ready(timeout=10)
+    task = asyncio.create_task(client.start(sandbox.bot_token))
+    await sandbox.wait_ready(timeout=10)
     await asyncio.wait_for(client.wait_until_ready(), 10)
     try:
         yield client
@@ -168,12 +156,12 @@ def test_frame_rms_and_corrupt_opus() -> None:
 
 
 async def test_speech_with_a_pause_arrives_as_two_paced_spurts(
-    sb: Sandbox, client: discord.Client, tmp_path: Path
+    sandbox: Sandbox, client: discord.Client, tmp_path: Path
 ) -> None:
     listener = await listen(client)
-    await sb.join_voice("alice", "Lounge")
+    await sandbox.join_voice("alice", "Lounge")
     wav = write_wav(tmp_path / "pause.wav", tone(1.0), silence(1.0), tone(1.0, freq=660))
-    event = await sb.speak("alice", wav)
+    event = await sandbox.speak("alice", wav)
 
     assert event["event"] == "member_speech" and event["member"] == "alice" and event["channel"] == "Lounge"
     assert event["seconds"] == pytest.approx(3.0, abs=0.02) and event["spurts"] == 2
@@ -209,12 +197,12 @@ async def test_speech_with_a_pause_arrives_as_two_paced_spurts(
     assert all(1 in h.extensions for h in heard)  # RFC 6464 audio level, as Discord's packets carry
 
 
-async def test_corrupt_frames_fail_to_decode_and_later_ones_decode(sb: Sandbox, client: discord.Client) -> None:
+async def test_corrupt_frames_fail_to_decode_and_later_ones_decode(sandbox: Sandbox, client: discord.Client) -> None:
     listener = await listen(client)
-    await sb.join_voice("bob", "Lounge")
-    sb.corrupt_next_frames("bob", 3)
+    await sandbox.join_voice("bob", "Lounge")
+    sandbox.corrupt_next_frames("bob", 3)
     pcm = (np.sin(np.arange(48_000 // 2) / 48_000 * 2 * np.pi * 300) * 12_000).astype("<i2").repeat(2).tobytes()
-    event = await sb.speak("bob", pcm)  # raw 48 kHz stereo s16le: 0.5 s, 25 frames
+    event = await sandbox.speak("bob", pcm)  # raw 48 kHz stereo s16le: 0.5 s, 25 frames
     assert event["frames_sent"] == 25 and event["corrupted"] == 3 and event["spurts"] == 1
     await until(lambda: len(listener.heard) >= 24)
     decoder = discord.opus.Decoder()
@@ -228,29 +216,29 @@ async def test_corrupt_frames_fail_to_decode_and_later_ones_decode(sb: Sandbox, 
             outcomes.append("ok")
     assert outcomes == ["bad"] * 3 + ["ok"] * (len(outcomes) - 3) and len(outcomes) >= 24
 
-    event = await sb.speak("bob", pcm)  # nothing pending any more
+    event = await sandbox.speak("bob", pcm)  # nothing pending any more
     assert event["corrupted"] == 0
 
 
-async def test_two_members_at_once_are_told_apart(sb: Sandbox, client: discord.Client, tmp_path: Path) -> None:
+async def test_two_members_at_once_are_told_apart(sandbox: Sandbox, client: discord.Client, tmp_path: Path) -> None:
     listener = await listen(client)
-    await sb.join_voice("alice")
-    await sb.join_voice("bob")
+    await sandbox.join_voice("alice")
+    await sandbox.join_voice("bob")
     a = write_wav(tmp_path / "a.wav", tone(0.6, 440))
     b = write_wav(tmp_path / "b.wav", tone(0.4, 880))
-    ea, eb = await asyncio.gather(sb.speak("alice", a), sb.speak("bob", b))
+    ea, eb = await asyncio.gather(sandbox.speak("alice", a), sandbox.speak("bob", b))
     assert (ea["frames_sent"], eb["frames_sent"]) == (30, 20)
     await until(lambda: len(listener.of(ALICE_USER_ID)) >= 29 and len(listener.of(BOB_USER_ID)) >= 19)
     assert {h.ssrc for h in listener.of(ALICE_USER_ID)}.isdisjoint({h.ssrc for h in listener.of(BOB_USER_ID)})
     assert None not in {h.user_id for h in listener.heard}
 
 
-async def test_pacing_holds_while_the_event_loop_is_blocked(sb: Sandbox, client: discord.Client) -> None:
+async def test_pacing_holds_while_the_event_loop_is_blocked(sandbox: Sandbox, client: discord.Client) -> None:
     """Packets are paced by a thread, so a bot that stalls its loop still receives audio as Discord sends it."""
     listener = await listen(client)
-    await sb.join_voice("alice")
+    await sandbox.join_voice("alice")
     pcm = (np.sin(np.arange(48_000) / 48_000 * 2 * np.pi * 500) * 12_000).astype("<i2").repeat(2).tobytes()
-    speech = asyncio.create_task(sb.speak("alice", pcm))
+    speech = asyncio.create_task(sandbox.speak("alice", pcm))
     await asyncio.sleep(0.2)
     time.sleep(0.3)  # noqa: ASYNC251 - deliberately a stalled event loop, as a misbehaving bot would cause
     event = await speech
@@ -259,42 +247,39 @@ async def test_pacing_holds_while_the_event_loop_is_blocked(sb: Sandbox, client:
     assert event["frames_sent"] == 50 and gaps.max() < 0.05
 
 
-async def test_speak_refusals(sb: Sandbox, client: discord.Client, tmp_path: Path) -> None:
+async def test_speak_refusals(sandbox: Sandbox, client: discord.Client, tmp_path: Path) -> None:
     pcm = bytes(3840)
     with pytest.raises(SandboxError, match="alice is not in a voice channel"):
-        await sb.speak("alice", pcm)
-    await sb.join_voice("alice", "Lounge")
+        await sandbox.speak("alice", pcm)
+    await sandbox.join_voice("alice", "Lounge")
     with pytest.raises(SandboxError, match="Assistant is not in Lounge"):
-        await sb.speak("alice", pcm)
+        await sandbox.speak("alice", pcm)
     await listen(client)
     with pytest.raises(SandboxError, match="multiple of 4 bytes"):
-        await sb.speak("alice", b"\x00" * 6)
+        await sandbox.speak("alice", b"\x00" * 6)
     with pytest.raises(SandboxError, match="cannot read audio file"):
-        await sb.speak("alice", tmp_path / "missing.wav")
+        await sandbox.speak("alice", tmp_path / "missing.wav")
     with pytest.raises(SandboxError, match="lacks the Speak permission in Quiet"):
-        await sb.speak("bob", pcm, channel="Quiet")  # channel=: joins first
-    assert sb.voice_states["bob"] == "Quiet"
+        await sandbox.speak("bob", pcm, channel="Quiet")  # channel=: joins first
+    assert sandbox.voice_states["bob"] == "Quiet"
     with pytest.raises(SandboxError, match="positive number"):
-        sb.corrupt_next_frames("alice", 0)
-    event = await sb.speak("alice", bytes(3840 * 10))  # all silence: nothing is sent
+        sandbox.corrupt_next_frames("alice", 0)
+    event = await sandbox.speak("alice", bytes(3840 * 10))  # all silence: nothing is sent
     assert (event["frames_sent"], event["spurts"]) == (0, 0)
 
 
-async def test_deafened_bot_hears_nothing(sb: Sandbox, client: discord.Client) -> None:
+async def test_deafened_bot_hears_nothing(sandbox: Sandbox, client: discord.Client) -> None:
     channel = client.get_channel(LOUNGE_CHANNEL_ID)
     vc = await channel.connect(cls=voice_recv.VoiceRecvClient, self_deaf=True, timeout=5)
     listener = Listener(vc)
-    await sb.join_voice("alice")
+    await sandbox.join_voice("alice")
     pcm = (np.full(48_000 // 5 * 2, 8000, dtype="<i2")).tobytes()
-    event = await sb.speak("alice", pcm)
+    event = await sandbox.speak("alice", pcm)
     assert event["frames_sent"] == 0 and event["frames_dropped"] == 10
     assert listener.wire == []
 
 
-async def test_stop_ends_a_speech_in_flight(tmp_path: Path) -> None:
-    sandbox = Sandbox()
-    await sandbox.start()
-    sandbox.install()
+async def test_stop_ends_a_speech_in_flight(sandbox: Sandbox, tmp_path: Path) -> None:
     load_opus()
     client = discord.Client(
         intents=discord.Intents.default(), connector=sandbox.client_connector(), guild_ready_timeout=0.05
@@ -313,16 +298,14 @@ async def test_stop_ends_a_speech_in_flight(tmp_path: Path) -> None:
     finally:
         await client.close()
         await task
-        sandbox.uninstall()
-        await sandbox.stop()
 
 
-async def test_playground_speak_line(sb: Sandbox, client: discord.Client, tmp_path: Path) -> None:
+async def test_playground_speak_line(sandbox: Sandbox, client: discord.Client, tmp_path: Path) -> None:
     await listen(client)
     wav = write_wav(tmp_path / "hi.wav", tone(0.3), silence(0.5), tone(0.2))
     out = io.StringIO()
     lines = ["speak " + str(wav), "join voice", f"speak {wav}", "speak"]
-    rc = await run_playground(sb, lines=lines, json_mode=True, out=out, settle_s=0.05, max_wait_s=5)
+    rc = await run_playground(sandbox, lines=lines, json_mode=True, out=out, settle_s=0.05, max_wait_s=5)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     usage = [e["message"] for e in events if e["event"] == "usage_error"]
     assert usage[0] == "alice is not in a voice channel; join one first" and usage[1] == "speak needs some text"
@@ -330,6 +313,6 @@ async def test_playground_speak_line(sb: Sandbox, client: discord.Client, tmp_pa
     assert speech["member"] == "alice" and speech["spurts"] == 2 and speech["frames_sent"] == 25
     assert rc == 1
     out = io.StringIO()
-    await run_playground(sb, lines=[f"speak {wav}"], json_mode=False, out=out, settle_s=0.05, max_wait_s=5)
+    await run_playground(sandbox, lines=[f"speak {wav}"], json_mode=False, out=out, settle_s=0.05, max_wait_s=5)
     # librosa's resampler may add a sample, which the framing pads to one more 20 ms frame
     assert re.search(r"\[voice Lounge\] alice said 1\.0[02] s: 2 spurts, 25 frames sent\n", out.getvalue())

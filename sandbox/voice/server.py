@@ -4,13 +4,13 @@
 
 - voice states (user id -> channel), changed by the bot's main-gateway op 4 VOICE_STATE_UPDATE and by the
   sandbox API for members (``join``/``leave``) and for what an admin would do to the bot (``disconnect_bot``,
-  ``move_bot``); each change is dispatched as VOICE_STATE_UPDATE and published as
-  ``{"event": "voice_state", "member": str, "channel": str|None}``;
+  ``move_bot``); each change is dispatched as VOICE_STATE_UPDATE and published as a ``voice_state`` event
+  (docs/sandbox.md);
 - grants: each time the bot joins or moves, a VOICE_SERVER_UPDATE ``{token, guild_id, endpoint}`` grants it a
-  voice session on the voice gateway (``voice_gateway``), revoked (websocket closed with 4014) when an admin
+  voice session on the voice gateway (``gateway``), revoked (websocket closed with 4014) when an admin
   disconnects or moves it;
-- the UDP endpoint (``voice_udp``): RTP from a ready session is decrypted and its Opus handed to the recorder
-  (``voice_audio``), which publishes one ``voice_audio`` event per talk spurt.
+- the UDP endpoint (``udp``): RTP from a ready session is decrypted and its Opus handed to the recorder
+  (``audio``), which publishes one ``voice_audio`` event per talk spurt.
 
 The bot's op 4 is answered as discord.py needs it: a join gets VOICE_STATE_UPDATE (``session_id`` = the main
 gateway session) then VOICE_SERVER_UPDATE; a leave always gets VOICE_STATE_UPDATE with ``channel_id`` null, even
@@ -21,7 +21,7 @@ Audio from a sender without SPEAK in its channel is dropped (counted in ``muted_
 Simulated speakers (a member sending audio *to* the bot, ``speak``): the member gets an SSRC (kept until they leave
 voice); before its first packet to a bot voice session, that session gets SPEAKING (op 5, ``{"user_id", "ssrc",
 "speaking": 1}``), once, as Discord relays it (listeners such as discord-ext-voice-recv map SSRC -> user from it);
-then the talk spurts of ``voice_speech`` are sent by ``voice_speaker`` over UDP to the session's ``client_addr``,
+then the talk spurts of ``speech`` are sent by ``speaker`` over UDP to the session's ``client_addr``,
 sealed with its ``secret_key``. Nothing is sent to a self-deafened bot, nor to a bot in another channel; such
 frames are dropped and counted.
 """
@@ -37,13 +37,13 @@ from typing import Any
 
 from bot.opus import OpusUnavailable
 
-from . import guild
-from .guild import SimChannel, SimUser
-from .voice_audio import VoiceRecorder
-from .voice_gateway import LocalTls, VoiceGateway, VoiceGatewayHooks, VoiceGrant, VoiceSession
-from .voice_speaker import MemberStream, SendTarget, SpeakerHub, SpeechResult
-from .voice_speech import SpeechPlan
-from .voice_udp import RtpError, UdpEndpoint, open_rtp, rtp_ssrc
+from .. import guild
+from ..guild import SimChannel, SimUser
+from .audio import VoiceRecorder
+from .gateway import LocalTls, VoiceGateway, VoiceGatewayHooks, VoiceGrant, VoiceSession
+from .speaker import MemberStream, SendTarget, SpeakerHub, SpeechResult
+from .speech import SpeechPlan
+from .udp import RtpError, UdpEndpoint, open_rtp, rtp_ssrc
 
 _log = logging.getLogger(__name__)
 
