@@ -71,8 +71,9 @@ async def run_mode(stream: bool, runs: int, first_token_ms: float, tokens_per_s:
                                        and len(sandbox.voice_spurts("Assistant")) > before, timeout=120, since=0)
                 answer = sandbox.voice_spurts("Assistant")[spoken]
                 first_audio_ms.append(answer["start_t_ms"] - speech["t_ms"])
-                # The turn's report is made once the whole answer has played, after its first spurt arrived.
-                while session.last_turn is previous_turn:
+                for _ in range(1200):  # the turn's report is made once its whole answer has played
+                    if session.last_turn is not previous_turn:
+                        break
                     await asyncio.sleep(0.05)
                 reports.append(dataclasses.asdict(session.last_turn))  # type: ignore[call-overload]
                 await asyncio.sleep(0.5)
