@@ -64,10 +64,6 @@ class Database:
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
-    @property
-    def is_open(self) -> bool:
-        return self._connection is not None
-
     async def open(self) -> None:
         if self._connection is not None:
             return

@@ -14,7 +14,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,22 +103,6 @@ async def until(predicate: Any, timeout: float = 5) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110 - voice-recv's threads have nothing to await
             await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def client(sandbox: Sandbox) -> AsyncIterator[discord.Client]:
-    load_opus()
-    client = discord.Client(
-        intents=discord.Intents.default(), connector=sandbox.client_connector(), guild_ready_timeout=0.05
-    )
-    task = asyncio.create_task(client.start(sandbox.bot_token))
-    await sandbox.wait_ready(timeout=10)
-    await asyncio.wait_for(client.wait_until_ready(), 10)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await task
 
 
 async def listen(client: discord.Client, channel_id: int = LOUNGE_CHANNEL_ID) -> Listener:

@@ -13,7 +13,6 @@ import io
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -37,6 +36,7 @@ from sandbox import (
 )
 from sandbox.voice.audio import OPUS_SILENCE, VoiceRecorder
 from sandbox.voice.udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
+from tests.support.bot_harness import running_client
 
 SINE_AMPLITUDE = 0.5  # of full scale: RMS 0.354
 
@@ -60,27 +60,6 @@ class RecordingVoiceClient(discord.VoiceClient):
             self.voice_messages.append(msg)
 
         return VoiceConnectionState(self, hook=hook)
-
-
-async def start_client(sandbox: Sandbox) -> tuple[discord.Client, asyncio.Task[None]]:
-    load_opus()  # the client's encoder needs it, as the bot's does
-    client = discord.Client(
-        intents=discord.Intents.default(), connector=sandbox.client_connector(), guild_ready_timeout=0.05
-    )
-    task = asyncio.create_task(client.start(sandbox.bot_token))
-    await sandbox.wait_ready(timeout=10)
-    await asyncio.wait_for(client.wait_until_ready(), 10)
-    return client, task
-
-
-@pytest.fixture
-async def client(sandbox: Sandbox) -> AsyncIterator[discord.Client]:
-    client, task = await start_client(sandbox)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await task
 
 
 async def connect(client: discord.Client, channel_id: int = LOUNGE_CHANNEL_ID) -> RecordingVoiceClient:
@@ -379,8 +358,7 @@ async def test_private_refuses_the_bot_but_members_can_be_placed(sandbox: Sandbo
 
 async def test_members_voice_states_reach_the_bot(sandbox: Sandbox) -> None:
     await sandbox.join_voice("alice", "Lounge")  # before the bot connects: in GUILD_CREATE
-    client, task = await start_client(sandbox)
-    try:
+    async with running_client(sandbox) as client:
         g = client.get_guild(GUILD_ID)
         assert g.get_member(ALICE_USER_ID).voice.channel.id == LOUNGE_CHANNEL_ID
         updates: list[tuple[str, str | None]] = []
@@ -402,9 +380,6 @@ async def test_members_voice_states_reach_the_bot(sandbox: Sandbox) -> None:
         alice = g.get_member(ALICE_USER_ID)  # without the members intent, leaving voice drops her from the cache
         assert alice is None or alice.voice is None
         assert sandbox.voice_states == {"Assistant": "Lounge", "bob": "Lounge"}
-    finally:
-        await client.close()
-        await task
     assert sandbox.voice_states == {"bob": "Lounge"}  # close() disconnects the voice client
 
 

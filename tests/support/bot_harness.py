@@ -1,6 +1,7 @@
-"""The real bot (``AssistantBot``, the real discord.py client) running against a started sandbox.
+"""A discord.py client running against a started sandbox: the real bot (``running_bot``) or a plain
+``discord.Client`` (``running_client``, for the sandbox's own tests).
 
-Used by the end-to-end tests (``tests/e2e/conftest.py``) and the benchmarks::
+Used by the end-to-end tests (``tests/e2e/conftest.py``), the sandbox tests and the benchmarks::
 
     async with Sandbox() as sandbox, running_bot(sandbox, settings) as bot:
         await sandbox.invoke("alice", "chat", {"message": "hello"})
@@ -12,7 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import discord
+
 from bot.client import AssistantBot
+from bot.opus import load_opus
 from config import Settings
 from sandbox import Sandbox
 
@@ -35,3 +39,21 @@ async def running_bot(
     finally:
         await bot.close()
         await asyncio.wait_for(runner, timeout=close_timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def running_client(sandbox: Sandbox, *, ready_timeout_s: float = 10) -> AsyncIterator[discord.Client]:
+    """A plain ``discord.Client`` (default intents, libopus loaded for voice) connected to ``sandbox`` and ready;
+    closed, and its ``start`` task awaited, on exit."""
+    load_opus()  # the client's encoder needs it, as the bot's does
+    client = discord.Client(
+        intents=discord.Intents.default(), connector=sandbox.client_connector(), guild_ready_timeout=0.05
+    )
+    task = asyncio.create_task(client.start(sandbox.bot_token), name="sandbox-test-client")
+    try:
+        await sandbox.wait_ready(timeout=ready_timeout_s)
+        await asyncio.wait_for(client.wait_until_ready(), ready_timeout_s)
+        yield client
+    finally:
+        await client.close()
+        await task
