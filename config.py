@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     ADMIN_ROLE_IDS: Annotated[list[int], NoDecode] = Field(default_factory=list, description="Comma-separated role ids that count as admin besides Manage Server.")
 
     # Ollama
-    OLLAMA_HOST: str = Field("http://127.0.0.1:11434", description="URL of the Ollama server.")
+    OLLAMA_HOST: str = Field("http://127.0.0.1:11434", description="URL of the Ollama server (http://host:port; a bare host:port means http).")
     CHAT_MODEL: str = Field("llama3.2", min_length=1, description="Ollama model used for chat answers.")
     EMBED_MODEL: str = Field("nomic-embed-text", min_length=1, description="Ollama model used for document embeddings.")
     LLM_TIMEOUT_S: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for Ollama to connect or send the next token.")
@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     # Documents and index
     DATA_DIR: Path = Field(Path("data"), description="Runtime data: database, index, models.")
     DOCUMENTS_DIR: Path = Field(Path("data/documents"), description="Documents root: <guild_id>/ per guild and global/ for every guild.")
-    CHROMA_HOST: str | None = Field(None, description="ChromaDB server host; unset uses an embedded index under DATA_DIR.")
+    CHROMA_HOST: str | None = Field(None, description="ChromaDB server: a host name (port from CHROMA_PORT) or a URL such as http://host:8000; unset uses an embedded index under DATA_DIR.")
     CHROMA_WORKER_PROCESS: bool = Field(True, description="Run the embedded ChromaDB in a child process so index writes never stall the bot.")
     CHROMA_PORT: int = Field(8000, ge=1, le=65535, description="ChromaDB server port, with CHROMA_HOST.")
     DOC_MAX_BYTES: int = Field(5_000_000, ge=1, le=500_000_000, description="Largest document file indexed or accepted by /docs add, in bytes.")
@@ -111,10 +111,29 @@ class Settings(BaseSettings):
 
     @field_validator("OLLAMA_HOST")
     @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+    def _check_ollama_url(cls, value: str) -> str:
+        # Like Ollama's own clients, a bare "host:port" means http://host:port.
+        url = value.strip() if "://" in value else f"http://{value.strip()}"
+        _parse_http_url(url, example="http://127.0.0.1:11434")
+        return url.rstrip("/")
+
+    @field_validator("CHROMA_HOST")
+    @classmethod
+    def _check_chroma_host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if "://" in value:  # chromadb's HttpClient takes a full URL and then ignores CHROMA_PORT
+            _parse_http_url(value, example="http://127.0.0.1:8000")
+            return value.rstrip("/")
+        try:
+            host = _parse_http_url(f"http://{value}", example="").host
+        except ValueError:
+            host = None
+        if host is None or host != value.lower():
+            raise ValueError("must be a host name such as 127.0.0.1 (the port goes in CHROMA_PORT) "
+                             "or a URL such as http://127.0.0.1:8000")
+        return value
 
     @field_validator("CHUNK_OVERLAP_CHARS")
     @classmethod
@@ -131,6 +150,21 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.DATA_DIR / "index"
+
+
+_HTTP_URL = TypeAdapter(AnyHttpUrl)
+
+
+def _parse_http_url(url: str, example: str) -> AnyHttpUrl:
+    """Parse an http(s) URL with pydantic (RFC 3986 / WHATWG rules); raises ValueError naming the defect."""
+    try:
+        parsed = _HTTP_URL.validate_python(url)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Input should be a valid URL, ")
+        raise ValueError(f"is not a valid http(s) URL ({reason}); use e.g. {example}") from None
+    if parsed.port == 0:
+        raise ValueError(f"is not a valid http(s) URL (port 0); use e.g. {example}")
+    return parsed
 
 
 def _describe(error: dict) -> str:

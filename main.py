@@ -16,7 +16,9 @@ import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+import aiohttp
 import discord
 
 from config import ConfigError, Settings, load_settings
@@ -24,28 +26,41 @@ from config import ConfigError, Settings, load_settings
 log = logging.getLogger("main")
 
 
-class RedactSecrets(logging.Filter):
-    """Replaces secrets (the bot token) in every log record; secrets never reach logs."""
+class RedactingFormatter(logging.Formatter):
+    """Formats a record with the handler's own formatter, then replaces every secret in the whole text.
 
-    def __init__(self, secrets: list[str]) -> None:
+    Redacting the formatted text, not only ``record.msg``, also covers arguments, exception messages and
+    tracebacks (a token inside an exception's text would otherwise reach the log).
+    """
+
+    def __init__(self, inner: logging.Formatter | None, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = [secret for secret in secrets if secret]
+        self.inner = inner or logging.Formatter()
+        self.secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "[redacted]")
-            record.msg, record.args = message, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.inner.format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """The values that must never reach a log: the bot token and passwords inside the service URLs."""
+    secrets = [settings.DISCORD_TOKEN.get_secret_value()] if settings.DISCORD_TOKEN else []
+    for url in (settings.OLLAMA_HOST, settings.CHROMA_HOST or ""):
+        password = urlsplit(url).password if "://" in url else None
+        if password:
+            secrets += [password, quote(password, safe="")]
+    return secrets
 
 
 def setup_logging(settings: Settings) -> None:
     discord.utils.setup_logging(level=getattr(logging, settings.LOG_LEVEL), root=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Ollama request is noise
-    token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else ""
+    secrets = secrets_of(settings)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactSecrets([token]))
+        handler.setFormatter(RedactingFormatter(handler.formatter, secrets))
 
 
 async def serve(bot: Any, token: str, foreground: Coroutine[Any, Any, int] | None = None) -> int:
@@ -95,6 +110,12 @@ async def run_discord(settings: Settings) -> int:
         print("error: Discord refused DISCORD_TOKEN; copy the bot token again from the Developer Portal.",
               file=sys.stderr)
         return 2
+    except (aiohttp.ClientError, OSError, TimeoutError, discord.GatewayNotFound, discord.DiscordServerError) as exc:
+        # Not a bug of ours: one line (the log above has the details), and exit 1 so a supervisor retries.
+        reason = str(exc) or type(exc).__name__
+        print(f"error: cannot reach Discord ({reason}); check this machine's network connection and "
+              "https://discordstatus.com, then start again.", file=sys.stderr)
+        return 1
 
 
 async def run_playground_session(settings: Settings, script: Path | None, json_mode: bool) -> int:

@@ -47,3 +47,28 @@ def test_invalid_setting_stops_start_with_exit_code_2_and_no_traceback(tmp_path)
     )
     assert result.returncode == 2
     assert "LLM_TIMEOUT_S" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("OLLAMA_HOST", "http://127.0.0.1:notaport"),
+    ("OLLAMA_HOST", "http://exa mple:1x"),
+    ("OLLAMA_HOST", "http://"),
+    ("CHROMA_HOST", "chroma:8000"),
+    ("CHROMA_HOST", "http://127.0.0.1:notaport"),
+])
+def test_malformed_service_url_stops_start_with_one_line(tmp_path, setting, value):
+    env = {**os.environ, setting: value, "DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "doctor"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and setting in result.stderr and "Traceback" not in result.stderr
+
+
+def test_service_urls_accept_what_ollama_and_chroma_accept():
+    settings = load_settings(OLLAMA_HOST="127.0.0.1:11434", CHROMA_HOST="chroma.internal")
+    assert settings.OLLAMA_HOST == "http://127.0.0.1:11434"  # a bare host:port, as OLLAMA_HOST is often written
+    assert settings.CHROMA_HOST == "chroma.internal"
+    assert load_settings(OLLAMA_HOST="https://gpu.example/ollama/").OLLAMA_HOST == "https://gpu.example/ollama"
+    assert load_settings(CHROMA_HOST="http://10.0.0.5:8001").CHROMA_HOST == "http://10.0.0.5:8001"
