@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.doctor import check_documents
+from config import load_settings
 from services.documents import DocumentSkipped, list_document_files, load_document, read_and_hash
 from services.index import DocumentIndex, ReloadProgress
 from services.llm import LLMClient
@@ -221,3 +223,21 @@ async def test_removing_a_link_deletes_the_link_not_its_target(index: DocumentIn
     # A link the reload skipped can be removed by the name the report gave; the file it pointed to stays.
     await index.remove_document(GUILD, "passwd.txt")
     assert not (folder / "passwd.txt").is_symlink() and read(secret).startswith(SECRET)
+
+
+# ------------------------------------------------------------------------------------------- doctor
+
+
+def test_doctor_names_the_links_it_will_not_follow(tmp_path: Path, docs: Path, secret: Path) -> None:
+    write(docs / "global" / "guide.md", "# Guide\n\nText.\n")
+    (docs / "global" / "passwd.txt").symlink_to(secret)
+    (docs / str(GUILD)).mkdir(parents=True)
+    (docs / str(GUILD) / "gone.md").symlink_to("nowhere.md")
+    settings = load_settings(DISCORD_TOKEN=None, DATA_DIR=tmp_path / "data", DOCUMENTS_DIR=docs)
+
+    check = check_documents(settings)
+
+    assert not check.ok
+    assert "1 documents in" in check.detail  # the link is not counted as a document
+    assert f"global/passwd.txt: {OUTSIDE}" in check.detail
+    assert f"{GUILD}/gone.md: {BROKEN}" in check.detail
