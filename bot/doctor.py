@@ -9,7 +9,7 @@ from typing import TextIO
 
 from bot.opus import load_opus
 from config import Settings
-from services.documents import SUPPORTED_SUFFIXES
+from services.documents import SUPPORTED_SUFFIXES, list_document_files, suffix_of
 from services.errors import ServiceError
 from services.llm import LLMClient
 from services.stt import FasterWhisperTranscriber, SpeechRecognitionError
@@ -58,14 +58,25 @@ def check_chroma(settings: Settings) -> Check:
 
 
 def check_documents(settings: Settings) -> Check:
+    """Count the documents of each scope folder (``global/`` and ``<guild_id>/``) as a reload would list them,
+    and name the links a reload will not follow (e.g. one leading outside the documents folder)."""
     root = settings.DOCUMENTS_DIR
     if not root.is_dir():
         return Check("Documents", False, f"{root} does not exist: create it and put documents in {root}/global/")
-    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
-    scopes = sorted({p.relative_to(root).parts[0] for p in files})
-    if not files:
-        return Check("Documents", True, f"{root} has no documents yet (add some to {root}/global/ or use /docs add)")
-    return Check("Documents", True, f"{len(files)} documents in {root} ({', '.join(scopes)})")
+    scopes = sorted(p.name for p in root.iterdir() if p.is_dir() and (p.name == "global" or p.name.isdigit()))
+    count, skipped = 0, []
+    for scope in scopes:
+        listing = list_document_files(root / scope)
+        count += sum(1 for name in listing.files if suffix_of(name) in SUPPORTED_SUFFIXES)
+        skipped.extend(f"{scope}/{name}: {reason}" for name, reason in listing.skipped)
+    found = f"{count} documents in {root} ({', '.join(scopes)})" if count else f"{root} has no documents yet"
+    if skipped:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        return Check("Documents", False, f"{found}. Links that will not be indexed: {shown}. Copy those files into "
+                                         "the folder, or remove the links")
+    if not count:
+        return Check("Documents", True, f"{found} (add some to {root}/global/ or use /docs add)")
+    return Check("Documents", True, found)
 
 
 def check_opus() -> Check:

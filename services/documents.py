@@ -15,17 +15,24 @@ level) becomes one chunk when it fits ``max_chars``; a longer section is split o
 sentence boundaries, then words, with ``overlap_chars`` of the previous chunk's tail repeated at the start of
 the next one. Fenced code blocks are kept whole when they fit, never used as overlap, and only a fence longer
 than ``max_chars`` is split (by lines, each piece re-fenced so it still renders as code).
+
+Symbolic links: a scope folder is a boundary. A link whose target lies outside it (``passwd.txt -> /etc/passwd``,
+or a link into another server's folder) is never read: listing names it with a reason, and reading checks again
+and opens the checked path without following links, so a file swapped for a link in between is refused too.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 
 from services.errors import InvalidInput
 
@@ -106,6 +113,10 @@ def suffix_of(name: str) -> str:
     return PurePosixPath(name).suffix.lower()
 
 
+def _over_limit(size: int, max_bytes: int) -> str:
+    return f"over DOC_MAX_BYTES ({size} bytes > {max_bytes})"
+
+
 def check_document_bytes(name: str, data: bytes, *, max_bytes: int) -> str | None:
     """Return why ``data`` (the content of file ``name``) cannot be indexed, or None when it can.
 
@@ -117,7 +128,7 @@ def check_document_bytes(name: str, data: bytes, *, max_bytes: int) -> str | Non
     if suffix not in SUPPORTED_SUFFIXES:
         return f"unsupported type {suffix or '(no extension)'}"
     if len(data) > max_bytes:
-        return f"over DOC_MAX_BYTES ({len(data)} bytes > {max_bytes})"
+        return _over_limit(len(data), max_bytes)
     if not data.strip():
         return "empty"
     if suffix == ".pdf":
@@ -132,54 +143,172 @@ def check_document_bytes(name: str, data: bytes, *, max_bytes: int) -> str | Non
     return None
 
 
-def list_document_files(folder: Path) -> list[str]:
-    """Names (relative POSIX paths) of the regular files under ``folder``, hidden ones excluded (blocking)."""
+#: Why a symbolic link in a documents folder is not followed (shown in reload reports, ``main.py index`` and
+#: ``doctor``). "The documents folder" is the scope's folder: a link from ``global/`` into a server's folder, or
+#: from one server's folder into another's, leads outside it too.
+LINK_OUTSIDE = "link to a file outside the documents folder"
+LINK_FOLDER_OUTSIDE = "link to a folder outside the documents folder"
+LINK_BROKEN = "broken link (its target does not exist)"
+LINK_LOOP = "link loop (it leads back to itself)"
+LINK_SWAPPED = "replaced by a link while it was being read; reload again"
+NOT_REGULAR = "not a regular file"
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in for a file must not block the open
+_BINARY = getattr(os, "O_BINARY", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FolderListing:
+    """What a documents folder holds. files: names (relative POSIX paths, sorted) of the regular files and of
+    the links to files inside the folder; skipped: ``(name, reason)`` of the links that are not followed (see
+    ``LINK_*``), sorted by name."""
+
+    files: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def _resolve_inside(root: Path, path: Path) -> Path:
+    """``path`` with every link resolved, when that is ``root`` (resolved) or lies inside it; blocking.
+
+    Raises DocumentSkipped(LINK_BROKEN / LINK_LOOP / LINK_OUTSIDE / LINK_FOLDER_OUTSIDE); FileNotFoundError when
+    ``path`` itself is gone; OSError when a folder on the way cannot be read.
+    """
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DocumentSkipped(LINK_BROKEN) from None
+        raise
+    except RuntimeError as exc:  # Python < 3.13 reports a link loop this way
+        raise DocumentSkipped(LINK_LOOP) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DocumentSkipped(LINK_LOOP) from exc
+        raise
+    if not target.is_relative_to(root):
+        raise DocumentSkipped(LINK_FOLDER_OUTSIDE if target.is_dir() else LINK_OUTSIDE)
+    return target
+
+
+def list_document_files(folder: Path) -> FolderListing:
+    """The documents under ``folder``, hidden ones excluded (blocking).
+
+    A link is listed only when its target is a file inside ``folder``; links that lead outside, dangle or loop
+    are in ``skipped`` with the reason. Linked folders are not descended into (their files, when inside, are
+    listed under their real names).
+    """
     if not folder.is_dir():
-        return []
-    names = []
-    for path in folder.rglob("*"):
+        return FolderListing([], [])
+    root = folder.resolve()
+    files: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for path in folder.rglob("*"):  # rglob does not descend into linked folders
         relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+        if any(part.startswith(".") for part in relative.parts):
             continue
-        names.append(relative.as_posix())
-    return sorted(names)
+        name = relative.as_posix()
+        if path.is_symlink():
+            try:
+                target = _resolve_inside(root, path)
+            except DocumentSkipped as skip:
+                skipped.append((name, skip.reason))
+                continue
+            except OSError as exc:
+                skipped.append((name, f"unreadable ({exc.strerror or type(exc).__name__})"))
+                continue
+            if target.is_file():
+                files.append(name)
+        elif path.is_file():
+            files.append(name)
+    return FolderListing(sorted(files), sorted(skipped))
 
 
-def read_and_hash(path: Path, max_bytes: int) -> tuple[str, int] | str:
-    """``(sha256, size)`` of a file, or the skip reason when it is over ``max_bytes`` (blocking: the stat, the read
-    and the hash, which is CPU work that must leave the loop anyway, run together in one thread)."""
-    size = path.stat().st_size
-    if size > max_bytes:
-        return f"over DOC_MAX_BYTES ({size} bytes > {max_bytes})"
-    data = path.read_bytes()
+def _open_beneath(root: Path, relative: PurePath) -> int:
+    """Open ``root/relative`` read-only, one component at a time without following links (blocking).
+
+    ``relative`` is already free of links, so a link met now was swapped in after the check: that raises
+    DocumentSkipped(LINK_SWAPPED) instead of reading wherever it leads. Returns the file descriptor.
+    """
+    if os.open not in os.supports_dir_fd:  # no openat (Windows): open the checked, resolved path directly
+        return os.open(root / relative, os.O_RDONLY | _BINARY)
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY)
+    part = ""
+    try:
+        for part in relative.parts[:-1]:
+            child = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        part = relative.parts[-1]
+        return os.open(part, os.O_RDONLY | _NOFOLLOW | _NONBLOCK, dir_fd=fd)
+    except OSError as exc:
+        # O_NOFOLLOW meeting a link fails with ELOOP (EMLINK on FreeBSD), or ENOTDIR along with O_DIRECTORY.
+        if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR) and _is_link(part, fd):
+            raise DocumentSkipped(LINK_SWAPPED) from exc
+        raise
+    finally:
+        os.close(fd)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def read_document_bytes(folder: Path, name: str, max_bytes: int) -> bytes:
+    """The content of the document ``name`` (relative to ``folder``, POSIX separators); blocking.
+
+    Links are checked again at read time, so a file replaced by a link since the folder was listed is never
+    read from outside ``folder``. Raises DocumentSkipped(LINK_* / NOT_REGULAR / over DOC_MAX_BYTES, checked
+    before reading); OSError when the file cannot be read (e.g. removed since it was listed).
+    """
+    root = folder.resolve()
+    target = _resolve_inside(root, folder / name)
+    if target == root:  # e.g. swapped for a link to "."
+        raise DocumentSkipped(NOT_REGULAR)
+    with os.fdopen(_open_beneath(root, target.relative_to(root)), "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise DocumentSkipped(NOT_REGULAR)
+        if info.st_size > max_bytes:
+            # Checked before reading so that a huge file is never loaded into memory.
+            raise DocumentSkipped(_over_limit(info.st_size, max_bytes))
+        data = handle.read(max_bytes + 1)  # bounded: the file may grow while it is read
+    if len(data) > max_bytes:
+        raise DocumentSkipped(_over_limit(len(data), max_bytes))
+    return data
+
+
+def read_and_hash(folder: Path, name: str, max_bytes: int) -> tuple[str, int]:
+    """``(sha256, size in bytes)`` of the document ``name`` in ``folder`` (blocking: the read and the hash, which
+    is CPU work that must leave the loop anyway, run together in one thread). Raises as
+    :func:`read_document_bytes`."""
+    data = read_document_bytes(folder, name, max_bytes)
     return content_hash(data), len(data)
 
 
-def resolve_inside(folder: Path, name: str) -> Path | None:
-    """The file ``folder/name`` when it exists and lies inside ``folder``, else None (blocking)."""
-    if not name or "\x00" in name or name.startswith("."):
-        return None
-    root = folder.resolve()
-    path = (folder / name).resolve()
-    if not path.is_relative_to(root) or path == root or not path.is_file():
-        return None
-    if any(part.startswith(".") for part in path.relative_to(root).parts):
-        return None
-    return path
+def document_entry(folder: Path, name: str) -> Path | None:
+    """The entry ``folder/name`` when ``name`` is listed by :func:`list_document_files` (as a document or as a
+    skipped link), else None (blocking). The entry itself is returned, never a link's target, so that deleting
+    it removes a link and leaves the file it points to alone."""
+    listing = list_document_files(folder)
+    if name in listing.files or any(name == skipped for skipped, _ in listing.skipped):
+        return folder / name
+    return None
 
 
-def load_document(path: Path, *, source: str, max_bytes: int) -> LoadedDocument:
+def load_document(folder: Path, source: str, *, max_bytes: int) -> LoadedDocument:
     """Read, check and parse one document (blocking: run it in a thread).
 
-    path: the file; source: its name relative to the scope folder (POSIX separators); max_bytes: DOC_MAX_BYTES.
-    Raises DocumentSkipped with the reason when the file must be skipped (see :func:`check_document_bytes`
-    and :func:`parse_sections`); OSError when it cannot be read.
+    folder: the scope folder; source: the document's name relative to it (POSIX separators); max_bytes:
+    DOC_MAX_BYTES. Raises DocumentSkipped with the reason when the file must be skipped (see
+    :func:`read_document_bytes`, :func:`check_document_bytes` and :func:`parse_sections`); OSError when it
+    cannot be read.
     """
-    size = path.stat().st_size
-    if size > max_bytes:
-        # Checked before reading so that a huge file is never loaded into memory.
-        raise DocumentSkipped(f"over DOC_MAX_BYTES ({size} bytes > {max_bytes})")
-    data = path.read_bytes()
+    data = read_document_bytes(folder, source, max_bytes)
     reason = check_document_bytes(source, data, max_bytes=max_bytes)
     if reason is not None:
         raise DocumentSkipped(reason)

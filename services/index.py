@@ -22,6 +22,11 @@ Incremental reload and consistency
     redoes what is missing. A manifest that does not belong to the collection (its ``build_id`` differs, e.g.
     the Chroma directory was deleted) is not trusted: the scope is rebuilt.
 
+Symbolic links
+    A scope folder is a boundary: a link whose target lies outside it is never read. The reload report names it
+    as skipped with the reason (``services.documents.LINK_OUTSIDE`` and the other ``LINK_*``), and the chunks
+    once indexed under that name are deleted.
+
 Concurrency
     One reload per scope at a time: a second ``reload``/``add_document``/``remove_document`` on a scope whose
     reload is running is *refused* with InvalidInput (a sentence saying a reload is running), rather than
@@ -63,11 +68,11 @@ from services.documents import (
     DocumentSkipped,
     check_document_bytes,
     chunk_document,
+    document_entry,
     list_document_files,
     load_document,
     parse_sections,
     read_and_hash,
-    resolve_inside,
     sanitize_filename,
 )
 from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
@@ -468,15 +473,19 @@ class DocumentIndex:
         progress: Callable[[ReloadProgress], Awaitable[None]] | None,
     ) -> Any | None:
         folder = self.scope_dir(scope)
-        names = await asyncio.to_thread(list_document_files, folder)
-        on_disk = set(names)
+        listing = await asyncio.to_thread(list_document_files, folder)
+        names = listing.files
+
+        # Links not followed (e.g. to a file outside the folder): named in the report, and the chunks of a file
+        # since replaced by such a link are deleted.
+        for name, reason in listing.skipped:
+            log.warning("Not indexing %s in scope %s: %s", name, scope, reason)
+            report.skipped.append((name, reason))
+            await self._forget(collection, manifest, name)
 
         # Files gone from the folder: delete their chunks first (no embedding needed).
-        for name in sorted(set(manifest.files) - on_disk):
-            if collection is not None:
-                await self._chroma(collection.delete, where={"source": name})
-            del manifest.files[name]
-            await self._save_manifest(manifest)
+        for name in sorted(set(manifest.files) - set(names)):
+            await self._forget(collection, manifest, name)
             report.removed.append(name)
 
         pending: list[_PendingFile] = []
@@ -507,25 +516,32 @@ class DocumentIndex:
         for number, name in enumerate(names):
             if progress is not None:
                 await self._report_progress(progress, ReloadProgress(number, len(names), name))
-            outcome = await self._prepare_file(folder / name, name, manifest)
+            outcome = await self._prepare_file(folder, name, manifest)
             if outcome is None:
                 report.unchanged.append(name)
                 continue
             if isinstance(outcome, str):
                 report.skipped.append((name, outcome))
-                if name in manifest.files:  # was indexed, now unusable: its old chunks must not answer
-                    if state["collection"] is not None:
-                        await self._chroma(state["collection"].delete, where={"source": name})
-                    del manifest.files[name]
-                    await self._save_manifest(manifest)
+                # Was indexed, now unusable (or swapped for a link since the listing): its old chunks must not answer.
+                await self._forget(state["collection"], manifest, name)
                 continue
             pending.append(outcome)
             queue.extend((outcome, i) for i in range(len(outcome.chunks)))
             await drain(force=False)
         await drain(force=True)
+        report.skipped.sort()
         if progress is not None:
             await self._report_progress(progress, ReloadProgress(len(names), len(names), None))
         return state["collection"]
+
+    async def _forget(self, collection: Any | None, manifest: _Manifest, name: str) -> None:
+        """Delete the chunks and the manifest entry of ``name``, when it is indexed."""
+        if name not in manifest.files:
+            return
+        if collection is not None:
+            await self._chroma(collection.delete, where={"source": name})
+        del manifest.files[name]
+        await self._save_manifest(manifest)
 
     @staticmethod
     async def _report_progress(progress: Callable[[ReloadProgress], Awaitable[None]], value: ReloadProgress) -> None:
@@ -535,15 +551,15 @@ class DocumentIndex:
             # A failed progress display (e.g. a message edit) must not abort indexing; it is logged.
             log.warning("Reload progress callback failed", exc_info=True)
 
-    async def _prepare_file(self, path: Path, name: str, manifest: _Manifest) -> _PendingFile | str | None:
+    async def _prepare_file(self, folder: Path, name: str, manifest: _Manifest) -> _PendingFile | str | None:
         """None when unchanged, the skip reason, or the chunked file to embed."""
         known = manifest.files.get(name)
         try:
             if known is not None:
-                hashed = await asyncio.to_thread(read_and_hash, path, self.doc_max_bytes)
-                if isinstance(hashed, tuple) and hashed[0] == known.get("sha256"):
+                sha256, _ = await asyncio.to_thread(read_and_hash, folder, name, self.doc_max_bytes)
+                if sha256 == known.get("sha256"):
                     return None
-            document = await asyncio.to_thread(load_document, path, source=name, max_bytes=self.doc_max_bytes)
+            document = await asyncio.to_thread(load_document, folder, name, max_bytes=self.doc_max_bytes)
             chunks = await asyncio.to_thread(chunk_document, document, max_chars=self.chunk_max_chars,
                                              overlap_chars=self.chunk_overlap_chars)
         except DocumentSkipped as skipped:
@@ -775,12 +791,14 @@ class DocumentIndex:
     async def remove_document(self, guild_id: int, name: str) -> ReloadReport:
         """Delete a document of the guild (``name`` as listed, relative to the guild's folder) and its chunks.
 
-        Raises NotFound when no such file is in the guild's folder (names that would leave it count as
-        absent); InvalidInput when a reload of the guild's documents is running; then what ``reload`` raises.
+        A link is deleted itself, never the file it points to; a link a reload skipped (e.g. one leading outside
+        the folder) can be removed by the name the report gave. Raises NotFound when no such file is in the
+        guild's folder (names that would leave it count as absent); InvalidInput when a reload of the guild's
+        documents is running; then what ``reload`` raises.
         """
         scope = str(int(guild_id))
         folder = self.scope_dir(scope)
-        path = await asyncio.to_thread(resolve_inside, folder, name)
+        path = await asyncio.to_thread(document_entry, folder, name)
         if path is None:
             raise NotFound(f"There is no document named `{name[:100]}` in this server's documents; "
                            "see `/docs list`.")

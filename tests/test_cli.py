@@ -53,3 +53,16 @@ async def test_doctor_says_what_to_fix(tmp_path, ollama):
     assert "FIX  Discord token: not set" in out
     assert "OK   ChromaDB" in out
     assert "FIX  Documents" in out
+
+
+async def test_index_command_names_links_it_does_not_follow(tmp_path, ollama):
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "passwd").write_text("root:x:0:0:SECRET_PASSWORD_LINE\n")
+    folder = tmp_path / "documents" / "global"
+    folder.mkdir(parents=True)
+    (folder / "guide.md").write_text("# Guide\n\nSome text.\n")
+    (folder / "passwd.txt").symlink_to(tmp_path / "outside" / "passwd")
+    code, out, err = await run_main(tmp_path, ollama.url, "index")
+    assert code == 0, err
+    assert "global: 1 added, 0 updated, 0 removed, 0 unchanged, 1 skipped" in out
+    assert "skipped passwd.txt: link to a file outside the documents folder" in out

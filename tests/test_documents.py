@@ -225,7 +225,7 @@ def test_split_text_rejects_bad_overlap() -> None:
 def test_txt_with_bom_and_crlf(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_bytes(b"\xef\xbb\xbfFirst line.\r\n\r\nSecond paragraph.\r\n")
-    document = load_document(path, source="notes.txt", max_bytes=1000)
+    document = load_document(tmp_path, "notes.txt", max_bytes=1000)
     assert document.sha256 == content_hash(path.read_bytes())
     assert document.size_bytes == path.stat().st_size
     assert document.sections == [Section("", "First line.\n\nSecond paragraph.")]
@@ -235,7 +235,7 @@ def test_pdf_pages_become_sections(tmp_path: Path) -> None:
     path = tmp_path / "manual.pdf"
     pages = [["Installing the bot.", "Run the setup script."], ["GPU errors: check CUDA_VISIBLE_DEVICES."]]
     path.write_bytes(make_pdf(pages))
-    document = load_document(path, source="manual.pdf", max_bytes=100_000)
+    document = load_document(tmp_path, "manual.pdf", max_bytes=100_000)
     assert [s.heading for s in document.sections] == ["Page 1", "Page 2"]
     assert "Run the setup script." in document.sections[0].text
     assert "CUDA_VISIBLE_DEVICES" in document.sections[1].text
@@ -266,7 +266,7 @@ def test_load_document_skip_reasons(tmp_path: Path) -> None:
         path = tmp_path / name
         path.write_bytes(data)
         with pytest.raises(DocumentSkipped) as caught:
-            load_document(path, source=name, max_bytes=max_bytes)
+            load_document(tmp_path, name, max_bytes=max_bytes)
         return caught.value.reason
 
     assert reason("x.xyz", b"data") == "unsupported type .xyz"

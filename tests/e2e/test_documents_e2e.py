@@ -111,3 +111,21 @@ async def test_add_refuses_unsupported_type_and_path_tricks(make_harness, tmp_pa
     assert "not a supported document" in reply
     guild_dir = harness.settings.DOCUMENTS_DIR / str(GUILD_ID)
     assert not guild_dir.exists() or not any(guild_dir.iterdir())
+
+
+async def test_link_to_a_file_outside_the_folder_is_skipped_and_never_shown(make_harness, tmp_path):
+    harness = await make_harness(docs=True)
+    secret = tmp_path / "outside" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:SECRET_PASSWORD_LINE:/root:/bin/bash\n")
+    folder = harness.settings.DOCUMENTS_DIR / "global"
+    (folder / "passwd.txt").symlink_to(secret)  # what `ln -s /etc/passwd global/passwd.txt` does
+    (folder / "gpu-alias.md").symlink_to("gpu.md")  # a link that stays inside is still a document
+    interaction_id, _ = await harness.answer("admin", "docs reload")
+    report = harness.bot_messages(interaction_id)[-1]["content"]
+    assert counts(report) == {"added": 5, "updated": 0, "removed": 0, "unchanged": 0, "skipped": 1}
+    assert "skipped `passwd.txt`: link to a file outside the documents folder" in report
+    interaction_id, _ = await harness.answer("bob", "docs search", {"query": "SECRET_PASSWORD_LINE root passwd"})
+    message = harness.bot_messages(interaction_id)[-1]
+    passages = str([embed["fields"] for embed in message["embeds"]])  # the embed's title repeats the query
+    assert "SECRET_PASSWORD_LINE" not in passages and "passwd.txt" not in passages
