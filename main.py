@@ -120,15 +120,16 @@ async def run_discord(settings: Settings) -> int:
 
 async def run_playground_session(settings: Settings, script: Path | None, json_mode: bool) -> int:
     from bot.client import AssistantBot
-    from sandbox import Sandbox, run_playground
+    from sandbox import Playground, Sandbox
 
-    async with Sandbox() as sandbox:
+    # The playground prints until serve() has shut the bot down, so what the bot does while stopping is shown.
+    async with Sandbox() as sandbox, Playground(sandbox, json_mode=json_mode, out=sys.stdout) as playground:
         bot = AssistantBot(settings, connector=sandbox.client_connector())
         lines = (await asyncio.to_thread(script.read_text, encoding="utf-8")).splitlines() if script else None
 
         async def foreground() -> int:
             await sandbox.wait_ready(timeout=30)
-            return await run_playground(sandbox, lines=lines, json_mode=json_mode, out=sys.stdout)
+            return await playground.run(lines)
 
         return await serve(bot, sandbox.bot_token, foreground())
 

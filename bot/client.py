@@ -91,8 +91,10 @@ class AssistantBot(commands.Bot):
         """Sync app commands to DEV_GUILD_ID (or globally) when they differ from the last sync.
 
         The last synced command set is remembered as a hash in DATA_DIR, per application and target,
-        because Discord rate-limits syncs and a restart with the same commands needs none. Returns True
-        when a sync was sent.
+        because Discord rate-limits syncs and a restart with the same commands needs none. The record
+        cannot see commands deleted since (an owner who cleared them, a fresh local sandbox), so an
+        unchanged record is confirmed with one GET of the registered commands. Returns True when a sync
+        was sent; raises discord.HTTPException when the sync itself fails.
         """
         guild = discord.Object(self.settings.DEV_GUILD_ID) if self.settings.DEV_GUILD_ID else None
         if guild is not None:
@@ -102,7 +104,7 @@ class AssistantBot(commands.Bot):
         target = f"{self.application_id}:{guild.id if guild else 'global'}"
         record_path = self.settings.DATA_DIR / "command_sync.json"
         record = await asyncio.to_thread(_read_json, record_path)
-        if record.get(target) == digest:
+        if record.get(target) == digest and await self._commands_registered(guild, payload):
             log.info("application commands unchanged; not syncing")
             return False
         synced = await self.tree.sync(guild=guild)
@@ -110,6 +112,19 @@ class AssistantBot(commands.Bot):
         record[target] = digest
         await asyncio.to_thread(write_json_atomic, record_path, record, sort_keys=True)
         return True
+
+    async def _commands_registered(self, guild: discord.Object | None, payload: list[dict[str, Any]]) -> bool:
+        """Whether ``guild`` (None: global) has exactly the commands of ``payload``, by name and type."""
+        try:
+            registered = await self.tree.fetch_commands(guild=guild)
+        except discord.HTTPException as exc:
+            log.warning("could not list the registered application commands (%s); syncing them", exc)
+            return False
+        wanted = {(command["name"], int(command.get("type", 1))) for command in payload}
+        if {(command.name, command.type.value) for command in registered} == wanted:
+            return True
+        log.info("the registered application commands differ from ours (deleted since the last sync?)")
+        return False
 
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: mentions are conversation, handled by the chat cog's listener.

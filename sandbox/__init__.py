@@ -2,8 +2,8 @@
 plus the playground.
 
 ``Sandbox`` is the entry point (see ``sandbox.server``); the guild's fixed ids and names come from
-``sandbox.guild``; ``run_playground`` is the member-side terminal client. Not part of the product: see
-docs/sandbox.md for what it is, how tests, benchmarks and the playground use it, and the events it publishes.
+``sandbox.guild``; ``Playground`` (and ``run_playground``) is the member-side terminal client. Not part of the
+product: see docs/sandbox.md for what it is, how tests, benchmarks and the playground use it, and its events.
 """
 
 from .guild import (
@@ -28,7 +28,7 @@ from .guild import (
     RANDOM_CHANNEL_ID,
 )
 from .model import InvokeHandle, SandboxError, Upload
-from .playground import run_playground
+from .playground import Playground, run_playground
 from .server import Sandbox
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "QUIET_CHANNEL_ID",
     "RANDOM_CHANNEL_ID",
     "InvokeHandle",
+    "Playground",
     "Sandbox",
     "SandboxError",
     "Upload",

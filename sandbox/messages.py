@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import mimetypes
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -157,8 +158,12 @@ def message_view(stored: StoredMessage) -> dict[str, Any]:
 
 
 def attachment_payload(att_id: int, channel: SimChannel, upload: Upload, base_url: str) -> dict[str, Any]:
-    """The Discord attachment object of ``upload``, served by the sandbox at ``base_url/attachments/...``."""
-    url = f"{base_url}/attachments/{channel.id}/{att_id}/{upload.filename}"
+    """The Discord attachment object of ``upload``, served by the sandbox at ``base_url/attachments/...``.
+
+    The file name stays as uploaded in ``filename`` and is percent-encoded in the URL, as Discord's CDN does, so a
+    name with ``/``, ``..``, ``?`` or ``#`` still reaches the bot (and its own sanitizing) as one URL segment.
+    """
+    url = f"{base_url}/attachments/{channel.id}/{att_id}/{urllib.parse.quote(upload.filename, safe='')}"
     content_type = upload.content_type or mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
     data: dict[str, Any] = {
         "id": str(att_id),

@@ -3,6 +3,9 @@
 Each line is one action of a member (a slash command, a message, a click, joining voice, speaking a WAV file...);
 what the bot does is printed as a member would see it, or as one JSON object per event (``json_mode``). In script
 mode each line waits until the bot settles. The line syntax, the output and the events: docs/sandbox.md.
+
+Printing and reading lines have separate lifetimes: ``async with Playground(...)`` prints events until it exits,
+which can be after ``run`` has ended, so ``main.py`` keeps printing while the bot shuts down.
 """
 
 from __future__ import annotations
@@ -112,45 +115,96 @@ HELP = """\
 
 
 class Playground:
-    """Runs playground lines against a Sandbox and prints what a member sees."""
+    """Runs playground lines against a Sandbox and prints what a member sees.
+
+    Use it as ``async with Playground(sb, json_mode=..., out=...) as pg: code = await pg.run(lines)``: inside the
+    block every sandbox event is printed to ``out`` in order (a bot already connected gets its ``ready`` printed
+    first); on exit what was published until then is printed and printing stops.
+    """
 
     def __init__(
-        self, sb: Sandbox, *, json_mode: bool, out: TextIO, settle_s: float, max_wait_s: float, user: str, channel: str
+        self,
+        sb: Sandbox,
+        *,
+        json_mode: bool,
+        out: TextIO,
+        settle_s: float = 2.0,
+        max_wait_s: float = 120.0,
+        user: str = "alice",
+        channel: str = "general",
     ) -> None:
         self.sb, self.json_mode, self.out = sb, json_mode, out
         self.settle_s, self.max_wait_s = settle_s, max_wait_s
         self.user = guild.member_by_name(user).name
         self.channel = guild.channel_by_name(channel).name
         self.usage_errors = 0
-        self.saw_ready = False
+        self._errors_before = 0
+        self._queue: asyncio.Queue[Event] | None = None
+        self._printer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ output
 
+    async def __aenter__(self) -> Playground:
+        """Start printing: subscribe to the sandbox's events (its latest ``ready`` first, if the bot is connected)."""
+        self._errors_before = len(self.sb.errors)
+        self._queue = self.sb.subscribe()
+        ready = next((e for e in reversed(self.sb.events()) if e["event"] == "ready"), None)
+        if ready is not None:
+            self._queue.put_nowait(ready)  # no await since subscribing: it comes before anything newer
+        self._printer = asyncio.create_task(self._print_events(self._queue), name="playground-printer")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Print every event published until now, then stop printing."""
+        if self._printer is None or self._queue is None:
+            return
+        self._printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._printer
+        while not self._queue.empty():  # print what arrived after the printer's last turn
+            self.emit(self._queue.get_nowait())
+        self.sb.unsubscribe(self._queue)
+        self._printer = self._queue = None
+
+    async def _print_events(self, queue: asyncio.Queue[Event]) -> None:
+        while True:
+            self.emit(await queue.get())
+
     def emit(self, event: Event) -> None:
         """Print one event (a JSON line, or human lines)."""
+        if event["event"] == "note":
+            if not self.json_mode:
+                print(f"-- {event['text']}", file=self.out, flush=True)
+            return
         if self.json_mode:
             print(json.dumps(event, default=str), file=self.out, flush=True)
             return
         for line in self._human(event):
             print(line, file=self.out, flush=True)
 
+    def _show(self, event: Event) -> None:
+        """Print a playground-made event (a note, a usage error, help) behind the sandbox events already queued,
+        so the output keeps the order things happened in."""
+        if self._queue is None:
+            raise RuntimeError("the playground is not started; use it as `async with Playground(...) as pg:`")
+        self._queue.put_nowait(event)
+
     def note(self, text: str) -> None:
         """A human-only status line (nothing in json mode)."""
-        if not self.json_mode:
-            print(f"-- {text}", file=self.out, flush=True)
+        self._show({"event": "note", "text": text})
 
     def usage(self, line: str, message: str) -> None:
         self.usage_errors += 1
-        if self.json_mode:
-            print(json.dumps({"event": "usage_error", "line": line, "message": message}), file=self.out, flush=True)
-        else:
-            print(f"!! {message}", file=self.out, flush=True)
+        self._show({"event": "usage_error", "line": line, "message": message})
 
     def _human(self, ev: Event) -> list[str]:
         kind = ev["event"]
         if kind == "ready":
-            self.saw_ready = True
             return [f"-- {guild.BOT_NAME} is connected to {guild.GUILD_NAME}; type help for the syntax"]
+        if kind == "usage_error":
+            return [f"!! {ev['message']}"]
+        if kind == "help":
+            return list(ev["lines"])
         if kind == "resumed":
             return ["-- gateway session resumed"]
         if kind == "command":
@@ -202,11 +256,27 @@ class Playground:
         lines += [f"    [file] {a['filename']} ({a['size']} bytes)" for a in ev["attachments"]]
         return lines
 
-    async def print_events(self, queue: asyncio.Queue[Event]) -> None:
-        while True:
-            self.emit(await queue.get())
-
     # ------------------------------------------------------------ lines
+
+    async def run(self, lines: AsyncIterator[str] | Iterable[str] | None) -> int:
+        """Run ``lines`` once the bot is ready (waiting up to ``max_wait_s``).
+
+        ``lines`` None: interactive, reading stdin (in a thread) until its end or ``quit``; otherwise a script,
+        each action waiting for the bot to settle. Returns 0, or 1 if any error event happened since the
+        playground started (or, in a script, a line could not be run).
+        """
+        try:
+            await self.sb.wait_ready(timeout=self.max_wait_s)
+        except TimeoutError:
+            self.usage("", f"{guild.BOT_NAME} did not connect to the sandbox within {self.max_wait_s:g} s")
+            return 1
+        script = lines is not None
+        source = _aiter_lines(lines) if lines is not None else _stdin_lines()
+        async for line in source:
+            if not await self.run_line(line, settle=script):
+                break
+        failed = len(self.sb.errors) > self._errors_before or (script and self.usage_errors > 0)
+        return 1 if failed else 0
 
     async def run_line(self, line: str, *, settle: bool) -> bool:
         """Run one line; returns False for ``quit``. Usage errors are printed, not raised."""
@@ -335,10 +405,7 @@ class Playground:
         for command in self.sb.commands:
             if int(command.get("type", 1)) == 1:
                 lines += describe_command(command)
-        if self.json_mode:
-            print(json.dumps({"event": "help", "lines": lines}), file=self.out, flush=True)
-        else:
-            print("\n".join(lines), file=self.out, flush=True)
+        self._show({"event": "help", "lines": lines})
 
 
 def _mention_name(match: re.Match[str]) -> str:
@@ -408,40 +475,8 @@ async def run_playground(
     user: str = "alice",
     channel: str = "general",
 ) -> int:
-    """Run the playground on a started sandbox whose bot is (being) connected.
-
-    ``lines`` None: interactive, reading stdin (in a thread) and printing events as they come; otherwise a
-    script, each action waiting for the bot to settle. Waits up to ``max_wait_s`` for the bot to be ready.
-    Returns 0, or 1 if any error event happened (or, in a script, a line could not be run).
-    """
-    pg = Playground(
+    """``Playground.run`` inside ``async with Playground(...)``: printing stops when the lines end."""
+    async with Playground(
         sandbox, json_mode=json_mode, out=out, settle_s=settle_s, max_wait_s=max_wait_s, user=user, channel=channel
-    )
-    errors_before = len(sandbox.errors)
-    queue = sandbox.subscribe()
-    printer = asyncio.create_task(pg.print_events(queue), name="playground-printer")
-    try:
-        try:
-            await sandbox.wait_ready(timeout=max_wait_s)
-        except TimeoutError:
-            pg.usage("", f"{guild.BOT_NAME} did not connect to the sandbox within {max_wait_s:g} s")
-            return 1
-        await asyncio.sleep(0)  # let the printer take a ready event that is already queued
-        if not pg.saw_ready:
-            pg.note(f"{guild.BOT_NAME} is connected to {guild.GUILD_NAME}; type help for the syntax")
-        script = lines is not None
-        source = _aiter_lines(lines) if lines is not None else _stdin_lines()
-        async for line in source:
-            if not await pg.run_line(line, settle=script):
-                break
-        if not script:
-            await asyncio.sleep(0)  # let the printer show what is already queued
-    finally:
-        printer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await printer
-        while not queue.empty():  # print what arrived after the printer's last turn
-            pg.emit(queue.get_nowait())
-        sandbox.unsubscribe(queue)
-    failed = len(sandbox.errors) > errors_before or (lines is not None and pg.usage_errors > 0)
-    return 1 if failed else 0
+    ) as playground:
+        return await playground.run(lines)

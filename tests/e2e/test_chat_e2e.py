@@ -8,6 +8,7 @@ from typing import Any
 
 from bot.streaming import CURSOR
 from tests.e2e.conftest import ephemeral_replies
+from tests.support.bot_harness import running_bot
 
 EXPECTED_COMMANDS = {"chat", "ask", "reset", "docs"}
 
@@ -25,9 +26,15 @@ async def test_commands_are_synced_once(make_harness):
     docs = next(command for command in harness.sandbox.commands if command["name"] == "docs")
     assert {option["name"] for option in docs["options"]} == {"ask", "search", "list", "add", "remove", "reload"}
     assert harness.sandbox.sync_count == 1
-    # Restarting with the same commands sends no second sync.
+    # Restarting with the same commands, where they are still registered, sends no second sync.
+    await harness.bot.close()
+    async with running_bot(harness.sandbox, harness.settings):
+        assert harness.sandbox.sync_count == 1
+    # A fresh sandbox has no commands, although DATA_DIR remembers the last sync: they are synced again.
     restarted = await make_harness()
-    assert restarted.sandbox.sync_count == 0
+    assert restarted.sandbox.sync_count == 1
+    await restarted.answer("alice", "ask", {"question": "are you there?"})
+    assert restarted.bot_messages()[-1]["content"].startswith("You said:")
 
 
 async def test_chat_keeps_context_over_three_turns(make_harness):

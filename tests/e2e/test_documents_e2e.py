@@ -129,3 +129,18 @@ async def test_link_to_a_file_outside_the_folder_is_skipped_and_never_shown(make
     message = harness.bot_messages(interaction_id)[-1]
     passages = str([embed["fields"] for embed in message["embeds"]])  # the embed's title repeats the query
     assert "SECRET_PASSWORD_LINE" not in passages and "passwd.txt" not in passages
+
+
+async def test_add_with_a_path_in_the_upload_name_stores_it_under_a_safe_name(make_harness, tmp_path):
+    # A modified client can name an upload anything; the sanitizer, not the file system, decides where it goes.
+    harness = await make_harness()
+    guild_dir = harness.settings.DOCUMENTS_DIR / str(GUILD_ID)
+    for upload_name, saved in (("../../etc/evil.md", "evil.md"), ("notes/a/b.md", "b.md")):
+        data = f"# {saved}\n\nThe zorblax setting of {saved}.\n".encode()
+        interaction_id, events = await harness.answer("admin", "docs add", {"file": (upload_name, data)})
+        assert not ephemeral_replies(events), events
+        assert harness.bot_messages(interaction_id)[-1]["content"].startswith(f"Added `{saved}`.")
+        assert (guild_dir / saved).read_bytes() == data
+    assert sorted(p.name for p in guild_dir.iterdir()) == ["b.md", "evil.md"]
+    assert not (harness.settings.DOCUMENTS_DIR / "etc").exists() and not (tmp_path / "etc").exists()
+    assert not harness.sandbox.errors

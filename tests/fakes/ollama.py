@@ -19,7 +19,8 @@ Failures can be switched on per endpoint with ``fail_chat`` / ``fail_embed``:
 - ``"drop"``: stream about half of the answer, then close the connection (embed: close before answering);
 - ``"stall"``: stream about half of the answer, then stop sending while keeping the connection open.
 
-Run alone: ``python -m tests.fakes.ollama --port 11434 --first-token-ms 300 --tokens-per-s 40``.
+Run alone: ``python -m tests.fakes.ollama --port 11434 --first-token-ms 300 --tokens-per-s 40``; add
+``--fail-chat MODE`` / ``--fail-embed MODE`` to try the faults above by hand (``--help`` lists them).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 FailMode = Literal["404", "500", "hang", "drop", "stall"] | None
+FAIL_MODES = ("404", "500", "hang", "drop", "stall")
 Responder = Callable[[dict[str, Any]], str | Awaitable[str]]
 
 DEFAULT_EMBED_DIM = 256
@@ -465,8 +467,12 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
     )
+    fake.fail_chat, fake.fail_embed = args.fail_chat, args.fail_embed
     await fake.start()
-    print(f"Fake Ollama listening on {fake.url} (models: {', '.join(fake.models)}); Ctrl-C to stop.", flush=True)
+    faults = "".join(f"; /api/{name} fails: {mode}" for name, mode in (("chat", args.fail_chat),
+                                                                       ("embed", args.fail_embed)) if mode)
+    print(f"Fake Ollama listening on {fake.url} (models: {', '.join(fake.models)}){faults}; Ctrl-C to stop.",
+          flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -478,13 +484,34 @@ async def _serve(args: argparse.Namespace) -> None:
         await fake.stop()
 
 
+FAULTS_HELP = """\
+fault modes (--fail-chat for /api/chat, --fail-embed for /api/embed):
+  404    answer 404 {"error": "model \\"NAME\\" not found, try pulling it first"}, as Ollama does for a model
+         that is not pulled
+  500    answer 500 {"error": "llama runner process has terminated: ..."}, as Ollama does when its model
+         runner dies
+  hang   read the request and never answer (not even the headers) until the stand-in stops
+  drop   chat: stream about half of the answer, then close the connection (no final "done" line);
+         embed, or chat with "stream": false: close the connection without answering
+  stall  chat: stream about half of the answer, then send nothing more while keeping the connection open;
+         embed, or chat with "stream": false: like hang (one JSON answer has no half to send)"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the fake Ollama server (deterministic answers and embeddings).")
+    parser = argparse.ArgumentParser(
+        description="Run the fake Ollama server (deterministic answers and embeddings).",
+        epilog=FAULTS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=11434, help="port to listen on (default 11434)")
+    parser.add_argument("--port", type=int, default=11434, help="port to listen on (default 11434; 0 = any free one)")
     parser.add_argument("--first-token-ms", type=float, default=0.0, help="milliseconds before the first token")
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="tokens per second; 0 = as fast as possible")
     parser.add_argument("--models", default="llama3.2,nomic-embed-text", help="comma-separated pulled models")
+    parser.add_argument("--fail-chat", choices=FAIL_MODES, metavar="MODE",
+                        help="make every /api/chat request fail: 404, 500, hang, drop or stall (see below)")
+    parser.add_argument("--fail-embed", choices=FAIL_MODES, metavar="MODE",
+                        help="make every /api/embed request fail: 404, 500, hang, drop or stall (see below)")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
