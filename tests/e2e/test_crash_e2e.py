@@ -1,4 +1,5 @@
-"""The whole program killed with SIGKILL: nothing it started outlives it.
+"""The end of the bot and its ChromaDB worker: killed with SIGKILL, nothing it started outlives it; a shutdown
+that cannot wait for the worker says so in the log.
 
 The embedded ChromaDB runs in a worker process (services/chroma_process.py) with multiprocessing's resource
 tracker beside it. A bot that crashes, or is killed by the OOM killer or ``kill -9``, runs no cleanup; those
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -109,3 +111,12 @@ async def test_sigkill_leaves_no_chroma_worker_or_resource_tracker_behind(tmp_pa
             await process.wait()
         for pid in still_running(left):  # what this test started and the bot left behind
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_index_close_that_times_out_says_so_in_the_log(make_harness, caplog):
+    # 10 ms to shut down leaves each part 1 ms: too little to stop the ChromaDB worker the reload started.
+    harness = await make_harness(docs=True, SHUTDOWN_TIMEOUT_S=0.01)
+    await harness.answer("admin", "docs reload")
+    with caplog.at_level(logging.WARNING, logger="bot.client"):
+        await harness.bot.close()
+    assert "closing index timed out after 0.001 s" in caplog.messages
