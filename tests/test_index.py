@@ -1,4 +1,9 @@
-"""Tests of services/index.py against the real LLMClient talking to FakeOllama, and a real embedded ChromaDB."""
+"""Tests of services/index.py against the real LLMClient talking to FakeOllama, and a real ChromaDB.
+
+Every test that makes an index runs twice: on the embedded ChromaDB (``PersistentClient``) and on a real Chroma
+server (``chroma run``, started once per session by ``tests/conftest.py``; ``CHROMA_HOST``), emptied before each
+test. Tests that only make sense for one of them say so.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, Not
 from services.index import DocumentIndex, ReloadProgress
 from services.lexical import identifier_terms, reciprocal_rank_fusion, tokenize
 from services.llm import LLMClient
+from tests.conftest import ChromaServer
 from tests.fakes.ollama import FakeOllama
 
 GUILD_A = 111111111111111111
@@ -55,13 +61,26 @@ def docs_dir(tmp_path: Path) -> Path:
     return tmp_path / "documents"
 
 
+@pytest.fixture(params=["embedded", "server"])
+def chroma(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Where the index's ChromaDB is: the embedded database (no options) or the test session's Chroma server,
+    emptied first (``chroma_host``/``chroma_port``)."""
+    if request.param == "embedded":
+        return {}
+    server: ChromaServer = request.getfixturevalue("chroma_server")
+    server.delete_collections()
+    return {"chroma_host": server.host, "chroma_port": server.port}
+
+
 @pytest.fixture
-async def make_index(tmp_path: Path, docs_dir: Path) -> AsyncIterator[Callable[..., DocumentIndex]]:
+async def make_index(tmp_path: Path, docs_dir: Path, chroma: dict[str, object]
+                     ) -> AsyncIterator[Callable[..., DocumentIndex]]:
     made: list[DocumentIndex] = []
 
     def make(embedder: object, **overrides: object) -> DocumentIndex:
         options: dict[str, object] = {"index_dir": tmp_path / "index", "documents_dir": docs_dir,
-                                      "doc_max_bytes": 50_000, "chunk_max_chars": 400, "chunk_overlap_chars": 60}
+                                      "doc_max_bytes": 50_000, "chunk_max_chars": 400, "chunk_overlap_chars": 60,
+                                      **chroma}
         options.update(overrides)
         index = DocumentIndex(embedder=embedder, **options)  # type: ignore[arg-type]
         made.append(index)
