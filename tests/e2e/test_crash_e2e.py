@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_DOCS = ROOT / "tests" / "fixtures" / "docs"
 
@@ -72,6 +74,7 @@ def command(pid: int) -> str:
         return f"{pid} (gone)"
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
 async def test_sigkill_leaves_no_chroma_worker_or_resource_tracker_behind(tmp_path, ollama):
     shutil.copytree(FIXTURE_DOCS, tmp_path / "documents" / "global")
     script = tmp_path / "script.txt"
