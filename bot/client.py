@@ -151,7 +151,9 @@ class AssistantBot(commands.Bot):
                              ("transcriber", lambda: asyncio.to_thread(self.transcriber.close))):
             try:
                 await asyncio.wait_for(closer(), timeout=deadline * 0.1)
-            except (TimeoutError, OSError, RuntimeError) as exc:
+            except TimeoutError:  # its str() is empty: say what happened
+                log.warning("closing %s timed out after %g s", name, deadline * 0.1)
+            except (OSError, RuntimeError) as exc:
                 log.warning("closing %s failed: %s", name, exc)
         await super().close()
         log.info("shutdown complete")

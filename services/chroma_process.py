@@ -9,25 +9,46 @@ calling thread (which releases the GIL while it waits).
 
 Calls are synchronous, like chromadb's own; run them in a thread. A dead worker raises
 ``concurrent.futures.process.BrokenProcessPool``; ``close()`` stops the worker.
+
+The worker dies with the bot, however the bot ends (SIGKILL and crashes included): it watches the read end of a
+pipe whose only write end the bot holds, and exits at end of file, which the kernel delivers when the bot's
+process is gone. Once the worker is gone, multiprocessing's resource tracker sees end of file on its own pipe and
+exits too. Without this both were orphaned, kept the index files open, and a restarted bot opened them again.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection
 from typing import Any
 
 _client: Any = None  # the worker's PersistentClient
 _collections: dict[str, Any] = {}
 
 
-def _init_worker(path: str) -> None:
+def _exit_when_parent_dies(parent_alive: Connection) -> None:
+    """Block on the pipe from the bot until end of file (the bot's process is gone), then end this process."""
+    try:
+        while True:
+            parent_alive.recv_bytes()  # the bot never writes; returning at all means end of file or an error
+    except (EOFError, OSError):
+        pass
+    # os._exit, not sys.exit: the pool's main thread is blocked on its call queue, whose write end this process
+    # also holds, so nothing else would ever wake it. Nothing is lost: chromadb commits each call itself.
+    os._exit(0)
+
+
+def _init_worker(path: str, parent_alive: Connection) -> None:
     import chromadb
     from chromadb.config import Settings
 
     global _client
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the bot, which stops us itself
+    threading.Thread(target=_exit_when_parent_dies, args=(parent_alive,), name="parent-watch", daemon=True).start()
     _client = chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
 
 
@@ -83,11 +104,15 @@ class ProcessChromaClient:
     """A ``PersistentClient`` at ``path``, in a child process started on first use."""
 
     def __init__(self, path: str) -> None:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe in a process with threads
+        # The worker gets the read end; the write end stays here only (pipes are close-on-exec, and spawn passes
+        # a child just the descriptors it is given), so the worker reads end of file exactly when we are gone.
+        self._parent_alive, self._alive_writer = context.Pipe(duplex=False)
         self._pool = ProcessPoolExecutor(
             max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),  # fork is unsafe in a process with threads
+            mp_context=context,
             initializer=_init_worker,
-            initargs=(path,),
+            initargs=(path, self._parent_alive),
         )
 
     def submit(self, func: Any, *args: Any) -> Any:
@@ -108,3 +133,5 @@ class ProcessChromaClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._alive_writer.close()
+        self._parent_alive.close()

@@ -6,7 +6,9 @@ Scopes and storage
     ``guild_<id>``, cosine space) and one JSON manifest (``index_dir/manifests/<scope>.json``) recording, per
     indexed file, its sha256, size and chunk count. ChromaDB is embedded (``PersistentClient`` under
     ``index_dir/chroma``) unless ``chroma_host`` is given (``HttpClient``). Every Chroma call, file read and
-    parse runs in ``asyncio.to_thread`` or through aiofiles: the event loop never blocks.
+    parse runs in ``asyncio.to_thread`` or through aiofiles: the event loop never blocks. A Chroma server must
+    answer its heartbeat before the client is made, and every request within ``chroma_timeout_s`` (chromadb's
+    own client waits for ever): a server that is down, hangs, or is not a Chroma server raises BackendUnavailable.
 
 Embedding model
     A collection records the embedding model name and vector dimension it was built with (collection metadata
@@ -89,6 +91,8 @@ MANIFEST_VERSION = 1
 UPSERT_BATCH = 32
 #: Chunks per Chroma get call when loading a scope's lexical corpus.
 GET_BATCH = 1000
+#: Seconds a Chroma server has to answer one request (a large upsert or query included).
+CHROMA_TIMEOUT_S = 30.0
 
 
 # --------------------------------------------------------------------------------------------- public types
@@ -220,7 +224,8 @@ class DocumentIndex:
     embedder: object with ``embed_model: str`` and ``async embed(texts) -> list[list[float]]`` (LLMClient).
     index_dir: where the embedded ChromaDB (``chroma/``) and the manifests (``manifests/``) live.
     documents_dir: root of the document folders (``global/`` and ``<guild_id>/``).
-    chroma_host / chroma_port: use a ChromaDB server instead of the embedded database.
+    chroma_host / chroma_port: use a ChromaDB server instead of the embedded database; chroma_timeout_s: seconds
+    it has to answer each request. chroma_process: run the embedded database in a worker process.
     doc_max_bytes: largest file indexed or accepted, in bytes. chunk_max_chars / chunk_overlap_chars: chunking.
     embed_batch_size: texts per embed call (default: the embedder's ``embed_batch_size``, else 32).
     """
@@ -234,6 +239,7 @@ class DocumentIndex:
         chroma_host: str | None = None,
         chroma_port: int = 8000,
         chroma_process: bool = False,
+        chroma_timeout_s: float = CHROMA_TIMEOUT_S,
         doc_max_bytes: int,
         chunk_max_chars: int,
         chunk_overlap_chars: int,
@@ -247,6 +253,7 @@ class DocumentIndex:
         self.chroma_host = chroma_host
         self.chroma_port = chroma_port
         self.chroma_process = chroma_process
+        self.chroma_timeout_s = chroma_timeout_s
         self.doc_max_bytes = doc_max_bytes
         self.chunk_max_chars = chunk_max_chars
         self.chunk_overlap_chars = chunk_overlap_chars
@@ -312,16 +319,40 @@ class DocumentIndex:
             raise self._chroma_down(exc) from exc
 
     def _chroma_down(self, exc: BaseException) -> BackendUnavailable:
-        log.warning("ChromaDB call failed: %s", exc)
-        where = f"at {self.chroma_host}:{self.chroma_port}" if self.chroma_host else f"in {self.index_dir / 'chroma'}"
-        return BackendUnavailable(f"The document index (ChromaDB {where}) cannot be reached; try again later "
-                                  "or check CHROMA_HOST/CHROMA_PORT.")
+        log.warning("ChromaDB call failed: %s: %s", type(exc).__name__, exc)  # a timeout's own text can be empty
+        if not self.chroma_host:
+            return BackendUnavailable(f"The document index (ChromaDB in {self.index_dir / 'chroma'}) failed; try "
+                                      "again, and if it keeps failing see the bot's log.")
+        where = f"ChromaDB server at {self.chroma_host}:{self.chroma_port}"
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendUnavailable(f"The document index ({where}) did not answer within "
+                                      f"{self.chroma_timeout_s:g} s; try again later, or check that server.")
+        return BackendUnavailable(f"The document index ({where}) cannot be reached; try again later or check "
+                                  "CHROMA_HOST/CHROMA_PORT.")
+
+    def _check_server(self) -> None:
+        """Raise BackendUnavailable unless a Chroma server answers its heartbeat within ``chroma_timeout_s``."""
+        url = httpx.URL(scheme="http", host=self.chroma_host, port=self.chroma_port, path="/api/v2/heartbeat")
+        try:
+            response = httpx.get(url, timeout=self.chroma_timeout_s)
+        except httpx.HTTPError as exc:
+            raise self._chroma_down(exc) from exc
+        if response.status_code != 200 or "nanosecond heartbeat" not in response.text:
+            log.warning("%s answered its heartbeat with HTTP %d: %.200s", url, response.status_code, response.text)
+            raise BackendUnavailable(f"{self.chroma_host}:{self.chroma_port} answers, but not as a ChromaDB server "
+                                     f"(HTTP {response.status_code}); check CHROMA_HOST/CHROMA_PORT.")
 
     def _make_client(self) -> Any:
         # Telemetry off: the bot makes no outbound connection besides Ollama (and a configured Chroma server).
         settings = ChromaSettings(anonymized_telemetry=False)
         if self.chroma_host:
-            return chromadb.HttpClient(host=self.chroma_host, port=self.chroma_port, settings=settings)
+            self._check_server()  # chromadb's client would wait for ever on a server that accepts but never answers
+            client = chromadb.HttpClient(host=self.chroma_host, port=self.chroma_port, settings=settings)
+            # DEP-WARN(chromadb 1.5.9): the client sends every request with httpx's timeout=None and has no setting
+            # for it; its httpx.Client is the private ``_server._session``. If that moves, this raises
+            # AttributeError and tests/test_index.py's unanswering-server test fails.
+            client._server._session.timeout = httpx.Timeout(self.chroma_timeout_s)
+            return client
         path = self.index_dir / "chroma"
         path.mkdir(parents=True, exist_ok=True)
         if self.chroma_process:
@@ -813,7 +844,7 @@ class DocumentIndex:
         self._closed = True
         self._lexical.clear()
         client, self._client = self._client, None
-        if isinstance(client, ProcessChromaClient):
+        if client is not None:  # frees the embedded database's files, a server's connections, or the worker
             await asyncio.to_thread(client.close)
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord.gateway
 import discord.http
+import httpx
 import pytest
 
 from tests.fakes.ollama import FakeOllama
@@ -39,3 +46,78 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield started
     assert discord.http.Route.BASE == REAL_BASE
     assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == REAL_GATEWAY
+
+
+# `chroma run` with a watchdog thread: the server exits when its stdin reaches end of file, which happens when the
+# test run ends, however it ends (killed included), so no server outlives the tests. The Rust server releases the
+# GIL, so the thread runs. This is the venv's `chroma` console script plus that thread.
+CHROMA_RUN = """\
+import os, sys, threading
+threading.Thread(target=lambda: (sys.stdin.buffer.read(), os._exit(0)), daemon=True).start()
+from chromadb.cli.cli import app
+app()
+"""
+
+
+@dataclass
+class ChromaServer:
+    """A running ChromaDB server: ``host``, ``port``, its data folder ``path`` and its output ``log``."""
+
+    host: str
+    port: int
+    path: Path
+    log: Path
+
+    def delete_collections(self) -> None:
+        """Delete every collection, so that each test starts from an empty server."""
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        client = chromadb.HttpClient(host=self.host, port=self.port,
+                                     settings=ChromaSettings(anonymized_telemetry=False))
+        try:
+            for collection in client.list_collections():
+                client.delete_collection(collection.name)
+        finally:
+            client.close()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at the moment, on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+    """A real ChromaDB server (``chroma run`` of the installed chromadb) on a free loopback port with a temporary
+    ``--path``, started once per test session and ready (its heartbeat answers); stopped at the end."""
+    folder = tmp_path_factory.mktemp("chroma-server")
+    server = ChromaServer("127.0.0.1", free_port(), folder / "data", folder / "server.log")
+    with server.log.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", CHROMA_RUN, "run", "--path", str(server.path), "--host", server.host,
+             "--port", str(server.port)],
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://{server.host}:{server.port}/api/v2/heartbeat", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"`chroma run` did not start: {server.log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()  # the watchdog's end of file: the server exits
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,11 +1,16 @@
-"""Tests of services/index.py against the real LLMClient talking to FakeOllama, and a real embedded ChromaDB."""
+"""Tests of services/index.py against the real LLMClient talking to FakeOllama, and a real ChromaDB.
+
+Every test that makes an index runs twice: on the embedded ChromaDB (``PersistentClient``) and on a real Chroma
+server (``chroma run``, started once per session by ``tests/conftest.py``; ``CHROMA_HOST``), emptied before each
+test. Tests that only make sense for one of them say so.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, Not
 from services.index import DocumentIndex, ReloadProgress
 from services.lexical import identifier_terms, reciprocal_rank_fusion, tokenize
 from services.llm import LLMClient
+from tests.conftest import ChromaServer, free_port
 from tests.fakes.ollama import FakeOllama
 
 GUILD_A = 111111111111111111
@@ -55,13 +61,26 @@ def docs_dir(tmp_path: Path) -> Path:
     return tmp_path / "documents"
 
 
+@pytest.fixture(params=["embedded", "server"])
+def chroma(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Where the index's ChromaDB is: the embedded database (no options) or the test session's Chroma server,
+    emptied first (``chroma_host``/``chroma_port``)."""
+    if request.param == "embedded":
+        return {}
+    server: ChromaServer = request.getfixturevalue("chroma_server")
+    server.delete_collections()
+    return {"chroma_host": server.host, "chroma_port": server.port}
+
+
 @pytest.fixture
-async def make_index(tmp_path: Path, docs_dir: Path) -> AsyncIterator[Callable[..., DocumentIndex]]:
+async def make_index(tmp_path: Path, docs_dir: Path, chroma: dict[str, object]
+                     ) -> AsyncIterator[Callable[..., DocumentIndex]]:
     made: list[DocumentIndex] = []
 
     def make(embedder: object, **overrides: object) -> DocumentIndex:
         options: dict[str, object] = {"index_dir": tmp_path / "index", "documents_dir": docs_dir,
-                                      "doc_max_bytes": 50_000, "chunk_max_chars": 400, "chunk_overlap_chars": 60}
+                                      "doc_max_bytes": 50_000, "chunk_max_chars": 400, "chunk_overlap_chars": 60,
+                                      **chroma}
         options.update(overrides)
         index = DocumentIndex(embedder=embedder, **options)  # type: ignore[arg-type]
         made.append(index)
@@ -362,6 +381,135 @@ async def test_add_and_remove_document(make_index, llm, ollama, docs_dir, global
     removed = await index.remove_document(GUILD_A, "passwd.md")
     assert removed.removed == ["passwd.md"] and not (docs_dir / str(GUILD_A) / "passwd.md").exists()
     assert all(h.scope == "global" for h in await index.search(GUILD_A, "rotate passwords", k=10))
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[int]:
+    """Port of a loopback TCP server that accepts connections and never answers (a hung Chroma server)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    for writer in held:  # a client still waiting sees the connection closed
+        writer.close()
+    await server.wait_closed()
+
+
+class FreezableProxy:
+    """A loopback TCP proxy to a server's ``port`` that passes bytes both ways until ``freeze()``, then holds them:
+    a server that hangs in the middle of a session (overloaded, or the network between us is gone)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _connect(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [client_writer, server_writer]
+        for reader, writer in ((client_reader, server_writer), (server_reader, client_writer)):
+            pump = asyncio.create_task(self._pump(reader, writer))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self._flowing.wait()
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+
+def server_index(tmp_path: Path, docs_dir: Path, embedder: object, port: int, **options: object) -> DocumentIndex:
+    return DocumentIndex(embedder=embedder, index_dir=tmp_path / "index", documents_dir=docs_dir,  # type: ignore[arg-type]
+                         chroma_host="127.0.0.1", chroma_port=port, doc_max_bytes=50_000, chunk_max_chars=400,
+                         chunk_overlap_chars=60, **options)  # type: ignore[arg-type]
+
+
+async def unavailable(call: Awaitable[object]) -> str:
+    """The sentence of the BackendUnavailable that ``call`` raises. The 60 s guard turns a hang into a failure."""
+    with pytest.raises(BackendUnavailable) as caught:
+        await asyncio.wait_for(call, timeout=60)
+    return caught.value.user_message
+
+
+async def test_chroma_server_not_running_is_backend_unavailable(tmp_path, docs_dir, llm, global_docs) -> None:
+    port = free_port()
+    index = server_index(tmp_path, docs_dir, llm, port)
+    try:
+        for call in (index.reload("global"), index.search(GUILD_A, "GPU driver"),
+                     index.add_document(GUILD_A, "notes.md", b"# Notes\n\nSome notes.\n")):
+            message = await unavailable(call)
+            assert message == (f"The document index (ChromaDB server at 127.0.0.1:{port}) cannot be reached; try "
+                               "again later or check CHROMA_HOST/CHROMA_PORT.")
+    finally:
+        await index.close()
+
+
+async def test_chroma_server_that_never_answers_times_out(tmp_path, docs_dir, llm, global_docs, silent_server) -> None:
+    index = server_index(tmp_path, docs_dir, llm, silent_server, chroma_timeout_s=0.5)
+    try:
+        for call in (index.reload("global"), index.search(None, "GPU driver")):
+            message = await unavailable(call)
+            assert message == (f"The document index (ChromaDB server at 127.0.0.1:{silent_server}) did not answer "
+                               "within 0.5 s; try again later, or check that server.")
+    finally:
+        await index.close()
+
+
+async def test_chroma_server_that_hangs_mid_session_times_out(tmp_path, docs_dir, llm, global_docs,
+                                                              chroma_server) -> None:
+    chroma_server.delete_collections()
+    proxy = FreezableProxy(chroma_server.port)
+    await proxy.start()
+    index = server_index(tmp_path, docs_dir, llm, proxy.port, chroma_timeout_s=3)
+    try:
+        await index.reload("global")
+        assert (await index.search(None, "proxy environment variables HTTPS"))[0].source == "proxy.md"
+        proxy.freeze()
+        message = await unavailable(index.search(None, "GPU driver"))
+        assert message == (f"The document index (ChromaDB server at 127.0.0.1:{proxy.port}) did not answer "
+                           "within 3 s; try again later, or check that server.")
+    finally:
+        await index.close()
+        await proxy.stop()
+
+
+async def test_chroma_port_of_another_service_is_named(tmp_path, docs_dir, llm, ollama, global_docs) -> None:
+    port = int(ollama.url.rsplit(":", 1)[1])  # e.g. CHROMA_PORT set to Ollama's port by mistake
+    index = server_index(tmp_path, docs_dir, llm, port)
+    try:
+        message = await unavailable(index.reload("global"))
+        assert message == (f"127.0.0.1:{port} answers, but not as a ChromaDB server (HTTP 404); check "
+                           "CHROMA_HOST/CHROMA_PORT.")
+    finally:
+        await index.close()
 
 
 async def test_empty_index_and_empty_query(make_index, llm) -> None:
