@@ -54,9 +54,10 @@ class Settings(BaseSettings):
     # Documents and index
     DATA_DIR: Path = Field(Path("data"), description="Runtime data: database, index, models.")
     DOCUMENTS_DIR: Path = Field(Path("data/documents"), description="Documents root: <guild_id>/ per guild and global/ for every guild.")
-    CHROMA_HOST: str | None = Field(None, description="ChromaDB server: a host name (port from CHROMA_PORT) or a URL such as http://host:8000; unset uses an embedded index under DATA_DIR.")
+    CHROMA_HOST: str | None = Field(None, description="ChromaDB server host name or address (no scheme, no port); unset uses an embedded index under DATA_DIR.")
     CHROMA_WORKER_PROCESS: bool = Field(True, description="Run the embedded ChromaDB in a child process so index writes never stall the bot.")
     CHROMA_PORT: int = Field(8000, ge=1, le=65535, description="ChromaDB server port, with CHROMA_HOST.")
+    CHROMA_TIMEOUT_S: float = Field(30.0, gt=0, le=600, description="Seconds to wait for the ChromaDB server to answer a request, with CHROMA_HOST.")
     DOC_MAX_BYTES: int = Field(5_000_000, ge=1, le=500_000_000, description="Largest document file indexed or accepted by /docs add, in bytes.")
     CHUNK_MAX_CHARS: int = Field(1200, ge=200, le=20_000, description="Largest chunk of a document, in characters.")
     CHUNK_OVERLAP_CHARS: int = Field(150, ge=0, le=5000, description="Characters repeated between consecutive chunks of a long section.")
@@ -123,16 +124,13 @@ class Settings(BaseSettings):
         if value is None:
             return None
         value = value.strip()
-        if "://" in value:  # chromadb's HttpClient takes a full URL and then ignores CHROMA_PORT
-            _parse_http_url(value, example="http://127.0.0.1:8000")
-            return value.rstrip("/")
         try:
             host = _parse_http_url(f"http://{value}", example="").host
         except ValueError:
             host = None
         if host is None or host != value.lower():
-            raise ValueError("must be a host name such as 127.0.0.1 (the port goes in CHROMA_PORT) "
-                             "or a URL such as http://127.0.0.1:8000")
+            raise ValueError("must be a host name or address such as 127.0.0.1, without http:// or a port "
+                             "(the port goes in CHROMA_PORT)")
         return value
 
     @field_validator("CHUNK_OVERLAP_CHARS")

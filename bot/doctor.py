@@ -11,6 +11,7 @@ from bot.opus import load_opus
 from config import Settings
 from services.documents import SUPPORTED_SUFFIXES, list_document_files, suffix_of
 from services.errors import ServiceError
+from services.index import check_chroma_server
 from services.llm import LLMClient
 from services.stt import FasterWhisperTranscriber, SpeechRecognitionError
 from services.tts import EspeakSynthesizer, PiperSynthesizer, SpeechSynthesisError
@@ -46,12 +47,13 @@ def check_chroma(settings: Settings) -> Check:
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     try:
         if settings.CHROMA_HOST:
-            client = chromadb.HttpClient(host=settings.CHROMA_HOST, port=settings.CHROMA_PORT, settings=chroma_settings)
-            client.heartbeat()
+            check_chroma_server(settings.CHROMA_HOST, settings.CHROMA_PORT, settings.CHROMA_TIMEOUT_S)
             return Check("ChromaDB", True, f"server at {settings.CHROMA_HOST}:{settings.CHROMA_PORT} answers")
         path = settings.index_dir / "chroma"
         client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
         return Check("ChromaDB", True, f"embedded index at {path} ({len(client.list_collections())} collections)")
+    except ServiceError as exc:
+        return Check("ChromaDB", False, exc.user_message)
     except Exception as exc:  # noqa: BLE001 - any failure of the index backend is the answer here
         where = f"{settings.CHROMA_HOST}:{settings.CHROMA_PORT}" if settings.CHROMA_HOST else str(settings.index_dir)
         return Check("ChromaDB", False, f"cannot open the index at {where} ({exc}); check CHROMA_HOST or DATA_DIR")

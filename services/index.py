@@ -268,13 +268,15 @@ class DocumentIndex:
     @classmethod
     def from_settings(cls, settings: Any, embedder: Embedder) -> DocumentIndex:
         """Build the index from ``config.Settings`` (index_dir, DOCUMENTS_DIR, CHROMA_HOST, CHROMA_PORT,
-        CHROMA_WORKER_PROCESS, DOC_MAX_BYTES, CHUNK_MAX_CHARS, CHUNK_OVERLAP_CHARS, EMBED_BATCH_SIZE)."""
+        CHROMA_TIMEOUT_S, CHROMA_WORKER_PROCESS, DOC_MAX_BYTES, CHUNK_MAX_CHARS, CHUNK_OVERLAP_CHARS,
+        EMBED_BATCH_SIZE)."""
         return cls(
             embedder=embedder,
             index_dir=settings.index_dir,
             documents_dir=settings.DOCUMENTS_DIR,
             chroma_host=settings.CHROMA_HOST,
             chroma_port=settings.CHROMA_PORT,
+            chroma_timeout_s=settings.CHROMA_TIMEOUT_S,
             chroma_process=settings.CHROMA_WORKER_PROCESS,
             doc_max_bytes=settings.DOC_MAX_BYTES,
             chunk_max_chars=settings.CHUNK_MAX_CHARS,
@@ -323,30 +325,14 @@ class DocumentIndex:
         if not self.chroma_host:
             return BackendUnavailable(f"The document index (ChromaDB in {self.index_dir / 'chroma'}) failed; try "
                                       "again, and if it keeps failing see the bot's log.")
-        where = f"ChromaDB server at {self.chroma_host}:{self.chroma_port}"
-        if isinstance(exc, httpx.TimeoutException):
-            return BackendUnavailable(f"The document index ({where}) did not answer within "
-                                      f"{self.chroma_timeout_s:g} s; try again later, or check that server.")
-        return BackendUnavailable(f"The document index ({where}) cannot be reached; try again later or check "
-                                  "CHROMA_HOST/CHROMA_PORT.")
-
-    def _check_server(self) -> None:
-        """Raise BackendUnavailable unless a Chroma server answers its heartbeat within ``chroma_timeout_s``."""
-        url = httpx.URL(scheme="http", host=self.chroma_host, port=self.chroma_port, path="/api/v2/heartbeat")
-        try:
-            response = httpx.get(url, timeout=self.chroma_timeout_s)
-        except httpx.HTTPError as exc:
-            raise self._chroma_down(exc) from exc
-        if response.status_code != 200 or "nanosecond heartbeat" not in response.text:
-            log.warning("%s answered its heartbeat with HTTP %d: %.200s", url, response.status_code, response.text)
-            raise BackendUnavailable(f"{self.chroma_host}:{self.chroma_port} answers, but not as a ChromaDB server "
-                                     f"(HTTP {response.status_code}); check CHROMA_HOST/CHROMA_PORT.")
+        return _server_down(self.chroma_host, self.chroma_port, self.chroma_timeout_s, exc)
 
     def _make_client(self) -> Any:
         # Telemetry off: the bot makes no outbound connection besides Ollama (and a configured Chroma server).
         settings = ChromaSettings(anonymized_telemetry=False)
         if self.chroma_host:
-            self._check_server()  # chromadb's client would wait for ever on a server that accepts but never answers
+            # chromadb's client would wait for ever on a server that accepts but never answers
+            check_chroma_server(self.chroma_host, self.chroma_port, self.chroma_timeout_s)
             client = chromadb.HttpClient(host=self.chroma_host, port=self.chroma_port, settings=settings)
             # DEP-WARN(chromadb 1.5.9): the client sends every request with httpx's timeout=None and has no setting
             # for it; its httpx.Client is the private ``_server._session``. If that moves, this raises
@@ -852,3 +838,26 @@ def _hit(scope: str, chunk: str, text: str | None, meta: Any) -> Hit:
     meta = meta or {}
     return Hit(text=text or "", source=str(meta.get("source", "")), heading=str(meta.get("heading", "")),
                scope=scope, score=0.0, chunk_id=chunk)
+
+
+def check_chroma_server(host: str, port: int, timeout_s: float) -> None:
+    """Raise BackendUnavailable unless a ChromaDB server at ``host:port`` answers its heartbeat
+    (``GET /api/v2/heartbeat``) within ``timeout_s`` seconds; blocking."""
+    url = httpx.URL(scheme="http", host=host, port=port, path="/api/v2/heartbeat")
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise _server_down(host, port, timeout_s, exc) from exc
+    if response.status_code != 200 or "nanosecond heartbeat" not in response.text:
+        log.warning("%s answered its heartbeat with HTTP %d: %.200s", url, response.status_code, response.text)
+        raise BackendUnavailable(f"{host}:{port} answers, but not as a ChromaDB server "
+                                 f"(HTTP {response.status_code}); check CHROMA_HOST/CHROMA_PORT.")
+
+
+def _server_down(host: str, port: int, timeout_s: float, exc: BaseException) -> BackendUnavailable:
+    where = f"ChromaDB server at {host}:{port}"
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendUnavailable(f"The document index ({where}) did not answer within {timeout_s:g} s; try again "
+                                  "later, or check that server.")
+    return BackendUnavailable(f"The document index ({where}) cannot be reached; try again later or check "
+                              "CHROMA_HOST/CHROMA_PORT.")

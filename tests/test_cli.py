@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DOCS = ROOT / "tests" / "fixtures" / "docs"
 
 
-async def run_main(tmp_path: Path, ollama_url: str, *args: str) -> tuple[int, str, str]:
+async def run_main(tmp_path: Path, ollama_url: str, *args: str, **settings: str) -> tuple[int, str, str]:
     env = {**os.environ, "OLLAMA_HOST": ollama_url, "DATA_DIR": str(tmp_path / "data"),
-           "DOCUMENTS_DIR": str(tmp_path / "documents")}
+           "DOCUMENTS_DIR": str(tmp_path / "documents"), **settings}
     env.pop("DISCORD_TOKEN", None)
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "main.py"), *args, cwd=tmp_path, env=env,
@@ -66,3 +66,11 @@ async def test_index_command_names_links_it_does_not_follow(tmp_path, ollama):
     assert code == 0, err
     assert "global: 1 added, 0 updated, 0 removed, 0 unchanged, 1 skipped" in out
     assert "skipped passwd.txt: link to a file outside the documents folder" in out
+
+
+async def test_doctor_names_a_chroma_server_that_never_answers(tmp_path, ollama, silent_server):
+    code, out, _ = await run_main(tmp_path, ollama.url, "doctor", CHROMA_HOST="127.0.0.1",
+                                  CHROMA_PORT=str(silent_server), CHROMA_TIMEOUT_S="1")
+    assert code == 1
+    where = f"ChromaDB server at 127.0.0.1:{silent_server}"
+    assert f"FIX  ChromaDB: The document index ({where}) did not answer within 1 s" in out

@@ -383,23 +383,6 @@ async def test_add_and_remove_document(make_index, llm, ollama, docs_dir, global
     assert all(h.scope == "global" for h in await index.search(GUILD_A, "rotate passwords", k=10))
 
 
-@pytest.fixture
-async def silent_server() -> AsyncIterator[int]:
-    """Port of a loopback TCP server that accepts connections and never answers (a hung Chroma server)."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-        await reader.read()  # until the client gives up
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    for writer in held:  # a client still waiting sees the connection closed
-        writer.close()
-    await server.wait_closed()
-
-
 class FreezableProxy:
     """A loopback TCP proxy to a server's ``port`` that passes bytes both ways until ``freeze()``, then holds them:
     a server that hangs in the middle of a session (overloaded, or the network between us is gone)."""
