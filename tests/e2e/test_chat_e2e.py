@@ -6,7 +6,10 @@ import re
 import time
 from typing import Any
 
+import pytest
+
 from bot.streaming import CURSOR
+from sandbox import SandboxError
 from tests.e2e.conftest import ephemeral_replies
 
 EXPECTED_COMMANDS = {"chat", "ask", "reset", "docs"}
@@ -86,9 +89,47 @@ async def test_streaming_edits_are_throttled(make_harness):
     assert len(times) >= 3 and all(gap >= 450 for gap in gaps[:-1]), gaps
 
 
+def string_option_limits(commands: list[dict[str, Any]], prefix: str = "") -> dict[tuple[str, str], int | None]:
+    """(command path, option name) -> max_length of every free-text option (a string without choices) in the
+    synced command payloads."""
+    limits: dict[tuple[str, str], int | None] = {}
+    for command in commands:
+        path = f"{prefix} {command['name']}".strip()
+        options = command.get("options", [])
+        limits.update(string_option_limits([o for o in options if o["type"] in (1, 2)], path))
+        free_text = [o for o in options if o["type"] == 3 and not o.get("choices")]
+        limits.update({(path, o["name"]): o.get("max_length") for o in free_text})
+    return limits
+
+
+async def test_discord_is_told_the_configured_length_limits(make_harness):
+    harness = await make_harness(CHAT_MAX_CHARS=123, ASK_MAX_CHARS=234, SPEAK_MAX_CHARS=345)
+    assert string_option_limits(harness.sandbox.commands) == {
+        ("chat", "message"): 123,
+        ("ask", "question"): 234,
+        ("docs ask", "question"): 234,
+        ("docs search", "query"): 234,
+        ("docs remove", "name"): 200,
+        ("speak", "text"): 345,
+    }
+    # Discord's client (the sandbox's, here) now refuses a longer message before it reaches the bot.
+    with pytest.raises(SandboxError, match="1..123 characters"):
+        await harness.command("alice", "chat", {"message": "x" * 124})
+
+
+async def test_blank_chat_and_ask_are_refused_and_never_reach_the_model(make_harness):
+    harness = await make_harness()
+    for name, option, what in (("chat", "message", "Your message"), ("ask", "question", "Your question")):
+        _, events = await harness.answer("alice", name, {option: "  \n\t "})
+        assert ephemeral_replies(events) == [f"{what} is blank; write some text and try again."]
+    assert harness.ollama.chat_requests == [] and harness.ollama.embed_calls == 0
+
+
 async def test_over_long_message_and_cooldown_get_ephemeral_replies(make_harness):
     harness = await make_harness(CHAT_COOLDOWN_S=30, CHAT_MAX_CHARS=100)
-    _, events = await harness.answer("bob", "chat", {"message": "x" * 101})
+    # A modified client ignores the advertised limit: the bot checks it again.
+    handle = await harness.sandbox.invoke("bob", "chat", {"message": "x" * 101}, validate=False)
+    events = await harness.settle(interaction_id=handle.interaction_id)
     assert ephemeral_replies(events) == [
         "Your message is 101 characters long; the limit is 100. Shorten it and try again."
     ]

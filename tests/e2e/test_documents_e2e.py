@@ -111,3 +111,11 @@ async def test_add_refuses_unsupported_type_and_path_tricks(make_harness, tmp_pa
     assert "not a supported document" in reply
     guild_dir = harness.settings.DOCUMENTS_DIR / str(GUILD_ID)
     assert not guild_dir.exists() or not any(guild_dir.iterdir())
+
+
+async def test_blank_docs_question_and_query_are_refused_and_never_reach_the_model(make_harness):
+    harness = await make_harness(docs=True)
+    for name, option, what in (("docs ask", "question", "Your question"), ("docs search", "query", "Your query")):
+        _, events = await harness.answer("bob", name, {option: " \n  "})
+        assert ephemeral_replies(events) == [f"{what} is blank; write some text and try again."]
+    assert harness.ollama.chat_requests == [] and harness.ollama.embed_calls == 0
