@@ -119,3 +119,18 @@ async def test_blank_docs_question_and_query_are_refused_and_never_reach_the_mod
         _, events = await harness.answer("bob", name, {option: " \n  "})
         assert ephemeral_replies(events) == [f"{what} is blank; write some text and try again."]
     assert harness.ollama.chat_requests == [] and harness.ollama.embed_calls == 0
+
+
+async def test_add_whose_upload_cannot_be_downloaded_says_to_upload_it_again(make_harness, tmp_path):
+    harness = await make_harness()
+    upload = tmp_path / "notes.md"
+    upload.write_text("# Notes\n\nThe meeting is on Tuesday.\n")
+    handle = await harness.sandbox.invoke("admin", "docs add", {"file": upload})
+    # Before the bot can fetch it (no await in between), the attachment CDN forgets the file: it answers 404,
+    # as Discord's does for an expired attachment URL.
+    harness.sandbox.attachments.clear()
+    await harness.settle(interaction_id=handle.interaction_id)
+    [reply] = harness.bot_messages(handle.interaction_id)
+    assert reply["content"] == "⚠️ The upload `notes.md` could not be read from Discord; upload it again."
+    guild_dir = harness.settings.DOCUMENTS_DIR / str(GUILD_ID)
+    assert not guild_dir.exists() or not any(guild_dir.iterdir())
