@@ -5,9 +5,9 @@ one-shot and grounded in the guild's documents when they are relevant. Answers s
 
 A channel answers one message at a time. A message that must wait shows "Queued: N ahead of you", and that
 reply becomes its answer; past CHAT_QUEUE_MAX waiting, a message is refused at once (ephemerally for /chat).
-Discord lets the bot edit an interaction's reply for 15 minutes only, so a /chat still waiting after
-QUEUE_WAIT_MAX_S gives up with a sentence, leaving the rest of that time to stream its answer. The bound makes
-that rare: CHAT_QUEUE_MAX (default 5) answers of a local model rarely add up to 10 minutes.
+Discord lets the bot edit an interaction's reply for 15 minutes only, so a /chat still waiting QUEUE_WAIT_MAX
+after it was sent gives up with a sentence, leaving the rest of that time to stream its answer. The bound makes
+that rare: with CHAT_QUEUE_MAX at its default of 5, it takes answers of two minutes each to wait that long.
 """
 
 from __future__ import annotations
