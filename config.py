@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     STREAM_EDIT_INTERVAL_S: float = Field(1.0, ge=0.2, le=10, description="Minimum seconds between two edits of a streamed answer.")
     CHAT_MAX_CHARS: int = Field(4000, ge=1, le=6000, description="Maximum length of a /chat message or a mention.")
     ASK_MAX_CHARS: int = Field(2000, ge=1, le=6000, description="Maximum length of an /ask or /docs question.")
+    CHAT_QUEUE_MAX: int = Field(5, ge=0, le=50, description="Messages (/chat, mentions) that may wait per channel while an answer is being written; more are refused with 'try again shortly' (0: refuse while busy).")
     CHAT_COOLDOWN_S: float = Field(5.0, ge=0, le=3600, description="Per-member cooldown of /chat, /ask and mentions, in seconds.")
     DOCS_COOLDOWN_S: float = Field(10.0, ge=0, le=3600, description="Per-member cooldown of /docs commands, in seconds.")
     ADMIN_COOLDOWN_S: float = Field(30.0, ge=0, le=3600, description="Per-guild cooldown of /docs reload, add and remove, in seconds.")

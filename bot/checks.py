@@ -7,12 +7,15 @@ never trusting the command's default permissions alone.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
+
+from services.errors import InvalidInput
 
 if TYPE_CHECKING:
     from bot.client import AssistantBot
@@ -39,10 +42,14 @@ class ShuttingDown(app_commands.CheckFailure):
 
 
 def ensure_length(text: str, limit: int, what: str = "Your message") -> str:
-    """Return ``text`` stripped; raise InputTooLong when it exceeds ``limit`` characters."""
+    """Return ``text`` stripped; raise InputTooLong when it exceeds ``limit`` characters, InvalidInput when it
+    is blank (only whitespace passes an option's min_length, and would reach the model as an empty message)."""
     if len(text) > limit:
         raise InputTooLong(what, len(text), limit)
-    return text.strip()
+    stripped = text.strip()
+    if not stripped:
+        raise InvalidInput(f"{what} is blank; write some text and try again.")
+    return stripped
 
 
 def is_admin(member: discord.abc.User, permissions: discord.Permissions, admin_role_ids: list[int]) -> bool:
@@ -101,7 +108,19 @@ def message_cooldown(per_s: float) -> commands.CooldownMapping:
 
 
 def set_max_length(command: app_commands.Command, parameter: str, limit: int) -> None:
-    """Advertise ``limit`` as the option's max_length to Discord's client (Discord accepts at most 6000)."""
+    """Advertise ``limit`` as the string option's max_length to Discord's client (Discord accepts at most 6000).
+
+    ``command`` is the cog instance's copy (``self.chat`` in ``cog_load``), so that each bot advertises its
+    own settings. Raises KeyError for an unknown parameter and TypeError for a non-string one.
+    """
     # DEP-WARN(discord.py 2.7.1): ``Command._params`` is private; if it changes this raises at cog load
-    # (AttributeError/KeyError), and the cog fails to load rather than advertising a wrong limit.
-    command._params[parameter].max_length = min(limit, 6000)
+    # (AttributeError/KeyError) and the cog fails to load rather than advertising a wrong limit. discord.py
+    # writes a string option's max_length from ``CommandParameter.max_value`` (setting ``max_length`` did
+    # nothing); tests/e2e/test_chat_e2e.py checks the synced payload. The parameter object is shared with the
+    # class-level command (cogs copy commands shallowly), so this command gets its own copy.
+    param = command._params[parameter]
+    if param.type is not discord.AppCommandOptionType.string:
+        raise TypeError(f"{command.qualified_name} {parameter} is not a string option")
+    param = copy.copy(param)
+    param.max_value = min(limit, 6000)
+    command._params[parameter] = param

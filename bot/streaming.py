@@ -4,6 +4,10 @@ The text grows as tokens arrive; the visible messages are brought up to date at 
 ``interval_s`` (Discord rate-limits edits, and every edit is a REST call), plus once at the end. When the
 text outgrows 2000 characters, the full part stays in its message and the rest continues in a new one
 (split by ``split_message``, so nothing is cut mid-word or mid-code-block and nothing is lost).
+
+When the work behind a message is cancelled (the bot shuts down), the message is given a last edit saying so
+(``edit_after_cancel``), so that no "thinking..." placeholder, queue notice or half answer is left as if the
+bot were still at it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
+import aiohttp
 import discord
 
 from bot.formatting import split_message
@@ -24,7 +29,26 @@ log = logging.getLogger(__name__)
 
 CURSOR = " ▌"  # shown at the end of a message while the answer is still streaming
 INTERRUPTED = "\n\n*(interrupted: the bot is shutting down)*"
+NOT_ANSWERED = "⚠️ Not answered: the bot is shutting down; try again later."
 EMPTY_ANSWER = "*(The model returned an empty answer; try rephrasing.)*"
+LAST_EDIT_TIMEOUT_S = 2.0  # shutdown waits for these edits; a slow Discord must not hold it up
+
+
+async def edit_after_cancel(edit: Callable[[], Awaitable[object]], what: str) -> None:
+    """Make ``edit()``, the last edit of a message whose work was just cancelled, and wait for it.
+
+    Shielded from a further cancellation and limited to LAST_EDIT_TIMEOUT_S seconds; a failure (timeout,
+    Discord refusing or unreachable) is logged with ``what`` (e.g. "an interrupted answer"), never raised.
+    """
+
+    async def attempt() -> None:
+        try:
+            async with asyncio.timeout(LAST_EDIT_TIMEOUT_S):
+                await edit()
+        except (TimeoutError, discord.HTTPException, aiohttp.ClientError) as exc:
+            log.warning("could not mark %s: %s", what, exc)
+
+    await asyncio.shield(attempt())
 
 
 class EditableMessage(Protocol):
@@ -52,6 +76,7 @@ class StreamedReply:
         self._messages: list[EditableMessage | None] = []
         self._shown: list[str] = []
         self._last_update = float("-inf")
+        self._interrupted = False
         self.text = ""
 
     async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
@@ -68,7 +93,7 @@ class StreamedReply:
 
         A ServiceError before the first token propagates (the caller's error handler answers); one
         midway keeps what was shown and adds the error sentence (returns None). On cancellation
-        (shutdown) a partial answer is finished with a note before CancelledError propagates.
+        (shutdown) the reply is finished by ``finish_interrupted`` before CancelledError propagates.
         """
         try:
             answer = await self.consume(deltas)
@@ -78,8 +103,7 @@ class StreamedReply:
             await self.update(final=True, suffix=f"\n\n⚠️ {exc.user_message}")
             return None
         except asyncio.CancelledError:
-            if self.text.strip():
-                await asyncio.shield(self._finish_interrupted())
+            await self.finish_interrupted()
             raise
         if not answer.strip():
             self.text = EMPTY_ANSWER
@@ -88,11 +112,20 @@ class StreamedReply:
         await self.update(final=True, suffix=suffix)
         return answer
 
-    async def _finish_interrupted(self) -> None:
-        try:
-            await asyncio.wait_for(self.update(final=True, suffix=INTERRUPTED), timeout=2.0)
-        except (TimeoutError, discord.HTTPException) as exc:
-            log.warning("could not mark an interrupted answer: %s", exc)
+    async def finish_interrupted(self) -> None:
+        """After a cancellation (shutdown): end a partial answer with INTERRUPTED, or replace what is shown
+        (the "thinking..." placeholder, a queue notice) with NOT_ANSWERED. Done once; see ``edit_after_cancel``."""
+        if self._interrupted:
+            return
+        self._interrupted = True
+        if self.text.strip():
+            await edit_after_cancel(lambda: self.update(final=True, suffix=INTERRUPTED), "an interrupted answer")
+        else:
+            await edit_after_cancel(lambda: self.show(NOT_ANSWERED), "an unanswered message")
+
+    async def show(self, content: str) -> None:
+        """Show ``content`` alone in the first message (a queue notice, an error); the answer replaces it."""
+        await self._show_part(0, content)
 
     async def update(self, *, final: bool, suffix: str = "") -> None:
         """Bring the messages up to date with the text (+ ``suffix``); ``final`` drops the cursor."""
@@ -100,20 +133,24 @@ class StreamedReply:
         body = self.text + suffix
         parts = split_message(body + ("" if final else CURSOR)) or ["…"]
         for number, content in enumerate(parts):
-            if number < len(self._shown) and self._shown[number] == content:
-                continue
-            if number == 0 and not self._messages:
-                self._messages.append(await self._send_first(content))
-            elif number == 0 and self._messages[0] is None:
-                await self._send_first(content)
-            elif number < len(self._messages):
-                await self._messages[number].edit(content=content)  # type: ignore[union-attr]
-            else:
-                self._messages.append(await self._send_more(content))
-            if number < len(self._shown):
-                self._shown[number] = content
-            else:
-                self._shown.append(content)
+            await self._show_part(number, content)
+
+    async def _show_part(self, number: int, content: str) -> None:
+        """Make message ``number`` (0: the first) show ``content``, sending it when it does not exist yet."""
+        if number < len(self._shown) and self._shown[number] == content:
+            return
+        if number == 0 and not self._messages:
+            self._messages.append(await self._send_first(content))
+        elif number == 0 and self._messages[0] is None:
+            await self._send_first(content)
+        elif number < len(self._messages):
+            await self._messages[number].edit(content=content)  # type: ignore[union-attr]
+        else:
+            self._messages.append(await self._send_more(content))
+        if number < len(self._shown):
+            self._shown[number] = content
+        else:
+            self._shown.append(content)
 
 
 def interaction_reply(interaction: discord.Interaction, interval_s: float) -> StreamedReply:

@@ -2,12 +2,19 @@
 
 A channel (or thread) has one conversation, remembered in SQLite; /chat and mentions continue it, /ask is
 one-shot and grounded in the guild's documents when they are relevant. Answers stream into the reply.
+
+A channel answers one message at a time. A message that must wait shows "Queued: N ahead of you", and that
+reply becomes its answer; past CHAT_QUEUE_MAX waiting, a message is refused at once (ephemerally for /chat).
+Discord lets the bot edit an interaction's reply for 15 minutes only, so a /chat still waiting QUEUE_WAIT_MAX
+after it was sent gives up with a sentence, leaving the rest of that time to stream its answer. The bound makes
+that rare: with CHAT_QUEUE_MAX at its default of 5, it takes answers of two minutes each to wait that long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import discord
 from discord import app_commands
@@ -16,6 +23,7 @@ from discord.ext import commands
 from bot.checks import InputTooLong, ensure_length, member_cooldown, message_cooldown, set_max_length
 from bot.client import AssistantBot
 from bot.members import without_mention_of
+from bot.state import ChatTurn
 from bot.streaming import StreamedReply, interaction_reply, message_reply
 from bot.tree import error_message
 from services.conversations import build_context
@@ -23,6 +31,15 @@ from services.errors import ServiceError
 from services.grounding import ground
 
 log = logging.getLogger(__name__)
+
+# An interaction's token (and so the bot's right to edit its reply) lasts 15 minutes; a /chat whose turn has not
+# come 10 minutes after it was sent gives up, keeping 5 minutes to stream its answer.
+QUEUE_WAIT_MAX = timedelta(minutes=10)
+
+
+def queued_notice(ahead: int) -> str:
+    """What a member whose message waits sees until the answer replaces it."""
+    return f"⏳ Queued: {ahead} ahead of you in this channel; the answer will appear here."
 
 
 class Chat(commands.Cog):
@@ -44,12 +61,15 @@ class Chat(commands.Cog):
     @member_cooldown("CHAT_COOLDOWN_S")
     async def chat(self, interaction: discord.Interaction, message: app_commands.Range[str, 1, 6000]) -> None:
         text = ensure_length(message, self.settings.CHAT_MAX_CHARS)
-        await interaction.response.defer(thinking=True)
-        reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
-        await self.bot.run_tracked(
-            self.converse(interaction.channel_id or 0, interaction.guild_id, interaction.user.id, text, reply),
-            name=f"chat:{interaction.id}",
-        )
+        # A place in the channel's queue is taken before deferring, so that a refusal is ephemeral.
+        async with await self._join_queue(interaction.channel_id or 0, interaction.guild_id) as place:
+            await interaction.response.defer(thinking=True)
+            reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
+            wait_s = (interaction.created_at + QUEUE_WAIT_MAX - discord.utils.utcnow()).total_seconds()
+            await self.bot.run_tracked(
+                self.converse(place, interaction.user.id, text, reply, wait_timeout_s=max(0.0, wait_s)),
+                name=f"chat:{interaction.id}",
+            )
 
     @app_commands.command(
         name="ask", description="Ask a one-off question, answered from the server's documents when they help."
@@ -97,18 +117,18 @@ class Chat(commands.Cog):
         if retry_after:
             await message.reply(f"Slow down: you can talk to me again in {retry_after:.0f} s.", mention_author=False)
             return
+        reply = message_reply(message, self.settings.STREAM_EDIT_INTERVAL_S)
         try:
             text = ensure_length(text, self.settings.CHAT_MAX_CHARS)
-            reply = message_reply(message, self.settings.STREAM_EDIT_INTERVAL_S)
-            await message.channel.typing()
-            await self.bot.run_tracked(
-                self.converse(message.channel.id, message.guild.id if message.guild else None, message.author.id,
-                              text, reply),
-                name=f"mention:{message.id}",
-            )
+            guild_id = message.guild.id if message.guild else None
+            async with await self._join_queue(message.channel.id, guild_id) as place:
+                await message.channel.typing()
+                # No deadline: a message reply, unlike an interaction's, can be edited at any time.
+                await self.bot.run_tracked(self.converse(place, message.author.id, text, reply),
+                                           name=f"mention:{message.id}")
         except (ServiceError, InputTooLong, discord.HTTPException) as exc:
             try:
-                await message.reply(error_message(exc), mention_author=False)
+                await reply.show(error_message(exc))  # in place of a queue notice, when one is shown
             except discord.HTTPException as send_error:
                 log.warning("could not reply to mention %s: %s", message.id, send_error)
 
@@ -130,23 +150,41 @@ class Chat(commands.Cog):
 
     # -- the work ---------------------------------------------------------------------------------------
 
-    async def converse(self, channel_id: int, guild_id: int | None, author_id: int, text: str,
-                       reply: StreamedReply) -> None:
-        """Answer ``text`` in the channel's conversation, streaming into ``reply``; store the turn."""
-        async with self.bot.chat_sessions.turn(channel_id, guild_id):
-            history = await self.bot.conversations.history(channel_id)
-            messages = build_context(self.settings.SYSTEM_PROMPT, history, text, self.settings.HISTORY_TOKEN_BUDGET)
-            try:
-                answer = await reply.stream(self.bot.llm.chat_stream(messages))
-            except asyncio.CancelledError:
-                # Shutting down midway: what the member saw is remembered, marked as cut short.
-                if reply.text.strip():
-                    await asyncio.shield(self.bot.conversations.add_turn(
-                        channel_id, guild_id, author_id, text, reply.text + " [interrupted]"))
-                raise
-            if answer is not None:
-                await self.bot.conversations.add_turn(channel_id, guild_id, author_id, text, answer)
-                self.bot.dispatch("answer_complete", guild_id, author_id, answer)
+    async def _join_queue(self, channel_id: int, guild_id: int | None) -> ChatTurn:
+        """A place in the channel's queue; raises ChatQueueFull when CHAT_QUEUE_MAX messages already wait."""
+        return await self.bot.chat_sessions.join(channel_id, guild_id, max_waiting=self.settings.CHAT_QUEUE_MAX)
+
+    async def converse(self, place: ChatTurn, author_id: int, text: str, reply: StreamedReply, *,
+                       wait_timeout_s: float | None = None) -> None:
+        """Answer ``text`` in the channel's conversation when ``place``'s turn comes, streaming into ``reply``;
+        store the turn.
+
+        While it waits, ``reply`` shows the queue notice; ChatWaitTimeout after ``wait_timeout_s`` seconds.
+        Cancelled (shutdown) while waiting or before any answer, ``reply`` says it was not answered.
+        """
+        channel_id, guild_id = place.session.channel_id, place.session.guild_id
+        try:
+            if place.session.turn_lock.locked():
+                await reply.show(queued_notice(max(place.ahead, 1)))
+            async with place.hold(wait_timeout_s):
+                history = await self.bot.conversations.history(channel_id)
+                messages = build_context(self.settings.SYSTEM_PROMPT, history, text,
+                                         self.settings.HISTORY_TOKEN_BUDGET)
+                try:
+                    answer = await reply.stream(self.bot.llm.chat_stream(messages))
+                except asyncio.CancelledError:
+                    # Shutting down midway: what the member saw is remembered, marked as cut short.
+                    if reply.text.strip():
+                        await asyncio.shield(self.bot.conversations.add_turn(
+                            channel_id, guild_id, author_id, text, reply.text + " [interrupted]"))
+                    raise
+                if answer is not None:  # stored before the turn passes on: the next message sees this answer
+                    await self.bot.conversations.add_turn(channel_id, guild_id, author_id, text, answer)
+        except asyncio.CancelledError:
+            await reply.finish_interrupted()  # no-op when the stream already finished the reply
+            raise
+        if answer is not None:
+            self.bot.dispatch("answer_complete", guild_id, author_id, answer)
 
     async def answer_once(self, guild_id: int | None, question: str, reply: StreamedReply) -> str | None:
         """Answer ``question`` without conversation, grounded in the guild's documents when relevant."""

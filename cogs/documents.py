@@ -1,28 +1,35 @@
 """The server's documents: /docs ask, search, list, and (admins) add, remove, reload.
 
 A guild's documents are its own folder plus the global folder; reload re-indexes both incrementally and
-shows its progress by editing the reply.
+shows its progress by editing the reply. A reload cut short by shutdown says so in that reply, with how far
+it got: the index keeps every file it finished, so the next reload continues from there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from pathlib import PurePath
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import admin_only, ensure_length, guild_cooldown, member_cooldown, set_max_length
 from bot.client import AssistantBot
-from bot.streaming import interaction_reply
+from bot.streaming import edit_after_cancel, interaction_reply
 from services.documents import SUPPORTED_SUFFIXES
 from services.errors import InvalidInput
 from services.grounding import ground
 from services.index import GLOBAL_SCOPE, ReloadProgress, ReloadReport
 
+log = logging.getLogger(__name__)
+
 EMBED_DESCRIPTION_MAX = 4096
 NOTHING_FOUND = "I found nothing about that in this server's documents."
+DOWNLOAD_TIMEOUT_S = 60.0  # reading an upload from Discord's CDN; aiohttp's own default would be 5 minutes
 
 
 def _clip(text: str, limit: int) -> str:
@@ -42,6 +49,32 @@ def format_report(reports: list[ReloadReport]) -> str:
         lines.extend(f"• skipped `{name}`: {reason}" for name, reason in report.skipped[:20])
         if len(report.skipped) > 20:
             lines.append(f"• … and {len(report.skipped) - 20} more skipped")
+    return "\n".join(lines)
+
+
+def _scope_name(scope: str) -> str:
+    return "the global documents" if scope == GLOBAL_SCOPE else "this server's documents"
+
+
+def format_interrupted(done: list[ReloadReport], scope: str, reached: ReloadProgress | None, *, full: bool,
+                       shutting_down: bool) -> str:
+    """The reload reply once the reload was cancelled: what finished (``done``), where it stopped (``scope``,
+    the last ``reached`` progress, None before the first file) and that the next reload continues from there."""
+    why = "the bot is shutting down" if shutting_down else "it was cancelled"
+    if reached is None:
+        where = f"before it started on {_scope_name(scope)}"
+    elif reached.current is None:
+        where = f"while finishing {_scope_name(scope)}"
+    else:
+        where = (f"at file {reached.files_done + 1} of {reached.files_total} of {_scope_name(scope)} "
+                 f"(`{reached.current}`)")
+    lines = [f"⚠️ Reload interrupted: {why}. It stopped {where}."]
+    if done:
+        lines.append(format_report(done))
+    lines.append(
+        f"Files indexed so far are kept: the next `/docs reload`{' (without `full`)' if full else ''} continues "
+        "from there and embeds only what is not indexed yet."
+    )
     return "\n".join(lines)
 
 
@@ -132,7 +165,14 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
                 f"`{file.filename}` is {file.size} bytes; the limit is {self.settings.DOC_MAX_BYTES} (DOC_MAX_BYTES)."
             )
         await interaction.response.defer(thinking=True)
-        data = await file.read()
+        try:
+            async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
+                data = await file.read()
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not download attachment %s: %r", file.filename, exc)
+            raise InvalidInput(
+                f"The upload `{file.filename}` could not be read from Discord; upload it again."
+            ) from exc
         name, report = await self.bot.run_tracked(
             self.bot.index.add_document(interaction.guild_id or 0, file.filename, data),
             name=f"docs-add:{interaction.id}",
@@ -166,9 +206,11 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     async def _reload(self, interaction: discord.Interaction, full: bool) -> list[ReloadReport]:
         last_edit = 0.0
         interval = self.settings.STREAM_EDIT_INTERVAL_S
+        reached: ReloadProgress | None = None  # the latest progress, shown or not (edits are throttled)
 
         async def progress(state: ReloadProgress) -> None:
-            nonlocal last_edit
+            nonlocal last_edit, reached
+            reached = state
             now = time.monotonic()
             if now - last_edit < interval:
                 return
@@ -178,9 +220,17 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
                 content=f"Indexing… {state.files_done}/{state.files_total} files{current}"
             )
 
-        reports = []
-        for scope in (GLOBAL_SCOPE, str(interaction.guild_id)):
-            reports.append(await self.bot.index.reload(scope, full=full, progress=progress))
+        reports: list[ReloadReport] = []
+        scope = GLOBAL_SCOPE
+        try:
+            for scope in (GLOBAL_SCOPE, str(interaction.guild_id)):
+                reached = None
+                reports.append(await self.bot.index.reload(scope, full=full, progress=progress))
+        except asyncio.CancelledError:
+            # Shutdown: without this the reply would show "Indexing… 21/61 files" for good.
+            note = format_interrupted(reports, scope, reached, full=full, shutting_down=self.bot.shutting_down)
+            await edit_after_cancel(lambda: interaction.edit_original_response(content=note), "an interrupted reload")
+            raise
         return reports
 
 

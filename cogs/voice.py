@@ -16,7 +16,6 @@ from discord.ext import commands
 from bot.checks import admin_only, ensure_length, member_cooldown, set_max_length
 from bot.client import AssistantBot
 from bot.voice_manager import caller_voice_channel
-from services.errors import InvalidInput
 
 
 class Voice(commands.Cog):
@@ -65,8 +64,6 @@ class Voice(commands.Cog):
     @member_cooldown("VOICE_COOLDOWN_S")
     async def speak(self, interaction: discord.Interaction, text: app_commands.Range[str, 1, 6000]) -> None:
         text = ensure_length(text, self.settings.SPEAK_MAX_CHARS, "Your text")
-        if not text:
-            raise InvalidInput("There is nothing to say; write some text after /speak.")
         # Not in voice yet: join the caller (checked before deferring, so a refusal answers at once).
         connected = self.bot.voice_sessions.connected(interaction.guild_id or 0)
         join = None if connected else caller_voice_channel(interaction)

@@ -1,8 +1,10 @@
-"""Chat sessions: one turn at a time per channel, bounded by count and expiry."""
+"""Chat sessions: one turn at a time per channel, bounded by count, expiry and waiting places."""
 
 import asyncio
 
-from bot.state import ChatSessions
+import pytest
+
+from bot.state import ChatQueueFull, ChatSessions, ChatWaitTimeout
 
 
 async def test_turns_in_one_channel_run_one_after_the_other():
@@ -60,3 +62,39 @@ async def test_idle_sessions_expire():
         pass
     await asyncio.sleep(0.1)
     assert await sessions.size() == 0
+
+
+async def test_a_place_knows_how_many_are_ahead_and_the_queue_is_bounded_per_channel():
+    sessions = ChatSessions(max_sessions=10, ttl_s=60)
+    answering = await sessions.join(1, None, max_waiting=1)
+    waiting = await sessions.join(1, None, max_waiting=1)
+    assert (answering.ahead, waiting.ahead) == (0, 1)
+    with pytest.raises(ChatQueueFull) as refused:
+        await sessions.join(1, None, max_waiting=1)
+    assert refused.value.user_message.endswith("try again shortly.")
+    elsewhere = await sessions.join(2, None, max_waiting=1)  # another channel has its own queue
+    assert elsewhere.ahead == 0
+    answering.release()
+    later = await sessions.join(1, None, max_waiting=1)  # a place came free
+    assert later.ahead == 1
+    for place in (waiting, later, elsewhere):
+        place.release()
+
+
+async def test_zero_waiting_places_refuse_while_an_answer_is_being_written():
+    sessions = ChatSessions(max_sessions=10, ttl_s=60)
+    async with await sessions.join(1, None, max_waiting=0) as place, place.hold():
+        with pytest.raises(ChatQueueFull):
+            await sessions.join(1, None, max_waiting=0)
+
+
+async def test_a_turn_that_waits_past_its_deadline_gives_up_and_frees_its_place():
+    sessions = ChatSessions(max_sessions=10, ttl_s=60)
+    async with await sessions.join(1, None) as first, first.hold():
+        async with await sessions.join(1, None) as second:
+            with pytest.raises(ChatWaitTimeout) as gave_up:
+                async with second.hold(timeout_s=0.05):
+                    pytest.fail("the turn was never free")
+    assert "try again" in gave_up.value.user_message
+    async with await sessions.join(1, None, max_waiting=0) as again:
+        assert again.ahead == 0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
 
+import pytest
+
 from bot.streaming import CURSOR
+from sandbox import SandboxError
 from tests.e2e.conftest import ephemeral_replies
 from tests.support.bot_harness import running_bot
 
@@ -93,9 +97,47 @@ async def test_streaming_edits_are_throttled(make_harness):
     assert len(times) >= 3 and all(gap >= 450 for gap in gaps[:-1]), gaps
 
 
+def string_option_limits(commands: list[dict[str, Any]], prefix: str = "") -> dict[tuple[str, str], int | None]:
+    """(command path, option name) -> max_length of every free-text option (a string without choices) in the
+    synced command payloads."""
+    limits: dict[tuple[str, str], int | None] = {}
+    for command in commands:
+        path = f"{prefix} {command['name']}".strip()
+        options = command.get("options", [])
+        limits.update(string_option_limits([o for o in options if o["type"] in (1, 2)], path))
+        free_text = [o for o in options if o["type"] == 3 and not o.get("choices")]
+        limits.update({(path, o["name"]): o.get("max_length") for o in free_text})
+    return limits
+
+
+async def test_discord_is_told_the_configured_length_limits(make_harness):
+    harness = await make_harness(CHAT_MAX_CHARS=123, ASK_MAX_CHARS=234, SPEAK_MAX_CHARS=345)
+    assert string_option_limits(harness.sandbox.commands) == {
+        ("chat", "message"): 123,
+        ("ask", "question"): 234,
+        ("docs ask", "question"): 234,
+        ("docs search", "query"): 234,
+        ("docs remove", "name"): 200,
+        ("speak", "text"): 345,
+    }
+    # Discord's client (the sandbox's, here) now refuses a longer message before it reaches the bot.
+    with pytest.raises(SandboxError, match="1..123 characters"):
+        await harness.command("alice", "chat", {"message": "x" * 124})
+
+
+async def test_blank_chat_and_ask_are_refused_and_never_reach_the_model(make_harness):
+    harness = await make_harness()
+    for name, option, what in (("chat", "message", "Your message"), ("ask", "question", "Your question")):
+        _, events = await harness.answer("alice", name, {option: "  \n\t "})
+        assert ephemeral_replies(events) == [f"{what} is blank; write some text and try again."]
+    assert harness.ollama.chat_requests == [] and harness.ollama.embed_calls == 0
+
+
 async def test_over_long_message_and_cooldown_get_ephemeral_replies(make_harness):
     harness = await make_harness(CHAT_COOLDOWN_S=30, CHAT_MAX_CHARS=100)
-    _, events = await harness.answer("bob", "chat", {"message": "x" * 101})
+    # A modified client ignores the advertised limit: the bot checks it again.
+    handle = await harness.sandbox.invoke("bob", "chat", {"message": "x" * 101}, validate=False)
+    events = await harness.settle(interaction_id=handle.interaction_id)
     assert ephemeral_replies(events) == [
         "Your message is 101 characters long; the limit is 100. Shorten it and try again."
     ]
@@ -159,3 +201,68 @@ async def test_commands_during_shutdown_get_a_clear_reply(make_harness):
     assert ephemeral_replies(events) == ["The bot is shutting down; try again in a minute."]
     assert harness.ollama.chat_requests == []
     harness.bot.shutting_down = False
+
+
+class HeldAnswer:
+    """A responder like the stand-in's default ("You said: ..."), except that the answer to "first" is held:
+    ``arrived`` is set when that request reaches the model, and its answer comes once ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, body: dict[str, Any]) -> str:
+        said = body["messages"][-1]["content"]
+        if said == "first":
+            self.arrived.set()
+            await self.release.wait()
+        return f"You said: {said}"
+
+
+def shown(handle, text: str):
+    """Predicate: the bot showed ``text`` (a part of it) as the reply to ``handle``'s interaction."""
+    return lambda event: (event["event"] in ("message", "edit") and event.get("interaction_id") == handle.interaction_id
+                          and text in (event["content"] or ""))
+
+
+async def test_a_busy_channel_queues_with_a_notice_then_refuses_past_the_bound(make_harness):
+    harness = await make_harness(CHAT_QUEUE_MAX=1, LLM_TIMEOUT_S=60)
+    held = harness.ollama.responder = HeldAnswer()
+    first = await harness.sandbox.invoke("alice", "chat", {"message": "first"})
+    await asyncio.wait_for(held.arrived.wait(), 20)  # alice's answer is being written
+    second = await harness.sandbox.invoke("bob", "chat", {"message": "second"})
+    await harness.sandbox.wait_for(shown(second, "Queued: 1 ahead of you"), since=second, timeout=20)
+    third = await harness.sandbox.invoke("owner", "chat", {"message": "third"})
+    refusal = await harness.sandbox.wait_for(
+        lambda event: event["event"] == "message" and event.get("interaction_id") == third.interaction_id,
+        since=third, timeout=20,
+    )
+    assert refusal["ephemeral"]
+    assert refusal["content"] == "Too many messages are waiting for an answer in this channel; try again shortly."
+    assert len(harness.ollama.chat_requests) == 1  # only alice's message reached the model so far
+    held.release.set()
+    await harness.sandbox.wait_for(shown(second, "You said: second"), since=second, timeout=20)
+    await harness.settle(interaction_id=second.interaction_id)  # and no answer is still streaming
+    # The notice became the answer: one message, in order after alice's.
+    assert [m["content"] for m in harness.bot_messages(second.interaction_id)] == ["You said: second"]
+    assert [m["content"] for m in harness.bot_messages(first.interaction_id)] == ["You said: first"]
+    assert [r["messages"][-1]["content"] for r in harness.ollama.chat_requests] == ["first", "second"]
+
+
+async def test_a_queued_mention_is_told_its_place_and_then_answered_in_the_same_reply(make_harness):
+    harness = await make_harness(LLM_TIMEOUT_S=60)
+    held = harness.ollama.responder = HeldAnswer()
+    await harness.command("alice", "chat", {"message": "first"})
+    await asyncio.wait_for(held.arrived.wait(), 20)
+    position = harness.sandbox.event_position
+    mention = await harness.sandbox.send_message("bob", "general", "second", mention_bot=True)
+    notice = await harness.sandbox.wait_for(
+        lambda e: e["event"] == "message" and e.get("reference_id") == mention["id"], since=position, timeout=20)
+    assert notice["content"].startswith("⏳ Queued: 1 ahead of you")
+    held.release.set()
+    await harness.sandbox.wait_for(
+        lambda e: e["event"] == "edit" and e["message_id"] == notice["message_id"]
+        and e["content"] == "You said: second",
+        since=position, timeout=20,
+    )
+    assert [m["content"] for m in harness.bot_messages() if m["reference_id"] == mention["id"]] == ["You said: second"]

@@ -144,3 +144,54 @@ async def test_add_with_a_path_in_the_upload_name_stores_it_under_a_safe_name(ma
     assert sorted(p.name for p in guild_dir.iterdir()) == ["b.md", "evil.md"]
     assert not (harness.settings.DOCUMENTS_DIR / "etc").exists() and not (tmp_path / "etc").exists()
     assert not harness.sandbox.errors
+
+
+async def test_blank_docs_question_and_query_are_refused_and_never_reach_the_model(make_harness):
+    harness = await make_harness(docs=True)
+    for name, option, what in (("docs ask", "question", "Your question"), ("docs search", "query", "Your query")):
+        _, events = await harness.answer("bob", name, {option: " \n  "})
+        assert ephemeral_replies(events) == [f"{what} is blank; write some text and try again."]
+    assert harness.ollama.chat_requests == [] and harness.ollama.embed_calls == 0
+
+
+async def test_add_whose_upload_cannot_be_downloaded_says_to_upload_it_again(make_harness, tmp_path):
+    harness = await make_harness()
+    upload = tmp_path / "notes.md"
+    upload.write_text("# Notes\n\nThe meeting is on Tuesday.\n")
+    handle = await harness.sandbox.invoke("admin", "docs add", {"file": upload})
+    # Before the bot can fetch it (no await in between), the attachment CDN forgets the file: it answers 404,
+    # as Discord's does for an expired attachment URL.
+    harness.sandbox.attachments.clear()
+    await harness.settle(interaction_id=handle.interaction_id)
+    [reply] = harness.bot_messages(handle.interaction_id)
+    assert reply["content"] == "⚠️ The upload `notes.md` could not be read from Discord; upload it again."
+    guild_dir = harness.settings.DOCUMENTS_DIR / str(GUILD_ID)
+    assert not guild_dir.exists() or not any(guild_dir.iterdir())
+
+
+async def test_reload_interrupted_by_shutdown_says_how_far_it_got_and_the_next_reload_continues(make_harness):
+    harness = await make_harness(EMBED_BATCH_SIZE=1)  # one embedding call per file: files are committed one by one
+    folder = harness.settings.DOCUMENTS_DIR / "global"
+    folder.mkdir(parents=True)
+    for number in range(60):
+        (folder / f"topic{number:02}.md").write_text(f"# Topic {number}\n\nTopic {number} has the code word w{number}.")
+    harness.ollama.first_token_latency_s = 0.3  # each embedding call takes 0.3 s: the reload takes about 18 s
+    handle = await harness.sandbox.invoke("admin", "docs reload")
+    await harness.sandbox.wait_for(
+        lambda e: e.get("interaction_id") == handle.interaction_id
+        and re.search(r"Indexing… ([3-9]|\d\d)/60 files", e.get("content") or "") is not None,
+        since=handle, timeout=60)
+    await harness.bot.close()
+    [note] = harness.bot_messages(handle.interaction_id)
+    assert note["content"].startswith("⚠️ Reload interrupted: the bot is shutting down."), note
+    reached = int(re.search(r"stopped at file (\d+) of 60 of the global documents", note["content"]).group(1))
+    assert "the next `/docs reload` continues from there" in note["content"]
+    # Restart: the files indexed before the shutdown are kept; only the rest is embedded.
+    harness.ollama.first_token_latency_s = 0
+    harness.ollama.reset_counters()
+    (harness.settings.DATA_DIR / "command_sync.json").unlink()  # the new sandbox is a fresh Discord: sync again
+    restarted = await make_harness()
+    interaction_id, _ = await restarted.answer("admin", "docs reload", timeout=60)
+    report = counts(restarted.bot_messages(interaction_id)[-1]["content"])
+    assert report["unchanged"] >= reached - 1 and report["added"] == 60 - report["unchanged"], (reached, report)
+    assert restarted.ollama.embedded_texts == report["added"]

@@ -1,4 +1,5 @@
-"""The whole program: SIGTERM during a streamed answer exits cleanly, within the deadline, history saved."""
+"""Shutdown: SIGTERM during a streamed answer exits cleanly, within the deadline, history saved; every member
+whose message was being answered or waiting is told."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+
+from bot.streaming import INTERRUPTED
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +60,27 @@ async def test_sigterm_during_a_streamed_answer_exits_cleanly_with_history_saved
         rows = db.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
     assert rows[0] == ("user", "tell me a very long story")
     assert rows[1][0] == "assistant" and rows[1][1].startswith("token0 token1") and rows[1][1].endswith("[interrupted]")
+
+
+async def test_messages_waiting_in_a_channel_queue_are_told_at_shutdown(make_harness):
+    harness = await make_harness(LLM_TIMEOUT_S=60)
+    harness.ollama.tokens_per_s = 10
+    harness.ollama.responder = lambda body: " ".join(f"word{i}" for i in range(600))  # a minute of streaming
+    first = await harness.sandbox.invoke("alice", "chat", {"message": "tell me a long story"})
+    await harness.sandbox.wait_for(
+        lambda e: e["event"] == "edit" and e.get("interaction_id") == first.interaction_id
+        and "word3" in e["content"], since=first, timeout=30)
+    waiting = []
+    for ahead, member in enumerate(("bob", "owner"), start=1):
+        handle = await harness.sandbox.invoke(member, "chat", {"message": f"and me, {member}"})
+        await harness.sandbox.wait_for(
+            lambda e, handle=handle, ahead=ahead: e.get("interaction_id") == handle.interaction_id
+            and f"Queued: {ahead} ahead of you" in (e.get("content") or ""), since=handle, timeout=20)
+        waiting.append(handle)
+    await harness.bot.close()
+    [answer] = harness.bot_messages(first.interaction_id)
+    assert answer["content"].startswith("word0 word1") and answer["content"].endswith(INTERRUPTED)
+    told = "⚠️ Not answered: the bot is shutting down; try again later."
+    for handle in waiting:
+        assert [m["content"] for m in harness.bot_messages(handle.interaction_id)] == [told]
+    assert len(harness.ollama.chat_requests) == 1

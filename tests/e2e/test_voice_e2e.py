@@ -164,3 +164,11 @@ async def test_bot_leaves_after_the_idle_timeout(make_harness):
         await asyncio.sleep(0.1)
     assert loop.time() - joined_at >= 5
     assert harness.bot.voice_sessions.all() == []
+
+
+async def test_blank_speak_is_refused(make_harness):
+    harness = await joined(make_harness)
+    _, events = await harness.answer("alice", "speak", {"text": "   "})
+    assert ephemeral_replies(events) == ["Your text is blank; write some text and try again."]
+    await asyncio.sleep(0.5)
+    assert harness.sandbox.voice_spurts("Assistant") == []
