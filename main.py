@@ -87,13 +87,12 @@ async def serve(bot: Any, token: str, foreground: Coroutine[Any, Any, int] | Non
         if front is not None and front.done():
             code = front.result()
     finally:
+        if front is not None and not front.done():
+            front.cancel()  # no new input; the playground's printer runs on until its own block ends
         try:
             await asyncio.wait_for(bot.close(), timeout=bot.settings.SHUTDOWN_TIMEOUT_S)
         except TimeoutError:
             log.error("shutdown took longer than SHUTDOWN_TIMEOUT_S; exiting anyway")
-        # Stopped after the bot, so that the playground still shows the bot's last edits (interrupted notes).
-        if front is not None and not front.done():
-            front.cancel()
         for task in waiters:
             task.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
