@@ -84,3 +84,22 @@ async def test_messages_waiting_in_a_channel_queue_are_told_at_shutdown(make_har
     for handle in waiting:
         assert [m["content"] for m in harness.bot_messages(handle.interaction_id)] == [told]
     assert len(harness.ollama.chat_requests) == 1
+
+
+async def test_shutdown_while_speaking_stops_and_leaves_the_voice_channel(make_harness):
+    harness = await make_harness()
+    await harness.sandbox.join_voice("alice", "Lounge")
+    await harness.answer("alice", "join")
+    text = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 19))
+    await harness.answer("alice", "speak", {"text": text})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not harness.sandbox.voice_totals("Assistant").get("frames"):  # speech has started
+        assert loop.time() < deadline, "the bot never started speaking"
+        await asyncio.sleep(0.05)
+    await harness.bot.close()
+    deadline = loop.time() + 10
+    while "Assistant" in harness.sandbox.voice_states:  # Discord sees the bot leave
+        assert loop.time() < deadline, "the bot stayed in the voice channel after shutting down"
+        await asyncio.sleep(0.05)
+    assert harness.bot.voice_sessions.all() == []
