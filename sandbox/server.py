@@ -68,12 +68,30 @@ class Sandbox:
     """A local Discord for one bot: the fixed guild of ``sandbox.guild`` served on 127.0.0.1.
 
     ``interaction_deadline_s``: seconds the bot has to answer an interaction callback (Discord: 3.0); a
-    later callback gets 404 code 10062 "Unknown interaction" and an error event.
+    later callback gets 404 code 10062 "Unknown interaction" and an error event. ``dave``: voice is end-to-end
+    encrypted (DAVE protocol version 1), as Discord requires since March 2026; False runs version 0.
+    ``record_dir``: a folder (created if missing) where each talk spurt the voice server receives is also written as
+    a WAV file, named in its ``voice_audio`` event's ``file``. Raises SandboxError when ``record_dir`` cannot be a
+    folder.
     """
 
-    def __init__(self, *, interaction_deadline_s: float = 3.0, heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS):
+    def __init__(
+        self,
+        *,
+        interaction_deadline_s: float = 3.0,
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        dave: bool = True,
+        record_dir: str | Path | None = None,
+    ):
         self.interaction_deadline_s = interaction_deadline_s
         self._heartbeat_interval_ms = heartbeat_interval_ms
+        self.dave = dave
+        self.record_dir = Path(record_dir).expanduser() if record_dir is not None else None
+        if self.record_dir is not None:
+            try:
+                self.record_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SandboxError(f"cannot record into {str(self.record_dir)!r}: {exc.strerror or exc}") from None
         bot_id = base64.urlsafe_b64encode(str(guild.BOT_USER_ID).encode()).decode().rstrip("=")
         self.bot_token = f"{bot_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
         self.guild_id = guild.GUILD_ID
@@ -117,7 +135,7 @@ class Sandbox:
             dispatch=self._dispatch, publish=self.publish, record_error=self.record_error,
             gateway_session_id=self._gateway_session_id, t_ms_at=self._t_ms_at,
         )  # fmt: skip
-        self._voice = SandboxVoice(voice_hooks)
+        self._voice = SandboxVoice(voice_hooks, dave=self.dave, record_dir=self.record_dir)
         await self._voice.start()
         hooks = GatewayHooks(
             on_ready=self._on_gateway_ready,
@@ -130,8 +148,8 @@ class Sandbox:
             token=self.bot_token, url=self.gateway_url, hooks=hooks, heartbeat_interval_ms=self._heartbeat_interval_ms
         )
         _log.info(
-            "sandbox Discord listening on %s (voice: wss://%s, UDP %s)",
-            self.base_url, self._voice.gateway.endpoint, self._voice.udp.port,
+            "sandbox Discord listening on %s (voice: wss://%s, UDP %s, DAVE %s)",
+            self.base_url, self._voice.gateway.endpoint, self._voice.udp.port, "on" if self.dave else "off",
         )  # fmt: skip
 
     async def __aenter__(self) -> Sandbox:

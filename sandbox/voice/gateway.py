@@ -35,6 +35,7 @@ import json
 import logging
 import secrets
 import ssl
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,13 +45,14 @@ import trustme
 from aiohttp import WSMsgType, web
 
 from ..guild import SimUser
+from .dave import DAVE_PROTOCOL_VERSION as DAVE_VERSION
 from .udp import MODE
 
 _log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_MS = 13_750
 REPLAY_BUFFER = 100  # sequenced messages kept per session for RESUME
-SEQUENCED_OPS = frozenset({5, 11, 12, 13})
+SEQUENCED_OPS = frozenset({5, 11, 12, 13, 21, 22, 24})  # and every binary (DAVE) message
 CLOSE_TIMEOUT_S = 2.0  # how long a server-side close waits for the client's close frame
 
 
@@ -77,6 +79,7 @@ class VoiceGrant:
     user: SimUser
     token: str
     session_id: str  # the main gateway session that asked (VOICE_STATE_UPDATE's session_id)
+    channel_id: int  # the voice channel it is for
 
 
 @dataclass
@@ -89,8 +92,9 @@ class VoiceSession:
     secret_key: bytes | None = None  # set by SELECT_PROTOCOL
     client_addr: tuple[str, int] | None = None  # the UDP address the client announced
     speaking: int = 0
+    dave_version: int = 0  # the DAVE protocol version negotiated at IDENTIFY (0: no end-to-end encryption)
     seq: int = 0
-    sent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))
+    sent: deque[tuple[int, str | bytes]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))  # for RESUME
     revoked: bool = False
 
     @property
@@ -104,23 +108,33 @@ class VoiceGatewayHooks:
     """Callbacks into the voice controller.
 
     ``authorize(server_id, session_id, token)`` returns the live grant or None; ``on_ready(session)``
-    runs after SESSION_DESCRIPTION; ``on_speaking(session, flags)`` on each SPEAKING; ``on_ended(session)`` when
-    a session is dropped for good (closed and not resumable).
+    runs after SESSION_DESCRIPTION (and op 25 when DAVE is on); ``on_speaking(session, flags)`` on each SPEAKING;
+    ``on_dave(session, op, payload)`` on each DAVE op from the client (26 and 28: the binary payload after the
+    opcode; 23 and 31: the JSON ``d``); ``on_ended(session)`` when a session is dropped for good (closed and not
+    resumable).
     """
 
     authorize: Callable[[str, str, str], VoiceGrant | None]
     on_ready: Callable[[VoiceSession], Awaitable[None]]
     on_speaking: Callable[[VoiceSession, int], None]
+    on_dave: Callable[[VoiceSession, int, bytes | dict[str, Any]], Awaitable[None]]
     on_ended: Callable[[VoiceSession], None]
 
 
 class VoiceGateway:
-    """The voice websocket server: ``start`` binds it with TLS; ``sessions`` maps SSRC -> VoiceSession."""
+    """The voice websocket server: ``start`` binds it with TLS; ``sessions`` maps SSRC -> VoiceSession.
 
-    def __init__(self, hooks: VoiceGatewayHooks, tls: LocalTls, *, udp_port: int) -> None:
+    ``external_sender``: op 25's payload (the MLS external sender package) when DAVE is on, and then every client must
+    support it; None runs DAVE protocol version 0 (no end-to-end encryption).
+    """
+
+    def __init__(
+        self, hooks: VoiceGatewayHooks, tls: LocalTls, *, udp_port: int, external_sender: bytes | None = None
+    ) -> None:
         self._hooks = hooks
         self._tls = tls
         self._udp_port = udp_port
+        self._external_sender = external_sender
         self._runner: web.AppRunner | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self._sockets: set[web.WebSocketResponse] = set()
@@ -178,17 +192,25 @@ class VoiceGateway:
                 task.add_done_callback(self._closers.discard)
 
     async def send(self, session: VoiceSession, op: int, data: Any) -> None:
-        """Send op/data; sequenced ops get v8's ``seq`` and are kept for RESUME. Dropped if not connected."""
-        payload: dict[str, Any] = {"op": op, "d": data}
-        if op in SEQUENCED_OPS:
+        """Send op/data as JSON, or as a binary message when ``data`` is bytes (DAVE's MLS ops: sequence u16,
+        opcode u8, payload). Sequenced ops get v8's ``seq`` and are kept for RESUME; not sent if not connected."""
+        if isinstance(data, bytes):
             session.seq += 1
-            payload["seq"] = session.seq
-            session.sent.append(payload)
+            message: str | bytes = struct.pack(">HB", session.seq & 0xFFFF, op) + data
+            session.sent.append((session.seq, message))
+        else:
+            payload: dict[str, Any] = {"op": op, "d": data}
+            if op in SEQUENCED_OPS:
+                session.seq += 1
+                payload["seq"] = session.seq
+            message = json.dumps(payload, separators=(",", ":"))
+            if op in SEQUENCED_OPS:
+                session.sent.append((session.seq, message))
         ws = session.ws
         if ws is None or ws.closed:
             return
         try:
-            await ws.send_str(json.dumps(payload, separators=(",", ":")))
+            await (ws.send_bytes(message) if isinstance(message, bytes) else ws.send_str(message))
         except ConnectionResetError as exc:
             _log.info("voice websocket send failed: %s", exc)
 
@@ -207,7 +229,8 @@ class VoiceGateway:
             await conn.send_raw({"op": 8, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}})
             async for msg in ws:
                 if msg.type is WSMsgType.BINARY:
-                    _log.debug("voice gateway: ignoring a binary (DAVE/MLS) frame; DAVE is not negotiated")
+                    if not await self._on_binary(conn, msg.data):
+                        break
                     continue
                 if msg.type is not WSMsgType.TEXT:
                     continue
@@ -246,6 +269,8 @@ class VoiceGateway:
         if op == 5:
             session.speaking = int((data or {}).get("speaking", 0))
             self._hooks.on_speaking(session, session.speaking)
+        elif op in (23, 31) and session.dave_version:
+            await self._hooks.on_dave(session, op, data if isinstance(data, dict) else {})
         elif op in (12, 23, 31):
             _log.debug("voice gateway: op %s noted", op)
         else:
@@ -258,11 +283,15 @@ class VoiceGateway:
         grant = self._hooks.authorize(str(data.get("server_id")), str(data.get("session_id")), str(data.get("token")))
         if grant is None or str(data.get("user_id")) != str(grant.user.id):
             return await conn.close(4004, "Authentication failed.")
+        client_dave = data.get("max_dave_protocol_version") or 0
+        if self._external_sender is not None and not (isinstance(client_dave, int) and client_dave >= DAVE_VERSION):
+            return await conn.close(4017, "E2EE/DAVE protocol required: this voice server needs DAVE version 1.")
         for old in self.sessions_of(grant.user.id):  # a new session supersedes a detached one
             if old.ws is None:
                 self._drop(old)
         ssrc = self.allocate_ssrc()
         session = VoiceSession(grant=grant, ssrc=ssrc, ws=conn.ws)
+        session.dave_version = DAVE_VERSION if self._external_sender is not None else 0
         self.sessions[ssrc] = session
         conn.session = session
         ready = {"ssrc": ssrc, "ip": "127.0.0.1", "port": self._udp_port, "modes": [MODE], "experiments": []}
@@ -280,13 +309,29 @@ class VoiceGateway:
         description = {
             "mode": MODE,
             "secret_key": list(session.secret_key),
-            "dave_protocol_version": 0,
+            "dave_protocol_version": session.dave_version,
             "audio_codec": "opus",
             "video_codec": None,
             "media_session_id": secrets.token_hex(16),
         }
         await conn.send_raw({"op": 4, "d": description})
+        if session.dave_version and self._external_sender is not None:
+            # after op 4: discord.py drops binary messages until op 4 has made its DAVE session
+            await self.send(session, 25, self._external_sender)
         await self._hooks.on_ready(session)
+        return True
+
+    async def _on_binary(self, conn: _Connection, data: bytes) -> bool:
+        """A binary (DAVE MLS) message from the client: opcode u8, then the payload. False when it closed."""
+        session = conn.session
+        if session is None:
+            return await conn.close(4003, "Not authenticated.")
+        if not session.dave_version:
+            _log.debug("voice gateway: ignoring a binary (DAVE/MLS) frame; DAVE is not negotiated")
+            return True
+        if not data or data[0] not in (26, 28):
+            return await conn.close(4001, f"Unknown binary opcode {data[0] if data else None}.")
+        await self._hooks.on_dave(session, data[0], bytes(data[1:]))
         return True
 
     async def _resume(self, conn: _Connection, data: dict[str, Any]) -> bool:
@@ -297,9 +342,9 @@ class VoiceGateway:
         session.ws = conn.ws
         conn.session = session
         after = int(data.get("seq_ack") if data.get("seq_ack") is not None else -1)
-        for payload in list(session.sent):
-            if payload["seq"] > after:
-                await conn.send_raw(payload)
+        for seq, message in list(session.sent):
+            if seq > after:  # (binary messages carry seq's low 16 bits; a sandbox session never gets that far)
+                await (conn.ws.send_bytes(message) if isinstance(message, bytes) else conn.ws.send_str(message))
         await conn.send_raw({"op": 9, "d": None})
         return True
 
