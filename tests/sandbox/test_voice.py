@@ -38,7 +38,7 @@ from sandbox import (
     run_playground,
 )
 from sandbox.voice.audio import OPUS_SILENCE, VoiceRecorder
-from sandbox.voice.mls import Reader, read_commit
+from sandbox.voice.mls import read_commit
 from sandbox.voice.udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
 from tests.support.bot_harness import running_client
 
