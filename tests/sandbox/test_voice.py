@@ -14,6 +14,7 @@ import io
 import json
 import socket
 import struct
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ import discord
 import nacl.secret
 import numpy as np
 import pytest
+import soundfile
 from discord.voice_state import VoiceConnectionState
 
 from bot.opus import load_opus
@@ -432,6 +434,26 @@ async def test_unencrypted_frames_from_the_bot_are_an_error_event(sandbox: Sandb
     await until(lambda: sandbox.voice_totals()["silence_frames"] == 5)  # silence passes (DAVE's one exception)
     assert sandbox.voice.unencrypted_frames == 25 and sandbox.voice_spurts() == []  # nobody could hear them
     assert len(sandbox.errors) == 1  # one error per run of such frames, not one per frame
+
+
+async def test_each_spurt_is_recorded_as_a_wav_file_named_in_its_event(tmp_path: Path) -> None:
+    async with Sandbox(record_dir=tmp_path / "recordings") as sandbox, running_client(sandbox) as client:
+        await sandbox.join_voice("alice")
+        vc = await connect(client)
+        await dave_ready(sandbox, vc, ALICE_USER_ID)
+        await play(vc, sine_pcm(0.4), sine_pcm(0.6, freq=880))
+        first, second = await wait_spurts(sandbox, 2)
+    for spurt, seconds in ((first, 0.4), (second, 0.6)):
+        path = Path(spurt["file"])
+        assert path.parent == tmp_path / "recordings" and spurt["e2ee"] is True
+        info = soundfile.info(str(path))
+        assert (info.samplerate, info.channels, info.subtype) == (48_000, 2, "PCM_16")
+        assert info.frames / 48_000 == pytest.approx(spurt["seconds"]) == pytest.approx(seconds, rel=0.05)
+        samples, _ = soundfile.read(str(path), dtype="float64")
+        assert np.sqrt(np.mean(samples**2)) == pytest.approx(spurt["rms"], abs=0.01)  # the audio the bot sent
+    assert Path(first["file"]).name < Path(second["file"]).name  # numbered in order
+    with pytest.raises(SandboxError, match="cannot record into"):
+        Sandbox(record_dir=Path(first["file"]) / "inside-a-file")
 
 
 async def test_consecutive_sources_give_spurts_in_order(sandbox: Sandbox, client: discord.Client) -> None:
