@@ -19,8 +19,9 @@ What members see is published as *events* (plain dicts with ``event`` and ``t_ms
 docs/sandbox.md.
 
 Voice: the bot's op 4 gets VOICE_STATE_UPDATE + VOICE_SERVER_UPDATE pointing at a wss:// voice gateway
-(v8) and a UDP endpoint on 127.0.0.1 (``sandbox.voice``); the TLS certificate comes from a CA made at
-``start()``, which clients trust through ``client_connector()`` / ``ssl_context``.
+(v8, DAVE end-to-end encryption on unless ``Sandbox(dave=False)``) and a UDP endpoint on 127.0.0.1
+(``sandbox.voice``); the TLS certificate comes from a CA made at ``start()``, which clients trust through
+``client_connector()`` / ``ssl_context``.
 """
 
 from __future__ import annotations
@@ -588,9 +589,10 @@ class Sandbox:
         )
 
     def corrupt_next_frames(self, member: str, frames: int) -> None:
-        """The next ``frames`` packets ``member`` sends (in this or later ``speak`` calls) carry a payload no Opus
-        decoder accepts, inside valid transport encryption: what a listener sees of a damaged frame or a failed
-        DAVE decryption. Raises SandboxError for an unknown member or ``frames`` < 1."""
+        """The next ``frames`` packets ``member`` sends (in this or later ``speak`` calls) carry a damaged payload
+        inside valid transport encryption: with DAVE on, a DAVE frame that fails to decrypt (its ciphertext is
+        altered); without, an Opus frame no decoder accepts. Raises SandboxError for an unknown member or
+        ``frames`` < 1."""
         user = self._member(member)
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
             raise SandboxError(f"corrupt_next_frames needs a positive number of frames, got {frames!r}")

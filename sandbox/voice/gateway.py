@@ -1,28 +1,44 @@
-"""The sandbox voice server's websocket: Discord voice gateway v8 over wss:// on 127.0.0.1.
+"""The sandbox voice server's websocket: Discord voice gateway v8 over wss:// on 127.0.0.1, with DAVE.
 
 discord.py 2.7.1 (``DiscordVoiceWebSocket``, ``VoiceConnectionState``) connects to ``wss://{endpoint}/?v=8``
-with permessage-deflate and speaks:
+with permessage-deflate and speaks JSON, plus binary messages for DAVE's MLS (end-to-end encryption, on by default as
+on Discord since March 2026; ``external_sender=None`` turns it off). Client to server:
 
-=====================  =========  ==============================================================================
-client -> server        op        server's answer
-=====================  =========  ==============================================================================
-IDENTIFY                0         READY (op 2: ssrc, ip, port, modes); a token/session that was not granted by a
-                                  VOICE_SERVER_UPDATE closes with 4004, a second IDENTIFY with 4005
-SELECT_PROTOCOL         1         SESSION_DESCRIPTION (op 4: mode, secret_key[32], dave_protocol_version 0);
-                                  a mode other than ``aead_xchacha20_poly1305_rtpsize`` closes with 4016
-HEARTBEAT               3         HEARTBEAT_ACK (op 6, ``{"t": nonce}``); v8's ``seq_ack`` is recorded
-SPEAKING                5         nothing; the flags go to the recorder (0 can end a talk spurt)
-RESUME                  7         RESUMED (op 9) after replaying sequenced messages newer than ``seq_ack``;
-                                  an unknown or revoked session closes with 4006
-CLIENT_CONNECT          12        nothing (discord.py announces its audio SSRC)
-DAVE ops 23, 31         -         ignored: DAVE is never negotiated (version 0, whatever the client's maximum)
-=====================  =========  ==============================================================================
+===========================  ===  ================================================================================
+client -> server              op  server's answer
+===========================  ===  ================================================================================
+IDENTIFY                       0  READY (op 2: ssrc, ip, port, modes); a token/session that was not granted by a
+                                  VOICE_SERVER_UPDATE closes with 4004, a second IDENTIFY with 4005; with DAVE on,
+                                  a ``max_dave_protocol_version`` below 1 closes with 4017 (E2EE/DAVE required)
+SELECT_PROTOCOL                1  SESSION_DESCRIPTION (op 4: mode, secret_key[32], dave_protocol_version 1, or 0
+                                  with DAVE off), then with DAVE the external sender package (op 25, binary: it
+                                  must follow op 4, as discord.py drops binary messages until op 4 made its DAVE
+                                  session); a mode other than ``aead_xchacha20_poly1305_rtpsize`` closes with 4016
+HEARTBEAT                      3  HEARTBEAT_ACK (op 6, ``{"t": nonce}``); v8's ``seq_ack`` is recorded
+SPEAKING                       5  nothing; the flags go to the recorder (0 can end a talk spurt)
+RESUME                         7  RESUMED (op 9) after replaying sequenced messages newer than ``seq_ack``, binary
+                                  ones included; an unknown or revoked session closes with 4006
+CLIENT_CONNECT                12  nothing (discord.py announces its audio SSRC)
+DAVE_TRANSITION_READY         23  when every member of the new epoch is ready (or 2 s passed):
+                                  DAVE_EXECUTE_TRANSITION (op 22) to them all
+MLS_KEY_PACKAGE (binary)      26  a bare KeyPackage whose identity must be the user: Add proposals (op 27) to the
+                                  group's members, or to the other pending members when there is no group yet
+MLS_COMMIT_WELCOME (binary)   28  the commit, then a bare Welcome with no length prefix when it adds members; if it
+                                  is for this epoch and covers exactly its proposals: MLS_ANNOUNCE_COMMIT_TRANSITION
+                                  (op 29) to the members that stay, MLS_WELCOME (op 30, only their own secrets) to
+                                  each new member; else an ``error`` event
+MLS_INVALID_COMMIT_WELCOME    31  an ``error`` event (someone's commit or welcome was unusable); the member is
+                                  removed and added again with the key package it sends next
+===========================  ===  ================================================================================
 
-The server sends HELLO (op 8) on connect, and CLIENTS_CONNECT (op 11) / CLIENT_DISCONNECT (op 13) as members
-enter or leave the channel. Those, and SPEAKING from other users (op 5), carry v8's ``seq``. A message before
-IDENTIFY closes with 4003, an unknown op with 4001. The server closes a session with 4014 when the user is
-disconnected or moved on the main gateway (``revoke``), as Discord does; discord.py then reconnects (move) or
-cleans up (disconnect).
+Server to client, besides the answers: HELLO (op 8) on connect, CLIENTS_CONNECT (op 11) / CLIENT_DISCONNECT
+(op 13) as members enter or leave the channel, SPEAKING from other users (op 5), and for DAVE the proposals of
+members joining or leaving (op 27), DAVE_PREPARE_EPOCH (op 24, epoch 1) then DAVE_PREPARE_TRANSITION (op 21,
+transition 0) to a member left alone in its group, which then starts again with a new key package. Those carry
+v8's ``seq`` (binary messages: a u16 before the opcode) and are kept for RESUME. What the MLS group does is in
+``sandbox.voice.dave``. A message before IDENTIFY closes with 4003, an unknown op with 4001. The server closes a
+session with 4014 when the user is disconnected or moved on the main gateway (``revoke``), as Discord does;
+discord.py then reconnects (move) or cleans up (disconnect).
 
 TLS: ``LocalTls`` makes a throwaway CA (trustme) and a certificate for 127.0.0.1; clients trust it through
 ``LocalTls.client_context`` (passed to discord.py as ``Client(connector=aiohttp.TCPConnector(ssl=...))``).

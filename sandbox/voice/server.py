@@ -10,7 +10,12 @@
   voice session on the voice gateway (``gateway``), revoked (websocket closed with 4014) when an admin
   disconnects or moves it;
 - the UDP endpoint (``udp``): RTP from a ready session is decrypted and its Opus handed to the recorder
-  (``audio``), which publishes one ``voice_audio`` event per talk spurt.
+  (``audio``), which publishes one ``voice_audio`` event per talk spurt;
+- DAVE (``dave``, on unless ``dave=False``): each voice channel's MLS group, with the bot's voice session and a
+  ``MemberDave`` per simulated member in the channel. The bot's frames are decrypted with a member's session before
+  they are measured (``e2ee`` in the event); a frame members could not play (not encrypted while the bot and a member
+  share an executed epoch, or undecryptable) is counted, not measured, and reported once per run as an ``error``
+  event. Opus silence passes as it is (DAVE's one exception).
 
 The bot's op 4 is answered as discord.py needs it: a join gets VOICE_STATE_UPDATE (``session_id`` = the main
 gateway session) then VOICE_SERVER_UPDATE; a leave always gets VOICE_STATE_UPDATE with ``channel_id`` null, even
@@ -22,8 +27,9 @@ Simulated speakers (a member sending audio *to* the bot, ``speak``): the member 
 voice); before its first packet to a bot voice session, that session gets SPEAKING (op 5, ``{"user_id", "ssrc",
 "speaking": 1}``), once, as Discord relays it (listeners such as discord-ext-voice-recv map SSRC -> user from it);
 then the talk spurts of ``speech`` are sent by ``speaker`` over UDP to the session's ``client_addr``,
-sealed with its ``secret_key``. Nothing is sent to a self-deafened bot, nor to a bot in another channel; such
-frames are dropped and counted.
+DAVE-encrypted with the member's own session and sealed with the session's ``secret_key``. With DAVE on, a speech
+first waits (up to ``DAVE_READY_TIMEOUT_S``) until the member and the bot share an executed epoch. Nothing is sent
+to a self-deafened bot, nor to a bot in another channel; such frames are dropped and counted.
 """
 
 from __future__ import annotations
