@@ -337,6 +337,7 @@ class DaveGroup:
     def _gone(self, user_id: int) -> None:
         self.participants.pop(user_id, None)
         self._key_packages.pop(user_id, None)
+        self.executed -= {user_id}  # until a transition includes whoever comes back
         for transition in self._transitions.values():
             transition.waiting.discard(user_id)  # it will never be ready: do not wait for it
         if self._round is not None and self._round.preferred == user_id:
@@ -373,6 +374,7 @@ class DaveGroup:
         elif op == INVALID_COMMIT_WELCOME and isinstance(payload, dict):
             self._report_from(participant, f"reported transition {payload.get('transition_id')} as invalid (op 31)")
             self._key_packages.pop(user_id, None)  # its new key package follows
+            self.executed -= {user_id}
             self._stale.update(leaf for leaf, owner in self._leaves.items() if owner == user_id)
             for transition in self._transitions.values():
                 transition.waiting.discard(user_id)
@@ -393,8 +395,10 @@ class DaveGroup:
             self._report_from(participant, f"sent a key package for user {info.user_id} (op 26)")
             return
         self._key_packages[participant.user_id] = (data, info)
-        # a member re-joining with a new key package is removed and added again in the same commit
+        # a member re-joining with a new key package is removed and added again in the same commit; until then it
+        # has no keys of the group
         self._stale.update(leaf for leaf, owner in self._leaves.items() if owner == participant.user_id)
+        self.executed -= {participant.user_id}
 
     # ------------------------------------------------------------ proposals and commits
 
@@ -437,30 +441,26 @@ class DaveGroup:
                                                                   "transition_id": 0})  # fmt: skip
 
     async def _start_round(self, adds: list[int], *, removes: list[int], initial: bool) -> None:
-        messages: dict[int, bytes] = {}  # proposer key: user id for adds, -1 - leaf for removes
+        messages: dict[bytes, bytes] = {}  # ProposalRef -> the proposal's MLSMessage, in proposal order
         proposals: dict[bytes, _Proposal] = {}
         for leaf in removes:
             message, ref = self._sender.remove(self._group_id, self.epoch, leaf)
-            messages[-1 - leaf] = message
-            proposals[ref] = _Proposal(self._leaves[leaf], add=False, leaf=leaf)
+            messages[ref], proposals[ref] = message, _Proposal(self._leaves[leaf], add=False, leaf=leaf)
         for user in adds:
             key_package = self._key_packages[user][0]
             message, ref = self._sender.add(self._group_id, self.epoch, key_package)
-            messages[user] = message
-            proposals[ref] = _Proposal(user, add=True, key_package=key_package)
-        refs_of = {proposal.user_id if proposal.add else -1 - (proposal.leaf or 0): ref
-                   for ref, proposal in proposals.items()}  # fmt: skip
-        if initial:  # every pending participant gets Adds of all the others
-            recipients = {user: [key for key in messages if key != user] for user in adds}
+            messages[ref], proposals[ref] = message, _Proposal(user, add=True, key_package=key_package)
+        if initial:  # every pending participant gets the Adds of all the others
+            recipients = {user: [ref for ref, p in proposals.items() if p.user_id != user] for user in adds}
         else:
-            recipients = {user: list(messages) for leaf, user in self._leaves.items() if leaf not in removes}
+            recipients = {user: list(proposals) for leaf, user in self._leaves.items() if leaf not in removes}
         bot = next((u for u in recipients if isinstance(self.participants.get(u), RemoteParticipant)), None)
-        expected = {user: frozenset(refs_of[key] for key in keys) for user, keys in recipients.items()}
+        expected = {user: frozenset(refs) for user, refs in recipients.items()}
         self._round = _Round(self.epoch, initial, proposals, expected, preferred=bot)
         if bot is not None:
             self._round.timer = asyncio.get_running_loop().call_later(COMMIT_TIMEOUT_S, self._commit_timed_out)
-        for user, keys in recipients.items():
-            payload = bytes([0]) + vl(b"".join(messages[key] for key in keys))  # 0: append
+        for user, refs in recipients.items():
+            payload = bytes([0]) + vl(b"".join(messages[ref] for ref in refs))  # 0: append
             await self._deliver(self.participants[user], PROPOSALS, payload)
 
     def _commit_timed_out(self) -> None:
@@ -587,7 +587,8 @@ class DaveGroup:
             transition.timer.cancel()
         if transition.order > self._executed_order:
             self._executed_order = transition.order
-            self.executed = transition.members
+            stale = {self._leaves[leaf] for leaf in self._stale if leaf in self._leaves}
+            self.executed = frozenset(u for u in transition.members if u in self.participants and u not in stale)
         for user in sorted(transition.members):
             participant = self.participants.get(user)
             if participant is not None:

@@ -133,6 +133,18 @@ async def test_members_make_the_group_and_it_follows_joins_and_departures() -> N
     assert channel.reports == []
 
 
+async def test_a_member_whose_client_starts_again_is_removed_and_added_in_one_commit() -> None:
+    channel = Channel()
+    alice, _ = await channel.join(ALICE), await channel.join(BOB)
+    carol = await channel.join(CAROL)
+    epoch = channel.group.epoch
+    bob = MemberDave(BOB, CHANNEL, lambda: channel.present)  # e.g. bob's client reconnected: a new session
+    await channel.group.connect(bob)
+    assert channel.group.epoch == epoch + 1 and channel.group.leaves == {0: ALICE, 1: BOB, 2: CAROL}
+    assert_one_group(channel, alice, bob, carol)
+    assert channel.group.executed == {ALICE, BOB, CAROL} and channel.reports == []
+
+
 async def test_a_sole_member_is_reset_and_starts_again_with_the_next() -> None:
     channel = Channel()
     alice = await channel.join(ALICE)

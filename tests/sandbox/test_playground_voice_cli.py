@@ -8,16 +8,24 @@ from typing import Any
 import pytest
 import soundfile
 
-from tests.test_playground_cli import finish, playground
+from tests.test_playground_cli import finish, playground, read_until
 
-SPEAK = ["join voice", "/join", "/speak text: Hello there, this is a recorded test.", "wait 2"]
+
+async def say(process: Any, line: str) -> None:
+    process.stdin.write(line.encode() + b"\n")
+    await process.stdin.drain()
 
 
 async def test_record_writes_what_the_bot_said_and_no_dave_runs_version_0(tmp_path, ollama):
-    script = tmp_path / "speak.txt"
-    script.write_text("\n".join(SPEAK) + "\n")
     seen: list[dict[str, Any]] = []
-    async with playground(tmp_path, ollama.url, "--record", "rec", "--no-dave", "--script", str(script)) as process:
+    async with playground(tmp_path, ollama.url, "--record", "rec", "--no-dave") as process:
+        await read_until(process, seen, lambda event: event["event"] == "ready")
+        await say(process, "join voice")
+        await say(process, "/join")
+        await read_until(process, seen, lambda event: str(event.get("content")).startswith("Joined"))
+        await say(process, "/speak text: Hello there, this is a recorded test.")
+        await read_until(process, seen, lambda event: event["event"] == "voice_audio")
+        process.stdin.close()  # end of input: the playground stops
         stderr = await finish(process, seen)
     assert process.returncode == 0, (seen[-3:], stderr[-2000:])
     [spurt] = [e for e in seen if e["event"] == "voice_audio"]
