@@ -370,7 +370,11 @@ class DaveGroup:
         elif op == COMMIT_WELCOME and isinstance(payload, bytes):
             await self._commit(participant, payload)
         elif op == TRANSITION_READY and isinstance(payload, dict):
-            await self._ready(int(payload.get("transition_id") or 0), user_id)
+            transition_id = payload.get("transition_id")
+            if isinstance(transition_id, int):
+                await self._ready(transition_id, user_id)
+            else:
+                self._report_from(participant, f"sent op 23 without a transition id: {payload!r}")
         elif op == INVALID_COMMIT_WELCOME and isinstance(payload, dict):
             self._report_from(participant, f"reported transition {payload.get('transition_id')} as invalid (op 31)")
             self._key_packages.pop(user_id, None)  # its new key package follows
