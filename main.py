@@ -118,12 +118,19 @@ async def run_discord(settings: Settings) -> int:
         return 1
 
 
-async def run_playground_session(settings: Settings, script: Path | None, json_mode: bool) -> int:
+async def run_playground_session(
+    settings: Settings, script: Path | None, json_mode: bool, *, dave: bool = True, record: Path | None = None
+) -> int:
     from bot.client import AssistantBot
-    from sandbox import Playground, Sandbox
+    from sandbox import Playground, Sandbox, SandboxError
 
+    try:
+        local_discord = Sandbox(dave=dave, record_dir=record)
+    except SandboxError as exc:
+        print(f"error: --record: {exc}; give a folder that can be created and written.", file=sys.stderr)
+        return 2
     # The playground prints until serve() has shut the bot down, so what the bot does while stopping is shown.
-    async with Sandbox() as sandbox, Playground(sandbox, json_mode=json_mode, out=sys.stdout) as playground:
+    async with local_discord as sandbox, Playground(sandbox, json_mode=json_mode, out=sys.stdout) as playground:
         bot = AssistantBot(settings, connector=sandbox.client_connector())
         lines = (await asyncio.to_thread(script.read_text, encoding="utf-8")).splitlines() if script else None
 
@@ -176,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     play.add_argument("--script", type=Path, help="run the lines of this file instead of reading the terminal")
     play.add_argument("--json", action="store_true", help="print one JSON object per event")
+    play.add_argument("--record", type=Path, metavar="DIR",
+                      help="write each talk spurt the bot says in voice as a WAV file in DIR (created if missing)")
+    play.add_argument("--no-dave", action="store_true",
+                      help="voice without end-to-end encryption (DAVE protocol version 0), as before March 2026")
     idx = sub.add_parser("index", help="re-index the documents folder")
     idx.add_argument("--scope", action="append", default=[], help="'global' or a guild id (default: all)")
     idx.add_argument("--full", action="store_true", help="rebuild from scratch (after an embedding model change)")
@@ -201,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run":
         print("DISCORD_TOKEN is not set: starting the local playground instead (type `help`).", file=sys.stderr)
     script = getattr(args, "script", None)
-    return asyncio.run(run_playground_session(settings, script, getattr(args, "json", False)))
+    dave, record = not getattr(args, "no_dave", False), getattr(args, "record", None)
+    return asyncio.run(run_playground_session(settings, script, getattr(args, "json", False), dave=dave, record=record))
 
 
 if __name__ == "__main__":

@@ -228,9 +228,13 @@ class Playground:
                 return [f"[voice] {ev['member']} left voice"]
             return [f"[voice {ev['channel']}] {ev['member']} joined"]
         if kind == "voice_audio":
+            e2ee = "E2EE" if ev.get("e2ee") else "not E2EE"
+            saved = ""
+            if "file" in ev:
+                saved = f" -> {ev['file']}" if ev["file"] else " (could not be recorded; see the log)"
             return [
                 f"[voice {ev['channel']}] {ev['member']} spoke {ev['seconds']:.2f} s (rms {ev['rms']:.2f}, "
-                f"{ev['frames']} frames, gap p99 {ev['gap_p99_ms']:.1f} ms)"
+                f"{ev['frames']} frames, gap p99 {ev['gap_p99_ms']:.1f} ms, {e2ee}){saved}"
             ]
         if kind == "member_speech":
             extra = "".join(

@@ -19,8 +19,9 @@ What members see is published as *events* (plain dicts with ``event`` and ``t_ms
 docs/sandbox.md.
 
 Voice: the bot's op 4 gets VOICE_STATE_UPDATE + VOICE_SERVER_UPDATE pointing at a wss:// voice gateway
-(v8) and a UDP endpoint on 127.0.0.1 (``sandbox.voice``); the TLS certificate comes from a CA made at
-``start()``, which clients trust through ``client_connector()`` / ``ssl_context``.
+(v8, DAVE end-to-end encryption on unless ``Sandbox(dave=False)``) and a UDP endpoint on 127.0.0.1
+(``sandbox.voice``); the TLS certificate comes from a CA made at ``start()``, which clients trust through
+``client_connector()`` / ``ssl_context``.
 """
 
 from __future__ import annotations
@@ -68,12 +69,30 @@ class Sandbox:
     """A local Discord for one bot: the fixed guild of ``sandbox.guild`` served on 127.0.0.1.
 
     ``interaction_deadline_s``: seconds the bot has to answer an interaction callback (Discord: 3.0); a
-    later callback gets 404 code 10062 "Unknown interaction" and an error event.
+    later callback gets 404 code 10062 "Unknown interaction" and an error event. ``dave``: voice is end-to-end
+    encrypted (DAVE protocol version 1), as Discord requires since March 2026; False runs version 0.
+    ``record_dir``: a folder (created if missing) where each talk spurt the voice server receives is also written as
+    a WAV file, named in its ``voice_audio`` event's ``file``. Raises SandboxError when ``record_dir`` cannot be a
+    folder.
     """
 
-    def __init__(self, *, interaction_deadline_s: float = 3.0, heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS):
+    def __init__(
+        self,
+        *,
+        interaction_deadline_s: float = 3.0,
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        dave: bool = True,
+        record_dir: str | Path | None = None,
+    ):
         self.interaction_deadline_s = interaction_deadline_s
         self._heartbeat_interval_ms = heartbeat_interval_ms
+        self.dave = dave
+        self.record_dir = Path(record_dir).expanduser() if record_dir is not None else None
+        if self.record_dir is not None:
+            try:
+                self.record_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SandboxError(f"cannot record into {str(self.record_dir)!r}: {exc.strerror or exc}") from None
         bot_id = base64.urlsafe_b64encode(str(guild.BOT_USER_ID).encode()).decode().rstrip("=")
         self.bot_token = f"{bot_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
         self.guild_id = guild.GUILD_ID
@@ -117,7 +136,7 @@ class Sandbox:
             dispatch=self._dispatch, publish=self.publish, record_error=self.record_error,
             gateway_session_id=self._gateway_session_id, t_ms_at=self._t_ms_at,
         )  # fmt: skip
-        self._voice = SandboxVoice(voice_hooks)
+        self._voice = SandboxVoice(voice_hooks, dave=self.dave, record_dir=self.record_dir)
         await self._voice.start()
         hooks = GatewayHooks(
             on_ready=self._on_gateway_ready,
@@ -130,8 +149,8 @@ class Sandbox:
             token=self.bot_token, url=self.gateway_url, hooks=hooks, heartbeat_interval_ms=self._heartbeat_interval_ms
         )
         _log.info(
-            "sandbox Discord listening on %s (voice: wss://%s, UDP %s)",
-            self.base_url, self._voice.gateway.endpoint, self._voice.udp.port,
+            "sandbox Discord listening on %s (voice: wss://%s, UDP %s, DAVE %s)",
+            self.base_url, self._voice.gateway.endpoint, self._voice.udp.port, "on" if self.dave else "off",
         )  # fmt: skip
 
     async def __aenter__(self) -> Sandbox:
@@ -570,9 +589,10 @@ class Sandbox:
         )
 
     def corrupt_next_frames(self, member: str, frames: int) -> None:
-        """The next ``frames`` packets ``member`` sends (in this or later ``speak`` calls) carry a payload no Opus
-        decoder accepts, inside valid transport encryption: what a listener sees of a damaged frame or a failed
-        DAVE decryption. Raises SandboxError for an unknown member or ``frames`` < 1."""
+        """The next ``frames`` packets ``member`` sends (in this or later ``speak`` calls) carry a damaged payload
+        inside valid transport encryption: with DAVE on, a DAVE frame that fails to decrypt (its ciphertext is
+        altered); without, an Opus frame no decoder accepts. Raises SandboxError for an unknown member or
+        ``frames`` < 1."""
         user = self._member(member)
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
             raise SandboxError(f"corrupt_next_frames needs a positive number of frames, got {frames!r}")

@@ -2,10 +2,10 @@
 
 Packets are voice_recv's own ``RTPPacket`` (parsed from a real RTP header) wrapped in its ``VoiceData``, as its
 packet router hands them to a sink, carrying real Opus frames from ``discord.opus.Encoder``. DAVE frames come from
-a real pair of ``davey.DaveSession``s: the MLS group is built offline by playing the voice server's part (the external
-sender that signs Add proposals), as discord.py's gateway would relay it. Stand-ins are limited to what the sink
-reads from discord objects: a member (``id``, ``bot``) and a voice client (``_connection`` with the DAVE state,
-``_get_id_from_ssrc``).
+a real pair of ``davey.DaveSession``s: the MLS group is built offline with the sandbox voice gateway's own external
+sender (``sandbox.voice.mls``), which signs the Add proposal as Discord's voice server does. Stand-ins are limited to
+what the sink reads from discord objects: a member (``id``, ``bot``) and a voice client (``_connection`` with the
+DAVE state, ``_get_id_from_ssrc``).
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import davey
 import discord.opus
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from discord.ext import voice_recv
 from discord.ext.voice_recv.rtp import RTPPacket
 
 from bot.opus import load_opus
 from bot.voice_receive import OPUS_SILENCE, VoiceReceiver
+from sandbox.voice.mls import ExternalSender, group_id_of, vl
 from services.endpointing import Endpointer, Utterance
 from tests.support.pcm import FRAME_BYTES, FRAME_S, Clock, drain, settle, tone_pcm
 
@@ -264,16 +263,6 @@ async def test_rtp_padding_is_removed_before_decoding() -> None:
 # -- DAVE -----------------------------------------------------------------------------------------------------------
 
 
-def _vl(data: bytes) -> bytes:
-    """MLS variable-length vector (RFC 9420 section 2.1.2): QUIC-style varint length, then the bytes."""
-    n = len(data)
-    if n < 1 << 6:
-        return bytes([n]) + data
-    if n < 1 << 14:
-        return struct.pack(">H", 0x4000 | n) + data
-    return struct.pack(">I", 0x80000000 | n) + data
-
-
 def dave_pair(member_id: int = ALICE) -> tuple[davey.DaveSession, davey.DaveSession]:
     """(bot's session, member's session) in one MLS group, built as Discord's voice server would have them join.
 
@@ -281,26 +270,13 @@ def dave_pair(member_id: int = ALICE) -> tuple[davey.DaveSession, davey.DaveSess
     (opcode 27) as an MLS PublicMessage signed with its P-256 key; the bot commits and the member joins from the
     welcome (opcodes 28-30).
     """
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    public = server_key.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    external_sender = _vl(public) + struct.pack(">H", 1) + _vl(b"voice-server")  # key, basic credential
+    gateway = ExternalSender()
     bot = davey.DaveSession(1, BOT_ID, CHANNEL_ID)
     speaker = davey.DaveSession(1, member_id, CHANNEL_ID)
     for session in (bot, speaker):
-        session.set_external_sender(external_sender)
-
-    # FramedContent: group id, epoch 0, sender = external #0, no authenticated data, an Add proposal
-    content = (
-        _vl(struct.pack(">Q", CHANNEL_ID)) + struct.pack(">QBI", 0, 2, 0) + _vl(b"")
-        + struct.pack(">BH", 2, 1) + speaker.get_serialized_key_package()
-    )
-    version_and_format = struct.pack(">HH", 1, 1)  # mls10, mls_public_message
-    to_sign = _vl(b"MLS 1.0 FramedContentTBS") + _vl(version_and_format + content)
-    proposal = version_and_format + content + _vl(server_key.sign(to_sign, ec.ECDSA(hashes.SHA256())))
-
-    commit_welcome = bot.process_proposals(davey.ProposalsOperationType.append, _vl(proposal), [member_id])
+        session.set_external_sender(gateway.package)
+    proposal, _ = gateway.add(group_id_of(CHANNEL_ID), 0, speaker.get_serialized_key_package())
+    commit_welcome = bot.process_proposals(davey.ProposalsOperationType.append, vl(proposal), [member_id])
     assert commit_welcome is not None and commit_welcome.welcome is not None
     bot.process_commit(commit_welcome.commit)
     speaker.process_welcome(commit_welcome.welcome)

@@ -1,28 +1,44 @@
-"""The sandbox voice server's websocket: Discord voice gateway v8 over wss:// on 127.0.0.1.
+"""The sandbox voice server's websocket: Discord voice gateway v8 over wss:// on 127.0.0.1, with DAVE.
 
 discord.py 2.7.1 (``DiscordVoiceWebSocket``, ``VoiceConnectionState``) connects to ``wss://{endpoint}/?v=8``
-with permessage-deflate and speaks:
+with permessage-deflate and speaks JSON, plus binary messages for DAVE's MLS (end-to-end encryption, on by default as
+on Discord since March 2026; ``external_sender=None`` turns it off). Client to server:
 
-=====================  =========  ==============================================================================
-client -> server        op        server's answer
-=====================  =========  ==============================================================================
-IDENTIFY                0         READY (op 2: ssrc, ip, port, modes); a token/session that was not granted by a
-                                  VOICE_SERVER_UPDATE closes with 4004, a second IDENTIFY with 4005
-SELECT_PROTOCOL         1         SESSION_DESCRIPTION (op 4: mode, secret_key[32], dave_protocol_version 0);
-                                  a mode other than ``aead_xchacha20_poly1305_rtpsize`` closes with 4016
-HEARTBEAT               3         HEARTBEAT_ACK (op 6, ``{"t": nonce}``); v8's ``seq_ack`` is recorded
-SPEAKING                5         nothing; the flags go to the recorder (0 can end a talk spurt)
-RESUME                  7         RESUMED (op 9) after replaying sequenced messages newer than ``seq_ack``;
-                                  an unknown or revoked session closes with 4006
-CLIENT_CONNECT          12        nothing (discord.py announces its audio SSRC)
-DAVE ops 23, 31         -         ignored: DAVE is never negotiated (version 0, whatever the client's maximum)
-=====================  =========  ==============================================================================
+===========================  ===  ================================================================================
+client -> server              op  server's answer
+===========================  ===  ================================================================================
+IDENTIFY                       0  READY (op 2: ssrc, ip, port, modes); a token/session that was not granted by a
+                                  VOICE_SERVER_UPDATE closes with 4004, a second IDENTIFY with 4005; with DAVE on,
+                                  a ``max_dave_protocol_version`` below 1 closes with 4017 (E2EE/DAVE required)
+SELECT_PROTOCOL                1  SESSION_DESCRIPTION (op 4: mode, secret_key[32], dave_protocol_version 1, or 0
+                                  with DAVE off), then with DAVE the external sender package (op 25, binary: it
+                                  must follow op 4, as discord.py drops binary messages until op 4 made its DAVE
+                                  session); a mode other than ``aead_xchacha20_poly1305_rtpsize`` closes with 4016
+HEARTBEAT                      3  HEARTBEAT_ACK (op 6, ``{"t": nonce}``); v8's ``seq_ack`` is recorded
+SPEAKING                       5  nothing; the flags go to the recorder (0 can end a talk spurt)
+RESUME                         7  RESUMED (op 9) after replaying sequenced messages newer than ``seq_ack``, binary
+                                  ones included; an unknown or revoked session closes with 4006
+CLIENT_CONNECT                12  nothing (discord.py announces its audio SSRC)
+DAVE_TRANSITION_READY         23  when every member of the new epoch is ready (or 2 s passed):
+                                  DAVE_EXECUTE_TRANSITION (op 22) to them all
+MLS_KEY_PACKAGE (binary)      26  a bare KeyPackage whose identity must be the user: Add proposals (op 27) to the
+                                  group's members, or to the other pending members when there is no group yet
+MLS_COMMIT_WELCOME (binary)   28  the commit, then a bare Welcome with no length prefix when it adds members; if it
+                                  is for this epoch and covers exactly its proposals: MLS_ANNOUNCE_COMMIT_TRANSITION
+                                  (op 29) to the members that stay, MLS_WELCOME (op 30, only their own secrets) to
+                                  each new member; else an ``error`` event
+MLS_INVALID_COMMIT_WELCOME    31  an ``error`` event (someone's commit or welcome was unusable); the member is
+                                  removed and added again with the key package it sends next
+===========================  ===  ================================================================================
 
-The server sends HELLO (op 8) on connect, and CLIENTS_CONNECT (op 11) / CLIENT_DISCONNECT (op 13) as members
-enter or leave the channel. Those, and SPEAKING from other users (op 5), carry v8's ``seq``. A message before
-IDENTIFY closes with 4003, an unknown op with 4001. The server closes a session with 4014 when the user is
-disconnected or moved on the main gateway (``revoke``), as Discord does; discord.py then reconnects (move) or
-cleans up (disconnect).
+Server to client, besides the answers: HELLO (op 8) on connect, CLIENTS_CONNECT (op 11) / CLIENT_DISCONNECT
+(op 13) as members enter or leave the channel, SPEAKING from other users (op 5), and for DAVE the proposals of
+members joining or leaving (op 27), DAVE_PREPARE_EPOCH (op 24, epoch 1) then DAVE_PREPARE_TRANSITION (op 21,
+transition 0) to a member left alone in its group, which then starts again with a new key package. Those carry
+v8's ``seq`` (binary messages: a u16 before the opcode) and are kept for RESUME. What the MLS group does is in
+``sandbox.voice.dave``. A message before IDENTIFY closes with 4003, an unknown op with 4001. The server closes a
+session with 4014 when the user is disconnected or moved on the main gateway (``revoke``), as Discord does;
+discord.py then reconnects (move) or cleans up (disconnect).
 
 TLS: ``LocalTls`` makes a throwaway CA (trustme) and a certificate for 127.0.0.1; clients trust it through
 ``LocalTls.client_context`` (passed to discord.py as ``Client(connector=aiohttp.TCPConnector(ssl=...))``).
@@ -35,6 +51,7 @@ import json
 import logging
 import secrets
 import ssl
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,13 +61,14 @@ import trustme
 from aiohttp import WSMsgType, web
 
 from ..guild import SimUser
+from .dave import DAVE_PROTOCOL_VERSION as DAVE_VERSION
 from .udp import MODE
 
 _log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_MS = 13_750
 REPLAY_BUFFER = 100  # sequenced messages kept per session for RESUME
-SEQUENCED_OPS = frozenset({5, 11, 12, 13})
+SEQUENCED_OPS = frozenset({5, 11, 12, 13, 21, 22, 24})  # and every binary (DAVE) message
 CLOSE_TIMEOUT_S = 2.0  # how long a server-side close waits for the client's close frame
 
 
@@ -77,6 +95,7 @@ class VoiceGrant:
     user: SimUser
     token: str
     session_id: str  # the main gateway session that asked (VOICE_STATE_UPDATE's session_id)
+    channel_id: int  # the voice channel it is for
 
 
 @dataclass
@@ -89,8 +108,9 @@ class VoiceSession:
     secret_key: bytes | None = None  # set by SELECT_PROTOCOL
     client_addr: tuple[str, int] | None = None  # the UDP address the client announced
     speaking: int = 0
+    dave_version: int = 0  # the DAVE protocol version negotiated at IDENTIFY (0: no end-to-end encryption)
     seq: int = 0
-    sent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))
+    sent: deque[tuple[int, str | bytes]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))  # for RESUME
     revoked: bool = False
 
     @property
@@ -104,23 +124,33 @@ class VoiceGatewayHooks:
     """Callbacks into the voice controller.
 
     ``authorize(server_id, session_id, token)`` returns the live grant or None; ``on_ready(session)``
-    runs after SESSION_DESCRIPTION; ``on_speaking(session, flags)`` on each SPEAKING; ``on_ended(session)`` when
-    a session is dropped for good (closed and not resumable).
+    runs after SESSION_DESCRIPTION (and op 25 when DAVE is on); ``on_speaking(session, flags)`` on each SPEAKING;
+    ``on_dave(session, op, payload)`` on each DAVE op from the client (26 and 28: the binary payload after the
+    opcode; 23 and 31: the JSON ``d``); ``on_ended(session)`` when a session is dropped for good (closed and not
+    resumable).
     """
 
     authorize: Callable[[str, str, str], VoiceGrant | None]
     on_ready: Callable[[VoiceSession], Awaitable[None]]
     on_speaking: Callable[[VoiceSession, int], None]
+    on_dave: Callable[[VoiceSession, int, bytes | dict[str, Any]], Awaitable[None]]
     on_ended: Callable[[VoiceSession], None]
 
 
 class VoiceGateway:
-    """The voice websocket server: ``start`` binds it with TLS; ``sessions`` maps SSRC -> VoiceSession."""
+    """The voice websocket server: ``start`` binds it with TLS; ``sessions`` maps SSRC -> VoiceSession.
 
-    def __init__(self, hooks: VoiceGatewayHooks, tls: LocalTls, *, udp_port: int) -> None:
+    ``external_sender``: op 25's payload (the MLS external sender package) when DAVE is on, and then every client must
+    support it; None runs DAVE protocol version 0 (no end-to-end encryption).
+    """
+
+    def __init__(
+        self, hooks: VoiceGatewayHooks, tls: LocalTls, *, udp_port: int, external_sender: bytes | None = None
+    ) -> None:
         self._hooks = hooks
         self._tls = tls
         self._udp_port = udp_port
+        self._external_sender = external_sender
         self._runner: web.AppRunner | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self._sockets: set[web.WebSocketResponse] = set()
@@ -178,17 +208,25 @@ class VoiceGateway:
                 task.add_done_callback(self._closers.discard)
 
     async def send(self, session: VoiceSession, op: int, data: Any) -> None:
-        """Send op/data; sequenced ops get v8's ``seq`` and are kept for RESUME. Dropped if not connected."""
-        payload: dict[str, Any] = {"op": op, "d": data}
-        if op in SEQUENCED_OPS:
+        """Send op/data as JSON, or as a binary message when ``data`` is bytes (DAVE's MLS ops: sequence u16,
+        opcode u8, payload). Sequenced ops get v8's ``seq`` and are kept for RESUME; not sent if not connected."""
+        if isinstance(data, bytes):
             session.seq += 1
-            payload["seq"] = session.seq
-            session.sent.append(payload)
+            message: str | bytes = struct.pack(">HB", session.seq & 0xFFFF, op) + data
+            session.sent.append((session.seq, message))
+        else:
+            payload: dict[str, Any] = {"op": op, "d": data}
+            if op in SEQUENCED_OPS:
+                session.seq += 1
+                payload["seq"] = session.seq
+            message = json.dumps(payload, separators=(",", ":"))
+            if op in SEQUENCED_OPS:
+                session.sent.append((session.seq, message))
         ws = session.ws
         if ws is None or ws.closed:
             return
         try:
-            await ws.send_str(json.dumps(payload, separators=(",", ":")))
+            await (ws.send_bytes(message) if isinstance(message, bytes) else ws.send_str(message))
         except ConnectionResetError as exc:
             _log.info("voice websocket send failed: %s", exc)
 
@@ -207,7 +245,8 @@ class VoiceGateway:
             await conn.send_raw({"op": 8, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}})
             async for msg in ws:
                 if msg.type is WSMsgType.BINARY:
-                    _log.debug("voice gateway: ignoring a binary (DAVE/MLS) frame; DAVE is not negotiated")
+                    if not await self._on_binary(conn, msg.data):
+                        break
                     continue
                 if msg.type is not WSMsgType.TEXT:
                     continue
@@ -246,6 +285,8 @@ class VoiceGateway:
         if op == 5:
             session.speaking = int((data or {}).get("speaking", 0))
             self._hooks.on_speaking(session, session.speaking)
+        elif op in (23, 31) and session.dave_version:
+            await self._hooks.on_dave(session, op, data if isinstance(data, dict) else {})
         elif op in (12, 23, 31):
             _log.debug("voice gateway: op %s noted", op)
         else:
@@ -258,11 +299,15 @@ class VoiceGateway:
         grant = self._hooks.authorize(str(data.get("server_id")), str(data.get("session_id")), str(data.get("token")))
         if grant is None or str(data.get("user_id")) != str(grant.user.id):
             return await conn.close(4004, "Authentication failed.")
+        client_dave = data.get("max_dave_protocol_version") or 0
+        if self._external_sender is not None and not (isinstance(client_dave, int) and client_dave >= DAVE_VERSION):
+            return await conn.close(4017, "E2EE/DAVE protocol required: this voice server needs DAVE version 1.")
         for old in self.sessions_of(grant.user.id):  # a new session supersedes a detached one
             if old.ws is None:
                 self._drop(old)
         ssrc = self.allocate_ssrc()
         session = VoiceSession(grant=grant, ssrc=ssrc, ws=conn.ws)
+        session.dave_version = DAVE_VERSION if self._external_sender is not None else 0
         self.sessions[ssrc] = session
         conn.session = session
         ready = {"ssrc": ssrc, "ip": "127.0.0.1", "port": self._udp_port, "modes": [MODE], "experiments": []}
@@ -280,13 +325,29 @@ class VoiceGateway:
         description = {
             "mode": MODE,
             "secret_key": list(session.secret_key),
-            "dave_protocol_version": 0,
+            "dave_protocol_version": session.dave_version,
             "audio_codec": "opus",
             "video_codec": None,
             "media_session_id": secrets.token_hex(16),
         }
         await conn.send_raw({"op": 4, "d": description})
+        if session.dave_version and self._external_sender is not None:
+            # after op 4: discord.py drops binary messages until op 4 has made its DAVE session
+            await self.send(session, 25, self._external_sender)
         await self._hooks.on_ready(session)
+        return True
+
+    async def _on_binary(self, conn: _Connection, data: bytes) -> bool:
+        """A binary (DAVE MLS) message from the client: opcode u8, then the payload. False when it closed."""
+        session = conn.session
+        if session is None:
+            return await conn.close(4003, "Not authenticated.")
+        if not session.dave_version:
+            _log.debug("voice gateway: ignoring a binary (DAVE/MLS) frame; DAVE is not negotiated")
+            return True
+        if not data or data[0] not in (26, 28):
+            return await conn.close(4001, f"Unknown binary opcode {data[0] if data else None}.")
+        await self._hooks.on_dave(session, data[0], bytes(data[1:]))
         return True
 
     async def _resume(self, conn: _Connection, data: dict[str, Any]) -> bool:
@@ -297,9 +358,9 @@ class VoiceGateway:
         session.ws = conn.ws
         conn.session = session
         after = int(data.get("seq_ack") if data.get("seq_ack") is not None else -1)
-        for payload in list(session.sent):
-            if payload["seq"] > after:
-                await conn.send_raw(payload)
+        for seq, message in list(session.sent):
+            if seq > after:  # (binary messages carry seq's low 16 bits; a sandbox session never gets that far)
+                await (conn.ws.send_bytes(message) if isinstance(message, bytes) else conn.ws.send_str(message))
         await conn.send_raw({"op": 9, "d": None})
         return True
 

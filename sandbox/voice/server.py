@@ -10,7 +10,12 @@
   voice session on the voice gateway (``gateway``), revoked (websocket closed with 4014) when an admin
   disconnects or moves it;
 - the UDP endpoint (``udp``): RTP from a ready session is decrypted and its Opus handed to the recorder
-  (``audio``), which publishes one ``voice_audio`` event per talk spurt.
+  (``audio``), which publishes one ``voice_audio`` event per talk spurt;
+- DAVE (``dave``, on unless ``dave=False``): each voice channel's MLS group, with the bot's voice session and a
+  ``MemberDave`` per simulated member in the channel. The bot's frames are decrypted with a member's session before
+  they are measured (``e2ee`` in the event); a frame members could not play (not encrypted while the bot and a member
+  share an executed epoch, or undecryptable) is counted, not measured, and reported once per run as an ``error``
+  event. Opus silence passes as it is (DAVE's one exception).
 
 The bot's op 4 is answered as discord.py needs it: a join gets VOICE_STATE_UPDATE (``session_id`` = the main
 gateway session) then VOICE_SERVER_UPDATE; a leave always gets VOICE_STATE_UPDATE with ``channel_id`` null, even
@@ -22,8 +27,9 @@ Simulated speakers (a member sending audio *to* the bot, ``speak``): the member 
 voice); before its first packet to a bot voice session, that session gets SPEAKING (op 5, ``{"user_id", "ssrc",
 "speaking": 1}``), once, as Discord relays it (listeners such as discord-ext-voice-recv map SSRC -> user from it);
 then the talk spurts of ``speech`` are sent by ``speaker`` over UDP to the session's ``client_addr``,
-sealed with its ``secret_key``. Nothing is sent to a self-deafened bot, nor to a bot in another channel; such
-frames are dropped and counted.
+DAVE-encrypted with the member's own session and sealed with the session's ``secret_key``. With DAVE on, a speech
+first waits (up to ``DAVE_READY_TIMEOUT_S``) until the member and the bot share an executed epoch. Nothing is sent
+to a self-deafened bot, nor to a bot in another channel; such frames are dropped and counted.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bot.opus import OpusUnavailable
@@ -40,8 +47,10 @@ from bot.opus import OpusUnavailable
 from .. import guild
 from ..guild import SimChannel, SimUser
 from .audio import VoiceRecorder
+from .dave import DaveGroup, MemberDave, RemoteParticipant
 from .gateway import LocalTls, VoiceGateway, VoiceGatewayHooks, VoiceGrant, VoiceSession
-from .speaker import MemberStream, SendTarget, SpeakerHub, SpeechResult
+from .mls import ExternalSender
+from .speaker import FrameEncryptor, MemberStream, SendTarget, SpeakerHub, SpeechResult, no_frame_encryption
 from .speech import SpeechPlan
 from .udp import RtpError, UdpEndpoint, open_rtp, rtp_ssrc
 
@@ -49,6 +58,7 @@ _log = logging.getLogger(__name__)
 
 OP4_ROUTE = "gateway op 4 VOICE_STATE_UPDATE"
 SPEAKING_LEAD_S = 0.02  # a speech's first frame is due this long after its SPEAKING was written (a network hop)
+DAVE_READY_TIMEOUT_S = 5.0  # how long a member's speech waits for its DAVE group with the bot to form
 UDP_KEEPALIVE_BYTES = 8  # discord-ext-voice-recv's keepalive: a bare u64 counter, not RTP
 
 
@@ -90,20 +100,35 @@ class VoiceHooks:
 
 
 class SandboxVoice:
-    """The sandbox's voice: states, grants, the voice gateway, the UDP endpoint and the recorder."""
+    """The sandbox's voice: states, grants, the voice gateway, the UDP endpoint, DAVE and the recorder.
 
-    def __init__(self, hooks: VoiceHooks) -> None:
+    ``dave``: end-to-end encryption as Discord requires it (DAVE protocol version 1; ``sandbox.voice.dave``), else
+    version 0. ``record_dir``: where each talk spurt received is also written as a WAV file (None: nowhere).
+    """
+
+    def __init__(self, hooks: VoiceHooks, *, dave: bool = True, record_dir: Path | None = None) -> None:
         self._hooks = hooks
         self.states: dict[int, VoiceStateRecord] = {}
         self._grants: dict[int, VoiceGrant] = {}
         self.tls: LocalTls | None = None
         self.udp = UdpEndpoint(self._on_datagram)
-        self.recorder = VoiceRecorder(hooks.publish, hooks.t_ms_at)
+        self.recorder = VoiceRecorder(hooks.publish, hooks.t_ms_at, record_dir=record_dir)
         self.speakers = SpeakerHub(self.udp.send, lambda: self.gateway.allocate_ssrc())
         self._gateway: VoiceGateway | None = None
+        self._external_sender = ExternalSender() if dave else None
+        self.dave_groups: dict[int, DaveGroup] = {}  # voice channel id -> its MLS group
+        self._bot_participants: dict[int, RemoteParticipant] = {}  # bot voice session SSRC -> its place in a group
+        self._tasks: set[asyncio.Task[None]] = set()
         self.muted_frames = 0
         self.bad_packets = 0
+        self.unencrypted_frames = 0  # from the bot while E2EE was on: members could not play them
+        self.undecryptable_frames = 0  # DAVE frames from the bot that no member could decrypt
         self._opus_error_reported = False
+
+    @property
+    def dave(self) -> bool:
+        """Whether calls are end-to-end encrypted (DAVE protocol version 1)."""
+        return self._external_sender is not None
 
     @property
     def gateway(self) -> VoiceGateway:
@@ -117,19 +142,25 @@ class SandboxVoice:
         self.udp.start()
         hooks = VoiceGatewayHooks(
             authorize=self._authorize, on_ready=self._on_session_ready, on_speaking=self._on_speaking,
-            on_ended=self._on_session_ended,
+            on_dave=self._on_dave, on_ended=self._on_session_ended,
         )  # fmt: skip
-        self._gateway = VoiceGateway(hooks, self.tls, udp_port=self.udp.port)
+        package = self._external_sender.package if self._external_sender is not None else None
+        self._gateway = VoiceGateway(hooks, self.tls, udp_port=self.udp.port, external_sender=package)
         await self._gateway.start()
 
     async def stop(self) -> None:
-        """Stop members' speeches (their threads), close the voice websockets, the UDP endpoint and open spurts
-        (published); safe to call twice."""
+        """Stop members' speeches (their threads), close the voice websockets, DAVE's timers, the UDP endpoint and
+        open spurts (published, and written when recording); safe to call twice."""
         await self.speakers.stop()
         if self._gateway is not None:
             await self._gateway.stop()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for group in self.dave_groups.values():
+            await group.close()
         await self.udp.close()
         self.recorder.close()
+        await self.recorder.flush()
 
     # ------------------------------------------------------------ queries
 
@@ -176,7 +207,7 @@ class SandboxVoice:
             self._publish_state(guild.BOT, channel)
         old_sessions = self.gateway.sessions_of(guild.BOT_USER_ID)
         if moved or not old_sessions:
-            grant = VoiceGrant(guild.BOT, secrets.token_hex(8), session_id)
+            grant = VoiceGrant(guild.BOT, secrets.token_hex(8), session_id, channel.id)
             self._grants[guild.BOT_USER_ID] = grant
             server = {"token": grant.token, "guild_id": str(guild.GUILD_ID), "endpoint": self.gateway.endpoint}
             await self._hooks.dispatch("VOICE_SERVER_UPDATE", server)
@@ -236,7 +267,11 @@ class SandboxVoice:
         self._publish_state(member, channel)
         if previous is not None:
             await self._tell_channel(previous.channel, 13, {"user_id": str(member.id)})
+            await self._dave_leave(member.id, previous.channel)
         await self._tell_channel(channel, 11, {"user_ids": [str(member.id)]})
+        if self.dave:
+            recognized = lambda: [user for user, record in self.states.items() if record.channel == channel]  # noqa: E731
+            await self._dave_group(channel).connect(MemberDave(member.id, channel.id, recognized))
         await self._update_speakers()
 
     async def leave(self, member: SimUser) -> None:
@@ -248,12 +283,56 @@ class SandboxVoice:
         await self._hooks.dispatch("VOICE_STATE_UPDATE", guild.voice_state_payload(member, None, previous.session_id))
         self._publish_state(member, None)
         await self._tell_channel(previous.channel, 13, {"user_id": str(member.id)})
+        await self._dave_leave(member.id, previous.channel)
 
     async def _tell_channel(self, channel: SimChannel, op: int, data: dict[str, Any]) -> None:
         """Send op/data to the ready voice sessions whose user is in ``channel`` (in practice: the bot)."""
         for session in list(self.gateway.sessions.values()):
             if session.ready and self.channel_of(session.grant.user.id) == channel:
                 await self.gateway.send(session, op, data)
+
+    # ------------------------------------------------------------ DAVE
+
+    def _dave_group(self, channel: SimChannel | int) -> DaveGroup:
+        """The MLS group of a voice channel (made on first use)."""
+        channel_id = channel if isinstance(channel, int) else channel.id
+        group = self.dave_groups.get(channel_id)
+        if group is None:
+            assert self._external_sender is not None
+            report = lambda message: self._hooks.record_error("voice gateway DAVE", 0, message)  # noqa: E731
+            group = self.dave_groups[channel_id] = DaveGroup(channel_id, self._external_sender, report)
+        return group
+
+    async def _dave_leave(self, user_id: int, channel: SimChannel) -> None:
+        group = self.dave_groups.get(channel.id)
+        participant = group.participants.get(user_id) if group is not None else None
+        if group is not None and participant is not None:
+            await group.disconnect(participant)
+
+    def _encryptor_of(self, member_id: int) -> FrameEncryptor:
+        """How the member's client turns an Opus frame into its media payload: DAVE-encrypted when E2EE is on
+        (None while it has no key: the frame is not sent), else the frame itself."""
+        channel = self.channel_of(member_id)
+        if not self.dave or channel is None:
+            return no_frame_encryption
+        member = self._dave_group(channel).member(member_id)
+        return member.encrypt if member is not None else (lambda opus: None)
+
+    async def _wait_for_dave(self, member: SimUser, channel: SimChannel) -> None:
+        """Wait until ``member`` and the bot share an executed DAVE epoch in ``channel``, so that each can decrypt
+        the other. Raises VoiceRefused after DAVE_READY_TIMEOUT_S."""
+        if not self.dave:
+            return
+        if not await self._dave_group(channel).wait_executed({member.id, guild.BOT_USER_ID}, DAVE_READY_TIMEOUT_S):
+            raise VoiceRefused(
+                f"{member.name} and {guild.BOT_NAME} have no end-to-end encryption (DAVE) in {channel.name} after "
+                f"{DAVE_READY_TIMEOUT_S:g} s: their MLS group did not form; see the error events and the log"
+            )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _publish_state(self, user: SimUser, channel: SimChannel | None) -> None:
         name = channel.name if channel is not None else None
@@ -271,7 +350,19 @@ class SandboxVoice:
         others = [str(r.user.id) for r in self.states.values() if r.channel == channel and r.user != session.grant.user]
         if others:
             await self.gateway.send(session, 11, {"user_ids": others})
+        if session.dave_version:
+
+            async def send(op: int, payload: bytes | dict[str, Any]) -> None:
+                await self.gateway.send(session, op, payload)
+
+            participant = self._bot_participants[session.ssrc] = RemoteParticipant(session.grant.user.id, send)
+            await self._dave_group(session.grant.channel_id).connect(participant)
         await self._update_speakers()  # members speaking right now are announced to the new session
+
+    async def _on_dave(self, session: VoiceSession, op: int, payload: bytes | dict[str, Any]) -> None:
+        participant = self._bot_participants.get(session.ssrc)
+        if participant is not None:
+            await self._dave_group(session.grant.channel_id).receive(participant, op, payload)
 
     def _on_speaking(self, session: VoiceSession, flags: int) -> None:
         stream = self.recorder.existing(session.ssrc)
@@ -281,6 +372,9 @@ class SandboxVoice:
     def _on_session_ended(self, session: VoiceSession) -> None:
         self.recorder.end_stream(session.ssrc)
         self.speakers.session_ended(session.ssrc)
+        participant = self._bot_participants.pop(session.ssrc, None)
+        if participant is not None:  # gone from its channel's MLS group (called from sync code: a task)
+            self._spawn(self._dave_group(session.grant.channel_id).disconnect(participant))
 
     # ------------------------------------------------------------ UDP
 
@@ -313,7 +407,22 @@ class SandboxVoice:
                 self._opus_error_reported = True
                 self._hooks.record_error("voice UDP", 0, exc.user_message)
             return
-        stream.feed(packet.payload, arrival)
+        if not self.dave:
+            stream.feed(packet.payload, arrival, e2ee=False)
+            return
+        opened = self._dave_group(channel).open_frame(user.id, packet.payload)
+        if opened.opus is None:  # what the channel's members could not play
+            if opened.e2ee:
+                self.undecryptable_frames += 1
+            else:
+                self.unencrypted_frames += 1
+            if opened.problem is not None and not stream.dave_problem_reported:  # once per run of such frames
+                stream.dave_problem_reported = True
+                message = f"{user.name}'s audio in {channel.name} cannot be played by its members: {opened.problem}"
+                self._hooks.record_error("voice UDP", 0, message)
+            return
+        stream.dave_problem_reported = False
+        stream.feed(opened.opus, arrival, e2ee=opened.e2ee)
 
     def _channel_name(self, user_id: int) -> str | None:
         channel = self.channel_of(user_id)
@@ -340,7 +449,8 @@ class SandboxVoice:
     async def speak(self, member: SimUser, plan: SpeechPlan) -> tuple[SpeechResult, SimChannel]:
         """``member`` speaks ``plan`` into their voice channel; returns once the last frame is sent (or the sandbox
         stopped), with what was sent and the channel. Raises VoiceRefused as ``check_can_speak`` does."""
-        self.check_can_speak(member)
+        channel = self.check_can_speak(member)
+        await self._wait_for_dave(member, channel)
         stream = self.speakers.stream(member.id)
         await self._retarget(stream)
         channel = self.check_can_speak(member)  # again: voice may have changed while SPEAKING was sent
@@ -376,6 +486,7 @@ class SandboxVoice:
                 stream.target = None
                 return
             session, target = found
+            stream.frame_encryptor = self._encryptor_of(stream.member_id)
             if (session.ssrc, stream.ssrc) in self.speakers.announced:
                 stream.target = target
                 return

@@ -6,8 +6,9 @@ counter. Sequence and timestamp start at 0 (real clients start at random values;
 
 Each packet is built as Discord relays a member's audio to the bot:
 
-1. the Opus frame goes through the stream's ``frame_encryptor``: the place where DAVE's end-to-end frame
-   encryption would go (protocol version >= 1); the sandbox negotiates version 0, where it is the identity;
+1. the Opus frame goes through the stream's ``frame_encryptor``: DAVE's end-to-end encryption with the member's
+   own ``davey.DaveSession`` (``MemberDave.encrypt``) when DAVE is on; the identity at protocol version 0. While the
+   member has no media key yet it gives None and the frame is not sent (counted as dropped);
 2. when the member has pending corruptions (``SpeakerHub.corrupt_next``), that payload is replaced by one no Opus
    decoder accepts (``speech.corrupt_opus``), as a damaged frame or a failed DAVE decryption would be;
 3. the packet gets an RFC 8285 header extension with the frame's audio level (RFC 6464, extension id 1, voice
@@ -42,8 +43,9 @@ SAMPLES_PER_FRAME = 960  # RTP timestamp units (48 kHz) per 20 ms frame
 AUDIO_LEVEL_EXTENSION_ID = 1  # RFC 6464 ssrc-audio-level; voice-recv knows it as ExtensionID.audio_power
 VOICE_ACTIVITY = 0x80  # RFC 6464: the V bit of the audio level byte
 
-FrameEncryptor = Callable[[bytes], bytes]
-"""Opus frame -> media payload (DAVE frame encryption would be one); runs in the sending thread."""
+FrameEncryptor = Callable[[bytes], bytes | None]
+"""Opus frame -> media payload (DAVE frame encryption, or the identity), None to not send it; runs in the sending
+thread."""
 
 
 def no_frame_encryption(opus: bytes) -> bytes:
@@ -92,9 +94,9 @@ class MemberStream:
         self._next_tick = first + frames
         return first
 
-    def seal(self, opus: bytes, level: int, tick: int, target: SendTarget, *, corrupt: bool) -> bytes:
-        """The datagram for one Opus frame due at frame ``tick``; advances sequence and nonce counter."""
-        payload = self.frame_encryptor(opus)
+    def seal(self, payload: bytes, level: int, tick: int, target: SendTarget, *, corrupt: bool) -> bytes:
+        """The datagram for one media payload (``frame_encryptor``'s output) due at frame ``tick``; advances
+        sequence and nonce counter."""
         if corrupt:
             payload = corrupt_opus(payload)
         packet = RtpPacket(self._sequence, (tick * SAMPLES_PER_FRAME) & 0xFFFFFFFF, self.ssrc, payload)
@@ -161,9 +163,13 @@ class SpeechSender(threading.Thread):
                 if target is None:
                     result.frames_dropped += 1
                     continue
+                payload = self._stream.frame_encryptor(frame.opus)
+                if payload is None:  # the member's client has no key to encrypt it with
+                    result.frames_dropped += 1
+                    continue
                 corrupt = self._take_corruption()
                 tick = self._first_tick + frame.index
-                self._send(self._stream.seal(frame.opus, frame.level, tick, target, corrupt=corrupt), target.addr)
+                self._send(self._stream.seal(payload, frame.level, tick, target, corrupt=corrupt), target.addr)
                 result.frames_sent += 1
                 result.corrupted += corrupt
         finally:

@@ -67,6 +67,7 @@ async def test_member_speech_is_transcribed_answered_and_spoken(make_harness):
     assert await harness.bot.conversations.history(LOUNGE_CHANNEL_ID) == []
     session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
     assert [m.role for m in session.voice_history] == ["user", "assistant"]
+    assert_end_to_end_encrypted(harness)
 
 
 async def test_voice_transcripts_are_stored_when_configured(make_harness):
@@ -114,6 +115,7 @@ async def test_two_members_at_once_give_two_transcripts_and_two_turns(make_harne
     await wait_until(lambda: len(posted(harness, "🔊")) == 2, timeout=30)
     assert len(posted(harness, "🎙️ **Bob**")) == 1 and len(posted(harness, "🎙️ **Alice**")) == 1
     assert len(harness.ollama.chat_requests) == 2
+    assert_end_to_end_encrypted(harness)
 
 
 async def test_talking_over_the_bot_stops_its_answer(make_harness):
@@ -130,6 +132,7 @@ async def test_talking_over_the_bot_stops_its_answer(make_harness):
     assert spurt["end_t_ms"] <= speech["t_ms"] + 500, (spurt, speech)
     # and the bot still listens: alice's words become the next turn
     await wait_until(lambda: posted(harness, "🎙️ **Alice**"))
+    assert_end_to_end_encrypted(harness)
 
 
 async def test_corrupted_frames_are_skipped_and_counted_and_listening_continues(make_harness):
@@ -139,7 +142,8 @@ async def test_corrupted_frames_are_skipped_and_counted_and_listening_continues(
     await wait_until(lambda: posted(harness, "🔊"))
     assert heard_question(posted(harness, "🎙️ **Bob**:")[0])
     session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
-    assert session.listening.receiver.stats.corrupted == 3
+    assert session.listening.receiver.stats.corrupted == 3  # under DAVE: frames whose decryption failed
+    assert_end_to_end_encrypted(harness)
 
 
 ALSA = Path(__file__).resolve().parents[3] / "shared" / "speech" / "alsa"
@@ -167,3 +171,72 @@ async def test_recorded_speech_names_the_channel_and_noise_gives_nothing(make_ha
         named += any(word in transcript for word in words if word != "front")
     print(f"ALSA recordings naming their channel: {named}/8")
     assert named >= 5
+
+
+# -- DAVE (end-to-end encryption): on by default in the sandbox, as Discord requires it ----------------------------
+# (imports kept here, apart from the module's own, so that this section merges on its own)
+
+import contextlib  # noqa: E402
+
+from sandbox import ADMIN_USER_ID, ALICE_USER_ID, BOB_USER_ID, BOT_USER_ID, Sandbox  # noqa: E402
+from tests.e2e.conftest import Harness, make_settings  # noqa: E402
+from tests.support.bot_harness import running_bot  # noqa: E402
+
+
+def assert_end_to_end_encrypted(harness) -> None:
+    """Everything members said reached the bot DAVE-encrypted and was decrypted with its session; everything the bot
+    said reached the sandbox encrypted and was decrypted by a member; nothing was refused."""
+    stats = harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.receiver.stats
+    assert stats.dave_decrypted > 0 and stats.passthrough == 0, stats
+    spurts = harness.sandbox.voice_spurts("Assistant")
+    assert spurts and all(spurt["e2ee"] for spurt in spurts), spurts
+    assert harness.sandbox.errors == []
+
+
+async def test_a_member_joining_then_leaving_during_listen_changes_the_epoch_and_speech_is_still_heard(make_harness):
+    harness = await listening(make_harness)
+    group = harness.sandbox.voice.dave_groups[LOUNGE_CHANNEL_ID]
+    epoch = group.epoch
+    await harness.sandbox.join_voice("admin", "Lounge")  # an Add, the bot's commit, admin welcomed: a new epoch
+    await wait_until(lambda: group.epoch == epoch + 1 and ADMIN_USER_ID in group.executed)
+    await harness.sandbox.speak("admin", await speech_pcm(QUESTION))  # encrypted with the new epoch's keys
+    await wait_until(lambda: len(posted(harness, "🔊")) == 1)
+    [transcript] = posted(harness, "🎙️ **")
+    assert "admin" in transcript.lower() and heard_question(transcript)
+
+    await harness.sandbox.leave_voice("admin")  # a Remove: the next epoch, without admin
+    await wait_until(lambda: group.epoch == epoch + 2 and ADMIN_USER_ID not in group.executed)
+    assert {BOT_USER_ID, ALICE_USER_ID, BOB_USER_ID} <= group.executed
+    await harness.sandbox.speak("bob", await speech_pcm(QUESTION))
+    await wait_until(lambda: len(posted(harness, "🔊")) == 2)
+    assert heard_question(posted(harness, "🎙️ **Bob**:")[0])
+    assert_end_to_end_encrypted(harness)
+
+
+@pytest.fixture
+async def make_harness_without_dave(tmp_path, ollama):
+    """``make_harness`` with the sandbox's DAVE off: voice protocol version 0, no end-to-end encryption."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def factory(**overrides):
+            settings = make_settings(tmp_path, ollama.url, **overrides)
+            sandbox = await stack.enter_async_context(Sandbox(dave=False))
+            bot = await stack.enter_async_context(running_bot(sandbox, settings))
+            queue = sandbox.subscribe()
+            stack.callback(sandbox.unsubscribe, queue)
+            return Harness(sandbox, bot, ollama, settings, queue)
+
+        yield factory
+
+
+async def test_member_speech_is_transcribed_answered_and_spoken_with_dave_off(make_harness_without_dave):
+    harness = await listening(make_harness_without_dave)
+    await harness.sandbox.speak("bob", await speech_pcm(QUESTION))
+    await wait_until(lambda: posted(harness, "🔊"))
+    assert heard_question(posted(harness, "🎙️ **Bob**:")[0])
+    assert posted(harness, "🔊") == ["🔊 It is sunny. Take a hat."]
+    await wait_until(lambda: harness.sandbox.voice_spurts("Assistant"))
+    assert [spurt["e2ee"] for spurt in harness.sandbox.voice_spurts("Assistant")] == [False]
+    stats = harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.receiver.stats
+    assert stats.passthrough > 0 and stats.dave_decrypted == 0
+    assert harness.sandbox.errors == []

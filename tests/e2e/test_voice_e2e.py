@@ -45,6 +45,8 @@ async def test_speak_sends_audio_matching_the_synthesized_duration(make_harness)
     expected = await expected_seconds(harness, text)
     assert abs(spurt["seconds"] - expected) <= 0.05 * expected, (spurt, expected)
     assert spurt["rms"] > 0.01 and spurt["frames"] >= expected / 0.02 * 0.95
+    assert spurt["e2ee"] is True  # DAVE: encrypted by the bot's session, decrypted with alice's
+    assert harness.sandbox.errors == []
 
 
 async def test_queued_requests_play_in_order_without_overlap(make_harness):

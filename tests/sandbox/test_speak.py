@@ -3,7 +3,8 @@ listens with discord-ext-voice-recv's ``VoiceRecvClient``, as a listening bot wo
 
 Two views of what the client receives: the *wire* (every datagram on the client's voice socket, timed in
 discord.py's socket reader thread) for pacing and pauses, and voice-recv's *sink* (after its decryption, SSRC ->
-user mapping and jitter buffer) for attribution and audio.
+user mapping and jitter buffer) for attribution and audio. The sandbox runs DAVE, so what the sink gets is
+end-to-end encrypted: the listener removes that layer with the client's own DAVE session, as the bot does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import davey
 import discord
 import numpy as np
 import pytest
@@ -53,8 +55,9 @@ class Heard:
     ssrc: int
     sequence: int
     timestamp: int
-    opus: bytes
+    opus: bytes  # DAVE removed when it could be (else the payload as it came)
     extensions: dict[int, bytes]
+    e2ee: bool  # the payload was a DAVE frame this client decrypted
 
 
 class Listener:
@@ -72,7 +75,14 @@ class Listener:
         packet = data.packet
         user_id = user.id if user is not None else None
         extensions = dict(packet.extension_data)
-        self.heard.append(Heard(user_id, packet.ssrc, packet.sequence, packet.timestamp, bytes(data.opus), extensions))
+        payload, e2ee = bytes(data.opus), False
+        session = self.vc._connection.dave_session
+        if user_id is not None and session is not None and session.ready:
+            try:
+                payload, e2ee = session.decrypt(user_id, davey.MediaType.audio, payload), True
+            except ValueError:  # damaged on purpose (corrupt_next_frames): left as it came
+                pass
+        self.heard.append(Heard(user_id, packet.ssrc, packet.sequence, packet.timestamp, payload, extensions, e2ee))
 
     def _on_datagram(self, data: bytes) -> None:
         if len(data) >= 12 and data[1] & 0x7F == 0x78:
@@ -178,6 +188,7 @@ async def test_speech_with_a_pause_arrives_as_two_paced_spurts(
     assert decoded_seconds(heard[:split]) == pytest.approx(1.0, rel=0.05)
     assert decoded_seconds(heard) == pytest.approx(2.0, rel=0.05)
     assert all(1 in h.extensions for h in heard)  # RFC 6464 audio level, as Discord's packets carry
+    assert all(h.e2ee for h in heard)  # every frame was DAVE-encrypted by alice's own session
 
 
 async def test_corrupt_frames_fail_to_decode_and_later_ones_decode(sandbox: Sandbox, client: discord.Client) -> None:

@@ -1,7 +1,8 @@
 """The sandbox's voice server, driven by a bare discord.py client (not our cogs) and by raw sockets.
 
 The real discord.py VoiceClient connects over wss:// (trusting the sandbox CA through ``connector=``), runs IP
-discovery over UDP, encrypts Opus with ``aead_xchacha20_poly1305_rtpsize``; the sandbox decrypts, decodes and
+discovery over UDP, joins the channel's DAVE (MLS) group, encrypts Opus end to end and with
+``aead_xchacha20_poly1305_rtpsize``; the sandbox decrypts (with a simulated member's own DAVE session), decodes and
 measures it.
 """
 
@@ -13,17 +14,21 @@ import io
 import json
 import socket
 import struct
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import davey
 import discord
 import nacl.secret
 import numpy as np
 import pytest
+import soundfile
 from discord.voice_state import VoiceConnectionState
 
 from bot.opus import load_opus
 from sandbox import (
+    ADMIN_USER_ID,
     ALICE_USER_ID,
     BOB_USER_ID,
     GUILD_ID,
@@ -35,6 +40,7 @@ from sandbox import (
     run_playground,
 )
 from sandbox.voice.audio import OPUS_SILENCE, VoiceRecorder
+from sandbox.voice.mls import read_commit
 from sandbox.voice.udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
 from tests.support.bot_harness import running_client
 
@@ -209,8 +215,13 @@ async def test_voice_gateway_needs_tls_trust_and_a_granted_token(sandbox: Sandbo
             assert ws.close_code == 4004
 
 
-async def test_raw_voice_session_resume_and_sealed_rtp(sandbox: Sandbox) -> None:
-    """No bot: grant a voice session by hand, then IDENTIFY, SELECT_PROTOCOL, drop, RESUME, send RTP."""
+async def test_raw_voice_session_resume_and_sealed_rtp() -> None:
+    """No bot, no DAVE: grant a voice session by hand, then IDENTIFY, SELECT_PROTOCOL, drop, RESUME, send RTP."""
+    async with Sandbox(dave=False) as sandbox:
+        await raw_session_resume_and_rtp(sandbox)
+
+
+async def raw_session_resume_and_rtp(sandbox: Sandbox) -> None:
     load_opus()
     await sandbox.voice.on_bot_op4({"guild_id": str(GUILD_ID), "channel_id": str(LOUNGE_CHANNEL_ID)})
     grant = sandbox.voice._grants[sandbox.bot_user_id]
@@ -227,7 +238,9 @@ async def test_raw_voice_session_resume_and_sealed_rtp(sandbox: Sandbox) -> None
                 ready = (await ws.receive_json())["d"]
                 select = {"address": "127.0.0.1", "port": udp.getsockname()[1], "mode": ready["modes"][0]}
                 await ws.send_json({"op": 1, "d": {"protocol": "udp", "data": select}})
-                key = bytes((await ws.receive_json())["d"]["secret_key"])
+                description = (await ws.receive_json())["d"]
+                assert description["dave_protocol_version"] == 0
+                key = bytes(description["secret_key"])
                 await sandbox.join_voice("alice")
                 assert await ws.receive_json() == {"op": 11, "d": {"user_ids": [str(ALICE_USER_ID)]}, "seq": 1}
                 await ws.close(code=4000)  # an abnormal close: the session stays resumable
@@ -246,6 +259,81 @@ async def test_raw_voice_session_resume_and_sealed_rtp(sandbox: Sandbox) -> None
                 [spurt] = await wait_spurts(sandbox, 1)
     assert spurt["frames"] == 10 and spurt["seconds"] == pytest.approx(0.2)
     assert spurt["rms"] == pytest.approx(SINE_AMPLITUDE / 2**0.5, abs=0.06)
+    assert spurt["e2ee"] is False
+
+
+async def receive_binary(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, int, bytes]:
+    """The next binary message of the voice gateway: (sequence, opcode, payload)."""
+    data = await ws.receive_bytes(timeout=5)
+    return struct.unpack_from(">H", data)[0], data[2], data[3:]
+
+
+async def test_raw_dave_handshake_then_end_to_end_encrypted_rtp(sandbox: Sandbox) -> None:
+    """No bot: a raw client with its own davey session goes through DAVE version 1 with the voice gateway, byte by
+    byte (ops 25-29, 23, 22), with alice (a simulated member) in the channel; its encrypted frames are measured."""
+    load_opus()
+    await sandbox.voice.on_bot_op4({"guild_id": str(GUILD_ID), "channel_id": str(LOUNGE_CHANNEL_ID)})
+    grant = sandbox.voice._grants[sandbox.bot_user_id]
+    url = f"wss://{sandbox.voice.gateway.endpoint}/?v=8"
+    ids = {"server_id": str(GUILD_ID), "session_id": grant.session_id, "token": grant.token,
+           "user_id": str(sandbox.bot_user_id)}  # fmt: skip
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.setblocking(False)
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url, ssl=sandbox.ssl_context) as ws:
+                await ws.receive_json()
+                await ws.send_json({"op": 0, "d": ids})  # no max_dave_protocol_version: DAVE is required
+                await ws.receive()
+                assert ws.close_code == 4017
+            async with http.ws_connect(url, ssl=sandbox.ssl_context) as ws:
+                await ws.receive_json()
+                await ws.send_json({"op": 0, "d": {**ids, "max_dave_protocol_version": 1}})
+                ready = (await ws.receive_json())["d"]
+                select = {"address": "127.0.0.1", "port": udp.getsockname()[1], "mode": ready["modes"][0]}
+                await ws.send_json({"op": 1, "d": {"protocol": "udp", "data": select}})
+                description = (await ws.receive_json())["d"]
+                assert description["dave_protocol_version"] == 1
+                seq, op, package = await receive_binary(ws)  # right after op 4, sequenced like op 11
+                assert (seq, op) == (1, 25)
+                session = davey.DaveSession(1, sandbox.bot_user_id, LOUNGE_CHANNEL_ID)
+                session.set_external_sender(package)
+                await ws.send_bytes(bytes([26]) + session.get_serialized_key_package())  # a bare KeyPackage
+
+                await sandbox.join_voice("alice")  # pending with us: we are sent her Add, and commit it
+                assert (await ws.receive_json())["op"] == 11
+                seq, op, proposals = await receive_binary(ws)
+                assert (seq, op, proposals[0]) == (3, 27, 0)  # append
+                result = session.process_proposals(davey.ProposalsOperationType.append, proposals[1:])
+                assert result is not None and result.welcome is not None
+                await ws.send_bytes(bytes([28]) + result.commit + result.welcome)  # no length prefix between
+                seq, op, announced = await receive_binary(ws)
+                transition_id = struct.unpack_from(">H", announced)[0]
+                assert op == 29 and transition_id > 0 and announced[2:] == result.commit
+                assert read_commit(announced[2:]).epoch == 0
+                session.process_commit(announced[2:])
+                await ws.send_json({"op": 23, "d": {"transition_id": transition_id}})
+                assert await ws.receive_json() == {"op": 22, "d": {"transition_id": transition_id}, "seq": seq + 1}
+                assert session.ready and sorted(session.get_user_ids()) == sorted(
+                    [str(sandbox.bot_user_id), str(ALICE_USER_ID)]
+                )
+                group = sandbox.voice.dave_groups[LOUNGE_CHANNEL_ID]
+                assert group.leaves == {0: sandbox.bot_user_id, 1: ALICE_USER_ID} and group.epoch == 1
+                assert group.member(ALICE_USER_ID).leaf_index == 1
+
+                encoder = discord.opus.Encoder()
+                key = bytes(description["secret_key"])
+                for n in range(10):
+                    opus = session.encrypt_opus(encoder.encode(sine_pcm(0.02), encoder.SAMPLES_PER_FRAME))
+                    packet = RtpPacket(n, n * 960, ready["ssrc"], opus)
+                    await loop.sock_sendto(udp, seal_rtp(packet, key, n), ("127.0.0.1", ready["port"]))
+                    await asyncio.sleep(0.02)
+                await ws.send_json({"op": 5, "d": {"speaking": 0, "delay": 0, "ssrc": ready["ssrc"]}})
+                [spurt] = await wait_spurts(sandbox, 1)
+    assert spurt["frames"] == 10 and spurt["e2ee"] is True
+    assert spurt["rms"] == pytest.approx(SINE_AMPLITUDE / 2**0.5, abs=0.06)
+    assert sandbox.errors == []
 
 
 # --------------------------------------------------------------------------------------------- discord.py
@@ -260,7 +348,8 @@ async def test_bot_connects_and_a_sine_is_measured(sandbox: Sandbox, client: dis
     ops = [m["op"] for m in vc.voice_messages]
     assert ops[:3] == [8, 2, 4]  # HELLO, READY, SESSION_DESCRIPTION
     description = next(m["d"] for m in vc.voice_messages if m["op"] == 4)
-    assert description["dave_protocol_version"] == 0 and len(description["secret_key"]) == 32
+    assert description["dave_protocol_version"] == 1 and len(description["secret_key"]) == 32
+    assert not state.dave_session.ready  # alone in the channel: no MLS group, nobody to encrypt for
 
     await play(vc, sine_pcm(1.0))
     [spurt] = await wait_spurts(sandbox, 1)
@@ -271,12 +360,100 @@ async def test_bot_connects_and_a_sine_is_measured(sandbox: Sandbox, client: dis
     # discord.py sends its 2nd frame 40 ms after the 1st (its pacing counts one frame twice), then every 20 ms.
     assert 19 <= spurt["gap_p99_ms"] <= 60
     assert spurt["end_t_ms"] - spurt["start_t_ms"] == pytest.approx(1000, abs=100)
+    assert spurt["e2ee"] is False
     await until(lambda: sandbox.voice_totals()["silence_frames"] == 5)  # discord.py ends a source with 5 of them
     totals = sandbox.voice_totals()
     assert totals["frames"] == 50 and totals["spurts"] == 1
     assert sandbox.voice.bad_packets == 0 and not sandbox.errors
     joined = [e for e in sandbox.events() if e["event"] == "voice_state"]
     assert [(e["member"], e["channel"]) for e in joined] == [("Assistant", "Lounge")]
+
+
+async def dave_ready(sandbox: Sandbox, vc: discord.VoiceClient, *members: int) -> Any:
+    """The channel's DAVE group once the client's session is ready and the bot and ``members`` are in it (as of an
+    executed transition)."""
+    group = sandbox.voice.dave_groups[vc.channel.id]
+    wanted = {sandbox.bot_user_id, *members}
+
+    def ready() -> bool:
+        session = vc._connection.dave_session
+        return session is not None and session.ready and wanted <= group.executed
+
+    await until(ready)
+    return group
+
+
+async def test_dave_group_follows_members_joining_and_leaving(sandbox: Sandbox, client: discord.Client) -> None:
+    await sandbox.join_voice("alice")
+    await sandbox.join_voice("bob")  # alice and bob make the channel's group before the bot comes
+    vc = await connect(client)
+    group = await dave_ready(sandbox, vc, ALICE_USER_ID, BOB_USER_ID)
+    session = vc._connection.dave_session
+    assert group.epoch == session.epoch == 2  # 1: alice + bob; 2: + the bot, welcomed (op 30) by alice's commit
+    assert sorted(map(int, session.get_user_ids())) == sorted([sandbox.bot_user_id, ALICE_USER_ID, BOB_USER_ID])
+    for leaf, user in group.leaves.items():  # the gateway's view of the tree is the members' own
+        assert user == sandbox.bot_user_id or group.member(user).leaf_index == leaf
+    await play(vc, sine_pcm(0.4))
+    [spurt] = await wait_spurts(sandbox, 1)
+    assert spurt["e2ee"] is True and spurt["rms"] == pytest.approx(SINE_AMPLITUDE / 2**0.5, abs=0.05)
+
+    await sandbox.join_voice("admin")  # the bot is sent the Add, and its commit (op 28) is the one announced
+    await dave_ready(sandbox, vc, ALICE_USER_ID, BOB_USER_ID, ADMIN_USER_ID)
+    await sandbox.leave_voice("bob")
+    await until(lambda: group.epoch == 4 and BOB_USER_ID not in group.executed)
+    await dave_ready(sandbox, vc, ALICE_USER_ID, ADMIN_USER_ID)
+    assert sorted(map(int, session.get_user_ids())) == sorted([sandbox.bot_user_id, ALICE_USER_ID, ADMIN_USER_ID])
+    await play(vc, sine_pcm(0.4))
+    second = (await wait_spurts(sandbox, 2))[1]
+    assert second["e2ee"] is True and second["frames"] == 20
+    executed = [m["d"]["transition_id"] for m in vc.voice_messages if m["op"] == 22]
+    assert len(executed) == 3 and len(set(executed)) == 3  # the bot's join, admin's, bob's departure
+
+    await sandbox.leave_voice("alice")
+    await sandbox.leave_voice("admin")  # the bot alone: its group is reset (op 24 epoch 1, op 21 transition 0)
+    await until(lambda: any(m["op"] == 21 for m in vc.voice_messages))
+    ops = [(m["op"], m["d"]) for m in vc.voice_messages if m["op"] in (21, 24)]
+    assert ops == [(24, {"protocol_version": 1, "epoch": 1}), (21, {"protocol_version": 1, "transition_id": 0})]
+    await until(lambda: not session.ready)
+    await play(vc, sine_pcm(0.2))  # alone, nobody to encrypt for: sent as it is, and that is no error
+    third = (await wait_spurts(sandbox, 3))[2]
+    assert third["e2ee"] is False and sandbox.errors == []
+
+
+async def test_unencrypted_frames_from_the_bot_are_an_error_event(sandbox: Sandbox, client: discord.Client) -> None:
+    await sandbox.join_voice("alice")
+    vc = await connect(client)
+    await dave_ready(sandbox, vc, ALICE_USER_ID)
+    vc._connection.dave_protocol_version = 0  # a client that stopped encrypting although the call is E2EE
+    await play(vc, sine_pcm(0.5))
+    error = await sandbox.wait_for(lambda e: e["event"] == "error", timeout=5, since=0)
+    assert error["route"] == "voice UDP"
+    assert error["message"] == (
+        "Assistant's audio in Lounge cannot be played by its members: it is not end-to-end encrypted while DAVE is on"
+    )
+    await until(lambda: sandbox.voice_totals()["silence_frames"] == 5)  # silence passes (DAVE's one exception)
+    assert sandbox.voice.unencrypted_frames == 25 and sandbox.voice_spurts() == []  # nobody could hear them
+    assert len(sandbox.errors) == 1  # one error per run of such frames, not one per frame
+
+
+async def test_each_spurt_is_recorded_as_a_wav_file_named_in_its_event(tmp_path: Path) -> None:
+    async with Sandbox(record_dir=tmp_path / "recordings") as sandbox, running_client(sandbox) as client:
+        await sandbox.join_voice("alice")
+        vc = await connect(client)
+        await dave_ready(sandbox, vc, ALICE_USER_ID)
+        await play(vc, sine_pcm(0.4), sine_pcm(0.6, freq=880))
+        first, second = await wait_spurts(sandbox, 2)
+    for spurt, seconds in ((first, 0.4), (second, 0.6)):
+        path = Path(spurt["file"])
+        assert path.parent == tmp_path / "recordings" and spurt["e2ee"] is True
+        info = soundfile.info(str(path))
+        assert (info.samplerate, info.channels, info.subtype) == (48_000, 2, "PCM_16")
+        assert info.frames / 48_000 == pytest.approx(spurt["seconds"]) == pytest.approx(seconds, rel=0.05)
+        samples, _ = soundfile.read(str(path), dtype="float64")
+        assert np.sqrt(np.mean(samples**2)) == pytest.approx(spurt["rms"], abs=0.01)  # the audio the bot sent
+    assert Path(first["file"]).name < Path(second["file"]).name  # numbered in order
+    with pytest.raises(SandboxError, match="cannot record into"):
+        Sandbox(record_dir=Path(first["file"]) / "inside-a-file")
 
 
 async def test_consecutive_sources_give_spurts_in_order(sandbox: Sandbox, client: discord.Client) -> None:
