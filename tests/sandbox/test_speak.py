@@ -234,11 +234,15 @@ async def test_pacing_holds_while_the_event_loop_is_blocked(sandbox: Sandbox, cl
     pcm = (np.sin(np.arange(48_000) / 48_000 * 2 * np.pi * 500) * 12_000).astype("<i2").repeat(2).tobytes()
     speech = asyncio.create_task(sandbox.speak("alice", pcm))
     await asyncio.sleep(0.2)
-    time.sleep(0.3)  # noqa: ASYNC251 - deliberately a stalled event loop, as a misbehaving bot would cause
+    stalled_from = time.monotonic()
+    time.sleep(0.5)  # noqa: ASYNC251 - deliberately a stalled event loop, as a misbehaving bot would cause
+    stalled_until = time.monotonic()
     event = await speech
     await until(lambda: len(listener.wire) >= event["frames_sent"])
-    gaps = np.diff([t for t, _ in listener.wire])
-    assert event["frames_sent"] == 50 and gaps.max() < 0.05
+    during_stall = [t for t, _ in listener.wire if stalled_from <= t <= stalled_until]
+    # Paced by the event loop, nothing would arrive while it is stalled; paced by a thread, packets keep coming
+    # (about 25 in 0.5 s; a loaded machine may delay the receiving thread, so only some are required).
+    assert event["frames_sent"] == 50 and len(during_stall) >= 5
 
 
 async def test_speak_refusals(sandbox: Sandbox, client: discord.Client, tmp_path: Path) -> None:
