@@ -299,6 +299,7 @@ class FasterWhisperTranscriber(Transcriber):
             self._whisper = None  # CTranslate2 frees the model with its last reference
             self._loaded = False
             self.source = None
+            self.fallback_reason = None
 
     def _keep(self, segment: Any) -> bool:
         """Whether a faster_whisper Segment is speech worth keeping (see the thresholds of ``__init__``)."""
