@@ -66,9 +66,7 @@ class Settings(BaseSettings):
     RETRIEVAL_MIN_SCORE: float = Field(0.02, ge=0, le=1, description="Fused score below which passages are not used to ground /ask.")
 
     # Voice
-    TTS_ENGINE: str = Field("piper", pattern=r"^(piper|espeak)$", description="Speech synthesis engine: piper (natural voice, needs a model) or espeak (no download).")
-    PIPER_VOICE: str = Field("en_US-lessac-medium", min_length=1, description="Piper voice: a voice name (downloaded to MODELS_DIR when possible) or a path to an .onnx file.")
-    ESPEAK_VOICE: str = Field("en-us", min_length=1, description="espeak-ng voice used by the espeak engine and the fallback.")
+    PIPER_VOICE: str = Field("en_US-joe-medium", min_length=1, description="Piper voice: en_US-joe-medium (installed with the bot, verified, no download), another voice name such as en_US-lessac-medium (downloaded to MODELS_DIR when the network allows, else the bot speaks with en_US-joe-medium and logs how to get it) or a path to an .onnx file.")
     MODELS_DIR: Path = Field(Path("data/models"), description="Folder of downloaded voice and speech models.")
     SPEAK_MAX_CHARS: int = Field(1000, ge=1, le=6000, description="Maximum length of a /speak text.")
     VOICE_QUEUE_MAX: int = Field(10, ge=1, le=1000, description="Speech requests waiting per guild; more are refused.")
@@ -76,8 +74,7 @@ class Settings(BaseSettings):
     VOICE_COOLDOWN_S: float = Field(3.0, ge=0, le=3600, description="Per-member cooldown of the voice commands, in seconds.")
 
     # Listening (speech to text)
-    STT_ENGINE: str = Field("whisper", pattern=r"^(whisper|pocketsphinx)$", description="Speech recognition engine: whisper (faster-whisper) or pocketsphinx (bundled English model, no download).")
-    WHISPER_MODEL: str = Field("base.en", min_length=1, description="faster-whisper model: a size name (tiny.en, base.en, small.en...) downloaded to MODELS_DIR, or a path to a converted model folder.")
+    WHISPER_MODEL: str = Field("tiny.en", min_length=1, description="faster-whisper model: tiny.en (installed with the bot, verified, no download), another size name such as base.en or small.en (downloaded to MODELS_DIR when the network allows, else the bot listens with tiny.en and logs how to get it) or a path to a converted model folder.")
     WHISPER_COMPUTE_TYPE: str = Field("int8", pattern=r"^(int8|int8_float32|float32)$", description="CTranslate2 compute type on the CPU.")
     STT_MAX_NO_SPEECH_PROB: float = Field(0.6, ge=0, le=1, description="Segments Whisper thinks are more likely silence than this are dropped.")
     STT_MIN_AVG_LOGPROB: float = Field(-1.0, ge=-10, le=0, description="Segments with a lower average log-probability (unsure guesses, noise) are dropped.")

@@ -1,21 +1,21 @@
-"""Speech recognition benchmark: real-time factor of faster-whisper (tiny, base, small) and PocketSphinx on this CPU.
+"""Speech recognition benchmark: word error rate and real-time factor of the bundled Whisper tiny.en on this CPU.
 
-One utterance of about 5 s is transcribed ``--runs`` times by each engine through ``Transcriber.transcribe`` (worker
-thread, as the bot does), after one warm-up. The utterance is the ALSA channel-test recordings of
-/work/shared/speech/alsa ("Front Center", "Front Left"...) joined with 0.3 s pauses until it lasts 5 s or more, or,
-when they are absent, espeak-ng reading a sentence. Reported per engine: ``rtf`` (median transcription seconds /
-audio seconds; < 1 is faster than real time), median and max seconds, model load seconds, and the event-loop lag
-while it ran.
+The set is the eight ALSA channel-test recordings of /work/shared/speech/alsa ("Front Left", "Rear Center"...),
+each taken through the bot's own path (48 kHz stereo s16le as Discord delivers it, then ``to_mono_16k``) and
+transcribed through ``Transcriber.transcribe`` (worker thread, as the bot does), after one warm-up; ``Noise.wav``
+must give nothing. Without the recordings, the bundled Piper voice says the eight channel names instead. Reported
+per model:
 
-No Whisper checkpoint can be downloaded here, so the Whisper rows are models of the real ARCHITECTURES with random
-weights (tests/fixtures/make_tiny_whisper.py through CTranslate2's spec API): tiny d=384 / 4+4 layers, base d=512 /
-6+6, small d=768 / 12+12, 80 mels, the 51,864-token *.en vocabulary, stored as int8 and run with compute type int8.
-The compute per step is the real one; what random weights cannot give is the real NUMBER of decoding steps, so the
-text is made to run to exactly ``--tokens`` new tokens (default 20: ~5 s of speech at ~2.5 words a second, ~1.3
-tokens a word, plus punctuation). The encoder always runs over a whole 30 s window (Whisper pads every input), so
-its cost does not shrink with shorter utterances. Each size is timed with beam 1 (greedy) and beam 5.
+- ``wer``: word error rate over the set (jiwer, after lowercasing and removing punctuation); the reference of
+  ``Front_Left.wav`` is "front left";
+- ``sides_named``: recordings whose transcript has the channel's side (left, right, center);
+- ``rtf``: transcription seconds / audio seconds over the set (< 1: faster than real time), and the p50 and max
+  seconds per recording; ``load_s`` (hash check included); the event-loop lag while it ran.
 
-Usage: ``.venv/bin/python -m bench.bench_stt [--runs 3] [--tokens 20] [--sizes tiny base small]``; writes
+``--models`` times other faster-whisper models too (size names from MODELS_DIR's cache or downloaded when the
+network allows, or folders); they are never replaced by the bundled model here.
+
+Usage: ``.venv/bin/python -m bench.bench_stt [--runs 3] [--models tiny.en base.en]``; writes
 bench/results/stt.json.
 """
 
@@ -26,116 +26,98 @@ import asyncio
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import ctranslate2
+import jiwer
 import numpy as np
 import soundfile as sf
 
 from services.audio import STT_SAMPLE_RATE, to_discord_pcm, to_mono_16k
+from services.bundled_models import BUNDLED_WHISPER_MODEL
 from services.files import write_json_atomic
-from services.stt import FasterWhisperTranscriber, PocketsphinxTranscriber, Transcriber
-from services.tts import EspeakSynthesizer
-from tests.fixtures.make_tiny_whisper import EN_VOCAB, SIZES, make_model
+from services.stt import FasterWhisperTranscriber
+from services.tts import PiperSynthesizer
 from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stt.json"
 ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"
-TARGET_S = 5.0
-PAUSE_S = 0.3
-FALLBACK_TEXT = "Hello there, could you tell me what the weather will be like in Paris tomorrow afternoon?"
+CHANNELS = [f"{row}_{side}" for row in ("Front", "Rear", "Side") for side in ("Left", "Center", "Right")
+            if (row, side) != ("Side", "Center")]  # fmt: skip
+NORMALIZE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                           jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])  # fmt: skip
 
 
-def utterance() -> tuple[np.ndarray, str]:
-    """~5 s of speech as the bot hands it to STT (16 kHz mono float32) and a description of its source."""
-    pause = np.zeros(int(PAUSE_S * STT_SAMPLE_RATE), dtype=np.float32)
-    pieces: list[np.ndarray] = []
-    used: list[str] = []
-    for path in sorted(ALSA_DIR.glob("*.wav")) if ALSA_DIR.is_dir() else []:
-        if path.stem == "Noise":
-            continue
-        samples, rate = sf.read(path, dtype="int16", always_2d=True)
-        # Through the bot's own path: 48 kHz stereo s16le as Discord delivers it, then to_mono_16k.
-        pieces += [to_mono_16k(to_discord_pcm(samples, rate)), pause]
-        used.append(path.stem)
-        if sum(p.size for p in pieces) >= TARGET_S * STT_SAMPLE_RATE:
-            return np.concatenate(pieces[:-1]), f"ALSA recordings {', '.join(used)} ({ALSA_DIR})"
-    samples, rate = EspeakSynthesizer("en-us").synthesize_raw(FALLBACK_TEXT)
-    return to_mono_16k(to_discord_pcm(samples, rate)), f"espeak-ng en-us: {FALLBACK_TEXT!r}"
+def speech_set() -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
+    """(channel name -> 16 kHz mono float32 speech, the noise recording or None, a description of the source)."""
+    if ALSA_DIR.is_dir():
+        audio = {}
+        for path in sorted(ALSA_DIR.glob("*.wav")):
+            samples, rate = sf.read(path, dtype="int16", always_2d=True)
+            audio[path.stem] = to_mono_16k(to_discord_pcm(samples, rate))
+        noise = audio.pop("Noise", None)
+        return audio, noise, f"ALSA recordings ({ALSA_DIR})"
+    voice = PiperSynthesizer()
+    audio = {}
+    for name in CHANNELS:
+        samples, rate = voice.synthesize_raw(name.replace("_", " ") + ".")
+        audio[name] = to_mono_16k(to_discord_pcm(samples, rate))
+    return audio, None, "the channel names said by the bundled Piper voice (no ALSA recordings here)"
 
 
-async def measure(transcriber: Transcriber, audio: np.ndarray, runs: int) -> dict[str, Any]:
-    """Load ``transcriber`` (timed), warm it up once, then time ``runs`` transcriptions of ``audio``."""
+async def measure(transcriber: FasterWhisperTranscriber, audio: dict[str, np.ndarray], noise: np.ndarray | None,
+                  runs: int) -> dict[str, Any]:  # fmt: skip
+    """Load ``transcriber`` (timed), warm it up once, then transcribe the set ``runs`` times."""
     started = time.perf_counter()
     await asyncio.to_thread(transcriber.load)
     load_s = time.perf_counter() - started
-    warm = await transcriber.transcribe(audio)
-    seconds: list[float] = []
+    await transcriber.transcribe(next(iter(audio.values())))
+    seconds: dict[str, list[float]] = {name: [] for name in audio}
+    heard: dict[str, str] = {}
     probe = LoopLagProbe()
     probe.start()
     try:
         for _ in range(runs):
-            seconds.append((await transcriber.transcribe(audio)).transcribe_s)
+            for name, samples in audio.items():
+                transcript = await transcriber.transcribe(samples)
+                seconds[name].append(transcript.transcribe_s)
+                heard[name] = transcript.text
+        noise_text = (await transcriber.transcribe(noise)).text if noise is not None else None
     finally:
         lag = probe.stop()
-    median = statistics.median(seconds)
+    references = [name.replace("_", " ").lower() for name in audio]
+    hypotheses = [heard[name] for name in audio]
+    per_file = [statistics.median(values) for values in seconds.values()]
+    audio_s = sum(samples.size for samples in audio.values()) / STT_SAMPLE_RATE
     return {
         "engine": transcriber.name,
+        "model": transcriber.source.describe() if transcriber.source else None,
         "load_s": round(load_s, 3),
-        "transcribe_s": {"p50": round(median, 3), "max": round(max(seconds), 3)},
-        "rtf": round(median / warm.audio_s, 4),
-        "text": warm.text[:80],
+        "wer": round(jiwer.wer(references, hypotheses, reference_transform=NORMALIZE,
+                               hypothesis_transform=NORMALIZE), 4),  # fmt: skip
+        "sides_named": sum(name.split("_")[-1].lower() in heard[name].lower() for name in audio),
+        "files": len(audio),
+        "noise_transcript": noise_text,
+        "rtf": round(sum(per_file) / audio_s, 4),
+        "transcribe_s": {"p50": round(statistics.median(per_file), 3), "max": round(max(per_file), 3)},
+        "heard": heard,
         "loop_lag_ms": lag,
     }
 
 
-async def run(runs: int, tokens: int, sizes: list[str]) -> dict[str, Any]:
-    audio, source = utterance()
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-stt-") as scratch:
-        for size_name in sizes:
-            size = SIZES[size_name]
-            started = time.perf_counter()
-            # eot_bias -10: the random text never ends by itself, so every run decodes exactly `tokens` tokens.
-            folder = await asyncio.to_thread(
-                make_model, Path(scratch) / size_name, size, vocab_size=EN_VOCAB, eot_bias=-10.0
-            )
-            build_s = time.perf_counter() - started
-            model_mb = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
-            for beam in (1, 5):
-                whisper = FasterWhisperTranscriber(
-                    str(folder),
-                    Path(scratch),
-                    "int8",
-                    max_no_speech_prob=1.0,  # keep the random text: the gate is not what is timed
-                    min_avg_logprob=-1e9,
-                    max_compression_ratio=float("inf"),
-                    beam_size=beam,
-                    decode_options={"max_new_tokens": tokens},
-                )
-                row = await measure(whisper, audio, runs)
-                rows.append(
-                    {
-                        **row,
-                        "engine": f"whisper-{size_name} (random weights) beam {beam}",
-                        "size": size_name,
-                        "dim": size.dim,
-                        "layers": size.layers,
-                        "beam_size": beam,
-                        "new_tokens": tokens,
-                        "model_mb": round(model_mb, 1),
-                        "build_s": round(build_s, 1),
-                    }
-                )
-                print(_line(rows[-1]), flush=True)
-            await asyncio.to_thread(_remove, folder)
-    rows.append(await measure(PocketsphinxTranscriber(), audio, runs))
-    print(_line(rows[-1]), flush=True)
+async def run(runs: int, models: list[str], models_dir: Path) -> dict[str, Any]:
+    audio, noise, source = speech_set()
+    rows = []
+    for model in models:
+        transcriber = FasterWhisperTranscriber(model, models_dir, "int8", fallback=False)
+        rows.append(await measure(transcriber, audio, noise, runs))
+        transcriber.close()
+        print(_line(rows[-1]), flush=True)
     return {
-        "audio": {"source": source, "seconds": round(audio.size / STT_SAMPLE_RATE, 2)},
+        "audio": {"source": source, "files": len(audio),
+                  "seconds": round(sum(a.size for a in audio.values()) / STT_SAMPLE_RATE, 2)},  # fmt: skip
         "runs": runs,
         "compute_type": "int8",
         "results": rows,
@@ -146,25 +128,20 @@ async def run(runs: int, tokens: int, sizes: list[str]) -> dict[str, Any]:
 
 def _line(row: dict[str, Any]) -> str:
     return (
-        f"{row['engine']:42} RTF {row['rtf']:.3f} ({row['transcribe_s']['p50']:.2f} s p50, "
+        f"{row['engine']:18} WER {row['wer']:.3f}, sides named {row['sides_named']}/{row['files']}, noise "
+        f"{row['noise_transcript']!r}; RTF {row['rtf']:.3f} ({row['transcribe_s']['p50']:.2f} s p50, "
         f"{row['transcribe_s']['max']:.2f} s max); load {row['load_s']:.2f} s; "
         f"loop lag max {row['loop_lag_ms']['max']} ms"
     )
 
 
-def _remove(folder: Path) -> None:
-    for file in folder.iterdir():
-        file.unlink()
-    folder.rmdir()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=20, help="new tokens decoded per utterance (default 20)")
-    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["tiny", "base", "small"])
+    parser.add_argument("--models", nargs="+", default=[BUNDLED_WHISPER_MODEL])
+    parser.add_argument("--models-dir", type=Path, default=Path("data/models"))
     args = parser.parse_args()
-    result = asyncio.run(run(args.runs, args.tokens, args.sizes))
+    result = asyncio.run(run(args.runs, args.models, args.models_dir))
     print(f"audio: {result['audio']['seconds']} s of {result['audio']['source']}; {result['machine']}")
     write_json_atomic(RESULTS, result)
 

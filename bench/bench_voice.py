@@ -10,9 +10,9 @@ The real bot speaks through the sandbox, whose UDP reader thread timestamps ever
    /docs reload of the document corpus (``../shared/corpus/ollama-docs`` when present, else the test
    fixtures).
 
-Usage: ``.venv/bin/python -m bench.bench_voice [--runs 10] [--engine espeak|piper]``; writes
-bench/results/voice.json. With ``--engine piper`` the random-weight medium voice of
-``bench/make_piper_medium_random.py`` is used.
+The bot speaks with the bundled Piper voice (en_US-joe-medium).
+
+Usage: ``.venv/bin/python -m bench.bench_voice [--runs 10]``; writes bench/results/voice.json.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.make_piper_medium_random import OUT_DIR, VOICE_NAME
 from config import load_settings
 from sandbox import Sandbox
 from services.files import write_json_atomic
@@ -56,19 +55,16 @@ async def spurt_after(sandbox: Sandbox, count: int) -> dict[str, Any]:
     return sandbox.voice_spurts("Assistant")[count - 1]
 
 
-async def run(runs: int, engine: str) -> dict[str, Any]:
+async def run(runs: int) -> dict[str, Any]:
     fake = FakeOllama(tokens_per_s=25)
     fake.responder = lambda body: " ".join(["This answer streams for a few seconds."] * 8)
     await fake.start()
     tmp = Path(tempfile.mkdtemp(prefix="bench-voice-"))
     corpus = CORPUS if CORPUS.is_dir() else FIXTURE_DOCS
     shutil.copytree(corpus, tmp / "documents" / "global")
-    overrides: dict[str, Any] = {"TTS_ENGINE": "espeak"}
-    if engine == "piper":
-        overrides = {"TTS_ENGINE": "piper", "PIPER_VOICE": str(OUT_DIR / f"{VOICE_NAME}.onnx")}
     settings = load_settings(
         DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=tmp / "data", DOCUMENTS_DIR=tmp / "documents",
-        CHAT_COOLDOWN_S=0, VOICE_COOLDOWN_S=0, ADMIN_COOLDOWN_S=0, **overrides,
+        CHAT_COOLDOWN_S=0, VOICE_COOLDOWN_S=0, ADMIN_COOLDOWN_S=0,
     )
     try:
         async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=30) as bot:
@@ -112,7 +108,7 @@ async def run(runs: int, engine: str) -> dict[str, Any]:
         await fake.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return {
-        "engine": engine,
+        "engine": bot.synthesizer.name,
         "runs": runs,
         "speak_to_first_frame_ms": {"p50": round(statistics.median(latency_ms), 1),
                                     "p95": round(percentile(latency_ms, 95), 1)},
@@ -130,15 +126,10 @@ async def run(runs: int, engine: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--engine", choices=("espeak", "piper"), default="espeak")
     args = parser.parse_args()
-    if args.engine == "piper" and not (OUT_DIR / f"{VOICE_NAME}.onnx").is_file():
-        raise SystemExit("no medium Piper voice: run `.venv/bin/python -m bench.make_piper_medium_random` first")
-    result = asyncio.run(run(args.runs, args.engine))
+    result = asyncio.run(run(args.runs))
     print(json.dumps(result, indent=2))
-    existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    existing[args.engine] = result
-    write_json_atomic(RESULTS, existing)
+    write_json_atomic(RESULTS, result)
 
 
 if __name__ == "__main__":

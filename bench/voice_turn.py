@@ -1,10 +1,11 @@
 """Voice turn benchmark: from the end of a member's speech to the first audio of the bot's answer.
 
 The real bot listens through the sandbox: a member speaks a synthesized question (Opus, encrypted, paced as
-Discord relays it); the bot detects the end of speech (ENDPOINT_SILENCE_MS), transcribes it (pocketsphinx, the
-engine available offline here), asks the Ollama stand-in (first token after ``--first-token-ms``, then
-``--tokens-per-s``), synthesizes the first sentence (espeak-ng) and plays it. Measured at the sandbox: end of
-the member's last packet -> first answer frame; and the bot's own breakdown (services.voice_turns.TurnReport).
+Discord relays it); the bot detects the end of speech (ENDPOINT_SILENCE_MS), transcribes it (the bundled Whisper
+tiny.en), asks the Ollama stand-in (first token after ``--first-token-ms``, then ``--tokens-per-s``), synthesizes
+the first sentence (the bundled Piper voice, en_US-joe-medium, which also says the question) and plays it.
+Measured at the sandbox: end of the member's last packet -> first answer frame; and the bot's own breakdown
+(services.voice_turns.TurnReport).
 Streaming (each sentence spoken as soon as it is complete) and non-streaming (whole answer, then speech) run
 side by side in one invocation.
 
@@ -26,7 +27,7 @@ from typing import Any
 from config import load_settings
 from sandbox import Sandbox
 from services.files import write_json_atomic
-from services.tts import EspeakSynthesizer
+from services.tts import PiperSynthesizer
 from tests.fakes.ollama import FakeOllama
 from tests.support.bot_harness import running_bot
 
@@ -47,7 +48,7 @@ async def run_mode(stream: bool, runs: int, first_token_ms: float, tokens_per_s:
     tmp = Path(tempfile.mkdtemp(prefix="bench-turn-"))
     settings = load_settings(
         DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=tmp / "data", DOCUMENTS_DIR=tmp / "documents",
-        STT_ENGINE="pocketsphinx", TTS_ENGINE="espeak", VOICE_COOLDOWN_S=0, VOICE_STREAM_ANSWERS=stream,
+        VOICE_COOLDOWN_S=0, VOICE_STREAM_ANSWERS=stream,
         ENDPOINT_SILENCE_MS=600,
     )
     reports: list[dict[str, Any]] = []
@@ -97,7 +98,7 @@ async def run_mode(stream: bool, runs: int, first_token_ms: float, tokens_per_s:
 
 
 async def run(runs: int, first_token_ms: float, tokens_per_s: float) -> dict[str, Any]:
-    question = (await EspeakSynthesizer("en-us").synthesize(QUESTION)).pcm
+    question = (await PiperSynthesizer().synthesize(QUESTION)).pcm
     streaming = await run_mode(True, runs, first_token_ms, tokens_per_s, question)
     whole = await run_mode(False, runs, first_token_ms, tokens_per_s, question)
     ratio = (streaming["end_of_speech_to_first_answer_audio_ms"]["p50"]
@@ -106,7 +107,7 @@ async def run(runs: int, first_token_ms: float, tokens_per_s: float) -> dict[str
         "runs": runs,
         "llm_stand_in": {"first_token_ms": first_token_ms, "tokens_per_s": tokens_per_s,
                          "answer_sentences": 6},
-        "stt": "pocketsphinx", "tts": "espeak-ng", "endpoint_silence_ms": 600,
+        "stt": "whisper tiny.en (bundled)", "tts": "piper en_US-joe-medium (bundled)", "endpoint_silence_ms": 600,
         "streaming": streaming,
         "whole_answer_first": whole,
         "streaming_to_whole_ratio": round(ratio, 3),

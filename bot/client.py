@@ -30,8 +30,8 @@ from services.files import write_json_atomic
 from services.guild_settings import GuildSettingsStore
 from services.index import DocumentIndex
 from services.llm import LLMClient
-from services.stt import create_transcriber
-from services.tts import create_synthesizer
+from services.stt import Transcriber, create_transcriber
+from services.tts import Synthesizer, create_synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,16 @@ T = TypeVar("T")
 
 
 class AssistantBot(commands.Bot):
-    """The assistant. Services are injected (tests pass their own settings); see module docstring."""
+    """The assistant. Services are injected (tests pass their own settings, and may share loaded speech models
+    between bots: a transcriber passed in is not closed by this bot); see module docstring."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         llm: LLMClient | None = None,
+        synthesizer: Synthesizer | None = None,
+        transcriber: Transcriber | None = None,
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         connector: aiohttp.BaseConnector | None = None,
     ) -> None:
@@ -67,8 +70,11 @@ class AssistantBot(commands.Bot):
         self.conversations = ConversationStore(self.database, max_messages=settings.HISTORY_MAX_MESSAGES)
         self.index = DocumentIndex.from_settings(settings, self.llm)
         self.guild_settings = GuildSettingsStore(self.database)
-        self.synthesizer = create_synthesizer(settings)
-        self.transcriber = create_transcriber(settings)
+        self.synthesizer = synthesizer or create_synthesizer(settings)
+        self._owns_transcriber = transcriber is None
+        self.transcriber = transcriber or create_transcriber(settings)
+        # The models load later, in threads; their loading logs what was loaded and whether it was verified.
+        log.info("speech voice %s, speech recognition model %s", self.synthesizer.plan, self.transcriber.plan)
         self.chat_sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
         self.voice_sessions = VoiceManager(self)
         self.tasks = TaskRegistry()
@@ -146,9 +152,10 @@ class AssistantBot(commands.Bot):
         log.info("shutting down: waiting up to %.1f s for running work", deadline)
         await self.voice_sessions.close(timeout_s=deadline * 0.1)
         await self.tasks.shutdown(timeout_s=deadline * 0.5)
-        for name, closer in (("database", self.database.close),
-                             ("index", self.index.close), ("llm", self.llm.close),
-                             ("transcriber", lambda: asyncio.to_thread(self.transcriber.close))):
+        closers = [("database", self.database.close), ("index", self.index.close), ("llm", self.llm.close)]
+        if self._owns_transcriber:
+            closers.append(("transcriber", lambda: asyncio.to_thread(self.transcriber.close)))
+        for name, closer in closers:
             try:
                 await asyncio.wait_for(closer(), timeout=deadline * 0.1)
             except TimeoutError:  # its str() is empty: say what happened

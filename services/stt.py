@@ -1,32 +1,21 @@
 """Speech to text: an utterance (16 kHz mono float32) in, a transcript out.
 
-Two engines behind one ``Transcriber`` interface:
-
-- ``FasterWhisperTranscriber``: Whisper run by CTranslate2 (faster-whisper) on the CPU, int8 by default, the
-  accurate default. A model is a size name (``base.en``...) fetched from the Hugging Face Hub into ``MODELS_DIR``
-  when the network allows, or the path of a converted model folder; when it cannot be had, ``SpeechModelMissing``
-  says how to get it.
-- ``PocketsphinxTranscriber``: CMU PocketSphinx 5 with its bundled US English acoustic model, dictionary and
-  general trigram language model: far less accurate, but needing no download at all.
-
-``create_transcriber`` prefers Whisper and falls back to PocketSphinx with a logged warning when Whisper cannot be
-loaded. Models load once, lazily, in a worker thread; ``transcribe`` never blocks the event loop.
+``FasterWhisperTranscriber``: Whisper run by CTranslate2 (faster-whisper) on the CPU, int8 by default. The default
+model, ``tiny.en``, is installed with the bot as a Python package and checked against its published digest when
+loaded (``services.bundled_models``). Another model named in WHISPER_MODEL (``base.en``...) is taken from
+``MODELS_DIR`` or downloaded there from the Hugging Face Hub when the network allows (``services.model_hub``); a path
+is used as is. When the configured model cannot be had, the bundled one listens and a warning says how to get the
+named one. The model loads once, lazily, in a worker thread; ``transcribe`` never blocks the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import multiprocessing
 import os
-import re
-import signal
 import time
 from abc import abstractmethod
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from services.audio import STT_SAMPLE_RATE
+from services.bundled_models import BUNDLED_WHISPER_MODEL, bundled_whisper_model
 from services.errors import ServiceError
-from services.lazy_model import LazyModel
+from services.lazy_model import LazyModel, ModelSource
+from services.model_hub import HubUnavailable, fetch
 
 if TYPE_CHECKING:
     from config import Settings
@@ -44,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class SpeechRecognitionError(ServiceError):
-    """The speech recogniser cannot start (library missing, broken model) or cannot transcribe the audio."""
+    """The speech recogniser cannot start (missing or broken model) or cannot transcribe the audio."""
 
 
 class SpeechModelMissing(SpeechRecognitionError):
@@ -72,7 +63,7 @@ class Transcript:
     language: ISO 639-1 code of the language heard ("en"), or None when the engine does not say.
     audio_s: length of the utterance in seconds.
     transcribe_s: wall-clock seconds spent transcribing it (model loading excluded).
-    engine: name of the engine that transcribed it, e.g. "whisper:base.en" or "pocketsphinx:en-us".
+    engine: name of the engine and model that transcribed it, e.g. "whisper:tiny.en".
     """
 
     text: str
@@ -85,8 +76,7 @@ class Transcript:
 class Transcriber(LazyModel):
     """A speech-to-text engine. ``load`` and ``transcribe_raw`` block; ``transcribe`` does not.
 
-    Subclasses implement ``_load`` (run once, under a lock) and ``_recognize``, and ``close`` when they hold more
-    than memory.
+    Subclasses implement LazyModel's loading methods, ``_recognize`` and ``close`` (to release the model).
     """
 
     kind = "speech recognition model"
@@ -96,7 +86,8 @@ class Transcriber(LazyModel):
 
         samples: shape (n,), 16 kHz (STT_SAMPLE_RATE) mono, float in [-1, 1] (as ``services.audio.to_mono_16k``
             returns). Returns the words, stripped, or "" when nothing was said; empty input gives "" without
-            loading anything. Raises ValueError for another shape, SpeechRecognitionError when the engine fails.
+            loading anything. Raises ValueError for another shape, SpeechRecognitionError when the engine fails
+            (BundledModelError when the bundled model must be loaded and is not the published file).
         """
         return self._run(samples)[0]
 
@@ -125,7 +116,7 @@ class Transcriber(LazyModel):
         return text.strip(), language
 
     def close(self) -> None:
-        """Release the model (and any worker process); a later call loads it again. Blocking, idempotent."""
+        """Release the model; a later call loads it again. Blocking, idempotent."""
         with self._load_lock:
             self._loaded = False
 
@@ -150,10 +141,11 @@ def _check_samples(samples: np.ndarray) -> np.ndarray:
 class FasterWhisperTranscriber(Transcriber):
     """Whisper through faster-whisper (CTranslate2) on the CPU.
 
-    model: a size name that faster-whisper knows ("tiny.en", "base.en", "small.en"...; see
-        ``faster_whisper.available_models()``), looked up in, or downloaded into, ``models_dir`` (Hugging Face cache
-        layout: ``models_dir/models--Systran--faster-whisper-base.en/...``); anything else is the path of a converted
-        model folder (``model.bin``, ``config.json``, ``vocabulary.*``, ``tokenizer.json``), used as is.
+    model: "tiny.en" (BUNDLED_WHISPER_MODEL, the default: the packaged model, verified, never downloaded); another
+        size name that faster-whisper knows ("base.en", "small.en"...; see ``faster_whisper.available_models()``),
+        looked up in, or downloaded into, ``models_dir`` (Hugging Face cache layout:
+        ``models_dir/models--Systran--faster-whisper-base.en/...``); anything else is the path of a converted model
+        folder (``model.bin``, ``config.json``, ``vocabulary.*``, ``tokenizer.json``), used as is.
     models_dir: folder of downloaded models (Settings.MODELS_DIR).
     compute_type: CTranslate2 compute type: int8 (default; fastest on CPUs), int8_float32 or float32.
     max_no_speech_prob: segments whose probability of being silence (Whisper's <|nospeech|> token) is above this
@@ -165,6 +157,8 @@ class FasterWhisperTranscriber(Transcriber):
     beam_size: 5 by default; see BEAM_SIZE.
     cpu_threads: CTranslate2 intra-op threads; 0 = its default (4, or OMP_NUM_THREADS).
     allow_download: when False a size name is only looked up in ``models_dir`` (never the network).
+    fallback: when the model cannot be had (SpeechModelMissing) or loaded (SpeechRecognitionError), log a warning
+        and load the bundled tiny.en instead; with False, ``load`` raises those errors.
     decode_options: keyword arguments for ``WhisperModel.transcribe`` that override the defaults of DECODE_OPTIONS
         (for benchmarks and tuning).
     """
@@ -196,10 +190,13 @@ class FasterWhisperTranscriber(Transcriber):
         "compression_ratio_threshold": None,
     }
 
+    engine = "whisper"
+    unavailable = SpeechRecognitionError
+
     def __init__(
         self,
-        model: str,
-        models_dir: Path,
+        model: str = BUNDLED_WHISPER_MODEL,
+        models_dir: Path = Path("data/models"),
         compute_type: str = "int8",
         max_no_speech_prob: float = 0.6,
         min_avg_logprob: float = -1.0,
@@ -208,11 +205,13 @@ class FasterWhisperTranscriber(Transcriber):
         beam_size: int = BEAM_SIZE,
         cpu_threads: int = 0,
         allow_download: bool = True,
+        fallback: bool = True,
         decode_options: Mapping[str, Any] | None = None,
     ) -> None:
-        # The display name only: whether `model` is a size name is settled by _load (importing faster-whisper here
-        # would make creating a transcriber slow).
-        super().__init__(f"whisper:{Path(model).name if '/' in model or os.sep in model else model}")
+        # The display name only: whether `model` is a size name is settled by the load (importing faster-whisper
+        # here would make creating a transcriber slow).
+        super().__init__(Path(model).name if _is_path(model) else model, bundled=model == BUNDLED_WHISPER_MODEL,
+                         fallback=fallback)  # fmt: skip
         self.model = model
         self.models_dir = Path(models_dir)
         self.compute_type = compute_type
@@ -233,10 +232,23 @@ class FasterWhisperTranscriber(Transcriber):
             raise RuntimeError(f"{self.name} is not loaded")
         return self._whisper
 
-    def _load(self) -> None:
+    def _load_configured(self) -> ModelSource:
+        if self.bundled:
+            return self._load_bundled()
+        path = self._model_path()
+        self._open(path)
+        return ModelSource(Path(self.model).name if _is_path(self.model) else self.model, path)
+
+    def _load_bundled(self) -> ModelSource:
+        bundled = bundled_whisper_model()
+        bundled.verify()
+        self._open(bundled.path)
+        return ModelSource(bundled.name, bundled.path, bundled.algorithms, bundled=True)
+
+    def _open(self, path: Path) -> None:
+        """Load the model folder ``path`` with CTranslate2 (blocking); raises SpeechRecognitionError."""
         from faster_whisper import WhisperModel
 
-        path = self._model_path()
         try:
             whisper = WhisperModel(
                 str(path), device="cpu", compute_type=self.compute_type, cpu_threads=self.cpu_threads
@@ -252,7 +264,7 @@ class FasterWhisperTranscriber(Transcriber):
 
     def _model_path(self) -> Path:
         """The local folder of the model, downloaded first when it is a size name; raises SpeechModelMissing."""
-        if not _is_size_name(self.model):
+        if _is_path(self.model) or not _is_size_name(self.model):
             path = Path(self.model).expanduser()
             for required in ("model.bin", "tokenizer.json"):  # without tokenizer.json faster-whisper goes online
                 if not (path / required).is_file():
@@ -260,22 +272,17 @@ class FasterWhisperTranscriber(Transcriber):
             return path
         from faster_whisper import download_model
 
+        def download(local_files_only: bool) -> str:
+            return download_model(self.model, cache_dir=str(self.models_dir), local_files_only=local_files_only)
+
         try:
-            return Path(download_model(self.model, cache_dir=str(self.models_dir), local_files_only=True))
-        except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError: not cached yet
             if not self.allow_download:
-                raise SpeechModelMissing(self.model, self.models_dir, f"not in {self.models_dir}") from exc
-        log.info("Whisper model %s is not in %s; trying to download it", self.model, self.models_dir)
-        try:
-            self.models_dir.mkdir(parents=True, exist_ok=True)
-            # huggingface_hub writes each file as *.incomplete and renames it when complete: no truncated model.
-            path = Path(download_model(self.model, cache_dir=str(self.models_dir)))
-        except OSError as exc:  # no network (LocalEntryNotFoundError), HTTP errors (HfHubHTTPError), disk errors
-            # huggingface_hub's messages run over several lines; the first one names the cause.
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SpeechModelMissing(self.model, self.models_dir, f"download failed: {reason}") from exc
-        log.info("Downloaded Whisper model %s into %s", self.model, self.models_dir)
-        return path
+                return Path(download(True))
+            return Path(fetch(download, f"Whisper model {self.model}", self.models_dir))
+        except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError: not cached (downloads not allowed)
+            raise SpeechModelMissing(self.model, self.models_dir, f"not in {self.models_dir}") from exc
+        except HubUnavailable as exc:
+            raise SpeechModelMissing(self.model, self.models_dir, exc.reason) from exc
 
     def _recognize(self, samples: np.ndarray) -> tuple[str, str | None]:
         segments, info = self.whisper.transcribe(
@@ -291,6 +298,8 @@ class FasterWhisperTranscriber(Transcriber):
         with self._load_lock:
             self._whisper = None  # CTranslate2 frees the model with its last reference
             self._loaded = False
+            self.source = None
+            self.fallback_reason = None
 
     def _keep(self, segment: Any) -> bool:
         """Whether a faster_whisper Segment is speech worth keeping (see the thresholds of ``__init__``)."""
@@ -306,6 +315,11 @@ class FasterWhisperTranscriber(Transcriber):
         return False
 
 
+def _is_path(model: str) -> bool:
+    """Whether WHISPER_MODEL is written as a path (it has a folder separator)."""
+    return "/" in model or os.sep in model
+
+
 def _is_size_name(model: str) -> bool:
     """Whether WHISPER_MODEL is a model faster-whisper downloads by name rather than a folder."""
     from faster_whisper.utils import _MODELS  # the size -> Hub repository table behind available_models()
@@ -313,189 +327,16 @@ def _is_size_name(model: str) -> bool:
     return model in _MODELS
 
 
-# --- PocketSphinx ------------------------------------------------------------------------------------------------
-
-_ALTERNATE_PRONUNCIATION = re.compile(r"\(\d+\)$")  # "the(2)": the dictionary's second pronunciation of "the"
-_WORKER_START_TIMEOUT_S = 120.0  # a cold start imports numpy and the bot's modules in the child: seconds, not minutes
-
-# State of the PocketSphinx worker process (set by _pocketsphinx_init, in the child only).
-_ps_decoder: Any = None
-_ps_initial_cmn = ""
-
-
-def _pocketsphinx_init() -> None:
-    """Worker initialiser: load the decoder once (bundled en-us model; loglevel keeps its INFO chatter quiet)."""
-    from pocketsphinx import Decoder
-
-    global _ps_decoder, _ps_initial_cmn
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the bot, which stops us itself
-    _ps_decoder = Decoder(loglevel="ERROR")
-    _ps_initial_cmn = _ps_decoder.get_cmn()
-
-
-def _pocketsphinx_ready() -> bool:
-    """Worker call that succeeds once the initialiser has loaded the decoder."""
-    return _ps_decoder is not None
-
-
-def _pocketsphinx_decode(pcm: bytes, min_voiced_s: float, max_word_s: float) -> str:
-    """Worker call: the words in ``pcm`` (16 kHz mono s16le), or "" (see PocketsphinxTranscriber for the checks)."""
-    from pocketsphinx import Vad
-
-    vad = Vad(Vad.LOOSE, STT_SAMPLE_RATE)  # a fresh one: its noise estimate must not carry over utterances
-    step = vad.frame_bytes
-    voiced = sum(vad.is_speech(pcm[i : i + step]) for i in range(0, len(pcm) - step + 1, step))
-    if voiced * vad.frame_length < min_voiced_s:
-        return ""
-    decoder = _ps_decoder
-    # Start each utterance from the model's initial cepstral mean, so that a transcript does not depend on the
-    # utterances (and speakers) before it; full_utt then normalises with the mean of this whole utterance.
-    decoder.set_cmn(_ps_initial_cmn)
-    decoder.start_utt()
-    decoder.process_raw(pcm, no_search=False, full_utt=True)
-    decoder.end_utt()
-    frames_per_second = int(decoder.config["frate"])  # Segment frames: 10 ms at the default -frate 100
-    words = []
-    for segment in decoder.seg():
-        if segment.word.startswith(("<", "[", "+")):  # <s> </s> <sil> [NOISE] [SPEECH] ++UH++: fillers
-            continue
-        if (segment.end_frame - segment.start_frame + 1) / frames_per_second > max_word_s:
-            continue
-        words.append(_ALTERNATE_PRONUNCIATION.sub("", segment.word))
-    return " ".join(words)
-
-
-class PocketsphinxTranscriber(Transcriber):
-    """CMU PocketSphinx 5 with its bundled US English model (acoustic model, CMU dictionary, general trigram LM).
-
-    A large-vocabulary recogniser for free speech, not a keyword spotter; it needs no download but is much less
-    accurate than Whisper. Noise is turned into "" by two checks:
-
-    min_voiced_s: below this many seconds of voiced 30 ms frames (PocketSphinx's WebRTC-derived ``Vad``, loosest
-        mode), the audio is silence or a faint hiss and is not decoded (the decoder otherwise finds words in pure
-        silence).
-    max_word_s: recognised words held longer than this are dropped: a drone or a long noise burst decodes as one
-        word stretched over seconds, while a spoken word lasts well under a second.
-
-    Fillers (<sil>, [NOISE], [SPEECH]...) are never returned.
-
-    The decoder runs in a child process: PocketSphinx's Python binding holds the GIL for a whole decoding call
-    (about 0.1 s per second of audio here), which from a thread would still stall the event loop. The calling
-    thread only waits for the child, with the GIL released. Utterances are decoded one at a time; ``close`` stops
-    the child, and a child that died is restarted by the next ``load``.
-    """
-
-    def __init__(self, *, min_voiced_s: float = 0.15, max_word_s: float = 1.5) -> None:
-        super().__init__("pocketsphinx:en-us")
-        self.min_voiced_s = min_voiced_s
-        self.max_word_s = max_word_s
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _load(self) -> None:
-        if importlib.util.find_spec("pocketsphinx") is None:
-            raise SpeechRecognitionError(
-                "PocketSphinx is not installed; install it with `pip install pocketsphinx==5.1.1`."
-            )
-        pool = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),  # fork is unsafe in a process with threads
-            initializer=_pocketsphinx_init,
-        )
-        try:
-            pool.submit(_pocketsphinx_ready).result(timeout=_WORKER_START_TIMEOUT_S)
-        except (BrokenProcessPool, OSError, TimeoutError) as exc:  # the initialiser failed, or no process could start
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise SpeechRecognitionError(
-                f"PocketSphinx could not be started ({type(exc).__name__}: {exc}); reinstall it with "
-                "`pip install --force-reinstall pocketsphinx==5.1.1`."
-            ) from exc
-        self._pool = pool
-
-    def _recognize(self, samples: np.ndarray) -> tuple[str, str | None]:
-        assert self._pool is not None  # loaded by _run
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-        try:
-            text = self._pool.submit(_pocketsphinx_decode, pcm, self.min_voiced_s, self.max_word_s).result()
-        except BrokenProcessPool as exc:
-            with self._load_lock:  # the next load() starts a new child
-                self._loaded = False
-                self._pool = None
-            raise SpeechRecognitionError(
-                "The PocketSphinx process stopped unexpectedly; the next utterance will restart it."
-            ) from exc
-        return text, "en"
-
-    def close(self) -> None:
-        with self._load_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            self._loaded = False
-
-
-# --- choice of engine --------------------------------------------------------------------------------------------
-
-
-class FallbackTranscriber(Transcriber):
-    """The preferred engine when it loads, else the fallback one: chosen by ``load``, lazily, in its thread.
-
-    This lets the bot create its transcriber at start-up without waiting for a model (or a download attempt) and
-    decide when listening first needs it. Until ``load`` has run, ``active`` is None and ``name`` names both.
-    """
-
-    def __init__(self, preferred: Transcriber, fallback: Transcriber) -> None:
-        super().__init__(f"{preferred.name} (or {fallback.name})")
-        self.preferred = preferred
-        self.fallback = fallback
-        self._active: Transcriber | None = None
-
-    @property
-    def active(self) -> Transcriber | None:
-        """The engine in use once loaded: ``preferred``, or ``fallback`` when the preferred one failed to load."""
-        return self._active
-
-    def _load(self) -> None:
-        try:
-            self.preferred.load()
-            self._active = self.preferred
-        except SpeechRecognitionError as exc:
-            log.warning(
-                "Transcribing with %s instead of %s. %s", self.fallback.name, self.preferred.name, exc.user_message
-            )
-            self.fallback.load()
-            self._active = self.fallback
-        self.name = self._active.name
-
-    def _recognize(self, samples: np.ndarray) -> tuple[str, str | None]:
-        assert self._active is not None  # loaded by _run
-        self._active.load()  # a no-op, unless the engine dropped its model (a PocketSphinx child that died)
-        return self._active._recognize(samples)
-
-    def close(self) -> None:
-        with self._load_lock:
-            self.preferred.close()
-            self.fallback.close()
-            self._active = None
-            self._loaded = False
-
-
 def create_transcriber(settings: Settings) -> Transcriber:
     """The configured transcriber, not loaded yet: cheap, call it anywhere; ``load`` (in a thread) does the work.
 
-    STT_ENGINE=whisper: faster-whisper with WHISPER_MODEL (downloaded into MODELS_DIR if possible),
-    WHISPER_COMPUTE_TYPE and the STT_MAX_NO_SPEECH_PROB / STT_MIN_AVG_LOGPROB gate when that model loads, else
-    PocketSphinx with a logged warning that says how to get the Whisper model (a FallbackTranscriber, which decides
-    at ``load``). STT_ENGINE=pocketsphinx: a PocketsphinxTranscriber.
-    Its ``load`` raises SpeechRecognitionError only when PocketSphinx itself cannot start.
+    A FasterWhisperTranscriber with WHISPER_MODEL, MODELS_DIR, WHISPER_COMPUTE_TYPE and the STT_MAX_NO_SPEECH_PROB /
+    STT_MIN_AVG_LOGPROB gate, which falls back to the bundled tiny.en (see its docstring).
     """
-    pocketsphinx = PocketsphinxTranscriber()
-    if settings.STT_ENGINE == "pocketsphinx":
-        return pocketsphinx
-    whisper = FasterWhisperTranscriber(
+    return FasterWhisperTranscriber(
         settings.WHISPER_MODEL,
         settings.MODELS_DIR,
         settings.WHISPER_COMPUTE_TYPE,
         settings.STT_MAX_NO_SPEECH_PROB,
         settings.STT_MIN_AVG_LOGPROB,
     )
-    return FallbackTranscriber(whisper, pocketsphinx)

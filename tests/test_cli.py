@@ -53,6 +53,21 @@ async def test_doctor_says_what_to_fix(tmp_path, ollama):
     assert "FIX  Discord token: not set" in out
     assert "OK   ChromaDB" in out
     assert "FIX  Documents" in out
+    assert "OK   Speech (TTS): Piper voice en_US-joe-medium (bundled, md5 verified)" in out
+    assert "OK   Speech recognition (STT): Whisper model tiny.en (bundled, sha256 verified)" in out
+
+
+async def test_doctor_says_the_bundled_models_stand_in_for_named_ones_it_cannot_get(tmp_path, ollama):
+    # HF_ENDPOINT: the Hub is a loopback port nothing listens on (as with no network, answered at once).
+    code, out, _ = await run_main(tmp_path, ollama.url, "doctor", PIPER_VOICE="en_US-lessac-medium",
+                                  WHISPER_MODEL="base.en", HF_ENDPOINT="http://127.0.0.1:9")
+    assert code == 1
+    assert ("FIX  Speech (TTS): speaking with Piper voice en_US-joe-medium (bundled, md5 verified) for now. The Piper "
+            "voice `en_US-lessac-medium` is not available (the Hugging Face Hub at http://127.0.0.1:9 cannot be "
+            "reached: ConnectError") in out
+    assert "python -m piper.download_voices en_US-lessac-medium --data-dir data/models" in out
+    assert ("FIX  Speech recognition (STT): listening with Whisper model tiny.en (bundled, sha256 verified) for now. "
+            "The Whisper model `base.en` is not available") in out
 
 
 async def test_index_command_names_links_it_does_not_follow(tmp_path, ollama):

@@ -16,12 +16,15 @@ from bot.client import AssistantBot
 from bot.streaming import CURSOR
 from config import Settings, load_settings
 from sandbox import Sandbox
+from services.stt import FasterWhisperTranscriber
+from services.tts import PiperSynthesizer
 from tests.fakes.ollama import FakeOllama
 from tests.support.bot_harness import running_bot
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE_DOCS = FIXTURES / "docs"
-TINY_PIPER_VOICE = FIXTURES / "piper" / "tiny.onnx"
+TTS_SETTINGS = {"PIPER_VOICE", "MODELS_DIR"}
+STT_SETTINGS = {"WHISPER_MODEL", "MODELS_DIR", "WHISPER_COMPUTE_TYPE", "STT_MAX_NO_SPEECH_PROB", "STT_MIN_AVG_LOGPROB"}
 ADMINS_ONLY = "Only admins (Manage Server permission or an admin role) can use this command."
 
 
@@ -38,7 +41,6 @@ def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings
         "LLM_TIMEOUT_S": 5,
         "SHUTDOWN_TIMEOUT_S": 5,
         "VOICE_COOLDOWN_S": 0,
-        "PIPER_VOICE": str(TINY_PIPER_VOICE),  # a few-KB voice with Piper's real model signature
         "MODELS_DIR": tmp_path / "models",
     }
     values.update(overrides)
@@ -108,18 +110,40 @@ def ephemeral_replies(events: list[dict[str, Any]]) -> list[str]:
 HarnessFactory = Callable[..., Any]
 
 
+@dataclass
+class SpeechModels:
+    """The bundled voice and speech model, shared by every bot of the test session: each loads once, on first use
+    (in the bot's own loading thread), instead of once per test."""
+
+    synthesizer: PiperSynthesizer
+    transcriber: FasterWhisperTranscriber
+
+
+@pytest.fixture(scope="session")
+def speech_models() -> SpeechModels:
+    return SpeechModels(PiperSynthesizer(), FasterWhisperTranscriber())
+
+
 @pytest.fixture
-async def make_harness(tmp_path: Path, ollama: FakeOllama) -> AsyncIterator[HarnessFactory]:
-    """Factory: ``await make_harness(**setting_overrides)`` starts a sandbox and the bot (possibly more than once per
-    test: a restart); all are stopped afterwards, the latest first (``install()`` nests)."""
+async def make_harness(
+    tmp_path: Path, ollama: FakeOllama, speech_models: SpeechModels
+) -> AsyncIterator[HarnessFactory]:
+    """Factory: ``await make_harness(docs=False, dave=True, **setting_overrides)`` starts a sandbox (DAVE on unless
+    ``dave=False``) and the bot (possibly more than once per
+    test: a restart); all are stopped afterwards, the latest first (``install()`` nests). The bot speaks and listens
+    with the session's shared bundled models, unless the overrides configure other speech settings."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def factory(docs: bool = False, **overrides: Any) -> Harness:
+        async def factory(docs: bool = False, dave: bool = True, **overrides: Any) -> Harness:
             settings = make_settings(tmp_path, ollama.url, **overrides)
             if docs:
                 shutil.copytree(FIXTURE_DOCS, settings.DOCUMENTS_DIR / "global")
-            sandbox = await stack.enter_async_context(Sandbox())
-            bot = await stack.enter_async_context(running_bot(sandbox, settings))
+            # The shared models stand in for the bot's own only when they are what its settings would build.
+            synthesizer = speech_models.synthesizer if not overrides.keys() & TTS_SETTINGS else None
+            transcriber = speech_models.transcriber if not overrides.keys() & STT_SETTINGS else None
+            sandbox = await stack.enter_async_context(Sandbox(dave=dave))
+            bot = await stack.enter_async_context(
+                running_bot(sandbox, settings, synthesizer=synthesizer, transcriber=transcriber))
             queue = sandbox.subscribe()
             stack.callback(sandbox.unsubscribe, queue)
             return Harness(sandbox, bot, ollama, settings, queue)

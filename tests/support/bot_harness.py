@@ -19,18 +19,23 @@ from bot.client import AssistantBot
 from bot.opus import load_opus
 from config import Settings
 from sandbox import Sandbox
+from services.stt import Transcriber
+from services.tts import Synthesizer
 
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    sandbox: Sandbox, settings: Settings, *, ready_timeout_s: float = 20, close_timeout_s: float = 10
+    sandbox: Sandbox, settings: Settings, *, ready_timeout_s: float = 20, close_timeout_s: float = 10,
+    synthesizer: Synthesizer | None = None, transcriber: Transcriber | None = None,
 ) -> AsyncIterator[AssistantBot]:
     """Start ``AssistantBot(settings)`` against ``sandbox`` (started and installed) and yield it once both sides
     are ready: the sandbox saw READY/GUILD_CREATE and the bot's ``wait_until_ready`` returned, each within
     ``ready_timeout_s`` seconds (TimeoutError otherwise). On exit the bot is closed and its ``start`` task
     awaited, within ``close_timeout_s`` seconds; an error that ended that task is raised then.
+    ``synthesizer`` / ``transcriber``: speech models shared between bots (loaded once per test session).
     """
-    bot = AssistantBot(settings, connector=sandbox.client_connector())
+    bot = AssistantBot(settings, connector=sandbox.client_connector(), synthesizer=synthesizer,
+                       transcriber=transcriber)
     runner = asyncio.create_task(bot.start(sandbox.bot_token), name="assistant-bot")
     try:
         await sandbox.wait_ready(timeout=ready_timeout_s)
