@@ -1,7 +1,8 @@
-"""Numbered members (``member-1`` .. ``member-100000``): the crowd of a big server, made when first named.
+"""A crowd of members: numbered members (``member-1`` .. ``member-100000``), made when first named, and a flood.
 
 They must look to discord.py exactly like the fixed plain members: the real bot answers them and refuses them
 what it refuses a plain member; a bare client sees a guild member with the right id, name, roles and join date.
+Under a flood of their commands, an older interaction's token stays usable, as on Discord.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import json
 from pathlib import Path
 
+import aiohttp
 import discord
 import pytest
 
@@ -82,3 +84,22 @@ async def test_discord_py_sees_a_numbered_member_as_a_plain_guild_member(
 async def test_names_outside_the_numbered_range_are_refused_with_the_valid_ones(sandbox: Sandbox, name: str) -> None:
     with pytest.raises(SandboxError, match=r"members are: owner, admin, alice, bob, member-1 \.\. member-100000"):
         await sandbox.send_message(name, "general", "hello")
+
+
+async def test_a_reply_can_be_edited_after_thousands_of_newer_interactions(
+    sandbox: Sandbox, client: discord.Client
+) -> None:
+    """Discord honours an interaction token for 15 minutes: a /chat queued behind a flood edits its reply late."""
+    sandbox.store_commands(GUILD_ID, [{"name": "ping", "description": "Answer pong", "type": 1}])
+    first = await sandbox.invoke("member-1", "ping")
+    webhook = f"{sandbox.api_base}/webhooks/{sandbox.application_id}/{first.token}/messages/@original"
+    async with aiohttp.ClientSession() as http:
+        callback = f"{sandbox.api_base}/interactions/{first.interaction_id}/{first.token}/callback"
+        async with http.post(callback, json={"type": 5}) as response:  # "thinking...", within the deadline
+            assert response.status == 204
+        for number in range(2, 1502):  # the flood: 1500 more members, each running a command
+            await sandbox.invoke(f"member-{number}", "ping")
+        async with http.patch(webhook, json={"content": "your turn came"}) as response:
+            assert response.status == 200, await response.text()
+    assert [m["content"] for m in sandbox.channel_messages("general")] == ["your turn came"]
+    assert sandbox.errors == []
