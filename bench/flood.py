@@ -80,6 +80,7 @@ OUTCOMES = [
     ("internal_error", re.compile(r"Something went wrong on my side")),
 ]
 QUEUED = re.compile(r"^⏳ Queued")
+LATE_CALLBACK = re.compile(r"POST /interactions/(\d+)/")  # an error event's route: the interaction it refused
 
 
 def rss_mb() -> float:
@@ -114,6 +115,8 @@ class Request:
     queued: bool = False  # a queue notice was shown before the final content
     contents: dict[int, str] = field(default_factory=dict)  # bot message id -> content now
     send_error: str | None = None
+    interaction_id: int | None = None  # None for a mention
+    expired: bool = False  # the bot answered after Discord's 3 s deadline: "The application did not respond"
 
     @property
     def content(self) -> str | None:
@@ -125,6 +128,8 @@ class Request:
         if self.send_error is not None:
             return "send_failed"
         content = self.content
+        if content is None and self.expired:
+            return "expired"  # Discord's client shows "The application did not respond"
         if content is None:
             return "thinking" if self.deferred else "no_reply"
         if any(text.endswith(CURSOR) for text in self.contents.values()):
@@ -162,12 +167,21 @@ class Tracker:
 
     async def _run(self) -> None:
         while True:
-            self._file(await self._queue.get())
+            event = await self._queue.get()
+            if event["event"] == "error":
+                self.errors.append(event)
+            self._file(event)
 
     def _file(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "error":
-            self.errors.append(event)
+            late = LATE_CALLBACK.match(event["route"]) if event["code"] == 10062 else None
+            if late is not None:
+                key = int(late.group(1))
+                if key in self.by_interaction:
+                    self.by_interaction[key].expired = True
+                else:
+                    self.early[key].append(event)
             return
         if kind == "command":
             request = self.by_interaction.get(event["interaction_id"])
@@ -256,6 +270,7 @@ async def send(sandbox: Sandbox, tracker: Tracker, request: Request, how: dict[s
         else:
             handle = await sandbox.invoke(request.member, how["command"], how["options"], channel=request.channel,
                                           validate=how.get("validate", True))
+            request.interaction_id = handle.interaction_id
             tracker.add(request, interaction_id=handle.interaction_id)
     except SandboxError as exc:
         request.send_error = str(exc)
@@ -302,7 +317,10 @@ class LogCounter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.counts[record.levelname] += 1
-        text = f"{record.levelname} {record.name}: {record.getMessage()}"[:300]
+        text = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        text = text[:300]
         text = re.sub(r"\d{3,}", "N", text)  # ids and numbers: group alike messages
         if text in self.examples or len(self.examples) < 30:
             self.examples[text] = self.examples.get(text, 0) + 1
@@ -346,8 +364,12 @@ async def flood(sandbox: Sandbox, plan: list[tuple[Request, dict[str, Any]]], ra
     finally:
         await tracker.close()
     outcomes = collections.Counter(r.outcome() for r in requests)
-    latencies = [r.first_reply_ms - r.sent_ms for r in requests
-                 if r.first_reply_ms is not None and r.sent_ms is not None]
+    latencies: dict[str, list[float]] = {"interaction": [], "mention": []}
+    for r in requests:
+        if r.first_reply_ms is not None and r.sent_ms is not None:
+            path = "mention" if r.interaction_id is None else "interaction"
+            latencies[path].append(r.first_reply_ms - r.sent_ms)
+    every = latencies["interaction"] + latencies["mention"]
     examples = {}
     for request in requests:
         if request.outcome() in ("other", "send_failed") and len(examples) < 10:
@@ -363,16 +385,16 @@ async def flood(sandbox: Sandbox, plan: list[tuple[Request, dict[str, Any]]], ra
         "outcomes_by_request_kind": by_kind,
         "saw_queue_notice_first": sum(r.queued for r in requests),
         "first_visible_reply_ms": {
-            "count": len(latencies),
-            "p50": percentile(latencies, 50),
-            "p95": percentile(latencies, 95),
-            "max": max(latencies, default=0),
-        },
+            path: {"count": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+                   "max": max(values, default=0)}
+            for path, values in (("all", every), *latencies.items())
+        },  # interaction: to the defer or first message (Discord's deadline: 3 s); mention: to the first reply
         "unanswered": outcomes["no_reply"] + outcomes["send_failed"],
+        "expired": outcomes["expired"],
         "left_thinking": outcomes["thinking"],
         "left_streaming": outcomes["streaming"],
         "left_queued": outcomes["queued"],
-        "every_request_got_a_final_reply": not any(outcomes[k] for k in (*unfinished, "send_failed")),
+        "every_request_got_a_final_reply": not any(outcomes[k] for k in (*unfinished, "send_failed", "expired")),
         "unmatched_bot_messages": len(tracker.others),
         "sandbox_errors": dict(collections.Counter(f"{e['code']} {e['message']}" for e in tracker.errors)),
         "examples_of_other_replies": examples,
