@@ -23,6 +23,7 @@ Usage: ``.venv/bin/python -m bench.flood [--members 2000] [--requests-per-member
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import collections
 import json
@@ -80,6 +81,8 @@ OUTCOMES = [
     ("internal_error", re.compile(r"Something went wrong on my side")),
 ]
 QUEUED = re.compile(r"^⏳ Queued")
+UNFINISHED = ("thinking", "streaming", "queued", "no_reply")
+RETIRE_S = 60.0  # a finished request is summarised this long after it was sent (no event for it comes later)
 LATE_CALLBACK = re.compile(r"POST /interactions/(\d+)/")  # an error event's route: the interaction it refused
 
 
@@ -102,7 +105,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a key of Tracker.live
 class Request:
     """One request of the flood and what its member saw of the bot's reply."""
 
@@ -116,6 +119,7 @@ class Request:
     contents: dict[int, str] = field(default_factory=dict)  # bot message id -> content now
     send_error: str | None = None
     interaction_id: int | None = None  # None for a mention
+    message_id: int | None = None  # the mention's message
     expired: bool = False  # the bot answered after Discord's 3 s deadline: "The application did not respond"
 
     @property
@@ -139,26 +143,75 @@ class Request:
         return next((name for name, pattern in OUTCOMES if pattern.search(content)), "other")
 
 
+class Summary:
+    """What the finished requests came to, folded in as they finish so that the driver's memory stays flat."""
+
+    def __init__(self) -> None:
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.mix: collections.Counter[str] = collections.Counter()
+        self.queued = 0
+        self.latencies: dict[str, array.array] = {"interaction": array.array("i"), "mention": array.array("i")}
+        self.examples: dict[str, str | None] = {}
+
+    def add(self, request: Request) -> None:
+        outcome = request.outcome()
+        self.outcomes[outcome] += 1
+        self.by_kind[request.kind][outcome] += 1
+        self.mix[request.kind] += 1
+        self.queued += request.queued
+        if request.first_reply_ms is not None and request.sent_ms is not None:
+            path = "mention" if request.interaction_id is None else "interaction"
+            self.latencies[path].append(request.first_reply_ms - request.sent_ms)
+        if outcome in ("other", "send_failed") and len(self.examples) < 10:
+            self.examples[f"{request.kind} by {request.member}"] = request.send_error or request.content
+
+
 class Tracker:
-    """Follows the sandbox's events and files each under the request it answers."""
+    """Follows the sandbox's events and files each under the request it answers.
+
+    A request whose reply is final is retired into ``summary`` RETIRE_S seconds after it was sent (a bot event
+    for it after that would be counted in ``others``, which stays 0 when the window is long enough).
+    """
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
+        self.summary = Summary()
+        self.live: dict[Request, float] = {}  # request -> loop time it was sent
         self.by_interaction: dict[int, Request] = {}
         self.by_message: dict[int, Request] = {}  # a mention's message id -> its request
         self.by_reply: dict[int, Request] = {}  # a bot message id -> the request it answers
         self.early: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)  # before the request is known
-        self.others: list[dict[str, Any]] = []  # bot messages that answer no known request
-        self.errors: list[dict[str, Any]] = []
+        self.others = 0  # bot messages that answer no live request
+        self.errors: collections.Counter[str] = collections.Counter()
         self._queue = sandbox.subscribe()
         self._task = asyncio.create_task(self._run(), name="flood-tracker")
 
-    def add(self, request: Request, *, interaction_id: int | None = None, message_id: int | None = None) -> None:
-        key = interaction_id if interaction_id is not None else message_id
+    def add(self, request: Request) -> None:
+        self.live[request] = asyncio.get_running_loop().time()
+        if request.send_error is not None:
+            return
+        key = request.interaction_id if request.interaction_id is not None else request.message_id
         assert key is not None
-        (self.by_interaction if interaction_id is not None else self.by_message)[key] = request
+        (self.by_interaction if request.interaction_id is not None else self.by_message)[key] = request
         for event in self.early.pop(key, []):
             self._file(event)
+
+    def unfinished(self) -> collections.Counter[str]:
+        """Outcomes of the live requests that are not final yet."""
+        return collections.Counter(o for r in self.live if (o := r.outcome()) in UNFINISHED)
+
+    def retire(self, *, older_than_s: float = RETIRE_S, everything: bool = False) -> None:
+        """Fold the finished requests sent more than ``older_than_s`` ago (``everything``: all) into the summary."""
+        now = asyncio.get_running_loop().time()
+        for request, sent in list(self.live.items()):
+            if everything or (now - sent > older_than_s and request.outcome() not in UNFINISHED):
+                del self.live[request]
+                self.summary.add(request)
+                self.by_interaction.pop(request.interaction_id or 0, None)
+                self.by_message.pop(request.message_id or 0, None)
+                for reply_id in request.contents:
+                    self.by_reply.pop(reply_id, None)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -169,7 +222,7 @@ class Tracker:
         while True:
             event = await self._queue.get()
             if event["event"] == "error":
-                self.errors.append(event)
+                self.errors[f"{event['code']} {event['message']}"] += 1
             self._file(event)
 
     def _file(self, event: dict[str, Any]) -> None:
@@ -183,17 +236,11 @@ class Tracker:
                 else:
                     self.early[key].append(event)
             return
-        if kind == "command":
-            request = self.by_interaction.get(event["interaction_id"])
+        if kind == "command" or (kind == "message" and event["author"] != "Assistant"):
+            key = event["interaction_id"] if kind == "command" else event["message_id"]
+            request = (self.by_interaction if kind == "command" else self.by_message).get(key)
             if request is None:
-                self.early[event["interaction_id"]].append(event)
-            else:
-                request.sent_ms = event["t_ms"]
-            return
-        if kind == "message" and event["author"] != "Assistant":
-            request = self.by_message.get(event["message_id"])
-            if request is None:
-                self.early[event["message_id"]].append(event)
+                self.early[key].append(event)
             else:
                 request.sent_ms = event["t_ms"]
             return
@@ -204,7 +251,7 @@ class Tracker:
             if key is not None:
                 self.early[key].append(event)
             else:
-                self.others.append(event)
+                self.others += 1
             return
         if request.first_reply_ms is None:
             request.first_reply_ms = event["t_ms"]
@@ -229,51 +276,53 @@ class Tracker:
         return self.by_message.get(key), key
 
 
-def schedule(members: int, per_member: int, seed: int, settings: Settings) -> list[tuple[Request, dict[str, Any]]]:
-    """Every request of the flood, shuffled: (the request, how to send it)."""
-    rng = random.Random(seed)
-    kinds, weights = list(MIX), list(MIX.values())
-    plan: list[tuple[Request, dict[str, Any]]] = []
-    for number in range(1, members + 1):
-        member = f"member-{number}"
-        for turn in range(per_member):
-            kind = rng.choices(kinds, weights)[0]
-            channel = rng.choice(CHANNELS)
-            words = f"question {turn} from {member} in #{channel}"
-            if kind == "ask":
-                how = {"command": "ask", "options": {"question": words}}
-            elif kind == "chat":
-                how = {"command": "chat", "options": {"message": words}}
-            elif kind == "mention":
-                how = {"mention": words}
-            elif kind == "too_long":  # validate=False: past the max_length Discord's client enforces
-                over = {"question": "x" * (settings.ASK_MAX_CHARS + 1), "message": "x" * (settings.CHAT_MAX_CHARS + 1)}
-                option = rng.choice(["question", "message"])
-                how = {"command": "ask" if option == "question" else "chat", "options": {option: over[option]},
-                       "validate": False}
-            elif kind == "blank" and rng.random() < 0.5:
-                how = {"command": "chat", "options": {"message": "   "}}
-            elif kind == "blank":
-                how = {"mention": ""}
-            else:
-                how = {"command": rng.choice(["docs reload", "reset"]), "options": {}}
-            plan.append((Request(member, kind, channel), how))
-    rng.shuffle(plan)
-    return plan
+def plan(members: int, per_member: int, seed: int) -> list[int]:
+    """The order of the flood: request numbers 0 .. members * per_member - 1, shuffled with ``seed``."""
+    order = list(range(members * per_member))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def make_request(index: int, per_member: int, seed: int, settings: Settings) -> tuple[Request, dict[str, Any]]:
+    """Request number ``index`` (member ``index // per_member + 1``): the request and how to send it. Made when
+    it is sent, from its own seeded generator, so that the flood needs no memory of its own beforehand."""
+    rng = random.Random(seed * 1_000_003 + index)
+    member, turn = f"member-{index // per_member + 1}", index % per_member
+    kind = rng.choices(list(MIX), list(MIX.values()))[0]
+    channel = rng.choice(CHANNELS)
+    words = f"question {turn} from {member} in #{channel}"
+    if kind == "ask":
+        how: dict[str, Any] = {"command": "ask", "options": {"question": words}}
+    elif kind == "chat":
+        how = {"command": "chat", "options": {"message": words}}
+    elif kind == "mention":
+        how = {"mention": words}
+    elif kind == "too_long":  # validate=False: past the max_length Discord's client enforces
+        option = rng.choice(["question", "message"])
+        limit = settings.ASK_MAX_CHARS if option == "question" else settings.CHAT_MAX_CHARS
+        how = {"command": "ask" if option == "question" else "chat", "options": {option: "x" * (limit + 1)},
+               "validate": False}
+    elif kind == "blank" and rng.random() < 0.5:
+        how = {"command": "chat", "options": {"message": "   "}}
+    elif kind == "blank":
+        how = {"mention": ""}
+    else:
+        how = {"command": rng.choice(["docs reload", "reset"]), "options": {}}
+    return Request(member, kind, channel), how
 
 
 async def send(sandbox: Sandbox, tracker: Tracker, request: Request, how: dict[str, Any]) -> None:
     try:
         if "mention" in how:
             message = await sandbox.send_message(request.member, request.channel, how["mention"], mention_bot=True)
-            tracker.add(request, message_id=message["id"])
+            request.message_id = message["id"]
         else:
             handle = await sandbox.invoke(request.member, how["command"], how["options"], channel=request.channel,
                                           validate=how.get("validate", True))
             request.interaction_id = handle.interaction_id
-            tracker.add(request, interaction_id=handle.interaction_id)
     except SandboxError as exc:
         request.send_error = str(exc)
+    tracker.add(request)
 
 
 class StandIn:
@@ -332,72 +381,66 @@ async def sample_rss(samples: list[tuple[float, float]], started: float) -> None
         await asyncio.sleep(1.0)
 
 
-async def flood(sandbox: Sandbox, plan: list[tuple[Request, dict[str, Any]]], rate: float,
-                drain_s: float) -> dict[str, Any]:
-    """Send ``plan`` at ``rate`` per second (0: as fast as possible), then wait for every reply to settle."""
+async def flood(sandbox: Sandbox, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Send the flood at ``args.rate`` per second (0: as fast as possible), then wait for every reply to settle."""
     tracker = Tracker(sandbox)
-    requests = [request for request, _ in plan]
+    order = plan(args.members, args.requests_per_member, args.seed)
     loop = asyncio.get_running_loop()
     started = loop.time()
+    next_retire = started + 1.0
     try:
-        for number, (request, how) in enumerate(plan):
-            if rate > 0:
-                delay = started + number / rate - loop.time()
+        for number, index in enumerate(order):
+            if args.rate > 0:
+                delay = started + number / args.rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await send(sandbox, tracker, request, how)
+            await send(sandbox, tracker, *make_request(index, args.requests_per_member, args.seed, settings))
+            if loop.time() >= next_retire:
+                tracker.retire()
+                next_retire = loop.time() + 1.0
         sent_s = loop.time() - started
         # Drain: until every member has a final reply, or nothing changed for drain_s seconds.
-        unfinished = ("thinking", "streaming", "queued", "no_reply")
         last_change, last_state = loop.time(), None
         while True:
-            state = collections.Counter(r.outcome() for r in requests)
-            if not any(state[u] for u in unfinished) and not tracker.early:
+            state = tracker.unfinished()
+            if not state and not tracker.early:
                 break
             if state != last_state:
                 last_change, last_state = loop.time(), state
-            elif loop.time() - last_change > drain_s:
+            elif loop.time() - last_change > args.drain_s:
                 break
             await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)  # a last look: nothing should move any more
         drained_s = loop.time() - started - sent_s
     finally:
         await tracker.close()
-    outcomes = collections.Counter(r.outcome() for r in requests)
-    latencies: dict[str, list[float]] = {"interaction": [], "mention": []}
-    for r in requests:
-        if r.first_reply_ms is not None and r.sent_ms is not None:
-            path = "mention" if r.interaction_id is None else "interaction"
-            latencies[path].append(r.first_reply_ms - r.sent_ms)
-    every = latencies["interaction"] + latencies["mention"]
-    examples = {}
-    for request in requests:
-        if request.outcome() in ("other", "send_failed") and len(examples) < 10:
-            examples[f"{request.kind} by {request.member}"] = request.send_error or request.content
-    by_kind = {kind: dict(collections.Counter(r.outcome() for r in requests if r.kind == kind)) for kind in MIX}
+    tracker.retire(everything=True)
+    summary = tracker.summary
+    outcomes = summary.outcomes
+    every = list(summary.latencies["interaction"]) + list(summary.latencies["mention"])
     return {
-        "requests_sent": sum(1 for r in requests if r.send_error is None),
+        "requests_sent": len(order) - outcomes["send_failed"],
         "send_seconds": round(sent_s, 1),
-        "achieved_rate_per_s": round(len(requests) / sent_s, 1) if sent_s else None,
+        "achieved_rate_per_s": round(len(order) / sent_s, 1) if sent_s else None,
         "drain_seconds": round(drained_s, 1),
-        "mix": dict(collections.Counter(r.kind for r in requests)),
+        "mix": dict(summary.mix.most_common()),
         "outcomes": dict(outcomes.most_common()),
-        "outcomes_by_request_kind": by_kind,
-        "saw_queue_notice_first": sum(r.queued for r in requests),
+        "outcomes_by_request_kind": {kind: dict(summary.by_kind[kind].most_common()) for kind in MIX},
+        "saw_queue_notice_first": summary.queued,
         "first_visible_reply_ms": {
-            path: {"count": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+            path: {"count": len(values), "p50": percentile(list(values), 50), "p95": percentile(list(values), 95),
                    "max": max(values, default=0)}
-            for path, values in (("all", every), *latencies.items())
+            for path, values in (("all", every), *summary.latencies.items())
         },  # interaction: to the defer or first message (Discord's deadline: 3 s); mention: to the first reply
         "unanswered": outcomes["no_reply"] + outcomes["send_failed"],
         "expired": outcomes["expired"],
         "left_thinking": outcomes["thinking"],
         "left_streaming": outcomes["streaming"],
         "left_queued": outcomes["queued"],
-        "every_request_got_a_final_reply": not any(outcomes[k] for k in (*unfinished, "send_failed", "expired")),
-        "unmatched_bot_messages": len(tracker.others),
-        "sandbox_errors": dict(collections.Counter(f"{e['code']} {e['message']}" for e in tracker.errors)),
-        "examples_of_other_replies": examples,
+        "every_request_got_a_final_reply": not any(outcomes[k] for k in (*UNFINISHED, "send_failed", "expired")),
+        "unmatched_bot_messages": tracker.others,
+        "sandbox_errors": dict(tracker.errors.most_common()),
+        "examples_of_other_replies": summary.examples,
     }
 
 
@@ -415,12 +458,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             settings = load_settings(DISCORD_TOKEN=None, OLLAMA_HOST=url, DATA_DIR=Path(tmp) / "data",
                                      DOCUMENTS_DIR=Path(tmp) / "documents", MODELS_DIR=Path(tmp) / "models",
                                      PIPER_VOICE=str(TINY_PIPER_VOICE))
-            plan = schedule(args.members, args.requests_per_member, args.seed, settings)
             async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=60) as bot:
                 await asyncio.sleep(1.0)  # settle after start-up (command sync) before the baseline
                 rss_start = rss_mb()
                 flood_started = round(time.perf_counter() - started, 1)
-                report = await flood(sandbox, plan, args.rate, args.drain_s)
+                report = await flood(sandbox, settings, args)
                 rss_end = rss_mb()
                 sessions = await bot.chat_sessions.size()
                 guild = bot.get_guild(sandbox.guild_id)
