@@ -8,7 +8,8 @@ Protocol as discord.py uses it:
   closes the socket with 4004 (Authentication failed);
 - RESUME (op 6) re-attaches a known session, replays the dispatches after the client's ``seq`` and sends
   RESUMED; an unknown session gets INVALID_SESSION (op 9, ``d: false``);
-- REQUEST_GUILD_MEMBERS (op 8) is answered with one GUILD_MEMBERS_CHUNK;
+- REQUEST_GUILD_MEMBERS (op 8) is answered with one GUILD_MEMBERS_CHUNK (by ids, by name prefix, or every
+  fixed member; see ``sandbox.guild``);
 - VOICE_STATE_UPDATE (op 4) goes to ``GatewayHooks.on_voice_state_update`` (the sandbox's voice, which
   dispatches VOICE_STATE_UPDATE / VOICE_SERVER_UPDATE back);
 - ``send_reconnect`` sends RECONNECT (op 7), which makes the client reconnect and RESUME.
@@ -21,6 +22,7 @@ or none. Dispatches sent while the client is disconnected are kept (bounded) and
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
@@ -269,15 +271,19 @@ class Gateway:
         await self._hooks.on_resumed()
 
     async def _request_members(self, data: dict[str, Any]) -> None:
-        members = guild.all_member_payloads()
-        user_ids = data.get("user_ids")
-        if user_ids is not None:
-            wanted = {str(u) for u in (user_ids if isinstance(user_ids, list) else [user_ids])}
-            members = [m for m in members if m["user"]["id"] in wanted]
-        elif data.get("query"):
-            prefix = str(data["query"]).lower()
-            members = [m for m in members if m["user"]["username"].lower().startswith(prefix)]
         limit = int(data.get("limit") or 0)
+        user_ids = data.get("user_ids")
+        not_found: list[str] = []
+        if user_ids is not None:
+            wanted = user_ids if isinstance(user_ids, list) else [user_ids]
+            users = [guild.user_by_id(int(u)) for u in wanted]
+            not_found = [str(u) for u, user in zip(wanted, users, strict=True) if user is None]
+            members = [guild.member_payload(user) for user in users if user is not None]
+        elif data.get("query"):  # Discord answers a name search with at most `limit` (at most 100) members
+            found = itertools.islice(guild.members_named_like(str(data["query"])), min(limit or 100, 100))
+            members = [guild.member_payload(user) for user in found]
+        else:  # every member: the fixed ones (see sandbox.guild on the numbered ones)
+            members = guild.all_member_payloads()
         if limit:
             members = members[:limit]
         chunk: dict[str, Any] = {
@@ -285,7 +291,7 @@ class Gateway:
             "members": members,
             "chunk_index": 0,
             "chunk_count": 1,
-            "not_found": [],
+            "not_found": not_found,
         }
         if data.get("presences"):
             chunk["presences"] = []

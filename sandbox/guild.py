@@ -15,6 +15,7 @@ member ``owner``           1100000000000000020    guild owner (all permissions, 
 member ``admin``           1100000000000000021    has the Admin role
 member ``alice``           1100000000000000022    plain member
 member ``bob``             1100000000000000023    plain member
+member ``member-N``        1100000000100000000+N  N = 1 .. 100000: plain members, made when first named
 text channel ``general``   1100000000000000030    system channel
 text channel ``random``    1100000000000000031
 voice channel ``Lounge``   1100000000000000032    type 2; everyone may connect and speak
@@ -27,6 +28,12 @@ voice channel ``Games``    1100000000000000035    ``GAMES_CHANNEL_ID``; a second
 is dropped (no SPEAK), and it cannot join ``Private`` (no CONNECT). Members can be placed in either through the
 sandbox API, which does not check permissions (a member's client would be refused by Discord itself).
 
+The numbered members stand for the crowd of a big server (a flood of distinct members, say): each is a plain
+member with no role, joined at ``JOINED_AT``, made when first named (``member_by_name("member-1234")``, or its
+id). They count in ``member_count`` (so the guild is "large"), but like offline members of a large guild they
+are not in GUILD_CREATE's member list (unless in voice) nor in a chunk of every member; a member request by
+id or by name prefix finds them.
+
 The owner is a member of its own (rather than ``admin``) so that the admin's rights come from the Admin
 role alone, which is the path the bot's admin check must handle. The bot has no role besides @everyone,
 so, like a freshly invited bot, it cannot delete other members' messages.
@@ -37,6 +44,8 @@ Payload builders return fresh dicts (callers may mutate them); ids are strings, 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +61,11 @@ OWNER_USER_ID = 1100000000000000020
 ADMIN_USER_ID = 1100000000000000021
 ALICE_USER_ID = 1100000000000000022
 BOB_USER_ID = 1100000000000000023
+
+# Numbered members: member-N has the id NUMBERED_MEMBER_ID_BASE + N, clear of the fixed ids above and of the
+# sandbox's time-based snowflakes (which start far higher).
+NUMBERED_MEMBER_MAX = 100_000
+NUMBERED_MEMBER_ID_BASE = 1100000000100000000
 
 GENERAL_CHANNEL_ID = 1100000000000000030
 RANDOM_CHANNEL_ID = 1100000000000000031
@@ -154,6 +168,10 @@ ROLES: dict[int, tuple[str, int, int]] = {  # id -> (name, permissions, position
     EVERYONE_ROLE_ID: ("@everyone", EVERYONE_PERMISSIONS, 0),
     ADMIN_ROLE_ID: ("Admin", ADMIN_PERMISSIONS, 1),
 }
+MEMBER_COUNT = 1 + len(MEMBERS) + NUMBERED_MEMBER_MAX  # the bot, the fixed members, the numbered ones
+LARGE_THRESHOLD = 250  # discord.py IDENTIFYs with large_threshold 250
+MEMBER_NAMES = f"{', '.join(MEMBERS)}, member-1 .. member-{NUMBERED_MEMBER_MAX}"
+_NUMBERED_NAME = re.compile(r"member-([1-9][0-9]*)")
 
 
 class UnknownName(LookupError):
@@ -161,12 +179,36 @@ class UnknownName(LookupError):
 
 
 def member_by_name(name: str) -> SimUser:
-    """The member called ``name`` (case-insensitive; a leading ``@`` is ignored); raises UnknownName."""
+    """The member called ``name`` (case-insensitive; a leading ``@`` is ignored): a fixed member or a numbered one,
+    ``member-N`` with N in 1 .. NUMBERED_MEMBER_MAX written without leading zeros; raises UnknownName."""
     key = name.strip().lstrip("@").lower()
     for member in MEMBERS.values():
         if member.name.lower() == key:
             return member
-    raise UnknownName(f"no member named {name!r}; members are: {', '.join(MEMBERS)}")
+    numbered = _NUMBERED_NAME.fullmatch(key)
+    if numbered is not None and int(numbered.group(1)) <= NUMBERED_MEMBER_MAX:
+        return numbered_member(int(numbered.group(1)))
+    raise UnknownName(f"no member named {name!r}; members are: {MEMBER_NAMES}")
+
+
+def numbered_member(number: int) -> SimUser:
+    """``member-<number>``: a plain member (no role) with the id NUMBERED_MEMBER_ID_BASE + number.
+
+    Made on each call (it is a frozen value: two calls give equal members); raises UnknownName when ``number`` is
+    outside 1 .. NUMBERED_MEMBER_MAX.
+    """
+    if not 1 <= number <= NUMBERED_MEMBER_MAX:
+        raise UnknownName(f"numbered members go from member-1 to member-{NUMBERED_MEMBER_MAX}, not member-{number}")
+    return SimUser(NUMBERED_MEMBER_ID_BASE + number, f"member-{number}")
+
+
+def members_named_like(prefix: str) -> Iterator[SimUser]:
+    """Members whose name starts with ``prefix`` (case-insensitive): the bot and the fixed members, then the
+    numbered ones in number order (lazily: take what you need)."""
+    key = prefix.lower()
+    yield from (m for m in (BOT, *MEMBERS.values()) if m.name.lower().startswith(key))
+    if "member-".startswith(key[:7]):
+        yield from (numbered_member(n) for n in range(1, NUMBERED_MEMBER_MAX + 1) if f"member-{n}".startswith(key))
 
 
 def channel_by_name(name: str) -> SimChannel:
@@ -188,9 +230,11 @@ def role_by_name(name: str) -> int:
 
 
 def user_by_id(user_id: int) -> SimUser | None:
-    """The bot or member with this id, or None."""
+    """The bot or member (fixed or numbered) with this id, or None."""
     if user_id == BOT_USER_ID:
         return BOT
+    if 1 <= user_id - NUMBERED_MEMBER_ID_BASE <= NUMBERED_MEMBER_MAX:
+        return numbered_member(user_id - NUMBERED_MEMBER_ID_BASE)
     return next((m for m in MEMBERS.values() if m.id == user_id), None)
 
 
@@ -354,7 +398,7 @@ def guild_payload() -> dict[str, Any]:
 
 
 def all_member_payloads() -> list[dict[str, Any]]:
-    """Every member, the bot included, with user objects."""
+    """The bot and the fixed members, with user objects (the numbered ones are found by id or name prefix)."""
     return [member_payload(BOT)] + [member_payload(m) for m in MEMBERS.values()]
 
 
@@ -390,21 +434,25 @@ def guild_create_payload(intents: int, voice_states: list[dict[str, Any]] | None
     """The GUILD_CREATE dispatch for a bot that IDENTIFYed with ``intents``.
 
     As on Discord, without the GUILD_PRESENCES intent ``members`` holds only the bot itself and the members in
-    voice (the rest is fetched by chunking, which needs GUILD_MEMBERS); ``member_count`` is always the full count.
+    voice (the rest is fetched by chunking, which needs GUILD_MEMBERS); with it, the bot, the fixed members and
+    the members in voice (the numbered ones are offline members of a large guild). ``member_count`` is always the
+    full count, numbered members included, so ``large`` is true.
     ``voice_states`` (GUILD_CREATE form of ``voice_state_payload``) is sent only with GUILD_VOICE_STATES.
     """
     data = guild_payload()
     voice_states = list(voice_states or []) if intents & INTENT_GUILD_VOICE_STATES else []
-    if intents & INTENT_GUILD_PRESENCES:
-        members = all_member_payloads()
-    else:  # Discord also includes the members who are in a voice channel
-        in_voice = {int(v["user_id"]) for v in voice_states}
-        members = [member_payload(BOT)] + [member_payload(m) for m in MEMBERS.values() if m.id in in_voice]
+    # Discord includes the members who are in a voice channel (numbered ones too), and with GUILD_PRESENCES the
+    # online ones: here the fixed members.
+    listed = [BOT, *MEMBERS.values()] if intents & INTENT_GUILD_PRESENCES else [BOT]
+    listed_ids = {u.id for u in listed}
+    in_voice = [user_by_id(int(v["user_id"])) for v in voice_states]
+    listed += [u for u in in_voice if u is not None and u.id not in listed_ids]
+    members = [member_payload(u) for u in listed]
     data.update(
         joined_at=JOINED_AT,
-        large=False,
+        large=MEMBER_COUNT > LARGE_THRESHOLD,
         unavailable=False,
-        member_count=1 + len(MEMBERS),
+        member_count=MEMBER_COUNT,
         members=members,
         channels=[channel_payload(c) for c in CHANNELS.values()],
         threads=[],

@@ -404,7 +404,7 @@ class Playground:
                 replied = True
 
     def _help(self) -> None:
-        lines = HELP.format(members=", ".join(guild.MEMBERS), channels=", ".join(guild.CHANNELS)).splitlines()
+        lines = HELP.format(members=guild.MEMBER_NAMES, channels=", ".join(guild.CHANNELS)).splitlines()
         lines.append(f"  now: as {self.user} in #{self.channel}; registered commands:")
         for command in self.sb.commands:
             if int(command.get("type", 1)) == 1:

@@ -298,7 +298,7 @@ class RestApi:
         self._guild(request)
         data = guild.guild_payload()
         if request.query.get("with_counts") in ("1", "true"):
-            data.update(approximate_member_count=1 + len(guild.MEMBERS), approximate_presence_count=0)
+            data.update(approximate_member_count=guild.MEMBER_COUNT, approximate_presence_count=0)
         return json_response(data)
 
     async def get_guild_channels(self, request: web.Request) -> web.Response:

@@ -60,7 +60,9 @@ _log = logging.getLogger(__name__)
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
 MAX_MESSAGES = 5000  # messages kept (oldest dropped)
-MAX_INTERACTIONS = 1000
+# Interactions kept (oldest dropped). Discord honours a token for 15 minutes; under a flood of 200 commands/s a
+# /chat waiting in its channel's queue still edits its reply after thousands of newer interactions (bench/flood.py).
+MAX_INTERACTIONS = 10_000
 MAX_ATTACHMENT_BYTES = 256 * 1024 * 1024  # total attachment bytes kept in memory
 CLICK_MIN_DELAY_S = 0.1  # earliest a component can be used after its message was shown or edited
 
