@@ -19,6 +19,10 @@ from services.errors import ServiceError
 log = logging.getLogger(__name__)
 
 
+#: Discord's JSON error code for an interaction whose token expired or was never acknowledged in time.
+UNKNOWN_INTERACTION = 10062
+
+
 def error_message(error: Exception) -> str:
     """The sentence shown to the member for ``error`` (internal errors are logged here with an id)."""
     if isinstance(error, app_commands.CommandInvokeError):
@@ -74,4 +78,11 @@ class AssistantTree(app_commands.CommandTree):
         return True
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
+        original = getattr(error, "original", error)
+        if isinstance(original, discord.NotFound) and original.code == UNKNOWN_INTERACTION:
+            # Acknowledged after Discord's 3 s deadline (the bot was overloaded): no reply can reach the member
+            # any more, and this is not a bug to trace.
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.warning("/%s of interaction %s expired before it was acknowledged (over 3 s)", command, interaction.id)
+            return
         await reply_error(interaction, error_message(error))

@@ -266,3 +266,18 @@ async def test_a_queued_mention_is_told_its_place_and_then_answered_in_the_same_
         since=position, timeout=20,
     )
     assert [m["content"] for m in harness.bot_messages() if m["reference_id"] == mention["id"]] == ["You said: second"]
+
+
+async def test_a_command_acknowledged_too_late_is_one_warning_not_an_internal_error(make_harness, caplog):
+    # What an overloaded bot meets in a burst: Discord refuses the late defer with 10062 "Unknown interaction".
+    harness = await make_harness()
+    harness.sandbox.interaction_deadline_s = 0.0
+    handle = await harness.sandbox.invoke("alice", "ask", {"question": "are you there?"})
+    await harness.sandbox.wait_for(lambda e: e["event"] == "error" and "10062" in str(e), since=handle, timeout=20)
+    harness.sandbox.interaction_deadline_s = 3.0
+    await harness.answer("bob", "ask", {"question": "and now?"})  # the bot is still fine
+    expired = [r for r in caplog.records if "expired before it was acknowledged" in r.getMessage()]
+    assert len(expired) == 1 and expired[0].levelname == "WARNING"
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert not [r for r in caplog.records if "could not deliver error reply" in r.getMessage()]
+    assert harness.ollama.chat_requests and len(harness.ollama.chat_requests) == 1
