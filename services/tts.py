@@ -1,7 +1,7 @@
 """Speech synthesis: text in, Discord-ready PCM out, sentence by sentence.
 
 ``PiperSynthesizer``: Piper (VITS voices exported to ONNX, run by onnxruntime on the CPU; it phonemizes with
-espeak-ng's library, which the ``espeakng-loader`` wheel ships). A voice is a ``NAME.onnx`` model plus its
+espeak-ng, which piper-tts bundles in its own wheel). A voice is a ``NAME.onnx`` model plus its
 ``NAME.onnx.json`` config. The default, ``en_US-joe-medium``, is installed with the bot as a Python package and
 checked against its published digests when loaded (``services.bundled_models``). Another voice named in PIPER_VOICE is
 taken from ``MODELS_DIR`` or downloaded there from the Hugging Face Hub when the network allows
