@@ -13,6 +13,12 @@ from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
 LONG_TEXT = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 19))
 
 
+def about(seconds: float, expected: float) -> bool:
+    """Whether ``seconds`` of audio is ``expected`` seconds, give or take Piper's own variation: its duration noise
+    (noise_w) lengthens or shortens a reading of the same text by a few per cent (6 % seen), plus a frame or two."""
+    return abs(seconds - expected) <= 0.1 * expected + 0.04
+
+
 async def expected_seconds(harness, text: str) -> float:
     """Duration of ``text`` as the bot's own synthesizer renders it."""
     return sum([pcm_duration_s(audio.pcm) async for audio in harness.bot.synthesizer.stream(text)])
@@ -43,8 +49,8 @@ async def test_speak_sends_audio_matching_the_synthesized_duration(make_harness)
     assert ephemeral_replies(events)[-1] == "Speaking."
     [spurt] = await wait_for_spurts(harness, 1)
     expected = await expected_seconds(harness, text)
-    assert abs(spurt["seconds"] - expected) <= 0.05 * expected, (spurt, expected)
-    assert spurt["rms"] > 0.01 and spurt["frames"] >= expected / 0.02 * 0.95
+    assert about(spurt["seconds"], expected), (spurt, expected)
+    assert spurt["rms"] > 0.01 and spurt["frames"] >= expected / 0.02 * 0.9
     assert spurt["e2ee"] is True  # DAVE: encrypted by the bot's session, decrypted with alice's
     assert harness.sandbox.errors == []
 
@@ -56,7 +62,7 @@ async def test_queued_requests_play_in_order_without_overlap(make_harness):
                          harness.command("bob", "speak", {"text": long}))
     first, second = await wait_for_spurts(harness, 2)
     assert first["seconds"] < second["seconds"]
-    assert abs(first["seconds"] - await expected_seconds(harness, short)) < 0.1
+    assert about(first["seconds"], await expected_seconds(harness, short))
     assert second["start_t_ms"] >= first["end_t_ms"]
 
 
@@ -135,7 +141,7 @@ async def test_autospeak_speaks_chat_answers_to_members_in_the_voice_channel(mak
     assert ephemeral_replies(events) == ["Chat answers will also be spoken in voice."]
     await harness.answer("alice", "chat", {"message": "say this aloud"})
     [spurt] = await wait_for_spurts(harness, 1)
-    assert abs(spurt["seconds"] - await expected_seconds(harness, "You said: say this aloud")) < 0.1
+    assert about(spurt["seconds"], await expected_seconds(harness, "You said: say this aloud"))
     # bob is not in the voice channel: his answer is only written
     await harness.answer("bob", "chat", {"message": "only text for me"})
     await asyncio.sleep(0.5)
