@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import percentile
 from bot.streaming import CURSOR
 from config import load_settings
 from sandbox import Sandbox
@@ -30,11 +31,6 @@ from tests.support.bot_harness import running_bot
 from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chat.json"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def chat_overhead_ms(sandbox: Sandbox, number: int, first_token_ms: float) -> float:

@@ -24,7 +24,6 @@ import asyncio
 import platform
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.common import OllamaProcess, percentile
 from config import Settings
 from services.files import write_json_atomic
 from services.index import DocumentIndex
@@ -58,47 +58,6 @@ QUESTIONS = [
 ]
 
 
-class SubprocessFake:
-    """FakeOllama in its own process, as a real Ollama would be: its hashing never competes for our GIL."""
-
-    def __init__(self) -> None:
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> str:
-        with socket.socket() as probe:  # pick a free loopback port for the child
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.fakes.ollama", "--port", str(port), cwd=REPO_ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        for _ in range(600):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return f"http://127.0.0.1:{port}"
-        raise RuntimeError("the Ollama stand-in did not start within 30 s")
-
-    async def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            await self._process.wait()
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) by linear interpolation; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 @contextmanager
 def timer() -> Iterator[dict[str, float]]:
     result: dict[str, float] = {}
@@ -113,7 +72,7 @@ def ms(seconds: float) -> float:
 
 async def run(corpus: Path, ollama_url: str | None, embed_model: str, chroma_process: bool) -> dict[str, Any]:
     settings = Settings()
-    fake = None if ollama_url else SubprocessFake()
+    fake = None if ollama_url else OllamaProcess()
     url = ollama_url or await fake.start()  # type: ignore[union-attr]
     llm = LLMClient(host=url, chat_model=settings.CHAT_MODEL, embed_model=embed_model, timeout_s=120.0,
                     num_ctx=settings.LLM_NUM_CTX, keep_alive=settings.LLM_KEEP_ALIVE,

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import percentile
 from config import load_settings
 from sandbox import Sandbox
 from services.files import write_json_atomic
@@ -41,11 +42,6 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "ollama-docs"
 FIXTURE_DOCS = ROOT / "tests" / "fixtures" / "docs"
 SHORT = "Welcome to the voice channel, everyone. The meeting starts in five minutes."
 LONG = " ".join(f"Item {n} on the agenda is the report from the team, with questions after it." for n in range(1, 10))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def spurt_after(sandbox: Sandbox, count: int) -> dict[str, Any]:

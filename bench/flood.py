@@ -31,7 +31,6 @@ import logging
 import platform
 import random
 import re
-import socket
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.common import OllamaProcess, percentile
 from bot.streaming import CURSOR
 from config import Settings, load_settings
 from sandbox import Sandbox, SandboxError
@@ -55,7 +55,6 @@ except ImportError:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results" / "flood.json"
-TINY_PIPER_VOICE = REPO_ROOT / "tests" / "fixtures" / "piper" / "tiny.onnx"
 CHANNELS = ("general", "random")
 ANSWER_TASKS = ("chat", "ask", "mention")  # cogs/chat.py names each answer's task "<kind>:<id>"
 
@@ -97,12 +96,6 @@ def rss_mb() -> float:
     raise RuntimeError("cannot read the RSS: install psutil or run on Linux")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100), nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 @dataclass(eq=False)  # hashed by identity: a key of Tracker.live
@@ -325,37 +318,6 @@ async def send(sandbox: Sandbox, tracker: Tracker, request: Request, how: dict[s
     tracker.add(request)
 
 
-class StandIn:
-    """The Ollama stand-in in its own process, as Ollama would be: its work is not in our RSS or on our loop."""
-
-    def __init__(self, first_token_ms: float, tokens_per_s: float) -> None:
-        self.args = ["--first-token-ms", str(first_token_ms), "--tokens-per-s", str(tokens_per_s)]
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> str:
-        with socket.socket() as probe:  # a free loopback port for the child
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.fakes.ollama", "--port", str(port), *self.args, cwd=REPO_ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(600):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return f"http://127.0.0.1:{port}"
-        raise RuntimeError("the Ollama stand-in did not start within 30 s")
-
-    async def stop(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            await self._process.wait()
-
-
 class LogCounter(logging.Handler):
     """Counts the bot's (and libraries') warnings and errors and keeps a few distinct examples."""
 
@@ -445,7 +407,7 @@ async def flood(sandbox: Sandbox, settings: Settings, args: argparse.Namespace) 
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    stand_in = StandIn(args.first_token_ms, args.tokens_per_s)
+    stand_in = OllamaProcess("--first-token-ms", str(args.first_token_ms), "--tokens-per-s", str(args.tokens_per_s))
     url = await stand_in.start()
     logs = LogCounter()
     logging.getLogger().addHandler(logs)
@@ -454,10 +416,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sampler = asyncio.create_task(sample_rss(samples, started), name="rss-sampler")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            # The tests' tiny Piper voice: no voice download is tried (voice plays no part here).
             settings = load_settings(DISCORD_TOKEN=None, OLLAMA_HOST=url, DATA_DIR=Path(tmp) / "data",
-                                     DOCUMENTS_DIR=Path(tmp) / "documents", MODELS_DIR=Path(tmp) / "models",
-                                     PIPER_VOICE=str(TINY_PIPER_VOICE))
+                                     DOCUMENTS_DIR=Path(tmp) / "documents", MODELS_DIR=Path(tmp) / "models")
             async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=60) as bot:
                 await asyncio.sleep(1.0)  # settle after start-up (command sync) before the baseline
                 rss_start = rss_mb()
