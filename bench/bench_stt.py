@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import ctranslate2
-import jiwer
 import numpy as np
 import soundfile as sf
 
@@ -41,13 +40,12 @@ from services.files import write_json_atomic
 from services.stt import FasterWhisperTranscriber
 from services.tts import PiperSynthesizer
 from tests.support.loop_lag import LoopLagProbe
+from tests.support.wer import word_error_rate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stt.json"
 ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"
 CHANNELS = [f"{row}_{side}" for row in ("Front", "Rear", "Side") for side in ("Left", "Center", "Right")
             if (row, side) != ("Side", "Center")]  # fmt: skip
-NORMALIZE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-                           jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])  # fmt: skip
 
 
 def speech_set() -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
@@ -95,8 +93,7 @@ async def measure(transcriber: FasterWhisperTranscriber, audio: dict[str, np.nda
         "engine": transcriber.name,
         "model": transcriber.source.describe() if transcriber.source else None,
         "load_s": round(load_s, 3),
-        "wer": round(jiwer.wer(references, hypotheses, reference_transform=NORMALIZE,
-                               hypothesis_transform=NORMALIZE), 4),  # fmt: skip
+        "wer": round(word_error_rate(references, hypotheses), 4),
         "sides_named": sum(name.split("_")[-1].lower() in heard[name].lower() for name in audio),
         "files": len(audio),
         "noise_transcript": noise_text,

