@@ -33,7 +33,7 @@ async def check_ollama(settings: Settings) -> list[Check]:
         return [Check("Ollama", False, exc.user_message)]
     finally:
         await llm.close()
-    checks = [Check("Ollama", True, f"reachable at {settings.OLLAMA_HOST} ({len(models)} models)")]
+    checks = [Check("Ollama", True, f"reachable at {llm.display_host} ({len(models)} models)")]
     for role, name in (("chat model", settings.CHAT_MODEL), ("embedding model", settings.EMBED_MODEL)):
         pulled = any(model == name or model.split(":")[0] == name for model in models)
         detail = f"`{name}` is pulled" if pulled else f"`{name}` is missing: run `ollama pull {name}`"

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _CLIENT_ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError)
 
 
-def _display_host(host: str) -> str:
+def display_host(host: str) -> str:
     """``host`` without any ``user:password@`` part, so credentials never reach a message or the log."""
     parts = urllib.parse.urlsplit(host)
     if parts.username is None and parts.password is None:
@@ -93,7 +93,7 @@ class LLMClient:
         self.num_ctx = num_ctx
         self.keep_alive = keep_alive
         self.embed_batch_size = embed_batch_size
-        self._display_host = _display_host(self.host)
+        self.display_host = display_host(self.host)
         # One number for connect, read, write and pool waits: httpx applies the read timeout to every socket
         # read, so a stream that goes silent mid-answer fails after timeout_s instead of hanging.
         self._client = ollama.AsyncClient(host=self.host, timeout=httpx.Timeout(timeout_s))
@@ -152,7 +152,7 @@ class LLMClient:
                     finished = True
             if not finished:
                 raise BackendUnavailable(
-                    f"Ollama at {self._display_host} ended the answer before it was complete; "
+                    f"Ollama at {self.display_host} ended the answer before it was complete; "
                     "check the Ollama server log and try again."
                 )
         except _CLIENT_ERRORS as exc:
@@ -199,7 +199,7 @@ class LLMClient:
                 raise self._map_error(exc, model, "embed") from exc
             if len(response.embeddings) != len(batch):
                 raise BackendUnavailable(
-                    f"Ollama at {self._display_host} returned {len(response.embeddings)} embeddings for "
+                    f"Ollama at {self.display_host} returned {len(response.embeddings)} embeddings for "
                     f"{len(batch)} texts; check the Ollama server and the EMBED_MODEL setting."
                 )
             vectors.extend([float(x) for x in vector] for vector in response.embeddings)
@@ -238,7 +238,7 @@ class LLMClient:
         """Turn an ollama/httpx exception into the typed error whose message tells the member what to do."""
         if isinstance(exc, ServiceError):
             return exc
-        host = self._display_host
+        host = self.display_host
         log.warning("Ollama %s (model %r) at %s failed: %s: %s", action, model, host, type(exc).__name__, exc)
         if isinstance(exc, ollama.ResponseError):
             status, detail = exc.status_code, _short(exc.error)

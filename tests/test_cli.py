@@ -57,6 +57,14 @@ async def test_doctor_says_what_to_fix(tmp_path, ollama):
     assert "OK   Speech recognition (STT): Whisper model tiny.en (bundled, sha256 verified)" in out
 
 
+async def test_doctor_never_prints_the_password_in_ollama_host(tmp_path, ollama):
+    # A reverse proxy with basic auth in front of Ollama: the owner may paste doctor's output in a support channel.
+    with_password = ollama.url.replace("http://", "http://owner:s3cret-pass@")
+    code, out, err = await run_main(tmp_path, with_password, "doctor")
+    assert f"OK   Ollama: reachable at {ollama.url} " in out
+    assert "s3cret-pass" not in out + err
+
+
 async def test_doctor_says_the_bundled_models_stand_in_for_named_ones_it_cannot_get(tmp_path, ollama):
     # HF_ENDPOINT: the Hub is a loopback port nothing listens on (as with no network, answered at once).
     code, out, _ = await run_main(tmp_path, ollama.url, "doctor", PIPER_VOICE="en_US-lessac-medium",
