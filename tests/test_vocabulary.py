@@ -53,7 +53,7 @@ def test_the_prose_spelling_wins_and_headings_and_frequency_rank_first(tmp_path:
 def test_guild_vocabulary_puts_names_first_and_merges_scopes() -> None:
     guild = [Term("Zorblax", 9.0), Term("gguf", 2.0)]
     shared = [Term("GGUF", 8.0), Term("Ollama", 5.0)]
-    assert [t.text for t in merge_terms(guild, shared)] == ["GGUF", "Zorblax", "Ollama"]  # 2 + 8 > 9 > 5, spelled as the larger side
+    assert [t.text for t in merge_terms(guild, shared)] == ["GGUF", "Zorblax", "Ollama"]  # 2 + 8 > 9 > 5
     vocabulary = guild_vocabulary(["Assistant", "", "assistant", "Jarvis"], merge_terms(guild, shared))
     assert vocabulary == ("Assistant", "Jarvis", "GGUF", "Zorblax", "Ollama")
 
