@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     WHISPER_COMPUTE_TYPE: str = Field("int8", pattern=r"^(int8|int8_float32|float32)$", description="CTranslate2 compute type on the CPU.")
     STT_MAX_NO_SPEECH_PROB: float = Field(0.6, ge=0, le=1, description="Segments Whisper thinks are more likely silence than this are dropped.")
     STT_MIN_AVG_LOGPROB: float = Field(-1.0, ge=-10, le=0, description="Segments with a lower average log-probability (unsure guesses, noise) are dropped.")
+    STT_VOCABULARY_BIAS: bool = Field(True, description="Bias speech recognition towards the bot's name, the wake words and the distinctive terms of the server's indexed documents (product and setting names), recomputed at each /docs reload.")
     ENDPOINT_SILENCE_MS: int = Field(600, ge=100, le=5000, description="Milliseconds without voice packets that end a member's utterance.")
     PRE_ROLL_MS: int = Field(200, ge=0, le=2000, description="Milliseconds of audio kept before the first voiced packet of an utterance.")
     MIN_UTTERANCE_S: float = Field(0.4, ge=0, le=10, description="Shorter utterances (coughs, clicks) are dropped.")

@@ -21,6 +21,7 @@ from bot.voice_receive import VoiceReceiver
 from bot.voice_session import Listening, VoiceSession
 from services.endpointing import Endpointer, Utterance
 from services.errors import ServiceError
+from services.vocabulary import guild_vocabulary
 from services.voice_turns import VoiceTurns
 
 if TYPE_CHECKING:
@@ -56,11 +57,17 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
         endpointer, is_ignored=lambda user_id: bot.guild_settings.is_opted_out(guild_id, user_id),
         bot_user_id=bot.user.id if bot.user else None,
     )
+    async def vocabulary() -> tuple[str, ...]:
+        guild = bot.get_guild(guild_id)
+        names = [bot.user.name if bot.user else "", guild.me.display_name if guild else "",
+                 *settings.VOICE_WAKE_WORDS]
+        return guild_vocabulary(names, await bot.index.document_terms(guild_id))
+
     turns = VoiceTurns(
         settings=settings, transcriber=bot.transcriber, llm=bot.llm, conversations=bot.conversations,
         speech=session, history=session.voice_history, guild_id=guild_id,
         voice_channel_id=session.channel.id if session.channel else 0, post=post,
-        member_name=lambda user_id: member_name(bot.get_guild(guild_id), user_id),
+        member_name=lambda user_id: member_name(bot.get_guild(guild_id), user_id), vocabulary=vocabulary,
     )
     endpointer.start()
     worker = bot.tasks.start(_answer_turns(session, turns, queue, post), name=f"voice-turns:{guild_id}")

@@ -40,7 +40,8 @@ Retrieval
     non-negative idf; identifiers such as ``OLLAMA_HOST`` tokenized whole and in parts) over the guild's scope
     and the global scope, plus a ranking of exact identifier matches, fused by Reciprocal Rank Fusion
     (Cormack et al., SIGIR 2009, k = 60). The BM25 corpus of a scope is rebuilt after each reload and loaded
-    from ChromaDB at the first search after a restart.
+    from ChromaDB at the first search after a restart; so are the scope's distinctive terms, which bias speech
+    recognition towards the documents' words (``document_terms``, ``services.vocabulary``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ from services.documents import (
 from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
 from services.files import write_bytes_atomic, write_json_atomic
 from services.lexical import LexicalIndex, identifier_terms, reciprocal_rank_fusion, tokenize
+from services.vocabulary import Term, merge_terms
 
 log = logging.getLogger(__name__)
 
@@ -761,6 +763,21 @@ class DocumentIndex:
              _hit(scope, lexical.ids[i], lexical.texts[i], lexical.metadatas[i]))
             for i, score, matched in top
         ]
+
+    async def document_terms(self, guild_id: int | None) -> list[Term]:
+        """The distinctive terms of the guild's documents and the global ones, best first, for speech recognition
+        (``services.vocabulary``): picked with each scope's BM25 corpus, so recomputed by every reload and, after a
+        restart, read from the existing index at the first call. [] when nothing is indexed. Raises
+        BackendUnavailable when a ChromaDB server cannot be reached."""
+        scopes = []
+        for scope in self._search_scopes(guild_id):
+            collection = await self._get_collection(scope)
+            if collection is not None:
+                try:
+                    scopes.append((await self._lexical_for(scope, collection)).terms)
+                except ChromaNotFound:  # dropped by a full reload meanwhile
+                    continue
+        return merge_terms(*scopes)
 
     # -- documents ---------------------------------------------------------------------------------------
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rank_bm25 import BM25Okapi
+
+from services.vocabulary import Term, document_terms
 
 RRF_K = 60
 """Reciprocal Rank Fusion constant (Cormack, Clarke & Buettcher, SIGIR 2009)."""
@@ -91,20 +93,24 @@ class LuceneBM25(BM25Okapi):
 
 @dataclass
 class LexicalIndex:
-    """BM25 over one scope's chunks (loaded from Chroma), tagged with the collection build it came from."""
+    """BM25 over one scope's chunks (loaded from Chroma), tagged with the collection build it came from, and the
+    scope's distinctive terms for speech recognition (``services.vocabulary.document_terms``), best first."""
 
     build_id: str
     ids: list[str]
     texts: list[str]
     metadatas: list[dict[str, Any]]
     bm25: LuceneBM25 | None  # None when the scope has no tokens at all
+    terms: list[Term] = field(default_factory=list)
 
     @classmethod
     def build(cls, build_id: str, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> LexicalIndex:
-        """Tokenize and index (blocking, CPU-bound: run in a thread)."""
+        """Tokenize and index, and pick the distinctive terms (blocking, CPU-bound: run in a thread)."""
         corpus = [tokenize(lexical_text(text, meta)) for text, meta in zip(texts, metadatas, strict=True)]
         bm25 = LuceneBM25(corpus) if any(corpus) else None
-        return cls(build_id, ids, texts, metadatas, bm25)
+        terms = document_terms((text, str(meta.get("heading", ""))) for text, meta in zip(texts, metadatas,
+                                                                                         strict=True))
+        return cls(build_id, ids, texts, metadatas, bm25, terms)
 
     def top(self, query_tokens: list[str], identifiers: list[str], n: int) -> list[tuple[int, float, int]]:
         """The ``n`` best chunks with a positive score, best first, as (index, BM25 score, number of the query's

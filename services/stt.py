@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from services.bundled_models import BUNDLED_WHISPER_MODEL, bundled_whisper_model
 from services.errors import ServiceError
 from services.lazy_model import LazyModel, ModelSource
 from services.model_hub import HubUnavailable, fetch
+from services.vocabulary import fit_prompt
 
 if TYPE_CHECKING:
     from config import Settings
@@ -81,38 +82,41 @@ class Transcriber(LazyModel):
 
     kind = "speech recognition model"
 
-    def transcribe_raw(self, samples: np.ndarray) -> str:
+    def transcribe_raw(self, samples: np.ndarray, vocabulary: Sequence[str] = ()) -> str:
         """Transcribe ``samples`` (blocking; loads the model first if needed).
 
         samples: shape (n,), 16 kHz (STT_SAMPLE_RATE) mono, float in [-1, 1] (as ``services.audio.to_mono_16k``
-            returns). Returns the words, stripped, or "" when nothing was said; empty input gives "" without
-            loading anything. Raises ValueError for another shape, SpeechRecognitionError when the engine fails
-            (BundledModelError when the bundled model must be loaded and is not the published file).
+            returns). vocabulary: words the speaker is likely to say, most important first (the guild's names and
+            document terms, ``services.vocabulary.guild_vocabulary``); the recogniser is biased towards them, as
+            many as its prompt holds. Returns the words, stripped, or "" when nothing was said; empty input gives ""
+            without loading anything. Raises ValueError for another shape, SpeechRecognitionError when the engine
+            fails (BundledModelError when the bundled model must be loaded and is not the published file).
         """
-        return self._run(samples)[0]
+        return self._run(samples, vocabulary)[0]
 
-    async def transcribe(self, samples: np.ndarray) -> Transcript:
-        """Transcribe ``samples`` (as ``transcribe_raw``) in a worker thread, loading the model there if needed.
+    async def transcribe(self, samples: np.ndarray, vocabulary: Sequence[str] = ()) -> Transcript:
+        """Transcribe ``samples`` (as ``transcribe_raw``, ``vocabulary`` included) in a worker thread, loading the
+        model there if needed. The transcriber is shared by every guild: each call brings its guild's vocabulary.
 
         Raises ValueError for a bad shape and SpeechRecognitionError, like ``transcribe_raw``.
         """
-        return await asyncio.to_thread(self._timed, samples)
+        return await asyncio.to_thread(self._timed, samples, tuple(vocabulary))
 
-    def _timed(self, samples: np.ndarray) -> Transcript:
+    def _timed(self, samples: np.ndarray, vocabulary: Sequence[str]) -> Transcript:
         """Blocking: load if needed, then transcribe and time it."""
         audio = _check_samples(samples)
         if audio.size:
             self.load()  # outside the timing: transcribe_s is recognition only
         started = time.perf_counter()
-        text, language = self._run(audio)
+        text, language = self._run(audio, vocabulary)
         return Transcript(text, language, audio.size / STT_SAMPLE_RATE, time.perf_counter() - started, self.name)
 
-    def _run(self, samples: np.ndarray) -> tuple[str, str | None]:
+    def _run(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
         audio = _check_samples(samples)
         if not audio.size:
             return "", None
         self.load()
-        text, language = self._recognize(audio)
+        text, language = self._recognize(audio, vocabulary)
         return text.strip(), language
 
     def close(self) -> None:
@@ -121,8 +125,9 @@ class Transcriber(LazyModel):
             self._loaded = False
 
     @abstractmethod
-    def _recognize(self, samples: np.ndarray) -> tuple[str, str | None]:
-        """(text, language) for non-empty float32 16 kHz mono ``samples`` (the engine is loaded)."""
+    def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
+        """(text, language) for non-empty float32 16 kHz mono ``samples`` (the engine is loaded), biased towards
+        ``vocabulary`` (may be empty)."""
 
 
 def _check_samples(samples: np.ndarray) -> np.ndarray:
@@ -284,9 +289,22 @@ class FasterWhisperTranscriber(Transcriber):
         except HubUnavailable as exc:
             raise SpeechModelMissing(self.model, self.models_dir, exc.reason) from exc
 
-    def _recognize(self, samples: np.ndarray) -> tuple[str, str | None]:
+    def hotwords(self, vocabulary: Sequence[str]) -> str | None:
+        """The prompt text for ``vocabulary``: its first words, comma-separated, as many as fit in Whisper's prompt
+        (``services.vocabulary.MAX_PROMPT_TOKENS``, counted with this model's tokenizer); None when empty.
+
+        Passed as faster-whisper's ``hotwords`` rather than ``initial_prompt``: both become the decoder's
+        "previous text" (the same effect, measured), but hotwords are given to every 30 s window, where an initial
+        prompt is dropped after the first with condition_on_previous_text off. Raises RuntimeError before ``load``.
+        """
+        tokenizer = self.whisper.hf_tokenizer
+        prompt = fit_prompt(vocabulary, lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids))
+        return prompt or None
+
+    def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
         segments, info = self.whisper.transcribe(
-            samples, language=self._language, beam_size=self.beam_size, **self.decode_options
+            samples, language=self._language, beam_size=self.beam_size, hotwords=self.hotwords(vocabulary),
+            **self.decode_options,
         )
         kept: list[str] = []
         for segment in segments:  # a generator: decoding happens while iterating, here in the worker thread

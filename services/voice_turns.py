@@ -10,6 +10,7 @@ playback queue (``SpeechQueue``), a way to post to the text channel and a way to
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import deque
@@ -20,12 +21,15 @@ from typing import TYPE_CHECKING, Protocol
 from services.audio import to_mono_16k
 from services.conversations import ConversationStore, HistoryMessage, build_context
 from services.endpointing import Utterance
+from services.errors import ServiceError
 from services.llm import LLMClient
 from services.speech_text import split_sentences
 from services.stt import Transcriber
 
 if TYPE_CHECKING:
     from config import Settings
+
+log = logging.getLogger(__name__)
 
 VOICE_STYLE = (
     "You are speaking out loud in a voice channel: answer in a few short spoken sentences, with no Markdown, "
@@ -165,13 +169,17 @@ class VoiceTurns:
     speech: the guild's playback queue; history: the voice conversation kept in memory when
     STORE_VOICE_TRANSCRIPTS is off (bounded; owned by the voice session so it outlives one /listen);
     post: ``async (text) -> None`` shows a line in the text channel (transcripts, answers, errors);
-    member_name: ``async (user_id) -> str`` the member's display name.
+    member_name: ``async (user_id) -> str`` the member's display name;
+    vocabulary: ``async () -> words`` the guild's vocabulary the transcription is biased towards (the bot's names,
+    the wake words, the documents' distinctive terms: ``services.vocabulary.guild_vocabulary``), asked at each
+    utterance so a reload counts at once; not asked when STT_VOCABULARY_BIAS is off.
     """
 
     def __init__(self, *, settings: Settings, transcriber: Transcriber, llm: LLMClient,
                  conversations: ConversationStore, speech: SpeechQueue, history: deque[HistoryMessage],
                  guild_id: int, voice_channel_id: int, post: Callable[[str], Awaitable[None]],
-                 member_name: Callable[[int], Awaitable[str]]) -> None:
+                 member_name: Callable[[int], Awaitable[str]],
+                 vocabulary: Callable[[], Awaitable[Sequence[str]]] | None = None) -> None:
         self.settings = settings
         self.transcriber = transcriber
         self.llm = llm
@@ -182,6 +190,7 @@ class VoiceTurns:
         self.voice_channel_id = voice_channel_id
         self.post = post
         self.member_name = member_name
+        self.vocabulary = vocabulary
 
     async def answer(self, utterance: Utterance) -> TurnReport | None:
         """Transcribe ``utterance``, answer it out loud and remember the turn; None when nothing was answered.
@@ -191,7 +200,7 @@ class VoiceTurns:
         """
         received_at = time.monotonic()  # the end of speech was detected (ENDPOINT_SILENCE_MS after it)
         name = await self.member_name(utterance.user_id)
-        transcript = await self.transcriber.transcribe(to_mono_16k(utterance.pcm))
+        transcript = await self.transcriber.transcribe(to_mono_16k(utterance.pcm), await self._vocabulary())
         if not transcript.text:
             return None
         await self.post(f"🎙️ **{name}**: {transcript.text}")
@@ -224,3 +233,15 @@ class VoiceTurns:
                                      HistoryMessage("assistant", answer)])
             await self.post(f"🔊 {answer}")
         return report
+
+    async def _vocabulary(self) -> Sequence[str]:
+        """The guild's vocabulary, or () when the bias is off; a failure to read it (the index unreachable) is
+        logged and the utterance transcribed without it rather than lost."""
+        if self.vocabulary is None or not self.settings.STT_VOCABULARY_BIAS:
+            return ()
+        try:
+            return await self.vocabulary()
+        except ServiceError as exc:
+            log.warning("guild %s: transcribing without the documents' vocabulary: %s", self.guild_id,
+                        exc.user_message)
+            return ()

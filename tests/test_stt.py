@@ -30,6 +30,7 @@ from services.stt import (
 )
 from services.tts import PiperSynthesizer
 from tests.fakes.hf_hub import FakeHub, point_huggingface_hub_at
+from tests.support.noise import mix_noise
 from tests.support.wer import word_error_rate
 
 ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"
@@ -300,3 +301,29 @@ async def test_transcription_runs_off_the_event_loop(tiny: FasterWhisperTranscri
     assert transcripts[0].transcribe_s > 0.1  # heavy enough to have been noticed on the loop
     assert len(lags) > 20
     assert max(lags) < 0.15, f"event loop stalled {max(lags) * 1000:.0f} ms"
+
+
+# --- vocabulary bias ---------------------------------------------------------------------------------------------
+
+DOCUMENT_VOCABULARY = ("Assistant", "Ollama", "Modelfile", "GGUF", "OLLAMA_HOST", "CUDA_VISIBLE_DEVICES", "NVIDIA")
+
+
+def test_a_document_term_is_heard_right_only_with_the_vocabulary(tiny: FasterWhisperTranscriber,
+                                                                 joe: PiperSynthesizer) -> None:  # fmt: skip
+    """tiny.en hears the product name "Ollama" as "Alama" (or "a llama") on its own; with the documents' terms as
+    hotwords it spells it as the documents do (in their capitals or not: OLLAMA_HOST may prime "OLLAMA")."""
+    audio = mix_noise(speak(joe, "Can I run Ollama in Docker with an NVIDIA GPU?"), 15)
+    assert "ollama" not in tiny.transcribe_raw(audio).lower().split()
+    assert "ollama" in tiny.transcribe_raw(audio, DOCUMENT_VOCABULARY).lower().split()
+
+
+@pytest.mark.parametrize("name", sorted(_noises()))
+def test_noise_gives_nothing_with_the_vocabulary(tiny: FasterWhisperTranscriber, name: str) -> None:
+    """A prompt makes Whisper more willing to hear its words in noise: the gate must still drop every guess."""
+    assert tiny.transcribe_raw(_noises()[name].astype(np.float32), DOCUMENT_VOCABULARY) == ""
+
+
+def test_the_alsa_noise_recording_gives_nothing_with_the_vocabulary(tiny: FasterWhisperTranscriber) -> None:
+    if not (ALSA_DIR / "Noise.wav").is_file():
+        pytest.skip(f"no ALSA recordings in {ALSA_DIR}")
+    assert tiny.transcribe_raw(read_alsa(ALSA_DIR / "Noise.wav"), DOCUMENT_VOCABULARY) == ""

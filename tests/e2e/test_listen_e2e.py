@@ -15,6 +15,7 @@ import pytest
 from sandbox import ADMIN_USER_ID, ALICE_USER_ID, BOB_USER_ID, BOT_USER_ID
 from sandbox.guild import LOUNGE_CHANNEL_ID
 from tests.e2e.conftest import ephemeral_replies
+from tests.support.noise import mix_noise
 
 QUESTION = "what is the weather like today"
 
@@ -216,3 +217,21 @@ async def test_member_speech_is_transcribed_answered_and_spoken_with_dave_off(ma
     stats = harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.receiver.stats
     assert stats.passthrough > 0 and stats.dave_decrypted == 0
     assert harness.sandbox.errors == []
+
+
+async def test_after_a_docs_reload_a_spoken_document_term_is_spelled_right(make_harness):
+    """The guild's documents name "Ollama"; after `/docs reload`, tiny.en writes it as they do, where on its own it
+    hears "Alama" or "a llama"."""
+    harness = await listening(make_harness)
+    folder = harness.settings.DOCUMENTS_DIR / str(harness.sandbox.guild_id)
+    folder.mkdir(parents=True)
+    (folder / "ollama.md").write_text("# Running Ollama\n\nOllama runs models locally. Start Ollama with "
+                                      "`ollama serve`; Ollama can use an NVIDIA GPU in Docker.\n")
+    interaction_id, _ = await harness.answer("admin", "docs reload")
+    assert "1 added" in harness.bot_messages(interaction_id)[-1]["content"]
+    speech = (mix_noise(np.frombuffer(await speech_pcm(harness, "Can I run Ollama in Docker?"), "<i2") / 32768, 15)
+              * 32767).astype("<i2").tobytes()  # fmt: skip
+    await harness.sandbox.speak("bob", speech)
+    await wait_until(lambda: posted(harness, "🎙️ **Bob**:"))
+    [transcript] = posted(harness, "🎙️ **Bob**:")
+    assert "ollama" in transcript.lower().replace("?", " ").split(), transcript
