@@ -16,7 +16,7 @@ from tests.support.wer import word_error_rate
 QUESTION = "When does the library open tomorrow morning?"
 # Plain words Piper says clearly and Whisper spells the way they are written (no numbers, no product names), so the
 # posted answer is also what is read aloud (prepare_for_speech leaves it as it is).
-ANSWER = "The library opens early in the morning. Bring your card and a warm coat, because the reading room is cold."
+ANSWER = "The library opens early in the morning. Please bring your card, because the reading room fills up quickly."
 SNR_DB = 20.0  # a quiet room
 
 
