@@ -8,6 +8,7 @@ so the bot always speaks and hears; the bundled model itself is refused when it 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -17,6 +18,12 @@ from pathlib import Path
 from services.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+# ONNX Runtime, which runs Piper voices and faster-whisper's voice activity detection, sends usage events to
+# Microsoft from Linux and macOS since 1.29, and keeps a device id and an offline event cache under
+# ~/.cache/Microsoft to send them once the network is back. A self-hosted bot turns that off unless the owner set
+# ORT_DISABLE_TELEMETRY; ONNX Runtime reads it once, when first imported (by a model's load, after this module).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,19 @@ as huggingface_hub documents them.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+# huggingface_hub (2.4) builds the user agent of every request, even a lookup in the local cache, after fetching its
+# list of AI agents from the Hub (a 3 s timeout of its own: a Hub that never answers doubled the wait for a named
+# model to fall back), unless telemetry is off. A self-hosted bot turns it off unless the owner set
+# HF_HUB_DISABLE_TELEMETRY; huggingface_hub reads it once, when first imported (by ``fetch``, after this module).
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 CONNECT_TIMEOUT_S = 1.0
 """Seconds to connect to the Hub before taking it as unreachable."""

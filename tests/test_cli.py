@@ -8,6 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from tests.fakes.hf_hub import FakeHub
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DOCS = ROOT / "tests" / "fixtures" / "docs"
 
@@ -16,6 +18,8 @@ async def run_main(tmp_path: Path, ollama_url: str, *args: str, **settings: str)
     env = {**os.environ, "OLLAMA_HOST": ollama_url, "DATA_DIR": str(tmp_path / "data"),
            "DOCUMENTS_DIR": str(tmp_path / "documents"), **settings}
     env.pop("DISCORD_TOKEN", None)
+    for variable in ("ORT_DISABLE_TELEMETRY", "HF_HUB_DISABLE_TELEMETRY"):
+        env.pop(variable, None)  # as in an owner's shell (importing our services sets them in this process)
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "main.py"), *args, cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -63,6 +67,26 @@ async def test_doctor_never_prints_the_password_in_ollama_host(tmp_path, ollama)
     code, out, err = await run_main(tmp_path, with_password, "doctor")
     assert f"OK   Ollama: reachable at {ollama.url} " in out
     assert "s3cret-pass" not in out + err
+
+
+async def test_speech_models_send_no_telemetry(tmp_path, ollama):
+    # ONNX Runtime (Piper; faster-whisper's VAD) sends usage events to Microsoft from Linux since 1.29, keeping a
+    # device id and an offline event cache under the home folder to send them once the network is back.
+    home = tmp_path / "home"
+    code, out, _ = await run_main(tmp_path, ollama.url, "doctor", HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    assert "OK   Speech (TTS): Piper voice en_US-joe-medium (bundled, md5 verified)" in out  # the voice ran
+    assert not (home / ".cache" / "Microsoft").exists()
+
+
+async def test_named_models_are_looked_up_with_no_other_request_to_the_hub(tmp_path, ollama):
+    # huggingface_hub 2.4 fetched /api/agent-harnesses (3 s timeout) before its first lookup, even a local one: a Hub
+    # that never answers made a named voice fall back to the bundled one after 6 s instead of 3.
+    with FakeHub("serve") as hub:
+        code, out, _ = await run_main(tmp_path, ollama.url, "doctor", PIPER_VOICE="en_US-lessac-medium",
+                                      WHISPER_MODEL="base.en", HF_ENDPOINT=hub.url)
+    assert "FIX  Speech (TTS): speaking with Piper voice en_US-joe-medium (bundled, md5 verified) for now." in out
+    assert hub.requests and all(request == "HEAD /" or "lessac" in request or "base.en" in request
+                                for request in hub.requests), hub.requests
 
 
 async def test_doctor_says_the_bundled_models_stand_in_for_named_ones_it_cannot_get(tmp_path, ollama):
