@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 
-from sandbox import ALICE_USER_ID, BOB_USER_ID
+from sandbox import ALICE_USER_ID, BOB_USER_ID, run_playground
 from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
 from tests.support.bot_harness import running_bot
 
@@ -55,6 +56,10 @@ async def test_model_is_autocompleted_checked_and_used(make_harness):
     assert [choice["value"] for choice in choices] == ["llama3.2:latest", "nomic-embed-text:latest", "qwen3:4b"]
     choices = await harness.sandbox.autocomplete("admin", "settings model", {"name": "QW"}, focused="name")
     assert choices == [{"name": "qwen3:4b", "value": "qwen3:4b"}]
+    out = io.StringIO()
+    await run_playground(harness.sandbox, lines=["as admin", "complete /settings model name: llama"], json_mode=False,
+                         out=out, settle_s=0.15, max_wait_s=5)
+    assert "-- choices: llama3.2:latest" in out.getvalue().splitlines()
 
     _, events = await harness.answer("admin", "settings model", {"name": "mistral"})
     assert "`ollama pull mistral`" in ephemeral_replies(events)[-1]
