@@ -109,8 +109,8 @@ class Chat(commands.Cog):
 
     @commands.Cog.listener("on_message")
     async def on_mention(self, message: discord.Message) -> None:
-        if message.author.bot or self.bot.shutting_down or self.bot.user is None:
-            return
+        if message.author.bot or message.is_system() or self.bot.shutting_down or self.bot.user is None:
+            return  # is_system: joins, pins, boosts... which a free channel must not answer
         guild_id = message.guild.id if message.guild else None
         free = guild_id is not None and (await self.bot.chat_settings_of(guild_id, message.channel)).free_channel.value
         if not free and not await self._addresses_bot(message):
