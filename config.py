@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     # Ollama
     OLLAMA_HOST: str = Field("http://127.0.0.1:11434", description="URL of the Ollama server (http://host:port; a bare host:port means http).")
-    CHAT_MODEL: str = Field("llama3.2", min_length=1, description="Ollama model used for chat answers.")
+    CHAT_MODEL: str = Field("llama3.2", min_length=1, description="Ollama model used for chat answers, unless /settings model sets another for the guild or channel.")
     EMBED_MODEL: str = Field("nomic-embed-text", min_length=1, description="Ollama model used for document embeddings.")
     LLM_TIMEOUT_S: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for Ollama to connect or send the next token.")
     LLM_NUM_CTX: int = Field(8192, ge=512, le=1_048_576, description="Context window (tokens) passed as options.num_ctx on every request.")
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     EMBED_BATCH_SIZE: int = Field(32, ge=1, le=1024, description="Texts per /api/embed request.")
     SYSTEM_PROMPT: str = Field(
         "You are a helpful assistant in a Discord server. Answer concisely and use Markdown sparingly.",
-        description="System prompt of every conversation.",
+        description="System prompt of every conversation, unless /settings persona sets another for the guild or channel.",
     )
 
     # Chat
@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     SESSION_TTL_S: float = Field(3600.0, gt=0, description="Seconds after which an idle in-memory chat session expires (history stays on disk).")
     STREAM_EDIT_INTERVAL_S: float = Field(1.0, ge=0.2, le=10, description="Minimum seconds between two edits of a streamed answer.")
     CHAT_MAX_CHARS: int = Field(4000, ge=1, le=6000, description="Maximum length of a /chat message or a mention.")
+    PERSONA_MAX_CHARS: int = Field(2000, ge=1, le=6000, description="Maximum length of a persona (system prompt) set with /settings persona.")
     ASK_MAX_CHARS: int = Field(2000, ge=1, le=6000, description="Maximum length of an /ask or /docs question.")
     CHAT_QUEUE_MAX: int = Field(5, ge=0, le=50, description="Messages (/chat, mentions) that may wait per channel while an answer is being written; more are refused with 'try again shortly' (0: refuse while busy).")
     CHAT_COOLDOWN_S: float = Field(5.0, ge=0, le=3600, description="Per-member cooldown of /chat, /ask and mentions, in seconds.")

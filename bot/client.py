@@ -24,6 +24,7 @@ from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
 from bot.voice_manager import VoiceManager
 from config import Settings
+from services.chat_settings import ChatSettings, ChatSettingsStore
 from services.conversations import ConversationStore
 from services.database import Database
 from services.files import write_json_atomic
@@ -35,7 +36,7 @@ from services.tts import Synthesizer, create_synthesizer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS = ("cogs.chat", "cogs.documents", "cogs.voice", "cogs.listen")
+DEFAULT_EXTENSIONS = ("cogs.chat", "cogs.documents", "cogs.voice", "cogs.listen", "cogs.settings", "cogs.forget")
 T = TypeVar("T")
 
 
@@ -70,6 +71,8 @@ class AssistantBot(commands.Bot):
         self.conversations = ConversationStore(self.database, max_messages=settings.HISTORY_MAX_MESSAGES)
         self.index = DocumentIndex.from_settings(settings, self.llm)
         self.guild_settings = GuildSettingsStore(self.database)
+        self.chat_settings = ChatSettingsStore(self.database, default_persona=settings.SYSTEM_PROMPT,
+                                               default_model=settings.CHAT_MODEL)
         self.synthesizer = synthesizer or create_synthesizer(settings)
         self._owns_transcriber = transcriber is None
         self.transcriber = transcriber or create_transcriber(settings)
@@ -132,6 +135,13 @@ class AssistantBot(commands.Bot):
         log.info("the registered application commands differ from ours (deleted since the last sync?)")
         return False
 
+    async def chat_settings_of(self, guild_id: int | None, channel: Any) -> ChatSettings:
+        """The effective persona, chat model and free-channel flag of ``channel`` (a channel or thread object, or
+        an id, looked up in the cache); a thread has its parent channel's settings."""
+        if isinstance(channel, int):
+            channel = self.get_channel(channel) or channel
+        return await self.chat_settings.effective(guild_id, settings_channel_id(channel))
+
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: mentions are conversation, handled by the chat cog's listener.
         return
@@ -164,6 +174,16 @@ class AssistantBot(commands.Bot):
                 log.warning("closing %s failed: %s", name, exc)
         await super().close()
         log.info("shutdown complete")
+
+
+def settings_channel_id(channel: Any) -> int:
+    """The channel whose settings apply in ``channel``: a thread's parent (``Thread.parent_id``), else the channel
+    itself; ``channel`` may be a channel object or an id (0 when unknown)."""
+    if isinstance(channel, int):
+        return channel
+    if isinstance(channel, discord.Thread):
+        return channel.parent_id
+    return getattr(channel, "id", 0)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

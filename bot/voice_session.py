@@ -83,6 +83,21 @@ class VoiceSession:
         # The voice conversation when STORE_VOICE_TRANSCRIPTS is off: in memory, bounded, gone on leave.
         self.voice_history: deque[HistoryMessage] = deque(maxlen=voice_history_max)
 
+    def forget(self, user_id: int | None = None) -> int:
+        """Drop ``user_id``'s turns (what they said and the answer to it) from the in-memory voice conversation,
+        or every turn when None; returns how many messages were dropped."""
+        kept: list[HistoryMessage] = []
+        dropping = False
+        for message in self.voice_history:
+            if message.role == "user":
+                dropping = user_id is None or message.author_id == user_id
+            if not dropping:
+                kept.append(message)
+        dropped = len(self.voice_history) - len(kept)
+        self.voice_history.clear()
+        self.voice_history.extend(kept)
+        return dropped
+
     @property
     def channel(self) -> discord.abc.Connectable | None:
         return self.voice_client.channel

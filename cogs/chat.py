@@ -1,7 +1,9 @@
-"""Chat with the local LLM: /chat, /ask, /reset, and replies to mentions and replies.
+"""Chat with the local LLM: /chat, /ask, /reset, and replies to mentions, replies and free channels.
 
 A channel (or thread) has one conversation, remembered in SQLite; /chat and mentions continue it, /ask is
-one-shot and grounded in the guild's documents when they are relevant. Answers stream into the reply.
+one-shot and grounded in the guild's documents when they are relevant. Answers stream into the reply. The persona
+and model are the channel's (``/settings``, ``cogs/settings.py``); in a free channel every member's message is
+answered as if it mentioned the bot.
 
 A channel answers one message at a time. A message that must wait shows "Queued: N ahead of you", and that
 reply becomes its answer; past CHAT_QUEUE_MAX waiting, a message is refused at once (ephemerally for /chat).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -81,7 +84,8 @@ class Chat(commands.Cog):
         await interaction.response.defer(thinking=True)
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
         answer = await self.bot.run_tracked(
-            self.answer_once(interaction.guild_id, text, reply), name=f"ask:{interaction.id}"
+            self.answer_once(interaction.guild_id, interaction.channel or interaction.channel_id or 0, text, reply),
+            name=f"ask:{interaction.id}",
         )
         if answer is not None:
             self.bot.dispatch("answer_complete", interaction.guild_id, interaction.user.id, answer)
@@ -105,11 +109,15 @@ class Chat(commands.Cog):
 
     @commands.Cog.listener("on_message")
     async def on_mention(self, message: discord.Message) -> None:
-        if message.author.bot or self.bot.shutting_down or self.bot.user is None:
-            return
-        if not await self._addresses_bot(message):
+        if message.author.bot or message.is_system() or self.bot.shutting_down or self.bot.user is None:
+            return  # is_system: joins, pins, boosts... which a free channel must not answer
+        guild_id = message.guild.id if message.guild else None
+        free = guild_id is not None and (await self.bot.chat_settings_of(guild_id, message.channel)).free_channel.value
+        if not free and not await self._addresses_bot(message):
             return
         text = without_mention_of(self.bot.user.id, message.content)
+        if not text and free:
+            return  # e.g. only an attachment or a sticker: nothing to answer
         if not text:
             await message.reply("Ask me something after the mention, e.g. `@me what can you do?`", mention_author=False)
             return
@@ -120,7 +128,6 @@ class Chat(commands.Cog):
         reply = message_reply(message, self.settings.STREAM_EDIT_INTERVAL_S)
         try:
             text = ensure_length(text, self.settings.CHAT_MAX_CHARS)
-            guild_id = message.guild.id if message.guild else None
             async with await self._join_queue(message.channel.id, guild_id) as place:
                 await message.channel.typing()
                 # No deadline: a message reply, unlike an interaction's, can be edited at any time.
@@ -167,11 +174,11 @@ class Chat(commands.Cog):
             if place.session.turn_lock.locked():
                 await reply.show(queued_notice(max(place.ahead, 1)))
             async with place.hold(wait_timeout_s):
+                chat = await self.bot.chat_settings_of(guild_id, channel_id)
                 history = await self.bot.conversations.history(channel_id)
-                messages = build_context(self.settings.SYSTEM_PROMPT, history, text,
-                                         self.settings.HISTORY_TOKEN_BUDGET)
+                messages = build_context(chat.persona.value, history, text, self.settings.HISTORY_TOKEN_BUDGET)
                 try:
-                    answer = await reply.stream(self.bot.llm.chat_stream(messages))
+                    answer = await reply.stream(self.bot.llm.chat_stream(messages, model=chat.model.value))
                 except asyncio.CancelledError:
                     # Shutting down midway: what the member saw is remembered, marked as cut short.
                     if reply.text.strip():
@@ -186,11 +193,15 @@ class Chat(commands.Cog):
         if answer is not None:
             self.bot.dispatch("answer_complete", guild_id, author_id, answer)
 
-    async def answer_once(self, guild_id: int | None, question: str, reply: StreamedReply) -> str | None:
-        """Answer ``question`` without conversation, grounded in the guild's documents when relevant."""
-        prompt = await ground(self.bot.index, guild_id, question, system_prompt=self.settings.SYSTEM_PROMPT,
+    async def answer_once(self, guild_id: int | None, channel: Any, question: str,
+                          reply: StreamedReply) -> str | None:
+        """Answer ``question`` without conversation, grounded in the guild's documents when relevant, with the
+        persona and model of ``channel`` (a channel, thread or channel id)."""
+        chat = await self.bot.chat_settings_of(guild_id, channel)
+        prompt = await ground(self.bot.index, guild_id, question, system_prompt=chat.persona.value,
                               top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
-        return await reply.stream(self.bot.llm.chat_stream(prompt.messages), suffix=prompt.sources)
+        return await reply.stream(self.bot.llm.chat_stream(prompt.messages, model=chat.model.value),
+                                  suffix=prompt.sources)
 
 
 async def setup(bot: AssistantBot) -> None:

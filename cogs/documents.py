@@ -97,14 +97,15 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     async def docs_ask(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, 6000]) -> None:
         text = ensure_length(question, self.settings.ASK_MAX_CHARS, "Your question")
         await interaction.response.defer(thinking=True)
-        prompt = await ground(self.bot.index, interaction.guild_id, text, system_prompt=self.settings.SYSTEM_PROMPT,
+        chat = await self.bot.chat_settings_of(interaction.guild_id, interaction.channel or interaction.channel_id)
+        prompt = await ground(self.bot.index, interaction.guild_id, text, system_prompt=chat.persona.value,
                               top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
         if not prompt.passages:
             await interaction.edit_original_response(content=NOTHING_FOUND)
             return
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
         await self.bot.run_tracked(
-            reply.stream(self.bot.llm.chat_stream(prompt.messages), suffix=prompt.sources),
+            reply.stream(self.bot.llm.chat_stream(prompt.messages, model=chat.model.value), suffix=prompt.sources),
             name=f"docs-ask:{interaction.id}",
         )
 

@@ -2,7 +2,8 @@
 
 ``build_options`` turns option values given by a test or the playground ("true", "3", a member name, a file
 path) into ``data.options`` and ``data.resolved`` as Discord sends them, checked against the command's schema
-the way the Discord client checks them; ``interaction_payload`` is the whole INTERACTION_CREATE object.
+the way the Discord client checks them; ``mark_focused`` makes them an autocomplete request's options;
+``interaction_payload`` is the whole INTERACTION_CREATE object.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def interaction_payload(record: InteractionRecord, data: dict[str, Any], applica
         "context": 0,
         "attachment_size_limit": UPLOAD_LIMIT_BYTES,
     }
+
+
+def mark_focused(options: list[dict[str, Any]], cmd: dict[str, Any], name: str, typed: str) -> None:
+    """Turn ``options`` built for ``cmd`` into an APPLICATION_COMMAND_AUTOCOMPLETE request's: the option ``name``
+    of the innermost subcommand carries ``"focused": true`` and the text typed so far, a string whatever the
+    option's type, as Discord sends it. Raises SandboxError when that option has no autocomplete."""
+    container, schema = options, cmd.get("options") or []
+    while len(container) == 1 and container[0]["type"] in (1, 2):
+        sub = container[0]["name"]
+        schema = next(o for o in schema if o["name"] == sub).get("options") or []
+        container = container[0]["options"]
+    spec = next((o for o in schema if o["name"] == name), None)
+    if spec is None or not spec.get("autocomplete"):
+        raise SandboxError(f"option {name!r} has no autocomplete")
+    container[:] = [o for o in container if o["name"] != name]
+    container.append({"name": name, "type": spec["type"], "value": typed, "focused": True})
 
 
 def find_component(components: list[dict[str, Any]], custom_id: str) -> dict[str, Any] | None:

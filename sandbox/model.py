@@ -76,5 +76,5 @@ class InteractionRecord:
     ephemeral: bool = False
     original_id: int | None = None
     message_ids: list[int] = field(default_factory=list)  # original + followups
-    kind: int = 2  # interaction type: 2 application command, 3 message component
+    kind: int = 2  # interaction type: 2 application command, 3 message component, 4 autocomplete
     component_message_id: int | None = None  # for kind 3: the message whose component was used

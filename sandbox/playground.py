@@ -108,6 +108,7 @@ HELP = """\
   @bot text                        mention the bot          reply text   reply to the bot's last message
   say text                         plain message            as NAME      act as a member ({members})
   click LABEL                      press a button of the bot's latest message in this channel
+  complete /command opt: text      type in an option with autocomplete (the last one given): the bot's choices
   in CHANNEL                       switch channel ({channels})
   join voice [CHANNEL]             enter a voice channel (default Lounge)      leave voice   leave it
   speak PATH                       say an audio file (WAV...) in your voice channel, heard by the bot there
@@ -218,6 +219,10 @@ class Playground:
             return [f"!! error {ev['code']} on {ev['route']}: {ev['message']}"]
         if kind == "click":
             return [f"[#{ev['channel']}] {ev['user']} clicked {ev['custom_id']!r}"]
+        if kind == "autocomplete":
+            return [f"[#{ev['channel']}] {ev['user']} types /{ev['command']} {ev['option']}: {ev['typed']}"]
+        if kind == "choices":
+            return [f"-- choices: {', '.join(c['name'] for c in ev['choices']) or '(none)'}"]
         if kind == "reaction":
             verb = "reacted" if ev["added"] else "removed the reaction"
             return [f"[#{ev['channel']}] {guild.BOT_NAME} {verb} {ev['emoji']} on message {ev['message_id']}"]
@@ -320,6 +325,17 @@ class Playground:
             elif verb == "click":
                 message_id, custom_id = self._find_button(_need(arg, verb))
                 await self._act(self.sb.click(self.user, message_id, custom_id), expect_reply=True, settle=settle)
+            elif verb == "complete":
+                slash = _need(arg, verb)
+                path, values = parse_slash(slash, await self._command(slash.lstrip("/").split(maxsplit=1)[0]))
+                if not values:
+                    raise UsageError("write the option being typed last, e.g. complete /settings model name: ll")
+                focused = list(values)[-1]
+                try:
+                    await self.sb.autocomplete(self.user, " ".join(path), values, focused=focused,
+                                               channel=self.channel)
+                except TimeoutError:
+                    raise UsageError(f"{guild.BOT_NAME} offered no choices within 5 s") from None
             elif verb == "say":
                 call = self.sb.send_message(self.user, self.channel, _need(arg, verb))
                 await self._act(call, expect_reply=False, settle=settle)

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from . import guild
 from .model import INTERACTION_TOKEN_TTL_S, UPLOAD_LIMIT_BYTES, Event, InteractionRecord, StoredMessage, Upload
-from .validation import ApiError, form_error, validate_commands, validate_message
+from .validation import ApiError, form_error, validate_choices, validate_commands, validate_message
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -434,7 +434,8 @@ class RestApi:
 
     async def interaction_callback(self, request: web.Request) -> web.Response:
         """POST /interactions/{id}/{token}/callback: types 4 (message), 5 (deferred message), 6 (deferred
-        update), 7 (update message), 9 (modal). ``with_response`` selects a 200 body over 204."""
+        update), 7 (update message), 8 (autocomplete choices, only and always for an autocomplete interaction),
+        9 (modal). ``with_response`` selects a 200 body over 204."""
         record = self.sb.interactions.get(self._snowflake(request, "interaction_id"))
         if record is None or record.token != request.match_info["token"]:
             raise ApiError(404, 10062, "Unknown interaction")
@@ -447,7 +448,15 @@ class RestApi:
         data = body.get("data") or {}
         ephemeral = bool(int(data.get("flags") or 0) & 64)
         message: StoredMessage | None = None
-        if cb_type == 4:
+        if (cb_type == 8) != (record.kind == 4):
+            text = ("Autocomplete interactions can only be answered with choices (type 8)" if record.kind == 4
+                    else "Interaction response type 8 is only valid for autocomplete interactions")
+            raise form_error("type", "INTERACTION_RESPONSE_TYPE_INVALID", text)
+        if cb_type == 8:
+            choices = validate_choices(data)
+            record.response_type = 8
+            self.sb.publish({"event": "choices", "interaction_id": record.id, "choices": choices})
+        elif cb_type == 4:
             validate_message(data, len(uploads) + len(data.get("attachments") or []))
             record.response_type, record.ephemeral = 4, ephemeral  # acknowledged before any await
             attachments = self._attachments(record.channel, data, uploads, None) or []
@@ -473,7 +482,7 @@ class RestApi:
                 }
             )
         else:
-            raise form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of (4, 5, 6, 7, 9); got {cb_type!r}")
+            raise form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of (4, 5, 6, 7, 8, 9); got {cb_type!r}")
         if message is not None:
             record.original_id = message.id
             record.message_ids.append(message.id)

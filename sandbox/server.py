@@ -50,7 +50,7 @@ from . import guild, messages
 from .bus import EventBus
 from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
 from .guild import SimChannel, SimUser, UnknownName
-from .interactions import build_options, find_component, interaction_payload
+from .interactions import build_options, find_component, interaction_payload, mark_focused
 from .model import UPLOAD_LIMIT_BYTES, Event, InteractionRecord, InvokeHandle, SandboxError, StoredMessage, Upload
 from .rest import RestApi
 from .voice.server import SandboxVoice, VoiceHooks, VoiceRefused
@@ -395,6 +395,45 @@ class Sandbox:
         shown = {k: (str(v) if isinstance(v, Path | tuple | bytes) else v) for k, v in (options or {}).items()}
         event = {"event": "command", "user": member.name, "channel": chan.name, "command": record.command_name}
         return await self._send_interaction(record, data, {**event, "options": shown})
+
+    async def autocomplete(
+        self,
+        user: str,
+        command: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        focused: str,
+        channel: str = "general",
+        timeout: float = 5.0,  # noqa: ASYNC109 - public API name
+    ) -> list[dict[str, Any]]:
+        """Member ``user`` types in option ``focused`` of ``command`` ("settings model") in ``channel``: the bot
+        gets an APPLICATION_COMMAND_AUTOCOMPLETE interaction (type 4) with the options filled so far (``options``,
+        not checked, as while typing; ``options[focused]`` is the text typed, "" when absent) and the focused
+        one marked; returns the choices it answers with (``[{"name", "value"}, ...]``, response type 8).
+
+        Raises SandboxError for an unknown member/channel/command/option or an option without autocomplete, and
+        TimeoutError when the bot does not answer within ``timeout`` s (Discord would show nothing after 3 s).
+        """
+        member = self._member(user)
+        chan = self._channel(channel)
+        path = command.strip().lstrip("/").split()
+        if not path:
+            raise SandboxError("empty command name")
+        cmd = self.find_command(path[0])
+        values = dict(options or {})
+        typed = str(values.pop(focused, ""))
+        opts = await build_options(cmd, path[1:], values, False, {}, self.store_upload, chan)
+        mark_focused(opts, cmd, focused, typed)
+        data: dict[str, Any] = {"id": cmd["id"], "name": cmd["name"], "type": 1, "options": opts}
+        if "guild_id" in cmd:
+            data["guild_id"] = cmd["guild_id"]
+        record = self._new_interaction(member, chan, " ".join(path), kind=4)
+        event = {"event": "autocomplete", "user": member.name, "channel": chan.name, "command": record.command_name,
+                 "option": focused, "typed": typed}
+        handle = await self._send_interaction(record, data, event)
+        answer = await self.wait_for(
+            lambda e: e["event"] == "choices" and e["interaction_id"] == record.id, timeout, since=handle)
+        return answer["choices"]
 
     async def click(
         self, user: str, message_id: int, custom_id: str, *, values: list[str] | None = None

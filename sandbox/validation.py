@@ -130,3 +130,26 @@ def _validate_option_list(node: dict[str, Any], path: str) -> None:
             optional_seen = True
         if len(opt.get("choices") or []) > 25:
             raise form_error(f"{where}.choices", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+
+
+MAX_CHOICES = 25  # autocomplete choices Discord accepts in one answer
+
+
+def validate_choices(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The choices of an autocomplete answer (response type 8), checked as Discord checks them; raises ApiError."""
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise form_error("data.choices", "BASE_TYPE_REQUIRED", "This field is required")
+    if len(choices) > MAX_CHOICES:
+        raise form_error("data.choices", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CHOICES} or fewer in length.")
+    for index, choice in enumerate(choices):
+        name = choice.get("name") if isinstance(choice, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise form_error(f"data.choices.{index}.name", "BASE_TYPE_BAD_LENGTH",
+                             "Must be between 1 and 100 in length.")
+        value = choice.get("value")
+        if isinstance(value, str) and len(value) > 100:
+            raise form_error(f"data.choices.{index}.value", "BASE_TYPE_BAD_LENGTH", "Must be 100 or fewer in length.")
+        if value is None:
+            raise form_error(f"data.choices.{index}.value", "BASE_TYPE_REQUIRED", "This field is required")
+    return choices

@@ -3,7 +3,8 @@ within a token budget.
 
 One conversation per channel or thread. A turn (the member's message and the answer) is written in one
 transaction, so the history never holds half a turn; older messages beyond ``max_messages`` per channel
-are pruned in the same transaction.
+are pruned in the same transaction. The answer's row therefore always directly follows its question's (ids are
+consecutive), which is how ``forget_member`` finds the answers to a member's messages.
 """
 
 from __future__ import annotations
@@ -90,3 +91,20 @@ class ConversationStore:
         async with self.database.transaction() as db:
             cursor = await db.execute("DELETE FROM messages WHERE channel_id = ?", (channel_id,))
         return cursor.rowcount
+
+    async def forget_member(self, guild_id: int, author_id: int) -> tuple[int, int]:
+        """Delete every message ``author_id`` wrote in ``guild_id`` (text and stored voice transcripts) and the
+        bot's answers to them, which quote or build on what the member said.
+
+        Returns (the member's messages deleted, answers deleted); one transaction.
+        """
+        async with self.database.transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM messages WHERE role = 'assistant' AND id IN (SELECT id + 1 FROM messages"
+                " WHERE guild_id = ? AND author_id = ? AND role = 'user')",
+                (guild_id, author_id),
+            )
+            answers = cursor.rowcount
+            cursor = await db.execute("DELETE FROM messages WHERE guild_id = ? AND author_id = ?",
+                                      (guild_id, author_id))
+        return cursor.rowcount, answers

@@ -4,7 +4,12 @@ One file (``settings.db_path``) holds every table:
 
 - ``messages``: conversation history (``services.conversations.ConversationStore``), one row per message;
 - ``guild_settings``: per-guild options such as autospeak (``services.guild_settings.GuildSettingsStore``);
-- ``voice_opt_outs``: members who asked not to be transcribed, per guild (same store).
+- ``voice_opt_outs``: members who asked not to be transcribed, per guild (same store);
+- ``chat_settings``: persona, chat model and free channel per guild (``channel_id`` 0) and per channel
+  (``services.chat_settings.ChatSettingsStore``); NULL means "not set here".
+
+Every table is created with ``CREATE TABLE IF NOT EXISTS``, so a database of an earlier version opens with its rows
+and gains the tables it lacks.
 
 The schema is created here, at ``open()``, and nowhere else. The stores share one connection, so the
 statements of one store's transaction must not interleave with another's (a commit would commit both, a
@@ -46,6 +51,16 @@ CREATE TABLE IF NOT EXISTS voice_opt_outs (
     user_id INTEGER NOT NULL,
     PRIMARY KEY (guild_id, user_id)
 );
+
+CREATE TABLE IF NOT EXISTS chat_settings (
+    guild_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    persona TEXT,
+    model TEXT,
+    free_channel INTEGER,
+    PRIMARY KEY (guild_id, channel_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_author ON messages (guild_id, author_id);
 """
 
 Params = Iterable[Any]

@@ -226,6 +226,18 @@ class LLMClient:
         wanted = _normalize_model(name)
         return any(_normalize_model(listed) == wanted for listed in await self.list_models())
 
+    async def capabilities(self, name: str) -> list[str]:
+        """What model ``name`` can do, from ``/api/show``: e.g. ``["completion", "tools"]`` for a chat model,
+        ``["embedding"]`` for an embedding model; empty when the server does not say (Ollama before 0.6).
+
+        Raises ModelNotFound when it is not pulled, BackendUnavailable like ``list_models``.
+        """
+        try:
+            response = await self._client.show(name)
+        except _CLIENT_ERRORS as exc:
+            raise self._map_error(exc, name, "show the model") from exc
+        return list(response.capabilities or [])
+
     async def close(self) -> None:
         """Close the connection pool; idempotent."""
         if not self._closed:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from services.audio import to_mono_16k
+from services.chat_settings import ChatSettingsStore
 from services.conversations import ConversationStore, HistoryMessage, build_context
 from services.endpointing import Utterance
 from services.errors import ServiceError
@@ -168,6 +169,7 @@ class VoiceTurns:
 
     speech: the guild's playback queue; history: the voice conversation kept in memory when
     STORE_VOICE_TRANSCRIPTS is off (bounded; owned by the voice session so it outlives one /listen);
+    chat_settings: where the voice channel's persona and model are read, at each turn (so a change applies at once);
     post: ``async (text) -> None`` shows a line in the text channel (transcripts, answers, errors);
     member_name: ``async (user_id) -> str`` the member's display name;
     vocabulary: ``async () -> words`` the guild's vocabulary the transcription is biased towards (the bot's names,
@@ -177,8 +179,8 @@ class VoiceTurns:
 
     def __init__(self, *, settings: Settings, transcriber: Transcriber, llm: LLMClient,
                  conversations: ConversationStore, speech: SpeechQueue, history: deque[HistoryMessage],
-                 guild_id: int, voice_channel_id: int, post: Callable[[str], Awaitable[None]],
-                 member_name: Callable[[int], Awaitable[str]],
+                 chat_settings: ChatSettingsStore, guild_id: int, voice_channel_id: int,
+                 post: Callable[[str], Awaitable[None]], member_name: Callable[[int], Awaitable[str]],
                  vocabulary: Callable[[], Awaitable[Sequence[str]]] | None = None) -> None:
         self.settings = settings
         self.transcriber = transcriber
@@ -186,6 +188,7 @@ class VoiceTurns:
         self.conversations = conversations
         self.speech = speech
         self.history = history
+        self.chat_settings = chat_settings
         self.guild_id = guild_id
         self.voice_channel_id = voice_channel_id
         self.post = post
@@ -209,9 +212,10 @@ class VoiceTurns:
             return None
         store = self.settings.STORE_VOICE_TRANSCRIPTS
         history = await self.conversations.history(self.voice_channel_id) if store else list(self.history)
-        messages = build_context(f"{self.settings.SYSTEM_PROMPT}\n\n{VOICE_STYLE}", history, request_text,
+        chat = await self.chat_settings.effective(self.guild_id, self.voice_channel_id)
+        messages = build_context(f"{chat.persona.value}\n\n{VOICE_STYLE}", history, request_text,
                                  self.settings.HISTORY_TOKEN_BUDGET)
-        turn = SpokenTurn(self.llm.chat_stream(messages))
+        turn = SpokenTurn(self.llm.chat_stream(messages, model=chat.model.value))
         sentences = turn.sentences()
         if not self.settings.VOICE_STREAM_ANSWERS:
             sentences = _replay([sentence async for sentence in sentences])  # the whole answer first

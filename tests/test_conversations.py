@@ -71,3 +71,14 @@ def test_context_keeps_newest_history_within_budget():
 
 def test_context_with_zero_history():
     assert build_context("s", [], "q", 100) == [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+
+
+async def test_forget_member_deletes_their_messages_and_the_answers_to_them_in_that_guild_only(store):
+    await store.add_turn(1, 10, 100, "my secret", "noted: your secret")
+    await store.add_turn(1, 10, 101, "hello", "hi")
+    await store.add_turn(7, 10, 100, "spoken in voice", "heard you")  # a stored voice transcript
+    await store.add_turn(3, 20, 100, "another server", "sure")
+    assert await store.forget_member(10, 100) == (2, 2)
+    assert [(m.author_id, m.content) for m in await store.history(1)] == [(101, "hello"), (None, "hi")]
+    assert await store.history(7) == []
+    assert [m.content for m in await store.history(3)] == ["another server", "sure"]

@@ -111,7 +111,7 @@ def string_option_limits(commands: list[dict[str, Any]], prefix: str = "") -> di
 
 
 async def test_discord_is_told_the_configured_length_limits(make_harness):
-    harness = await make_harness(CHAT_MAX_CHARS=123, ASK_MAX_CHARS=234, SPEAK_MAX_CHARS=345)
+    harness = await make_harness(CHAT_MAX_CHARS=123, ASK_MAX_CHARS=234, SPEAK_MAX_CHARS=345, PERSONA_MAX_CHARS=456)
     assert string_option_limits(harness.sandbox.commands) == {
         ("chat", "message"): 123,
         ("ask", "question"): 234,
@@ -119,6 +119,8 @@ async def test_discord_is_told_the_configured_length_limits(make_harness):
         ("docs search", "query"): 234,
         ("docs remove", "name"): 200,
         ("speak", "text"): 345,
+        ("settings persona", "text"): 456,
+        ("settings model", "name"): 200,
     }
     # Discord's client (the sandbox's, here) now refuses a longer message before it reaches the bot.
     with pytest.raises(SandboxError, match="1..123 characters"):

@@ -235,3 +235,22 @@ async def test_after_a_docs_reload_a_spoken_document_term_is_spelled_right(make_
     await wait_until(lambda: posted(harness, "🎙️ **Bob**:"))
     [transcript] = posted(harness, "🎙️ **Bob**:")
     assert "ollama" in transcript.lower().replace("?", " ").split(), transcript
+
+
+async def test_voice_turns_use_the_servers_persona_and_model_and_forget_me_clears_them_from_memory(make_harness):
+    harness = await listening(make_harness)
+    harness.ollama.models.append("qwen3:4b")
+    await harness.answer("admin", "settings persona", {"text": "You are a weather pirate.", "scope": "guild"})
+    await harness.answer("admin", "settings model", {"name": "qwen3:4b", "scope": "guild"})
+    await harness.sandbox.speak("bob", await speech_pcm(harness, QUESTION))
+    await wait_until(lambda: posted(harness, "🔊"))
+    request = harness.ollama.chat_requests[-1]
+    assert request["model"] == "qwen3:4b"
+    assert request["messages"][0]["content"].startswith("You are a weather pirate.")
+
+    session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
+    assert len(session.voice_history) == 2
+    _, events = await harness.answer("bob", "forget me")
+    assert ephemeral_replies(events) == [
+        "Forgotten: 0 of your messages and 0 of my answers to them, and 2 messages of the current voice conversation."]
+    assert list(session.voice_history) == []
