@@ -52,14 +52,30 @@ BOT = "Assistant"
 ANSWER = "It is sunny today. Enjoy your day outside."
 WARM_UP = "Hello there, can you hear me?"
 
-# Each pipeline: Settings overrides on top of the defaults. "current" is the acceptance baseline of issue 9: a fixed
-# 600 ms of silence ends the utterance, then transcription, the LLM and Piper run one after the other (each answer
-# sentence spoken as soon as it is complete, as the bot does by default). "new" is the candidate: add the settings
-# of each technique it turns on; until they exist it is the same pipeline with a shorter silence.
-PIPELINES: dict[str, dict[str, Any]] = {
-    "new": {"ENDPOINT_SILENCE_MS": 200, "VOICE_STREAM_ANSWERS": True},
-    "current": {"ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
+# Each pipeline: Settings overrides on top of the defaults, as alternatives: the first whose settings all exist in
+# this tree's Settings is used (Settings ignores unknown names, so an override for a technique not merged yet would
+# silently do nothing). "current" is the acceptance baseline of issue 9: a fixed 600 ms of silence ends the
+# utterance, then transcription, the LLM and Piper run one after the other (each answer sentence spoken as soon as
+# it is complete, as the bot does by default). "new" turns on each technique of issue 9 (add its setting here);
+# without them it is the same pipeline with a shorter silence.
+PIPELINES: dict[str, list[dict[str, Any]]] = {
+    "new": [
+        {"ENDPOINT_SPECULATE_MS": 200, "ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
+        {"ENDPOINT_SILENCE_MS": 200, "VOICE_STREAM_ANSWERS": True},
+    ],
+    "current": [
+        {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
+        {"ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
+    ],
 }
+
+
+def resolve(alternatives: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first alternative whose setting names all exist in Settings; raises SystemExit when none does."""
+    for overrides in alternatives:
+        if set(overrides) <= set(Settings.model_fields):
+            return dict(overrides)
+    raise SystemExit(f"none of these setting sets exists in config.Settings: {alternatives}")
 
 
 @dataclass
@@ -70,18 +86,16 @@ class Results:
     reports: list[dict[str, Any]] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
     paused: list[dict[str, Any]] = field(default_factory=list)
-    discarded: list[float] = field(default_factory=list)
+    speculation: list[tuple[int, int]] = field(default_factory=list)  # (started, discarded) per block
 
 
-def speculative_discard_share(bot: Any) -> float | None:
-    """The share (0..1) of speculative starts (transcription or LLM begun before the turn was confirmed) that the
-    bot discarded, from its voice statistics; None while the bot exposes no such counters."""
-    for session in getattr(bot.voice_sessions, "values", lambda: [])():
-        stats = getattr(getattr(session, "listening", None), "speculation", None)
-        started = getattr(stats, "started", 0)
-        if started:
-            return getattr(stats, "discarded", 0) / started
-    return None
+def speculation_counts(session: Any) -> tuple[int, int] | None:
+    """(started, discarded) speculative turns (transcription and LLM begun before the end of the turn was
+    confirmed) of a listening session, from its ``speculation.stats``; None when the bot has no speculation (turned
+    off, or not in this tree)."""
+    speculation = getattr(getattr(session, "listening", None), "speculation", None)
+    stats = getattr(speculation, "stats", None)
+    return None if stats is None else (stats.started, stats.discarded)
 
 
 async def say(synthesizer: Synthesizer, text: str) -> bytes:
@@ -196,9 +210,9 @@ async def run_block(name: str, overrides: dict[str, Any], ollama_url: str, model
             outcome = await block.paused(question, pcm)
             results.paused.append(outcome)
             print(f"  {name}: paused {outcome}", flush=True)
-        share = speculative_discard_share(bot)
-        if share is not None:
-            results.discarded.append(share)
+        counts = speculation_counts(block.session)
+        if counts is not None:
+            results.speculation.append(counts)
 
 
 def summarize(name: str, overrides: dict[str, Any], results: Results) -> dict[str, Any]:
@@ -211,6 +225,8 @@ def summarize(name: str, overrides: dict[str, Any], results: Results) -> dict[st
     stages = ("endpoint_ms", "stt_ms", "llm_first_sentence_ms", "tts_first_sentence_ms")
     overhead = [r["to_playback_ms"] - sum(r[k] or 0 for k in stages) for r in reports if r["to_playback_ms"]]
     paused = results.paused
+    started, discarded = (sum(column) for column in zip(*results.speculation, strict=True)) if results.speculation \
+        else (0, 0)
     return {
         "settings": overrides,
         "end_of_speech_to_first_answer_audio_ms": stats(results.first_audio_ms),
@@ -218,8 +234,8 @@ def summarize(name: str, overrides: dict[str, Any], results: Results) -> dict[st
         "breakdown_p95_ms": {k: round(percentile([r[k] for r in reports if r[k] is not None], 95), 1) for k in keys},
         "bot_overhead_ms": stats(overhead),
         "cpu_s_per_turn": stats(results.cpu_s, 3),
-        "speculative_discarded_share": (round(sum(results.discarded) / len(results.discarded), 3)
-                                        if results.discarded else None),
+        "speculative_started": started if results.speculation else None,
+        "speculative_discarded_share": round(discarded / started, 3) if started else None,
         "paused_set": {
             "utterances": len(paused),
             "premature_answer_rate": round(sum(p["premature"] for p in paused) / len(paused), 3) if paused else None,
@@ -276,7 +292,7 @@ async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) ->
 
 
 def parse_sets(values: list[str]) -> dict[str, dict[str, Any]]:
-    pipelines = {name: dict(overrides) for name, overrides in PIPELINES.items()}
+    pipelines = {name: resolve(alternatives) for name, alternatives in PIPELINES.items()}
     for value in values:
         name, _, assignment = value.partition(":")
         key, sep, raw = assignment.partition("=")
