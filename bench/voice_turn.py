@@ -176,8 +176,10 @@ class Block:
         deadline = time.monotonic() + timeout_s
         state = None
         since = time.monotonic()
+        position = sandbox.event_position
         while time.monotonic() < deadline:
-            now_state = (sandbox.event_position, sandbox.voice_totals(BOT)["frames"])
+            posts = sum(ev["event"] == "message" and ev["author"] == BOT for ev in sandbox.events(position))
+            now_state = (posts, sandbox.voice_totals(BOT)["frames"])
             if now_state != state:
                 state, since = now_state, time.monotonic()
             elif time.monotonic() - since >= quiet_s:
