@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import platform
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, Any]:
+    """Where a benchmark ran: CPUs usable by this process, the CPU model (/proc/cpuinfo), Python, and the load
+    average at the time of the call (the machine may be shared: a high load means other work competed)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return {"cpus": cpus, "cpu_model": model, "python": python, "system": f"{platform.system()} {platform.machine()}",
+            "load_average_1_5_15_min": load}
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,15 +1,29 @@
-"""Voice turn benchmark: from the end of a member's speech to the first audio of the bot's answer.
+"""Voice turn benchmark: from the end of a member's speech to the first audio of the bot's answer, for two voice
+pipelines side by side, and whether either answers members who have not finished.
 
-The real bot listens through the sandbox: a member speaks a synthesized question (Opus, encrypted, paced as
-Discord relays it); the bot detects the end of speech (ENDPOINT_SILENCE_MS), transcribes it (the bundled Whisper
-tiny.en), asks the Ollama stand-in (first token after ``--first-token-ms``, then ``--tokens-per-s``), synthesizes
-the first sentence (the bundled Piper voice, en_US-joe-medium, which also says the question) and plays it.
-Measured at the sandbox: end of the member's last packet -> first answer frame; and the bot's own breakdown
-(services.voice_turns.TurnReport).
-Streaming (each sentence spoken as soon as it is complete) and non-streaming (whole answer, then speech) run
-side by side in one invocation.
+A pipeline is a set of Settings overrides (``PIPELINES``; ``--set new:NAME=VALUE`` adds or changes one), so the
+same real bot runs against the same sandbox with only its settings changed. For each pipeline the real bot listens
+through the sandbox: a member speaks a question said by the bundled Piper voice (Opus, DAVE-encrypted, paced as
+Discord relays it, nothing sent during silences); the bot endpoints it, transcribes it (the bundled Whisper
+tiny.en), asks the Ollama stand-in (its own process; first token after ``--first-token-ms``, then
+``--tokens-per-s``; a fixed two-sentence answer) and speaks with the bundled Piper voice. Measured:
 
-Usage: ``.venv/bin/python -m bench.voice_turn [--runs 4]``; writes bench/results/voice_turn.json.
+- end of speech (the sandbox's ``member_speech`` event, published when the member's last packet is sent) to the
+  first answer frame at the sandbox: p50 and p95 over the whole-question turns;
+- the bot's breakdown of each turn (``services.voice_turns.TurnReport``: endpoint wait, transcription, LLM to the
+  first sentence, TTS of it, and the remainder, the bot's own overhead);
+- CPU seconds per turn: ``time.process_time()`` of this whole process (bot and sandbox; the stand-in runs
+  elsewhere, as Ollama would) from the first packet of the question until the answer has played;
+- the share of speculative work discarded, when the bot exposes it (null otherwise);
+- the paused set (``tests/support/paused_speech.py``): 24 questions said with a 300-800 ms pause mid-sentence.
+  An answer is premature when a transcript is posted or an answer frame arrives before the member's last packet;
+  every question should get exactly one answer (a posted "🔊" line): misses and doubles are counted.
+
+Pipelines run in alternating blocks (new, current, current, new, ...), each block a fresh bot and sandbox with the
+speech models shared, so that the machine's load (it is shared) hits both alike.
+
+Usage: ``.venv/bin/python -m bench.voice_turn [--rounds 4] [--set new:ENDPOINT_SILENCE_MS=250]``; writes
+bench/results/voice_turn.json.
 """
 
 from __future__ import annotations
@@ -18,112 +32,300 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import platform
-import statistics
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config import load_settings
+from bench.common import OllamaProcess, machine, percentile
+from config import Settings, load_settings
 from sandbox import Sandbox
 from services.files import write_json_atomic
-from services.tts import PiperSynthesizer
-from tests.fakes.ollama import FakeOllama
+from services.stt import create_transcriber
+from services.tts import Synthesizer, create_synthesizer
 from tests.support.bot_harness import running_bot
+from tests.support.paused_speech import PAUSED_QUESTIONS, PausedQuestion, paused_question_set, paused_utterance
 
 RESULTS = Path(__file__).resolve().parent / "results" / "voice_turn.json"
-QUESTION = "what is the weather like today"
-ANSWER = " ".join([
-    "It is sunny today.", "The temperature will reach twenty degrees in the afternoon.",
-    "A light wind comes from the west.", "Clouds may arrive in the evening.",
-    "Tomorrow looks much the same.", "Enjoy your day outside.",
-])
+BOT = "Assistant"
+ANSWER = "It is sunny today. Enjoy your day outside."
+WARM_UP = "Hello there, can you hear me?"
+
+# Each pipeline: Settings overrides on top of the defaults, as alternatives: the first whose settings all exist in
+# this tree's Settings is used (Settings ignores unknown names, so an override for a technique not merged yet would
+# silently do nothing). "current" is the acceptance baseline of issue 9: a fixed 600 ms of silence ends the
+# utterance, then transcription, the LLM and Piper run one after the other (each answer sentence spoken as soon as
+# it is complete, as the bot does by default). "new" turns on each technique of issue 9 (add its setting here);
+# without them it is the same pipeline with a shorter silence.
+PIPELINES: dict[str, list[dict[str, Any]]] = {
+    "new": [
+        {"ENDPOINT_SPECULATE_MS": 200, "ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
+        {"ENDPOINT_SILENCE_MS": 200, "VOICE_STREAM_ANSWERS": True},
+    ],
+    "current": [
+        {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
+        {"ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
+    ],
+}
 
 
-async def run_mode(stream: bool, runs: int, first_token_ms: float, tokens_per_s: float,
-                   question_pcm: bytes) -> dict[str, Any]:
-    fake = FakeOllama(first_token_latency_s=first_token_ms / 1000, tokens_per_s=tokens_per_s)
-    fake.responder = lambda body: ANSWER
-    await fake.start()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-turn-"))
-    settings = load_settings(
-        DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=tmp / "data", DOCUMENTS_DIR=tmp / "documents",
-        VOICE_COOLDOWN_S=0, VOICE_STREAM_ANSWERS=stream,
-        ENDPOINT_SILENCE_MS=600,
-    )
-    reports: list[dict[str, Any]] = []
-    first_audio_ms: list[float] = []
+def resolve(alternatives: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first alternative whose setting names all exist in Settings; raises SystemExit when none does."""
+    for overrides in alternatives:
+        if set(overrides) <= set(Settings.model_fields):
+            return dict(overrides)
+    raise SystemExit(f"none of these setting sets exists in config.Settings: {alternatives}")
+
+
+@dataclass
+class Results:
+    """What one pipeline measured, over all its blocks."""
+
+    first_audio_ms: list[float] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
+    paused: list[dict[str, Any]] = field(default_factory=list)
+    speculation: list[tuple[int, int]] = field(default_factory=list)  # (started, discarded) per block
+
+
+def speculation_counts(session: Any) -> tuple[int, int] | None:
+    """(started, discarded) speculative turns (transcription and LLM begun before the end of the turn was
+    confirmed) of a listening session, from its ``speculation.stats``; None when the bot has no speculation (turned
+    off, or not in this tree)."""
+    speculation = getattr(getattr(session, "listening", None), "speculation", None)
+    stats = getattr(speculation, "stats", None)
+    return None if stats is None else (stats.started, stats.discarded)
+
+
+async def say(synthesizer: Synthesizer, text: str) -> bytes:
+    return (await synthesizer.synthesize(text)).pcm
+
+
+async def prepare_paused(synthesizer: Synthesizer, question: PausedQuestion) -> bytes:
+    return paused_utterance(await say(synthesizer, question.first), await say(synthesizer, question.second),
+                            question.pause_ms)
+
+
+class Block:
+    """One fresh sandbox and bot with a pipeline's settings, listening in Lounge with alice and bob there."""
+
+    def __init__(self, sandbox: Sandbox, bot: Any) -> None:
+        self.sandbox = sandbox
+        self.bot = bot
+
+    @property
+    def session(self) -> Any:
+        return self.bot.voice_sessions.get(self.sandbox.guild_id)
+
+    async def listen(self) -> None:
+        for member in ("alice", "bob"):
+            await self.sandbox.join_voice(member, "Lounge")
+        position = self.sandbox.event_position
+        await self.sandbox.invoke("alice", "join", {})
+        await self.sandbox.wait_for(lambda ev: ev["event"] in ("message", "edit")
+                                    and (ev.get("content") or "").startswith("Joined"), timeout=30, since=position)
+        await self.sandbox.invoke("alice", "listen", {})
+        await asyncio.to_thread(self.bot.transcriber.load)
+
+    async def turn(self, pcm: bytes) -> tuple[float, dict[str, Any], float]:
+        """bob says ``pcm``; returns (end of speech -> first answer frame ms, the turn's report, CPU seconds)."""
+        sandbox, session = self.sandbox, self.session
+        spoken = len(sandbox.voice_spurts(BOT))
+        previous = session.last_turn
+        cpu = time.process_time()
+        speech = await sandbox.speak("bob", pcm)
+        await sandbox.wait_for(lambda ev: ev["event"] == "voice_audio" and len(sandbox.voice_spurts(BOT)) > spoken,
+                               timeout=120, since=0)
+        first_audio = sandbox.voice_spurts(BOT)[spoken]["start_t_ms"] - speech["t_ms"]
+        for _ in range(1200):  # the turn's report is made once its whole answer has played
+            if session.last_turn is not previous:
+                break
+            await asyncio.sleep(0.05)
+        cpu = time.process_time() - cpu
+        await self.quiet()
+        return first_audio, dataclasses.asdict(session.last_turn), cpu
+
+    async def paused(self, question: PausedQuestion, pcm: bytes) -> dict[str, Any]:
+        """bob says a paused question; whether the bot answered before he finished, and how many answers came."""
+        sandbox = self.sandbox
+        since = sandbox.event_position
+        speech = await sandbox.speak("bob", pcm)
+        try:
+            await sandbox.wait_for(lambda ev: ev["event"] == "message" and ev["content"].startswith("🔊"),
+                                   timeout=30, since=since)
+        except TimeoutError:
+            pass
+        await self.quiet()
+        events = sandbox.events(since)
+        end = speech["t_ms"]
+        posts = [ev for ev in events if ev["event"] == "message" and ev["author"] == BOT]
+        transcripts = [ev for ev in posts if ev["content"].startswith("🎙️")]
+        answers = [ev for ev in posts if ev["content"].startswith("🔊")]
+        early_frames = [ev for ev in events if ev["event"] == "voice_audio" and ev.get("member") == BOT
+                        and ev["start_t_ms"] < end]
+        early_posts = [ev for ev in transcripts if ev["t_ms"] < end]
+        return {"text": question.text, "split_after": question.first, "pause_ms": question.pause_ms,
+                "premature": bool(early_frames or early_posts), "answers": len(answers),
+                "transcripts": [ev["content"].split(": ", 1)[-1] for ev in transcripts]}
+
+    async def quiet(self, quiet_s: float = 2.0, timeout_s: float = 60.0) -> None:
+        """Wait until the bot has neither posted nor sent audio for ``quiet_s`` seconds (a queued second turn
+        would post its transcript well within that)."""
+        sandbox = self.sandbox
+        deadline = time.monotonic() + timeout_s
+        state = None
+        since = time.monotonic()
+        position = sandbox.event_position
+        while time.monotonic() < deadline:
+            posts = sum(ev["event"] == "message" and ev["author"] == BOT for ev in sandbox.events(position))
+            now_state = (posts, sandbox.voice_totals(BOT)["frames"])
+            if now_state != state:
+                state, since = now_state, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            await asyncio.sleep(0.1)
+
+
+def settings_for(overrides: dict[str, Any], ollama_url: str, tmp: Path) -> Settings:
+    return load_settings(DISCORD_TOKEN=None, OLLAMA_HOST=ollama_url, DATA_DIR=tmp / "data",
+                         DOCUMENTS_DIR=tmp / "documents", VOICE_COOLDOWN_S=0, **overrides)
+
+
+async def run_block(name: str, overrides: dict[str, Any], ollama_url: str, models: tuple[Any, Any],
+                    questions: list[bytes], paused: list[tuple[PausedQuestion, bytes]], warm_up: bytes,
+                    results: Results) -> None:
+    synthesizer, transcriber = models
+    settings = settings_for(overrides, ollama_url, Path(tempfile.mkdtemp(prefix=f"bench-turn-{name}-")))
+    async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=60, synthesizer=synthesizer,
+                                                 transcriber=transcriber) as bot:
+        block = Block(sandbox, bot)
+        await block.listen()
+        await block.turn(warm_up)  # a fresh bot's first turn opens its connections: not counted
+        for pcm in questions:
+            first_audio, report, cpu = await block.turn(pcm)
+            results.first_audio_ms.append(first_audio)
+            results.reports.append(report)
+            results.cpu_s.append(cpu)
+            print(f"  {name}: {first_audio:.0f} ms to first answer audio, {report}", flush=True)
+        for question, pcm in paused:
+            outcome = await block.paused(question, pcm)
+            results.paused.append(outcome)
+            print(f"  {name}: paused {outcome}", flush=True)
+        counts = speculation_counts(block.session)
+        if counts is not None:
+            results.speculation.append(counts)
+
+
+def summarize(name: str, overrides: dict[str, Any], results: Results) -> dict[str, Any]:
+    def stats(values: list[float], digits: int = 1) -> dict[str, float]:
+        return {"p50": round(percentile(values, 50), digits), "p95": round(percentile(values, 95), digits),
+                "max": round(max(values, default=0.0), digits), "n": len(values)}
+
+    reports = results.reports
+    keys = list(reports[0]) if reports else []
+    stages = ("endpoint_ms", "stt_ms", "llm_first_sentence_ms", "tts_first_sentence_ms")
+    overhead = [r["to_playback_ms"] - sum(r[k] or 0 for k in stages) for r in reports if r["to_playback_ms"]]
+    paused = results.paused
+    started, discarded = (sum(column) for column in zip(*results.speculation, strict=True)) if results.speculation \
+        else (0, 0)
+    return {
+        "settings": overrides,
+        "end_of_speech_to_first_answer_audio_ms": stats(results.first_audio_ms),
+        "breakdown_p50_ms": {k: round(percentile([r[k] for r in reports if r[k] is not None], 50), 1) for k in keys},
+        "breakdown_p95_ms": {k: round(percentile([r[k] for r in reports if r[k] is not None], 95), 1) for k in keys},
+        "bot_overhead_ms": stats(overhead),
+        "cpu_s_per_turn": stats(results.cpu_s, 3),
+        "speculative_started": started if results.speculation else None,
+        "speculative_discarded_share": round(discarded / started, 3) if started else None,
+        "paused_set": {
+            "utterances": len(paused),
+            "premature_answer_rate": round(sum(p["premature"] for p in paused) / len(paused), 3) if paused else None,
+            "answered_once": sum(p["answers"] == 1 for p in paused),
+            "missed": sum(p["answers"] == 0 for p in paused),
+            "answered_twice_or_more": sum(p["answers"] > 1 for p in paused),
+            "premature": [f"{p['split_after']} ... ({p['pause_ms']} ms)" for p in paused if p["premature"]],
+            "details": paused,
+        },
+    }
+
+
+async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ollama = OllamaProcess("--first-token-ms", str(args.first_token_ms), "--tokens-per-s", str(args.tokens_per_s),
+                           "--answer", ANSWER)
+    url = await ollama.start()
+    settings = settings_for({}, url, Path(tempfile.mkdtemp(prefix="bench-turn-")))
+    synthesizer, transcriber = create_synthesizer(settings), create_transcriber(settings)
+    await asyncio.gather(asyncio.to_thread(synthesizer.load), asyncio.to_thread(transcriber.load))
+    paused_set = paused_question_set()[: args.paused]
+    wholes = list(dict.fromkeys(f"{first} {second}" for first, second in PAUSED_QUESTIONS))[: args.runs]
+    questions = [await say(synthesizer, text) for text in wholes]
+    paused = [(q, await prepare_paused(synthesizer, q)) for q in paused_set]
+    warm_up = await say(synthesizer, WARM_UP)
+    results = {name: Results() for name in pipelines}
+    names = list(pipelines)
+    started = machine()
     try:
-        async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=30) as bot:
-            for member in ("alice", "bob"):
-                await sandbox.join_voice(member, "Lounge")
-            position = sandbox.event_position
-            await sandbox.invoke("alice", "join", {})
-            await sandbox.wait_for(lambda ev: ev["event"] in ("message", "edit")
-                                   and (ev.get("content") or "").startswith("Joined"), timeout=30, since=position)
-            await sandbox.invoke("alice", "listen", {})
-            await asyncio.to_thread(bot.transcriber.load)
-            session = bot.voice_sessions.get(sandbox.guild_id)
-            for _ in range(runs + 1):  # the first run warms up (model load, first decoder) and is not counted
-                spoken = len(sandbox.voice_spurts("Assistant"))
-                previous_turn = session.last_turn
-                speech = await sandbox.speak("bob", question_pcm)
-                await sandbox.wait_for(lambda ev, before=spoken: ev["event"] == "voice_audio"
-                                       and len(sandbox.voice_spurts("Assistant")) > before, timeout=120, since=0)
-                answer = sandbox.voice_spurts("Assistant")[spoken]
-                first_audio_ms.append(answer["start_t_ms"] - speech["t_ms"])
-                for _ in range(1200):  # the turn's report is made once its whole answer has played
-                    if session.last_turn is not previous_turn:
-                        break
-                    await asyncio.sleep(0.05)
-                reports.append(dataclasses.asdict(session.last_turn))  # type: ignore[call-overload]
-                await asyncio.sleep(0.5)
+        for round_ in range(args.rounds):
+            order = names if round_ % 2 == 0 else names[::-1]  # ABBA: a drift in load hits both alike
+            for name in order:
+                print(f"round {round_ + 1}/{args.rounds}: {name}", flush=True)
+                await run_block(name, pipelines[name], url, (synthesizer, transcriber),
+                                questions[round_::args.rounds], paused[round_::args.rounds], warm_up, results[name])
     finally:
-        await fake.stop()
-    first_audio_ms, reports = first_audio_ms[1:], reports[1:]
-
-    def median(key: str) -> float:
-        return round(statistics.median(report[key] for report in reports), 1)
-
-    breakdown = {key: median(key) for key in reports[0]}
-    model_and_wait = sum(breakdown[key] for key in ("endpoint_ms", "stt_ms", "llm_first_sentence_ms",
-                                                    "tts_first_sentence_ms"))
+        await ollama.stop()
+    summary = {name: summarize(name, pipelines[name], results[name]) for name in pipelines}
+    first = next(iter(summary))
+    new, current = summary.get("new", summary[first]), summary.get("current", summary[first])
     return {
-        "mode": "streaming" if stream else "whole answer first",
-        "end_of_speech_to_first_answer_audio_ms": {"p50": round(statistics.median(first_audio_ms), 1),
-                                                   "max": round(max(first_audio_ms), 1)},
-        "breakdown_p50_ms": breakdown,
-        "bot_overhead_p50_ms": round(breakdown["to_playback_ms"] - model_and_wait, 1),
+        "stt": f"faster-whisper {transcriber.plan}, {settings.WHISPER_COMPUTE_TYPE}",
+        "tts": f"piper {synthesizer.plan}",
+        "llm_stand_in": {"first_token_ms": args.first_token_ms, "tokens_per_s": args.tokens_per_s, "answer": ANSWER},
+        "whole_questions_per_pipeline": len(questions), "rounds": args.rounds,
+        # The acceptance figures of issue 9 are the new pipeline's; both columns are under "pipelines".
+        "streaming": {"pipeline": "new",
+                      "end_of_speech_to_first_answer_audio_ms": new["end_of_speech_to_first_answer_audio_ms"]},
+        "premature_answer_rate": new["paused_set"]["premature_answer_rate"],
+        "new_to_current_p50_ratio": round(new["end_of_speech_to_first_answer_audio_ms"]["p50"]
+                                          / (current["end_of_speech_to_first_answer_audio_ms"]["p50"] or 1), 3),
+        "pipelines": summary,
+        "machine": {**started, "load_average_at_end": machine()["load_average_1_5_15_min"]},
     }
 
 
-async def run(runs: int, first_token_ms: float, tokens_per_s: float) -> dict[str, Any]:
-    question = (await PiperSynthesizer().synthesize(QUESTION)).pcm
-    streaming = await run_mode(True, runs, first_token_ms, tokens_per_s, question)
-    whole = await run_mode(False, runs, first_token_ms, tokens_per_s, question)
-    ratio = (streaming["end_of_speech_to_first_answer_audio_ms"]["p50"]
-             / whole["end_of_speech_to_first_answer_audio_ms"]["p50"])
-    return {
-        "runs": runs,
-        "llm_stand_in": {"first_token_ms": first_token_ms, "tokens_per_s": tokens_per_s,
-                         "answer_sentences": 6},
-        "stt": "whisper tiny.en (bundled)", "tts": "piper en_US-joe-medium (bundled)", "endpoint_silence_ms": 600,
-        "streaming": streaming,
-        "whole_answer_first": whole,
-        "streaming_to_whole_ratio": round(ratio, 3),
-        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
-    }
+def parse_sets(values: list[str]) -> dict[str, dict[str, Any]]:
+    pipelines = {name: resolve(alternatives) for name, alternatives in PIPELINES.items()}
+    for value in values:
+        name, _, assignment = value.partition(":")
+        key, sep, raw = assignment.partition("=")
+        if name not in pipelines or not sep or not key:
+            raise SystemExit(f"--set takes PIPELINE:NAME=VALUE with PIPELINE one of {', '.join(pipelines)}; "
+                             f"got {value!r}")
+        pipelines[name][key] = raw  # pydantic converts "250" or "false" as it does from the environment
+    return pipelines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=4, help="blocks per pipeline, alternating (default 4)")
+    parser.add_argument("--runs", type=int, default=12, help="whole questions per pipeline (default 12, at most 12)")
+    parser.add_argument("--paused", type=int, default=24, help="paused questions per pipeline (default 24, at most 24)")
     parser.add_argument("--first-token-ms", type=float, default=200.0)
     parser.add_argument("--tokens-per-s", type=float, default=50.0)
+    parser.add_argument("--set", action="append", default=[], metavar="PIPELINE:NAME=VALUE",
+                        help="a setting of one pipeline, e.g. new:ENDPOINT_SILENCE_MS=250 (repeatable)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    result = asyncio.run(run(args.runs, args.first_token_ms, args.tokens_per_s))
-    print(json.dumps(result, indent=2))
-    write_json_atomic(RESULTS, result)
+    pipelines = parse_sets(args.set)
+    for name, overrides in pipelines.items():
+        settings_for(overrides, "http://127.0.0.1:11434", Path(tempfile.gettempdir()))  # fail fast on a bad value
+        print(f"{name}: {overrides}")
+    result = asyncio.run(run(args, pipelines))
+    print(json.dumps({k: v for k, v in result.items() if k != "pipelines"}, indent=2))
+    for name, summary in result["pipelines"].items():
+        print(name, json.dumps({k: v for k, v in summary.items() if k != "paused_set"}),
+              json.dumps({k: v for k, v in summary["paused_set"].items() if k != "details"}))
+    write_json_atomic(args.output, result)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,14 @@ def test_the_help_names_every_mode():
         assert re.search(rf"^  {mode} ", FAULTS_HELP, re.MULTILINE), mode
 
 
+async def test_answer_sets_the_chat_answer():
+    async with stand_in("--answer", "It is sunny today. Enjoy.") as url, httpx.AsyncClient(
+        timeout=ANSWER_TIMEOUT
+    ) as http:
+        lines = await stream_chat(http, url)
+    assert "".join(line["message"]["content"] for line in lines) == "It is sunny today. Enjoy."
+
+
 @pytest.mark.parametrize("status", ["404", "500"])
 async def test_error_answers(status):
     async with stand_in("--fail-chat", status, "--fail-embed", status) as url, httpx.AsyncClient(

@@ -468,6 +468,8 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
     )
     fake.fail_chat, fake.fail_embed = args.fail_chat, args.fail_embed
+    if args.answer is not None:
+        fake.responder = lambda body: args.answer
     await fake.start()
     faults = "".join(f"; /api/{name} fails: {mode}" for name, mode in (("chat", args.fail_chat),
                                                                        ("embed", args.fail_embed)) if mode)
@@ -508,6 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-token-ms", type=float, default=0.0, help="milliseconds before the first token")
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="tokens per second; 0 = as fast as possible")
     parser.add_argument("--models", default="llama3.2,nomic-embed-text", help="comma-separated pulled models")
+    parser.add_argument("--answer", help="answer every chat with this text (default: 'You said: <last message>')")
     parser.add_argument("--fail-chat", choices=FAIL_MODES, metavar="MODE",
                         help="make every /api/chat request fail: 404, 500, hang, drop or stall (see below)")
     parser.add_argument("--fail-embed", choices=FAIL_MODES, metavar="MODE",
