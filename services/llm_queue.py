@@ -45,8 +45,8 @@ class Priority(IntEnum):
 class LLMQueueFull(ServiceError):
     """As many requests as the queue may hold are already waiting for the model."""
 
-    def __init__(self, waiting: int) -> None:
-        super().__init__(f"The assistant is busy with {waiting} requests already waiting; try again in a few minutes.")
+    def __init__(self) -> None:
+        super().__init__("Too many requests are waiting for the assistant right now; try again in a few minutes.")
 
 
 @dataclass(eq=False)
@@ -100,7 +100,7 @@ class LLMQueue:
             self.running += 1
         else:
             if self.waiting >= self.max_waiting:
-                raise LLMQueueFull(self.waiting)
+                raise LLMQueueFull()
             key = member_id if self.fair else next(self._arrivals)
             entry = _Entry(member_id, priority, key)
             self._waiting[priority].setdefault(key, deque()).append(entry)

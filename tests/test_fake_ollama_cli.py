@@ -119,13 +119,16 @@ async def test_stall_sends_some_tokens_then_nothing_on_an_open_connection():
     assert lines[0]["message"]["content"] == "You"
 
 
-async def timed_chat(http: httpx.AsyncClient, url: str, clock: list[tuple[str, int]], number: int) -> None:
+async def timed_chat(http: httpx.AsyncClient, url: str, clock: list[tuple[str, int]], number: int,
+                     started: asyncio.Event | None = None) -> None:
     """Stream one chat, noting ("first", number) at its first line and ("done", number) at its last."""
     async with http.stream("POST", f"{url}/api/chat", json=CHAT) as response:
         async for line in response.aiter_lines():
             event = "done" if json.loads(line)["done"] else "first"
             if event == "done" or ("first", number) not in clock:
                 clock.append((event, number))
+            if started is not None:
+                started.set()
 
 
 async def test_num_parallel_makes_further_chats_wait_for_a_free_slot():
@@ -133,9 +136,9 @@ async def test_num_parallel_makes_further_chats_wait_for_a_free_slot():
     async with stand_in("--num-parallel", "1", "--tokens-per-s", "50") as url, httpx.AsyncClient(
         timeout=ANSWER_TIMEOUT
     ) as http:
-        first = asyncio.create_task(timed_chat(http, url, clock, 1))
-        while not clock:
-            await asyncio.sleep(0.01)
+        started = asyncio.Event()
+        first = asyncio.create_task(timed_chat(http, url, clock, 1, started))
+        await started.wait()
         await asyncio.gather(first, timed_chat(http, url, clock, 2))
     # The second answer only starts once the first is complete: one answer generated at a time.
     assert clock == [("first", 1), ("done", 1), ("first", 2), ("done", 2)]

@@ -109,7 +109,7 @@ async def test_past_the_bound_a_request_is_refused_and_takes_nothing():
         async with queue.slot(3):
             pytest.fail("a request past the bound got a slot")
     assert refused.value.user_message == (
-        "The assistant is busy with 2 requests already waiting; try again in a few minutes.")
+        "Too many requests are waiting for the assistant right now; try again in a few minutes.")
     assert queue.waiting == 2
     hold.set()
     await crowd.finish()

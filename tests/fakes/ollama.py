@@ -116,7 +116,8 @@ class FakeOllama:
 
     Tests read ``chat_requests`` (chat request bodies, in order), ``embed_requests``, ``embed_calls``
     (``/api/embed`` requests), ``embedded_texts`` (inputs embedded), ``active_requests`` (handlers running),
-    ``generating``, ``peak_generating`` and ``open_connections``; they set ``responder``, ``fail_chat``, ``fail_embed`` and the latency/rate.
+    ``generating``, ``peak_generating`` and ``open_connections``; they set ``responder``, ``fail_chat``,
+    ``fail_embed`` and the latency/rate.
     """
 
     def __init__(
