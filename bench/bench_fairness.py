@@ -1,10 +1,11 @@
 """Fairness benchmark: does one member's backlog delay another member's first answer?
 
-The real bot runs against the sandbox, with LLM_MAX_CONCURRENCY=2, in front of the Ollama stand-in (its own
-process) limited to 2 parallel answers (``--num-parallel 2``, as OLLAMA_NUM_PARALLEL=2), each answer taking
-``--first-token-ms`` plus its tokens at ``--tokens-per-s``. ``--members`` members (``member-1`` ...) each send
-``--requests-per-member`` /ask questions back to back, one member after the other, as fast as the sandbox takes
-them (a burst: by the time the last member asks, everyone else's questions are waiting).
+The real bot runs against the sandbox, with LLM_MAX_CONCURRENCY=2, in front of the Ollama stand-in limited to 2
+parallel answers (``num_parallel=2``, as OLLAMA_NUM_PARALLEL=2; in this process, so that the driver sees which
+questions reached it), each answer taking ``--first-token-ms`` plus its tokens at ``--tokens-per-s``.
+``--members`` members (``member-1`` ...) each send ``--requests-per-member`` /ask questions back to back, one
+member after the other, each question as soon as the previous one is queued or reached the model (a few ms): a
+burst, in which later members' questions arrive behind the backlog of the members before them.
 
 Measured per request: the time from sending the interaction to the first answer token in the channel (time to
 first token, TTFT; queue notices do not count). Reported per member (p50/p95 of their requests, and their first
@@ -25,18 +26,21 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import OllamaProcess, percentile
+from bench.common import percentile
 from bot.streaming import CURSOR
 from config import load_settings
 from sandbox import Sandbox
 from services.files import write_json_atomic
+from tests.fakes.ollama import FakeOllama, default_responder
 from tests.support.bot_harness import running_bot
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fairness.json"
 ANSWER_START = "You said:"  # the stand-in's answer; a queue notice or "thinking..." never starts with it
+QUEUED = "⏳ Queued:"
 PARALLEL = 2
 
 
@@ -45,42 +49,59 @@ def summary(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 1)}
 
 
-async def burst(sandbox: Sandbox, members: int, per_member: int, timeout_s: float) -> dict[str, list[float]]:
+async def burst(sandbox: Sandbox, fake: FakeOllama, members: int, per_member: int,
+                timeout_s: float) -> dict[str, list[float]]:
     """Send the burst; returns member -> TTFT in ms of each of their requests, in the order they were sent."""
     events = sandbox.subscribe()
     first_token_at: dict[int, float] = {}
+    queued: set[int] = set()  # interactions that showed a queue notice
+    reached: set[str] = set()  # questions that reached the model
     finished: set[int] = set()
-    progress = asyncio.Event()  # set whenever an answer finishes
+    progress = asyncio.Event()  # set whenever one of the above grows
 
-    async def finishing(interaction_ids: set[int]) -> None:
-        while not interaction_ids <= finished:
-            progress.clear()
-            await progress.wait()
+    async def until(condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                progress.clear()
+                await progress.wait()
+
+    def respond(body: dict[str, Any]) -> str:
+        reached.add(body["messages"][-1]["content"])
+        progress.set()
+        return default_responder(body)
 
     async def collect() -> None:
         while True:
             event = await events.get()
             content = event.get("content") or ""
             interaction_id = event.get("interaction_id")
-            if event["event"] in ("message", "edit") and interaction_id and content.startswith(ANSWER_START):
+            if event["event"] not in ("message", "edit") or not interaction_id:
+                continue
+            if content.startswith(QUEUED):
+                queued.add(interaction_id)
+            if content.startswith(ANSWER_START):
                 first_token_at.setdefault(interaction_id, time.perf_counter())
                 if not content.endswith(CURSOR):
                     finished.add(interaction_id)
-                    progress.set()
+            progress.set()
 
+    fake.responder = respond
     collector = asyncio.create_task(collect())
     sent: list[tuple[str, int, float]] = []
     try:
-        # A first question opens the document index (its worker process) and the model; not measured.
+        # A first question opens the document index (its worker process); not measured.
         warm_up = await sandbox.invoke("owner", "ask", {"question": "warming up"})
-        await asyncio.wait_for(finishing({warm_up.interaction_id}), timeout_s)
+        await until(lambda: warm_up.interaction_id in finished)
         for member in range(1, members + 1):
             for number in range(per_member):
-                name = f"member-{member}"
+                name, question = f"member-{member}", f"question {number} of member-{member}"
                 started = time.perf_counter()
-                handle = await sandbox.invoke(name, "ask", {"question": f"question {number} of {name}"})
+                handle = await sandbox.invoke(name, "ask", {"question": question})
                 sent.append((name, handle.interaction_id, started))
-        await asyncio.wait_for(finishing({interaction_id for _, interaction_id, _ in sent}), timeout_s)
+                # The bot handles interactions concurrently: without this wait (a few ms), a member's questions
+                # could enter the queue in another order than sent (whichever finished its document search first).
+                await until(lambda: handle.interaction_id in queued or question in reached)  # noqa: B023
+        await until(lambda: all(interaction_id in finished for _, interaction_id, _ in sent))
     finally:
         collector.cancel()
         sandbox.unsubscribe(events)
@@ -90,15 +111,15 @@ async def burst(sandbox: Sandbox, members: int, per_member: int, timeout_s: floa
     return ttft
 
 
-async def measure(ollama_url: str, fair: bool, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(fake: FakeOllama, fair: bool, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
-            DISCORD_TOKEN=None, OLLAMA_HOST=ollama_url, DATA_DIR=Path(tmp) / "data",
+            DISCORD_TOKEN=None, OLLAMA_HOST=fake.url, DATA_DIR=Path(tmp) / "data",
             DOCUMENTS_DIR=Path(tmp) / "documents", CHAT_COOLDOWN_S=0, LLM_MAX_CONCURRENCY=PARALLEL,
             LLM_QUEUE_MAX=args.members * args.requests_per_member, LLM_QUEUE_FAIR=fair,
         )
         async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=60):
-            ttft = await burst(sandbox, args.members, args.requests_per_member, timeout_s=600)
+            ttft = await burst(sandbox, fake, args.members, args.requests_per_member, timeout_s=600)
     firsts = [values[0] for values in ttft.values()]
     every = [value for values in ttft.values() for value in values]
     return {
@@ -113,14 +134,15 @@ async def measure(ollama_url: str, fair: bool, args: argparse.Namespace) -> dict
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    ollama = OllamaProcess("--num-parallel", str(PARALLEL), "--first-token-ms", str(args.first_token_ms),
-                           "--tokens-per-s", str(args.tokens_per_s))
-    url = await ollama.start()
+    # In this process (unlike bench/flood.py) so that the burst can see which questions reached the model.
+    fake = FakeOllama(first_token_latency_s=args.first_token_ms / 1000, tokens_per_s=args.tokens_per_s,
+                      num_parallel=PARALLEL)
+    await fake.start()
     try:
-        fair = await measure(url, True, args)
-        fifo = await measure(url, False, args)
+        fair = await measure(fake, True, args)
+        fifo = await measure(fake, False, args)
     finally:
-        await ollama.stop()
+        await fake.stop()
     return {
         "members": args.members,
         "requests_per_member": args.requests_per_member,
