@@ -14,7 +14,7 @@ for the same queue with fairness off (LLM_QUEUE_FAIR=false: arrival order, as Ol
 after the other in the same run, against the same stand-in.
 
 Usage: ``.venv/bin/python -m bench.bench_fairness [--members 20] [--requests-per-member 5]
-[--first-token-ms 200] [--tokens-per-s 50]``; writes bench/results/fairness.json.
+[--first-token-ms 200] [--tokens-per-s 50]``; writes bench/results/fairness.json (``--output``).
 """
 
 from __future__ import annotations
@@ -173,11 +173,12 @@ def main() -> None:
     parser.add_argument("--requests-per-member", type=int, default=5)
     parser.add_argument("--first-token-ms", type=float, default=200.0)
     parser.add_argument("--tokens-per-s", type=float, default=50.0)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print_table(result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("fair", "fifo")}))
-    write_json_atomic(RESULTS, result)
+    write_json_atomic(args.output, result)
 
 
 if __name__ == "__main__":
