@@ -202,6 +202,8 @@ class VoiceSession:
         first_audio = asyncio.Event()
         producer = request.producer = self._tasks.start(self._synthesize(request, source, first_audio),
                                                         name=f"voice-tts:{self.guild_id}")
+        # Also when stop() cancels it before it ever ran (its own finally would then never set it).
+        producer.add_done_callback(lambda _: first_audio.set())
         try:
             # Start playing once the first sentence is ready, not before (members would hear silence first).
             await first_audio.wait()
