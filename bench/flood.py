@@ -9,8 +9,8 @@ skips Discord's length check) or blank, and some admin commands (/docs reload, /
 members.
 
 Reported: requests sent; what each member finally saw, by kind (answered, refused because the channel queue
-is full, cooldown, too long, blank, not admin, other); how many saw a queue notice first; the time from the
-request to its first visible reply (the "thinking..." defer or a first message), p50 / p95 / max; whether
+or the LLM queue is full, cooldown, too long, blank, not admin, other); how many saw a queue notice first; the
+time from the request to its first visible reply (the "thinking..." defer or a first message), p50 / p95 / max; whether
 every request got a reply (none unanswered, none left "thinking...", streaming or queued); the process RSS
 every second (start, peak, end: bot, sandbox and this driver share the process; the stand-in is not in it);
 the bot's chat session map at the end against SESSION_MAX; sandbox errors (requests Discord would refuse) and
@@ -72,6 +72,7 @@ MIX = {
 OUTCOMES = [
     ("answered", re.compile(r"^You said: ")),
     ("queue_full", re.compile(r"Too many messages are waiting")),
+    ("llm_queue_full", re.compile(r"Too many requests are waiting for the assistant")),
     ("cooldown", re.compile(r"^(⚠️ )?Slow down")),
     ("too_long", re.compile(r"characters long; the limit is")),
     ("blank", re.compile(r"is blank|Ask me something after the mention")),

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ import discord
 from discord.ext import commands
 
 from bot.state import ChatSessions
+from bot.streaming import StreamedReply, llm_queued_notice
 from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
 from bot.voice_manager import VoiceManager
@@ -31,6 +32,7 @@ from services.files import write_json_atomic
 from services.guild_settings import GuildSettingsStore
 from services.index import DocumentIndex
 from services.llm import LLMClient
+from services.llm_queue import LLMQueue
 from services.stt import Transcriber, create_transcriber
 from services.tts import Synthesizer, create_synthesizer
 
@@ -67,6 +69,9 @@ class AssistantBot(commands.Bot):
         )
         self.settings = settings
         self.llm = llm or LLMClient.from_settings(settings)
+        # Every chat answer waits here for one of LLM_MAX_CONCURRENCY slots at Ollama, members taking turns.
+        self.llm_queue = LLMQueue(max_concurrency=settings.LLM_MAX_CONCURRENCY, max_waiting=settings.LLM_QUEUE_MAX,
+                                  fair=settings.LLM_QUEUE_FAIR, notice_interval_s=settings.STREAM_EDIT_INTERVAL_S)
         self.database = Database(settings.db_path)
         self.conversations = ConversationStore(self.database, max_messages=settings.HISTORY_MAX_MESSAGES)
         self.index = DocumentIndex.from_settings(settings, self.llm)
@@ -145,6 +150,17 @@ class AssistantBot(commands.Bot):
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: mentions are conversation, handled by the chat cog's listener.
         return
+
+    def answer_stream(self, messages: list[dict[str, str]], *, model: str | None = None, member_id: int,
+                      reply: StreamedReply) -> AsyncGenerator[str, None]:
+        """The answer of ``model`` (None: CHAT_MODEL) to ``messages`` (content deltas) for the member ``member_id``,
+        streamed once the fair queue (``services/llm_queue.py``) lets it through; while it waits, ``reply`` shows
+        its place.
+
+        Raises LLMQueueFull when LLM_QUEUE_MAX requests already wait, and what ``LLMClient.chat_stream`` raises.
+        """
+        return self.llm_queue.stream(self.llm.chat_stream(messages, model=model), member_id=member_id,
+                                     on_place=lambda ahead: reply.show(llm_queued_notice(ahead)))
 
     async def run_tracked(self, coro: Coroutine[Any, Any, T], *, name: str) -> T:
         """Run ``coro`` as a registered task and wait for it, so shutdown can cancel and await it."""

@@ -64,8 +64,9 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
         return guild_vocabulary(names, await bot.index.document_terms(guild_id))
 
     turns = VoiceTurns(
-        settings=settings, transcriber=bot.transcriber, llm=bot.llm, conversations=bot.conversations,
-        speech=session, history=session.voice_history, chat_settings=bot.chat_settings, guild_id=guild_id,
+        settings=settings, transcriber=bot.transcriber, llm=bot.llm, llm_queue=bot.llm_queue,
+        conversations=bot.conversations, speech=session, history=session.voice_history,
+        chat_settings=bot.chat_settings, guild_id=guild_id,
         voice_channel_id=session.channel.id if session.channel else 0, post=post,
         member_name=lambda user_id: member_name(bot.get_guild(guild_id), user_id), vocabulary=vocabulary,
     )

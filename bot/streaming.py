@@ -34,6 +34,12 @@ EMPTY_ANSWER = "*(The model returned an empty answer; try rephrasing.)*"
 LAST_EDIT_TIMEOUT_S = 2.0  # shutdown waits for these edits; a slow Discord must not hold it up
 
 
+def llm_queued_notice(ahead: int) -> str:
+    """What a member whose answer waits for the model (the fair LLM queue) sees until the answer replaces it;
+    worded like the channel queue's notice (``cogs/chat.py``), which it replaces in the same message."""
+    return f"⏳ Queued: {ahead} ahead of you while the assistant answers other members; the answer will appear here."
+
+
 async def edit_after_cancel(edit: Callable[[], Awaitable[object]], what: str) -> None:
     """Make ``edit()``, the last edit of a message whose work was just cancelled, and wait for it.
 

@@ -59,6 +59,7 @@ class SpeechRequest:
     error: str | None = None  # why synthesis (or the answer stream) failed, for the member
     first_audio_at: float | None = None  # time.monotonic() when the first sentence's audio was ready
     playing_at: float | None = None  # time.monotonic() when playback started
+    producer: asyncio.Task[None] | None = None  # synthesizing it (and streaming its answer) while it plays
 
 
 class VoiceSession:
@@ -138,6 +139,9 @@ class VoiceSession:
             self.current.cut = True
             if self.current.source is not None:
                 self.current.source.cancel()
+            if self.current.producer is not None:
+                # An answer still waiting for the model (or generating) is dropped now, not at its first sentence.
+                self.current.producer.cancel()
         if self.voice_client.is_playing():
             # voice-recv's stop() also stops listening: a barge-in must cut the answer, not deafen the bot.
             if isinstance(self.voice_client, voice_recv.VoiceRecvClient):
@@ -196,8 +200,10 @@ class VoiceSession:
             loop.call_soon_threadsafe(finished.set)
 
         first_audio = asyncio.Event()
-        producer = self._tasks.start(self._synthesize(request, source, first_audio),
-                                     name=f"voice-tts:{self.guild_id}")
+        producer = request.producer = self._tasks.start(self._synthesize(request, source, first_audio),
+                                                        name=f"voice-tts:{self.guild_id}")
+        # Also when stop() cancels it before it ever ran (its own finally would then never set it).
+        producer.add_done_callback(lambda _: first_audio.set())
         try:
             # Start playing once the first sentence is ready, not before (members would hear silence first).
             await first_audio.wait()

@@ -84,7 +84,8 @@ class Chat(commands.Cog):
         await interaction.response.defer(thinking=True)
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
         answer = await self.bot.run_tracked(
-            self.answer_once(interaction.guild_id, interaction.channel or interaction.channel_id or 0, text, reply),
+            self.answer_once(interaction.guild_id, interaction.channel or interaction.channel_id or 0,
+                             interaction.user.id, text, reply),
             name=f"ask:{interaction.id}",
         )
         if answer is not None:
@@ -178,7 +179,8 @@ class Chat(commands.Cog):
                 history = await self.bot.conversations.history(channel_id)
                 messages = build_context(chat.persona.value, history, text, self.settings.HISTORY_TOKEN_BUDGET)
                 try:
-                    answer = await reply.stream(self.bot.llm.chat_stream(messages, model=chat.model.value))
+                    answer = await reply.stream(self.bot.answer_stream(messages, model=chat.model.value,
+                                                                       member_id=author_id, reply=reply))
                 except asyncio.CancelledError:
                     # Shutting down midway: what the member saw is remembered, marked as cut short.
                     if reply.text.strip():
@@ -193,14 +195,15 @@ class Chat(commands.Cog):
         if answer is not None:
             self.bot.dispatch("answer_complete", guild_id, author_id, answer)
 
-    async def answer_once(self, guild_id: int | None, channel: Any, question: str,
+    async def answer_once(self, guild_id: int | None, channel: Any, member_id: int, question: str,
                           reply: StreamedReply) -> str | None:
-        """Answer ``question`` without conversation, grounded in the guild's documents when relevant, with the
-        persona and model of ``channel`` (a channel, thread or channel id)."""
+        """Answer ``question`` of the member ``member_id`` without conversation, grounded in the guild's documents
+        when relevant, with the persona and model of ``channel`` (a channel, thread or channel id)."""
         chat = await self.bot.chat_settings_of(guild_id, channel)
         prompt = await ground(self.bot.index, guild_id, question, system_prompt=chat.persona.value,
                               top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
-        return await reply.stream(self.bot.llm.chat_stream(prompt.messages, model=chat.model.value),
+        return await reply.stream(self.bot.answer_stream(prompt.messages, model=chat.model.value,
+                                                         member_id=member_id, reply=reply),
                                   suffix=prompt.sources)
 
 

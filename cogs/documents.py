@@ -105,7 +105,9 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
             return
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
         await self.bot.run_tracked(
-            reply.stream(self.bot.llm.chat_stream(prompt.messages, model=chat.model.value), suffix=prompt.sources),
+            reply.stream(self.bot.answer_stream(prompt.messages, model=chat.model.value,
+                                                member_id=interaction.user.id, reply=reply),
+                         suffix=prompt.sources),
             name=f"docs-ask:{interaction.id}",
         )
 

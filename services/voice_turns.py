@@ -24,6 +24,7 @@ from services.conversations import ConversationStore, HistoryMessage, build_cont
 from services.endpointing import Utterance
 from services.errors import ServiceError
 from services.llm import LLMClient
+from services.llm_queue import LLMQueue, Priority
 from services.speech_text import split_sentences
 from services.stt import Transcriber
 
@@ -167,6 +168,7 @@ async def _replay(sentences: list[str]) -> AsyncIterator[str]:
 class VoiceTurns:
     """Answers the utterances of one guild's voice channel, one call of ``answer`` per utterance.
 
+    llm_queue: the bot's fair queue in front of Ollama, where spoken turns go before text answers;
     speech: the guild's playback queue; history: the voice conversation kept in memory when
     STORE_VOICE_TRANSCRIPTS is off (bounded; owned by the voice session so it outlives one /listen);
     chat_settings: where the voice channel's persona and model are read, at each turn (so a change applies at once);
@@ -177,7 +179,7 @@ class VoiceTurns:
     utterance so a reload counts at once; not asked when STT_VOCABULARY_BIAS is off.
     """
 
-    def __init__(self, *, settings: Settings, transcriber: Transcriber, llm: LLMClient,
+    def __init__(self, *, settings: Settings, transcriber: Transcriber, llm: LLMClient, llm_queue: LLMQueue,
                  conversations: ConversationStore, speech: SpeechQueue, history: deque[HistoryMessage],
                  chat_settings: ChatSettingsStore, guild_id: int, voice_channel_id: int,
                  post: Callable[[str], Awaitable[None]], member_name: Callable[[int], Awaitable[str]],
@@ -185,6 +187,7 @@ class VoiceTurns:
         self.settings = settings
         self.transcriber = transcriber
         self.llm = llm
+        self.llm_queue = llm_queue
         self.conversations = conversations
         self.speech = speech
         self.history = history
@@ -215,7 +218,8 @@ class VoiceTurns:
         chat = await self.chat_settings.effective(self.guild_id, self.voice_channel_id)
         messages = build_context(f"{chat.persona.value}\n\n{VOICE_STYLE}", history, request_text,
                                  self.settings.HISTORY_TOKEN_BUDGET)
-        turn = SpokenTurn(self.llm.chat_stream(messages, model=chat.model.value))
+        turn = SpokenTurn(self.llm_queue.stream(self.llm.chat_stream(messages, model=chat.model.value),
+                                                member_id=utterance.user_id, priority=Priority.VOICE))
         sentences = turn.sentences()
         if not self.settings.VOICE_STREAM_ANSWERS:
             sentences = _replay([sentence async for sentence in sentences])  # the whole answer first

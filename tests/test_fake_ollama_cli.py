@@ -1,4 +1,5 @@
-"""The Ollama stand-in's command line: each --fail-chat / --fail-embed mode does what its help says."""
+"""The Ollama stand-in's command line: each --fail-chat / --fail-embed mode does what its help says, and
+--num-parallel makes further chat requests wait like Ollama's OLLAMA_NUM_PARALLEL."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.ollama import FAIL_MODES, FAULTS_HELP
+from tests.fakes.ollama import FAIL_MODES, FAULTS_HELP, FakeOllama
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER_TIMEOUT = httpx.Timeout(10.0)
@@ -116,3 +117,38 @@ async def test_stall_sends_some_tokens_then_nothing_on_an_open_connection():
     lines = stalled.value.lines  # type: ignore[attr-defined]
     assert lines and not any(line["done"] for line in lines)
     assert lines[0]["message"]["content"] == "You"
+
+
+async def timed_chat(http: httpx.AsyncClient, url: str, clock: list[tuple[str, int]], number: int,
+                     started: asyncio.Event | None = None) -> None:
+    """Stream one chat, noting ("first", number) at its first line and ("done", number) at its last."""
+    async with http.stream("POST", f"{url}/api/chat", json=CHAT) as response:
+        async for line in response.aiter_lines():
+            event = "done" if json.loads(line)["done"] else "first"
+            if event == "done" or ("first", number) not in clock:
+                clock.append((event, number))
+            if started is not None:
+                started.set()
+
+
+async def test_num_parallel_makes_further_chats_wait_for_a_free_slot():
+    clock: list[tuple[str, int]] = []
+    async with stand_in("--num-parallel", "1", "--tokens-per-s", "50") as url, httpx.AsyncClient(
+        timeout=ANSWER_TIMEOUT
+    ) as http:
+        started = asyncio.Event()
+        first = asyncio.create_task(timed_chat(http, url, clock, 1, started))
+        await started.wait()
+        await asyncio.gather(first, timed_chat(http, url, clock, 2))
+    # The second answer only starts once the first is complete: one answer generated at a time.
+    assert clock == [("first", 1), ("done", 1), ("first", 2), ("done", 2)]
+
+
+@pytest.mark.parametrize("num_parallel", [1, 2])
+async def test_num_parallel_bounds_the_answers_generated_at_once(num_parallel):
+    async with FakeOllama(tokens_per_s=100, num_parallel=num_parallel) as fake, httpx.AsyncClient(
+        timeout=ANSWER_TIMEOUT
+    ) as http:
+        answers = await asyncio.gather(*(stream_chat(http, fake.url) for _ in range(4)))
+    assert all(lines[-1]["done"] for lines in answers)
+    assert fake.peak_generating == num_parallel

@@ -107,6 +107,28 @@ def ephemeral_replies(events: list[dict[str, Any]]) -> list[str]:
     return [event["content"] for event in events if event["event"] in ("message", "edit") and event["ephemeral"]]
 
 
+class HeldAnswer:
+    """A responder like the stand-in's default ("You said: ..."), except that the answer to "first" is held:
+    ``arrived`` is set when that request reaches the model, and its answer comes once ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, body: dict[str, Any]) -> str:
+        said = body["messages"][-1]["content"]
+        if said == "first":
+            self.arrived.set()
+            await self.release.wait()
+        return f"You said: {said}"
+
+
+def shown(handle, text: str):
+    """Predicate: the bot showed ``text`` (a part of it) as the reply to ``handle``'s interaction."""
+    return lambda event: (event["event"] in ("message", "edit") and event.get("interaction_id") == handle.interaction_id
+                          and text in (event["content"] or ""))
+
+
 HarnessFactory = Callable[..., Any]
 
 

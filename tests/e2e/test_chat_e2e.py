@@ -11,7 +11,7 @@ import pytest
 
 from bot.streaming import CURSOR
 from sandbox import SandboxError
-from tests.e2e.conftest import ephemeral_replies
+from tests.e2e.conftest import HeldAnswer, ephemeral_replies, shown
 from tests.support.bot_harness import running_bot
 
 EXPECTED_COMMANDS = {"chat", "ask", "reset", "docs"}
@@ -203,28 +203,6 @@ async def test_commands_during_shutdown_get_a_clear_reply(make_harness):
     assert ephemeral_replies(events) == ["The bot is shutting down; try again in a minute."]
     assert harness.ollama.chat_requests == []
     harness.bot.shutting_down = False
-
-
-class HeldAnswer:
-    """A responder like the stand-in's default ("You said: ..."), except that the answer to "first" is held:
-    ``arrived`` is set when that request reaches the model, and its answer comes once ``release`` is set."""
-
-    def __init__(self) -> None:
-        self.arrived = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self, body: dict[str, Any]) -> str:
-        said = body["messages"][-1]["content"]
-        if said == "first":
-            self.arrived.set()
-            await self.release.wait()
-        return f"You said: {said}"
-
-
-def shown(handle, text: str):
-    """Predicate: the bot showed ``text`` (a part of it) as the reply to ``handle``'s interaction."""
-    return lambda event: (event["event"] in ("message", "edit") and event.get("interaction_id") == handle.interaction_id
-                          and text in (event["content"] or ""))
 
 
 async def test_a_busy_channel_queues_with_a_notice_then_refuses_past_the_bound(make_harness):

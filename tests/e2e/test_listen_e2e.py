@@ -14,7 +14,7 @@ import pytest
 
 from sandbox import ADMIN_USER_ID, ALICE_USER_ID, BOB_USER_ID, BOT_USER_ID
 from sandbox.guild import LOUNGE_CHANNEL_ID
-from tests.e2e.conftest import ephemeral_replies
+from tests.e2e.conftest import HeldAnswer, ephemeral_replies, shown
 from tests.support.noise import mix_noise
 
 QUESTION = "what is the weather like today"
@@ -254,3 +254,37 @@ async def test_voice_turns_use_the_servers_persona_and_model_and_forget_me_clear
     assert ephemeral_replies(events) == [
         "Forgotten: 0 of your messages and 0 of my answers to them, and 2 messages of the current voice conversation."]
     assert list(session.voice_history) == []
+
+
+async def waiting_voice_turn(make_harness):
+    """Listening, answering one request at a time, busy with alice's /ask "first"; bob's spoken question waits."""
+    harness = await listening(make_harness, LLM_MAX_CONCURRENCY=1, LLM_TIMEOUT_S=60)
+    held = harness.ollama.responder = HeldAnswer()
+    await harness.sandbox.invoke("alice", "ask", {"question": "first"})
+    await asyncio.wait_for(held.arrived.wait(), 20)
+    return harness, held
+
+
+async def test_a_spoken_question_goes_before_text_questions_waiting_for_the_model(make_harness):
+    harness, held = await waiting_voice_turn(make_harness)
+    text = await harness.sandbox.invoke("owner", "ask", {"question": "a typed question"})
+    await harness.sandbox.wait_for(shown(text, "Queued: 1 ahead of you"), since=text, timeout=20)
+    await harness.sandbox.speak("bob", await speech_pcm(harness, QUESTION))
+    await wait_until(lambda: harness.bot.llm_queue.waiting == 2)
+    held.release.set()
+    await wait_until(lambda: posted(harness, "🔊"))
+    await harness.sandbox.wait_for(shown(text, "You said: a typed question"), since=text, timeout=20)
+    asked = [request["messages"][-1]["content"] for request in harness.ollama.chat_requests]
+    assert asked[0] == "first" and heard_question(asked[1]) and asked[2] == "a typed question"
+
+
+async def test_stop_drops_a_spoken_answer_still_waiting_for_the_model(make_harness):
+    harness, held = await waiting_voice_turn(make_harness)
+    await harness.sandbox.speak("bob", await speech_pcm(harness, QUESTION))
+    await wait_until(lambda: harness.bot.llm_queue.waiting == 1)
+    await harness.answer("alice", "stop")
+    assert harness.bot.llm_queue.waiting == 0  # gone at once, not when the model is free again
+    held.release.set()
+    await harness.settle()
+    assert [request["messages"][-1]["content"] for request in harness.ollama.chat_requests] == ["first"]
+    assert posted(harness, "🔊") == []

@@ -19,6 +19,9 @@ Failures can be switched on per endpoint with ``fail_chat`` / ``fail_embed``:
 - ``"drop"``: stream about half of the answer, then close the connection (embed: close before answering);
 - ``"stall"``: stream about half of the answer, then stop sending while keeping the connection open.
 
+Like Ollama with OLLAMA_NUM_PARALLEL, ``num_parallel`` (``--num-parallel``) limits the chat answers generated at
+once per model; further requests wait in the server, in arrival order, before their first token (0: no limit).
+
 Run alone: ``python -m tests.fakes.ollama --port 11434 --first-token-ms 300 --tokens-per-s 40``; add
 ``--fail-chat MODE`` / ``--fail-embed MODE`` to try the faults above by hand (``--help`` lists them).
 """
@@ -108,10 +111,13 @@ class FakeOllama:
     tokens_per_s: generation rate; 0 sends every token as fast as possible.
     models: the pulled models; a name without a tag means ``:latest``.
     embed_dims: embedding dimension per model name (default ``default_embed_dim``, 256).
+    num_parallel: chat answers generated at once per model, as Ollama's OLLAMA_NUM_PARALLEL; the others wait
+    (0: no limit). ``generating`` counts the answers being generated, ``peak_generating`` its highest value.
 
     Tests read ``chat_requests`` (chat request bodies, in order), ``embed_requests``, ``embed_calls``
-    (``/api/embed`` requests), ``embedded_texts`` (inputs embedded), ``active_requests`` (handlers running)
-    and ``open_connections``; they set ``responder``, ``fail_chat``, ``fail_embed`` and the latency/rate.
+    (``/api/embed`` requests), ``embedded_texts`` (inputs embedded), ``active_requests`` (handlers running),
+    ``generating``, ``peak_generating`` and ``open_connections``; they set ``responder``, ``fail_chat``,
+    ``fail_embed`` and the latency/rate.
     """
 
     def __init__(
@@ -124,7 +130,14 @@ class FakeOllama:
         default_embed_dim: int = DEFAULT_EMBED_DIM,
         host: str = "127.0.0.1",
         port: int = 0,
+        num_parallel: int = 0,
     ) -> None:
+        if num_parallel < 0:
+            raise ValueError("num_parallel must not be negative")
+        self.num_parallel = num_parallel
+        self._runners: dict[str, asyncio.Semaphore] = {}  # model -> its parallel slots
+        self.generating = 0
+        self.peak_generating = 0
         self.first_token_latency_s = first_token_latency_s
         self.tokens_per_s = tokens_per_s
         self.models: list[str] = list(models)
@@ -185,6 +198,7 @@ class FakeOllama:
         self.embed_requests.clear()
         self.embed_calls = 0
         self.embedded_texts = 0
+        self.peak_generating = self.generating
 
     @property
     def open_connections(self) -> int:
@@ -351,7 +365,25 @@ class FakeOllama:
             await self._wait_released(request)
             self._cut(request)
             return web.Response(status=503)
+        if not self.num_parallel:
+            return await self._generate(request, body, model)
+        # Ollama's scheduler: a model's runner answers num_parallel requests at once; the others wait for a slot.
+        runner = self._runners.setdefault(normalize_model(model), asyncio.Semaphore(self.num_parallel))
+        async with runner:
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the client gave up while waiting
+            return await self._generate(request, body, model)
 
+    async def _generate(self, request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
+        self.generating += 1
+        self.peak_generating = max(self.peak_generating, self.generating)
+        try:
+            return await self._generate_inner(request, body, model)
+        finally:
+            self.generating -= 1
+
+    async def _generate_inner(self, request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
+        fail = self.fail_chat
         started = time.perf_counter_ns()
         tokens = split_tokens(await self._answer(body))
         prompt_tokens = sum(len(split_tokens(str(m.get("content") or ""))) for m in body.get("messages") or [])
@@ -466,6 +498,7 @@ async def _serve(args: argparse.Namespace) -> None:
         models=[m.strip() for m in args.models.split(",") if m.strip()],
         host=args.host,
         port=args.port,
+        num_parallel=args.num_parallel,
     )
     fake.fail_chat, fake.fail_embed = args.fail_chat, args.fail_embed
     if args.answer is not None:
@@ -509,6 +542,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=11434, help="port to listen on (default 11434; 0 = any free one)")
     parser.add_argument("--first-token-ms", type=float, default=0.0, help="milliseconds before the first token")
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="tokens per second; 0 = as fast as possible")
+    parser.add_argument("--num-parallel", type=int, default=0,
+                        help="chat answers generated at once per model, like OLLAMA_NUM_PARALLEL; the others wait "
+                             "(default 0: no limit)")
     parser.add_argument("--models", default="llama3.2,nomic-embed-text", help="comma-separated pulled models")
     parser.add_argument("--answer", help="answer every chat with this text (default: 'You said: <last message>')")
     parser.add_argument("--fail-chat", choices=FAIL_MODES, metavar="MODE",

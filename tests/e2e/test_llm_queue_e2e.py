@@ -1,0 +1,89 @@
+"""The fair queue in front of the model, through the sandbox: with LLM_MAX_CONCURRENCY=1 a waiting member sees
+their place and is answered in the same message; members take turns; a full queue refuses; shutdown tells those
+waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.streaming import NOT_ANSWERED
+from tests.e2e.conftest import HeldAnswer, shown
+
+FULL = "Too many requests are waiting for the assistant right now; try again in a few minutes."
+
+
+async def held_first(make_harness, **overrides):
+    """A bot answering one request at a time, busy with alice's /ask "first" until ``held.release`` is set."""
+    harness = await make_harness(LLM_MAX_CONCURRENCY=1, LLM_TIMEOUT_S=60, **overrides)
+    held = harness.ollama.responder = HeldAnswer()
+    first = await harness.sandbox.invoke("alice", "ask", {"question": "first"})
+    await asyncio.wait_for(held.arrived.wait(), 20)
+    return harness, held, first
+
+
+async def queued(harness, member: str, text: str, ahead: int, command: str = "ask", channel: str = "general"):
+    """Send ``command`` and wait until its reply shows it waiting with ``ahead`` ahead of it."""
+    option = "message" if command == "chat" else "question"
+    handle = await harness.sandbox.invoke(member, command, {option: text}, channel=channel)
+    await harness.sandbox.wait_for(shown(handle, f"Queued: {ahead} ahead of you while the assistant answers"),
+                                   since=handle, timeout=20)
+    return handle
+
+
+def asked(harness) -> list[str]:
+    """The questions that reached the model, in order."""
+    return [request["messages"][-1]["content"] for request in harness.ollama.chat_requests]
+
+
+async def test_a_second_member_sees_their_place_then_gets_the_answer_in_the_same_message(make_harness):
+    harness, held, first = await held_first(make_harness)
+    bob = await queued(harness, "bob", "second", ahead=1)
+    owner = await queued(harness, "owner", "third", ahead=2, command="chat", channel="random")
+    assert asked(harness) == ["first"]  # nothing else reached the model while it was busy
+    held.release.set()
+    await harness.sandbox.wait_for(shown(owner, "You said: third"), since=owner, timeout=20)
+    await harness.settle(interaction_id=owner.interaction_id)
+    assert [m["content"] for m in harness.bot_messages(bob.interaction_id)] == ["You said: second"]
+    assert [m["content"] for m in harness.bot_messages(owner.interaction_id, channel="random")] == ["You said: third"]
+    assert asked(harness) == ["first", "second", "third"]
+    assert harness.ollama.peak_generating == 1
+
+
+async def test_a_member_with_a_backlog_does_not_delay_another_members_first_request(make_harness):
+    harness, held, first = await held_first(make_harness)
+    for number in range(2, 5):
+        await queued(harness, "alice", f"alice {number}", ahead=number - 1)
+    # Four are waiting or running, but bob only waits for alice's current answer and her next one.
+    bob = await queued(harness, "bob", "bob 1", ahead=2)
+    held.release.set()
+    await harness.sandbox.wait_for(shown(bob, "You said: bob 1"), since=bob, timeout=20)
+    await harness.settle()
+    assert asked(harness) == ["first", "alice 2", "bob 1", "alice 3", "alice 4"]
+
+
+async def test_a_full_queue_refuses_with_a_sentence_and_the_others_are_still_answered(make_harness):
+    harness, held, first = await held_first(make_harness, LLM_QUEUE_MAX=1)
+    bob = await queued(harness, "bob", "second", ahead=1)
+    refused = await harness.sandbox.invoke("owner", "ask", {"question": "third"})
+    await harness.sandbox.wait_for(shown(refused, FULL), since=refused, timeout=20)
+    mention = await harness.sandbox.send_message("owner", "random", "fourth", mention_bot=True)
+    await harness.sandbox.wait_for(lambda e: e.get("reference_id") == mention["id"] and e["content"] == FULL,
+                                   since=refused, timeout=20)
+    held.release.set()
+    await harness.sandbox.wait_for(shown(bob, "You said: second"), since=bob, timeout=20)
+    await harness.settle()
+    assert asked(harness) == ["first", "second"]
+
+
+async def test_shutdown_tells_every_waiting_member_their_request_was_not_answered(make_harness):
+    harness, held, first = await held_first(make_harness)
+    try:
+        waiting = [await queued(harness, "bob", "second", ahead=1),
+                   await queued(harness, "owner", "third", ahead=2, command="chat")]
+        await harness.bot.close()
+    finally:
+        held.release.set()
+    for handle in (first, *waiting):
+        assert [m["content"] for m in harness.bot_messages(handle.interaction_id)] == [NOT_ANSWERED]
+    assert harness.bot.llm_queue.waiting == 0 and harness.bot.llm_queue.running == 0
+    assert asked(harness) == ["first"]
