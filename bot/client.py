@@ -132,6 +132,10 @@ class AssistantBot(commands.Bot):
         log.info("the registered application commands differ from ours (deleted since the last sync?)")
         return False
 
+    async def on_guild_remove(self, guild: discord.Guild, /) -> None:
+        # Left (kicked, or the guild deleted): what is cached in memory for it goes too.
+        self.index.forget_guild(guild.id)
+
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: mentions are conversation, handled by the chat cog's listener.
         return
