@@ -64,6 +64,7 @@ ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "ollama-docs"
 FIXTURE_DOCS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "docs"
 BOT_NAME = "Assistant"  # the sandbox bot's name, first in the vocabulary as in the bot
+GUILD_ID = 123456789012345678  # a guild without documents of its own: its turns use the global ones
 CHANNELS = [f"{row}_{side}" for row in ("Front", "Rear", "Side") for side in ("Left", "Center", "Right")
             if (row, side) != ("Side", "Center")]  # fmt: skip
 QUESTIONS = [
@@ -115,9 +116,11 @@ def speech_set() -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
     return audio, None, "the channel names said by the bundled Piper voice (no ALSA recordings here)"
 
 
-async def document_vocabulary(documents: Path) -> tuple[str, ...]:
+async def document_vocabulary(documents: Path, lookups: int = 50) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The bot's name and the distinctive terms of ``documents``, indexed as the bot does (the global scope, embedded
-    by the Ollama stand-in in its own process, an embedded ChromaDB in a temporary folder)."""
+    by the Ollama stand-in in its own process, ChromaDB as CHROMA_WORKER_PROCESS says in a temporary folder); and
+    what one spoken turn's ``document_terms(guild)`` costs, ``lookups`` times: read from the index (each turn before
+    the terms were kept in memory; now a guild's first turn) and from memory, in ms p50/p95."""
     settings = Settings()
     fake = OllamaProcess()
     work = Path(tempfile.mkdtemp(prefix="bench-stt-"))
@@ -125,12 +128,24 @@ async def document_vocabulary(documents: Path) -> tuple[str, ...]:
                     timeout_s=120.0, num_ctx=settings.LLM_NUM_CTX, keep_alive=settings.LLM_KEEP_ALIVE,
                     embed_batch_size=settings.EMBED_BATCH_SIZE)  # fmt: skip
     index = DocumentIndex(embedder=llm, index_dir=work / "index", documents_dir=work / "documents",
-                          doc_max_bytes=settings.DOC_MAX_BYTES, chunk_max_chars=settings.CHUNK_MAX_CHARS,
+                          chroma_process=settings.CHROMA_WORKER_PROCESS, doc_max_bytes=settings.DOC_MAX_BYTES,
+                          chunk_max_chars=settings.CHUNK_MAX_CHARS,
                           chunk_overlap_chars=settings.CHUNK_OVERLAP_CHARS)  # fmt: skip
     try:
         shutil.copytree(documents, work / "documents" / GLOBAL_SCOPE)
         await index.reload(GLOBAL_SCOPE)
-        return guild_vocabulary([BOT_NAME], await index.document_terms(None))
+        vocabulary = guild_vocabulary([BOT_NAME], await index.document_terms(None))
+        timings: dict[str, list[float]] = {"from_index": [], "from_memory": []}
+        for _ in range(lookups):
+            for way in timings:
+                if way == "from_index":
+                    index.forget_guild(GUILD_ID)
+                started = time.perf_counter()
+                await index.document_terms(GUILD_ID)
+                timings[way].append((time.perf_counter() - started) * 1000)
+        lookup = {way: {"p50": round(statistics.median(ms), 3), "p95": round(percentile(ms, 95), 3)}
+                  for way, ms in timings.items()}  # fmt: skip
+        return vocabulary, {"chroma_worker_process": settings.CHROMA_WORKER_PROCESS, "lookups": lookups, **lookup}
     finally:
         await index.close()
         await llm.close()
@@ -199,7 +214,10 @@ async def run(runs: int, models: list[str], models_dir: Path, snr_db: float) -> 
     alsa, noise, source = speech_set()
     alsa_references = {name: name.replace("_", " ").lower() for name in alsa}
     questions, references, documents = question_set(snr_db)
-    vocabulary = await document_vocabulary(documents)
+    vocabulary, lookup = await document_vocabulary(documents)
+    print(f"document_terms per turn (ms p50/p95): from the index {lookup['from_index']['p50']:.2f}/"
+          f"{lookup['from_index']['p95']:.2f}, from memory {lookup['from_memory']['p50']:.3f}/"
+          f"{lookup['from_memory']['p95']:.3f}", flush=True)
     transcriber_prompt = ""
     sets: dict[str, list[dict[str, Any]]] = {"questions": [], "alsa": []}
     for model in models:
@@ -217,6 +235,7 @@ async def run(runs: int, models: list[str], models_dir: Path, snr_db: float) -> 
                                 f"white noise at {snr_db:g} dB SNR",
                       "seconds": round(sum(a.size for a in questions.values()) / STT_SAMPLE_RATE, 2),
                       "vocabulary_terms": len(vocabulary), "prompt": transcriber_prompt,
+                      "document_terms_ms": lookup,
                       "results": sets["questions"]},
         "audio": {"source": source, "files": len(alsa),
                   "seconds": round(sum(a.size for a in alsa.values()) / STT_SAMPLE_RATE, 2)},  # fmt: skip
