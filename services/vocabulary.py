@@ -29,11 +29,13 @@ Whisper's prompt, "Assistant, Ollama, Modelfile, OpenAI", within its token limit
 
 Why 20 terms, comma-separated, as written. Whisper reads the prompt as the text said before the utterance, so the
 prompt's style carries over: filled to Whisper's limit (~70 terms of the shared corpus, 223 tokens), the list made the
-ALSA recordings "Reer, Left" and "Weare, Right" (WER 0.06 -> 0.12) and plain questions worse, while a short list of
-the terms a guild uses most keeps the gain on its product names and leaves other speech as it was; the terms past the
-first twenty are ones members rarely say. Lowercased terms prime lowercase, unpunctuated text and lost most of the
-gain; a sentence ("The following terms may come up: ...") did no better than the bare list on the questions and
-kept the ALSA errors. bench/bench_stt.py compares these variants (docs/performance.md has the figures).
+ALSA recordings "Reer, Left" and "Weare, Right" (WER 0.06 -> 0.12) and plain sentences worse, while a short list of
+the terms a guild uses most keeps the gain on its product names and leaves other speech as it was (the terms past
+the first twenty are ones members rarely say: 20, 30 and 40 terms did equally well on the corpus questions, 20 best
+on the rest). Lowercased terms lost part of the gain. A sentence ("The following terms may
+come up: ...") did as well as the bare list on the questions (within a word in 170, over five noisy readings) but
+kept the error on "Rear Right", and it is English text that would push a multilingual model towards English: the
+bare list says no more than the words. bench/bench_stt.py compares these variants (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ RARE_ZIPF = 3.5
 """Words more frequent than this in general English (Zipf scale) are not distinctive: Whisper expects them."""
 
 MAX_PROMPT_TERMS = 20
-"""Words of the vocabulary in Whisper's prompt, at most (names first, then the best document terms): about 60 tokens,
-the length of a sentence or two said before, the prompt Whisper was trained with (see the module docstring)."""
+"""Words of the vocabulary in Whisper's prompt, at most (names first, then the best document terms): about 60 tokens
+of the shared corpus's terms, a quarter of what the prompt can hold (see the module docstring for why)."""
 
 HEADING_WEIGHT = 3
 """How many occurrences a word in a heading counts for."""

@@ -347,13 +347,17 @@ def test_a_large_vocabulary_helps_its_words_and_leaves_other_speech_alone(tiny: 
     assert word_error_rate(said, biased) <= word_error_rate(said, plain), biased
 
 
+@pytest.mark.parametrize("vocabulary", [DOCUMENT_VOCABULARY, CORPUS_VOCABULARY], ids=["small", "large"])
 @pytest.mark.parametrize("name", sorted(_noises()))
-def test_noise_gives_nothing_with_the_vocabulary(tiny: FasterWhisperTranscriber, name: str) -> None:
+def test_noise_gives_nothing_with_the_vocabulary(tiny: FasterWhisperTranscriber, name: str,
+                                                 vocabulary: tuple[str, ...]) -> None:  # fmt: skip
     """A prompt makes Whisper more willing to hear its words in noise: the gate must still drop every guess."""
-    assert tiny.transcribe_raw(_noises()[name].astype(np.float32), DOCUMENT_VOCABULARY) == ""
+    assert tiny.transcribe_raw(_noises()[name].astype(np.float32), vocabulary) == ""
 
 
-def test_the_alsa_noise_recording_gives_nothing_with_the_vocabulary(tiny: FasterWhisperTranscriber) -> None:
+@pytest.mark.parametrize("vocabulary", [DOCUMENT_VOCABULARY, CORPUS_VOCABULARY], ids=["small", "large"])
+def test_the_alsa_noise_recording_gives_nothing_with_the_vocabulary(tiny: FasterWhisperTranscriber,
+                                                                    vocabulary: tuple[str, ...]) -> None:  # fmt: skip
     if not (ALSA_DIR / "Noise.wav").is_file():
         pytest.skip(f"no ALSA recordings in {ALSA_DIR}")
-    assert tiny.transcribe_raw(read_alsa(ALSA_DIR / "Noise.wav"), DOCUMENT_VOCABULARY) == ""
+    assert tiny.transcribe_raw(read_alsa(ALSA_DIR / "Noise.wav"), vocabulary) == ""
