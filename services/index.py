@@ -41,7 +41,8 @@ Retrieval
     and the global scope, plus a ranking of exact identifier matches, fused by Reciprocal Rank Fusion
     (Cormack et al., SIGIR 2009, k = 60). The BM25 corpus of a scope is rebuilt after each reload and loaded
     from ChromaDB at the first search after a restart; so are the scope's distinctive terms, which bias speech
-    recognition towards the documents' words (``document_terms``, ``services.vocabulary``).
+    recognition towards the documents' words (``services.vocabulary``): ``document_terms`` keeps each guild's merged
+    terms in memory, updated at every reload, so that a spoken turn reads them without I/O.
 """
 
 from __future__ import annotations
