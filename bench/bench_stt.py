@@ -1,14 +1,18 @@
 """Speech recognition benchmark: word error rate and real-time factor of the bundled Whisper tiny.en on this CPU.
 
-Two sets, each transcribed without and with the vocabulary bias (``services.vocabulary``: the bot's name and the
-distinctive terms of the documents, passed as hotwords), the vocabulary taken from indexing the documents the way
+Three sets, each transcribed with each way of biasing of ``variants``: none, the bot's (``services.vocabulary``: the
+bot's name and the distinctive terms of the documents, the first 20 as hotwords) and the alternatives it was chosen
+over (all the terms that fit, lowercased, in a sentence); the vocabulary taken from indexing the documents the way
 the bot does (``DocumentIndex.reload`` of the shared corpus /work/shared/corpus/ollama-docs, embedded by the Ollama
-stand-in, then ``DocumentIndex.document_terms``; without the corpus, the test fixture documents tests/fixtures/docs):
+stand-in, then ``DocumentIndex.document_terms``, whose cost per spoken turn is timed too, from the index and from
+memory; without the corpus, the test fixture documents tests/fixtures/docs):
 
 - the spoken questions: QUESTIONS about the corpus (or FIXTURE_QUESTIONS about the fixtures), naming its products
   and settings ("Ollama", "Modelfile", "GGUF"...), said by the bundled Piper voice, through Discord's format, with
   white noise mixed in at ``--snr`` dB (tests/support/noise.py); scored by WER with ``_`` read as a space (a spoken
   "CUDA visible devices" written CUDA_VISIBLE_DEVICES is right);
+- everyday questions (EVERYDAY) with none of the documents' words, said and mixed the same way: the bias must not
+  make them worse;
 - the ALSA set: the eight ALSA channel-test recordings of /work/shared/speech/alsa ("Front Left", "Rear Center"...),
 each taken through the bot's own path (48 kHz stereo s16le as Discord delivers it, then ``to_mono_16k``) and
 transcribed through ``Transcriber.transcribe`` (worker thread, as the bot does), after one warm-up; ``Noise.wav``
@@ -54,7 +58,7 @@ from services.index import GLOBAL_SCOPE, DocumentIndex
 from services.llm import LLMClient
 from services.stt import FasterWhisperTranscriber
 from services.tts import PiperSynthesizer
-from services.vocabulary import guild_vocabulary
+from services.vocabulary import MAX_PROMPT_TERMS, guild_vocabulary
 from tests.support.loop_lag import LoopLagProbe
 from tests.support.noise import mix_noise
 from tests.support.wer import word_error_rate
@@ -64,6 +68,7 @@ ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "ollama-docs"
 FIXTURE_DOCS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "docs"
 BOT_NAME = "Assistant"  # the sandbox bot's name, first in the vocabulary as in the bot
+GUILD_ID = 123456789012345678  # a guild without documents of its own: its turns use the global ones
 CHANNELS = [f"{row}_{side}" for row in ("Front", "Rear", "Side") for side in ("Left", "Center", "Right")
             if (row, side) != ("Side", "Center")]  # fmt: skip
 QUESTIONS = [
@@ -87,6 +92,16 @@ QUESTIONS = [
     "How do I use Ollama with the Anthropic API?",
     "How do I increase the context length?",
     "How do I pull a model with the Ollama CLI?",
+]
+EVERYDAY = [  # none of the documents' words: the bias must leave them alone
+    "What is the weather like today?",
+    "Can you tell me a joke about cats?",
+    "Please remind me to call my mother tomorrow.",
+    "Who won the football match last night?",
+    "How far is the moon from the earth?",
+    "Let's play some music in the lounge.",
+    "Thank you, that was very helpful.",
+    "What time does the shop close on Sunday?",
 ]
 FIXTURE_QUESTIONS = [
     "How do I choose a GPU with CUDA visible devices?",
@@ -115,9 +130,11 @@ def speech_set() -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
     return audio, None, "the channel names said by the bundled Piper voice (no ALSA recordings here)"
 
 
-async def document_vocabulary(documents: Path) -> tuple[str, ...]:
+async def document_vocabulary(documents: Path, lookups: int = 50) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The bot's name and the distinctive terms of ``documents``, indexed as the bot does (the global scope, embedded
-    by the Ollama stand-in in its own process, an embedded ChromaDB in a temporary folder)."""
+    by the Ollama stand-in in its own process, ChromaDB as CHROMA_WORKER_PROCESS says in a temporary folder); and
+    what one spoken turn's ``document_terms(guild)`` costs, ``lookups`` times: read from the index (each turn before
+    the terms were kept in memory; now a guild's first turn) and from memory, in ms p50/p95."""
     settings = Settings()
     fake = OllamaProcess()
     work = Path(tempfile.mkdtemp(prefix="bench-stt-"))
@@ -125,12 +142,24 @@ async def document_vocabulary(documents: Path) -> tuple[str, ...]:
                     timeout_s=120.0, num_ctx=settings.LLM_NUM_CTX, keep_alive=settings.LLM_KEEP_ALIVE,
                     embed_batch_size=settings.EMBED_BATCH_SIZE)  # fmt: skip
     index = DocumentIndex(embedder=llm, index_dir=work / "index", documents_dir=work / "documents",
-                          doc_max_bytes=settings.DOC_MAX_BYTES, chunk_max_chars=settings.CHUNK_MAX_CHARS,
+                          chroma_process=settings.CHROMA_WORKER_PROCESS, doc_max_bytes=settings.DOC_MAX_BYTES,
+                          chunk_max_chars=settings.CHUNK_MAX_CHARS,
                           chunk_overlap_chars=settings.CHUNK_OVERLAP_CHARS)  # fmt: skip
     try:
         shutil.copytree(documents, work / "documents" / GLOBAL_SCOPE)
         await index.reload(GLOBAL_SCOPE)
-        return guild_vocabulary([BOT_NAME], await index.document_terms(None))
+        vocabulary = guild_vocabulary([BOT_NAME], await index.document_terms(None))
+        timings: dict[str, list[float]] = {"from_index": [], "from_memory": []}
+        for _ in range(lookups):
+            for way in timings:
+                if way == "from_index":
+                    index.forget_guild(GUILD_ID)
+                started = time.perf_counter()
+                await index.document_terms(GUILD_ID)
+                timings[way].append((time.perf_counter() - started) * 1000)
+        lookup = {way: {"p50": round(statistics.median(ms), 3), "p95": round(percentile(ms, 95), 3)}
+                  for way, ms in timings.items()}  # fmt: skip
+        return vocabulary, {"chroma_worker_process": settings.CHROMA_WORKER_PROCESS, "lookups": lookups, **lookup}
     finally:
         await index.close()
         await llm.close()
@@ -141,12 +170,17 @@ async def document_vocabulary(documents: Path) -> tuple[str, ...]:
 def question_set(snr_db: float) -> tuple[dict[str, np.ndarray], dict[str, str], Path]:
     """(question -> its noisy 16 kHz mono speech, question -> reference, the documents they are about)."""
     documents, questions = (CORPUS_DIR, QUESTIONS) if CORPUS_DIR.is_dir() else (FIXTURE_DOCS, FIXTURE_QUESTIONS)
+    return said(questions, snr_db), {question: question for question in questions}, documents
+
+
+def said(sentences: list[str], snr_db: float, first_seed: int = 0) -> dict[str, np.ndarray]:
+    """sentence -> the bundled Piper voice saying it, through Discord's format, noise at ``snr_db`` (16 kHz mono)."""
     voice = PiperSynthesizer()
     audio = {}
-    for number, question in enumerate(questions):
-        samples, rate = voice.synthesize_raw(question)
-        audio[question] = mix_noise(to_mono_16k(to_discord_pcm(samples, rate)), snr_db, seed=number)
-    return audio, {question: question for question in questions}, documents
+    for number, sentence in enumerate(sentences):
+        samples, rate = voice.synthesize_raw(sentence)
+        audio[sentence] = mix_noise(to_mono_16k(to_discord_pcm(samples, rate)), snr_db, seed=first_seed + number)
+    return audio
 
 
 def _spoken(text: str) -> str:
@@ -178,7 +212,6 @@ async def measure(transcriber: FasterWhisperTranscriber, audio: dict[str, np.nda
     audio_s = sum(samples.size for samples in audio.values()) / STT_SAMPLE_RATE
     row: dict[str, Any] = {
         "engine": transcriber.name,
-        "bias": bool(vocabulary),
         "model": transcriber.source.describe() if transcriber.source else None,
         "load_s": round(load_s, 3),
         "wer": round(word_error_rate([_spoken(references[n]) for n in audio], [_spoken(heard[n]) for n in audio]), 4),
@@ -195,29 +228,53 @@ async def measure(transcriber: FasterWhisperTranscriber, audio: dict[str, np.nda
     return row
 
 
+def variants(vocabulary: tuple[str, ...]) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
+    """(label, FasterWhisperTranscriber options, vocabulary) of each way of biasing compared: none, the bot's (the
+    first MAX_PROMPT_TERMS words as written, comma-separated, as hotwords), and the alternatives it was chosen over."""
+    sentence = f"The following terms may come up: {', '.join(vocabulary[:MAX_PROMPT_TERMS])}."
+    return [
+        ("off", {}, ()),
+        (f"first {MAX_PROMPT_TERMS} terms (the bot's)", {}, vocabulary),
+        ("all that fit in 223 tokens", {"max_prompt_terms": None}, vocabulary),
+        (f"first {MAX_PROMPT_TERMS} terms lowercased", {}, tuple(word.lower() for word in vocabulary)),
+        (f"first {MAX_PROMPT_TERMS} terms in a sentence, as initial_prompt",
+         {"decode_options": {"initial_prompt": sentence}}, ()),
+    ]
+
+
 async def run(runs: int, models: list[str], models_dir: Path, snr_db: float) -> dict[str, Any]:
     alsa, noise, source = speech_set()
     alsa_references = {name: name.replace("_", " ").lower() for name in alsa}
+    everyday = said(EVERYDAY, snr_db, first_seed=100)
     questions, references, documents = question_set(snr_db)
-    vocabulary = await document_vocabulary(documents)
+    vocabulary, lookup = await document_vocabulary(documents)
+    print(f"document_terms per turn (ms p50/p95): from the index {lookup['from_index']['p50']:.2f}/"
+          f"{lookup['from_index']['p95']:.2f}, from memory {lookup['from_memory']['p50']:.3f}/"
+          f"{lookup['from_memory']['p95']:.3f}", flush=True)
     transcriber_prompt = ""
-    sets: dict[str, list[dict[str, Any]]] = {"questions": [], "alsa": []}
+    sets: dict[str, list[dict[str, Any]]] = {"questions": [], "everyday": [], "alsa": []}
     for model in models:
-        transcriber = FasterWhisperTranscriber(model, models_dir, "int8", fallback=False)
-        for bias in (False, True):
-            words = vocabulary if bias else ()
-            sets["questions"].append(await measure(transcriber, questions, references, noise, runs, words))
-            print("questions", _line(sets["questions"][-1]), flush=True)
-            sets["alsa"].append(await measure(transcriber, alsa, alsa_references, noise, runs, words, sides=True))
-            print("alsa     ", _line(sets["alsa"][-1]), flush=True)
-        transcriber_prompt = transcriber_prompt or (transcriber.hotwords(vocabulary) or "")
-        transcriber.close()
+        for variant, options, words in variants(vocabulary):
+            transcriber = FasterWhisperTranscriber(model, models_dir, "int8", fallback=False, **options)
+            print(f"{model}, vocabulary bias: {variant}", flush=True)
+            for name, audio, refs, sides in (("questions", questions, references, False),
+                                             ("everyday", everyday, {s: s for s in EVERYDAY}, False),
+                                             ("alsa", alsa, alsa_references, True)):  # fmt: skip
+                row = await measure(transcriber, audio, refs, noise, runs, words, sides=sides)
+                sets[name].append({"variant": variant, **row, "bias": variant != "off"})
+                print(f"  {name:9}", _line(row), flush=True)
+            if not options and words:
+                transcriber_prompt = transcriber_prompt or (transcriber.hotwords(vocabulary) or "")
+            transcriber.close()
     return {
         "questions": {"source": f"{len(questions)} questions about {documents}, said by the bundled Piper voice, "
                                 f"white noise at {snr_db:g} dB SNR",
                       "seconds": round(sum(a.size for a in questions.values()) / STT_SAMPLE_RATE, 2),
                       "vocabulary_terms": len(vocabulary), "prompt": transcriber_prompt,
+                      "document_terms_ms": lookup,
                       "results": sets["questions"]},
+        "everyday": {"source": f"{len(EVERYDAY)} everyday questions without the documents' words, said by the "
+                                f"bundled Piper voice, white noise at {snr_db:g} dB SNR", "results": sets["everyday"]},
         "audio": {"source": source, "files": len(alsa),
                   "seconds": round(sum(a.size for a in alsa.values()) / STT_SAMPLE_RATE, 2)},  # fmt: skip
         "runs": runs,
@@ -231,7 +288,7 @@ async def run(runs: int, models: list[str], models_dir: Path, snr_db: float) -> 
 def _line(row: dict[str, Any]) -> str:
     sides = f", sides named {row['sides_named']}/{row['files']}" if "sides_named" in row else ""
     return (
-        f"{row['engine']:16} bias {'on ' if row['bias'] else 'off'} WER {row['wer']:.3f}{sides}, noise "
+        f"{row['engine']:16} WER {row['wer']:.3f}{sides}, noise "
         f"{row['noise_transcript']!r}; RTF {row['rtf']:.3f} ({row['transcribe_s']['p50']:.2f} s p50, "
         f"{row['transcribe_s']['p95']:.2f} s p95); load {row['load_s']:.2f} s; "
         f"loop lag max {row['loop_lag_ms']['max']} ms"

@@ -147,6 +147,10 @@ class AssistantBot(commands.Bot):
             channel = self.get_channel(channel) or channel
         return await self.chat_settings.effective(guild_id, settings_channel_id(channel))
 
+    async def on_guild_remove(self, guild: discord.Guild, /) -> None:
+        # Left (kicked, or the guild deleted): what is cached in memory for it goes too.
+        self.index.forget_guild(guild.id)
+
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: mentions are conversation, handled by the chat cog's listener.
         return

@@ -39,6 +39,8 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
     guild_id = session.guild_id
     # The speech model loads in a thread meanwhile; the first utterance waits for it if it must.
     bot.tasks.start(asyncio.to_thread(bot.transcriber.load), name=f"stt-load:{guild_id}")
+    if settings.STT_VOCABULARY_BIAS:  # and the guild's document terms, which utterances then read from memory
+        bot.tasks.start(bot.index.document_terms(guild_id), name=f"vocabulary:{guild_id}")
     await bot.guild_settings.opted_out(guild_id)  # cache the opt-outs the receive thread will check
     queue: asyncio.Queue[Utterance] = asyncio.Queue(maxsize=settings.STT_QUEUE_MAX)
 

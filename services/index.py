@@ -41,7 +41,8 @@ Retrieval
     and the global scope, plus a ranking of exact identifier matches, fused by Reciprocal Rank Fusion
     (Cormack et al., SIGIR 2009, k = 60). The BM25 corpus of a scope is rebuilt after each reload and loaded
     from ChromaDB at the first search after a restart; so are the scope's distinctive terms, which bias speech
-    recognition towards the documents' words (``document_terms``, ``services.vocabulary``).
+    recognition towards the documents' words (``services.vocabulary``): ``document_terms`` keeps each guild's merged
+    terms in memory, updated at every reload, so that a spoken turn reads them without I/O.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ UPSERT_BATCH = 32
 GET_BATCH = 1000
 #: Seconds a Chroma server has to answer one request (a large upsert or query included).
 CHROMA_TIMEOUT_S = 30.0
+#: Seconds a guild's document terms stay in memory unused (the bot stopped listening there) before they are dropped.
+TERMS_IDLE_S = 3600.0
 
 
 # --------------------------------------------------------------------------------------------- public types
@@ -125,6 +128,14 @@ class Hit:
     scope: str
     score: float
     chunk_id: str
+
+
+@dataclass(slots=True)
+class _GuildTerms:
+    """A guild's document terms in memory (see ``DocumentIndex.document_terms``); used_at: time.monotonic()."""
+
+    terms: list[Term]
+    used_at: float
 
 
 @dataclass
@@ -265,6 +276,8 @@ class DocumentIndex:
         self._reload_locks: dict[str, asyncio.Lock] = {}
         self._lexical: dict[str, LexicalIndex] = {}
         self._lexical_locks: dict[str, asyncio.Lock] = {}
+        self._guild_terms: dict[int | None, _GuildTerms] = {}  # key: guild id, None for the global scope alone
+        self.terms_idle_s = TERMS_IDLE_S
         self._closed = False
 
     @classmethod
@@ -476,6 +489,7 @@ class DocumentIndex:
                 await self._refresh_lexical(scope)
             else:
                 self._lexical.pop(scope, None)  # reloaded from Chroma at the next search
+                self._forget_terms(scope)  # and the guilds' terms at their next call
         log.info(
             "Reloaded %s: %d added, %d updated, %d removed, %d unchanged, %d skipped; %d chunks in %d embed calls, "
             "%.2f s", scope, len(report.added), len(report.updated), len(report.removed), len(report.unchanged),
@@ -659,6 +673,7 @@ class DocumentIndex:
                 self._lexical.pop(scope, None)
             else:
                 self._lexical[scope] = await self._load_lexical(scope, collection)
+            self._update_terms(scope)
 
     async def _lexical_for(self, scope: str, collection: Any) -> LexicalIndex:
         """The scope's BM25 corpus, loaded from Chroma at the first search (after a restart) or when the
@@ -673,6 +688,7 @@ class DocumentIndex:
             if cached is None or cached.build_id != build_id:
                 cached = await self._load_lexical(scope, collection)
                 self._lexical[scope] = cached
+                self._update_terms(scope)
             return cached
 
     # -- search ------------------------------------------------------------------------------------------
@@ -766,18 +782,53 @@ class DocumentIndex:
 
     async def document_terms(self, guild_id: int | None) -> list[Term]:
         """The distinctive terms of the guild's documents and the global ones, best first, for speech recognition
-        (``services.vocabulary``): picked with each scope's BM25 corpus, so recomputed by every reload and, after a
-        restart, read from the existing index at the first call. [] when nothing is indexed. Raises
-        BackendUnavailable when a ChromaDB server cannot be reached."""
-        scopes = []
-        for scope in self._search_scopes(guild_id):
-            collection = await self._get_collection(scope)
-            if collection is not None:
-                try:
-                    scopes.append((await self._lexical_for(scope, collection)).terms)
-                except ChromaNotFound:  # dropped by a full reload meanwhile
-                    continue
-        return merge_terms(*scopes)
+        (``services.vocabulary``); [] when nothing is indexed. guild_id None: the global documents alone.
+
+        Asked at every spoken turn, so served from memory: the first call for a guild reads each scope's BM25 corpus
+        (loaded from ChromaDB after a restart; the corpus also holds the scope's terms) and keeps the merged terms;
+        later calls return them with no I/O. Every change of a scope's corpus (reload, ``add_document``,
+        ``remove_document``, a search that found the collection rebuilt elsewhere) recomputes the terms of the guilds
+        in memory that use it, from memory; a failed reload drops them (read again at the next call). Bounded: one
+        entry per guild, dropped by ``forget_guild`` or after ``terms_idle_s`` (TERMS_IDLE_S) unused. Raises
+        BackendUnavailable when a ChromaDB server cannot be reached at a guild's first call.
+        """
+        now = time.monotonic()
+        cached = self._guild_terms.get(guild_id)
+        if cached is None:
+            for scope in self._search_scopes(guild_id):
+                collection = await self._get_collection(scope)
+                if collection is not None:
+                    with contextlib.suppress(ChromaNotFound):  # dropped by a full reload meanwhile
+                        await self._lexical_for(scope, collection)
+            # Merged after the awaits, from memory: a reload that finished meanwhile is included.
+            cached = self._guild_terms.get(guild_id) or _GuildTerms(self._merged_terms(guild_id), now)
+            self._guild_terms = {key: entry for key, entry in self._guild_terms.items()
+                                 if now - entry.used_at <= self.terms_idle_s}  # fmt: skip
+            self._guild_terms[guild_id] = cached
+        cached.used_at = now
+        return cached.terms
+
+    def forget_guild(self, guild_id: int) -> None:
+        """Drop what is kept in memory for a guild the bot left: its document terms and its BM25 corpus (both are
+        read from ChromaDB again if needed); its documents and their index stay on disk."""
+        self._guild_terms.pop(guild_id, None)
+        self._lexical.pop(str(int(guild_id)), None)
+
+    def _merged_terms(self, guild_id: int | None) -> list[Term]:
+        """The guild's terms from the BM25 corpora in memory (a scope without one has no collection, or failed)."""
+        return merge_terms(*(self._lexical[scope].terms for scope in self._search_scopes(guild_id)
+                             if scope in self._lexical))  # fmt: skip
+
+    def _update_terms(self, scope: str) -> None:
+        """``scope``'s BM25 corpus changed: recompute the terms of the guilds in memory that use it."""
+        for guild_id, entry in self._guild_terms.items():
+            if scope in self._search_scopes(guild_id):
+                entry.terms = self._merged_terms(guild_id)
+
+    def _forget_terms(self, scope: str) -> None:
+        """``scope``'s BM25 corpus is unknown: the guilds that use it read their terms again at their next call."""
+        self._guild_terms = {guild_id: entry for guild_id, entry in self._guild_terms.items()
+                             if scope not in self._search_scopes(guild_id)}  # fmt: skip
 
     # -- documents ---------------------------------------------------------------------------------------
 
@@ -846,6 +897,7 @@ class DocumentIndex:
         callers cancel those tasks first (a cancelled reload leaves manifest and collection consistent)."""
         self._closed = True
         self._lexical.clear()
+        self._guild_terms.clear()
         client, self._client = self._client, None
         if client is not None:  # frees the embedded database's files, a server's connections, or the worker
             await asyncio.to_thread(client.close)

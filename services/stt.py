@@ -27,7 +27,7 @@ from services.bundled_models import BUNDLED_WHISPER_MODEL, bundled_whisper_model
 from services.errors import ServiceError
 from services.lazy_model import LazyModel, ModelSource
 from services.model_hub import HubUnavailable, fetch
-from services.vocabulary import fit_prompt
+from services.vocabulary import MAX_PROMPT_TERMS, fit_prompt
 
 if TYPE_CHECKING:
     from config import Settings
@@ -166,6 +166,8 @@ class FasterWhisperTranscriber(Transcriber):
         and load the bundled tiny.en instead; with False, ``load`` raises those errors.
     decode_options: keyword arguments for ``WhisperModel.transcribe`` that override the defaults of DECODE_OPTIONS
         (for benchmarks and tuning).
+    max_prompt_terms: words of a transcription's vocabulary in the prompt, at most (None: as many as fit); see
+        ``services.vocabulary.MAX_PROMPT_TERMS``.
     """
 
     BEAM_SIZE = 5
@@ -212,6 +214,7 @@ class FasterWhisperTranscriber(Transcriber):
         allow_download: bool = True,
         fallback: bool = True,
         decode_options: Mapping[str, Any] | None = None,
+        max_prompt_terms: int | None = MAX_PROMPT_TERMS,
     ) -> None:
         # The display name only: whether `model` is a size name is settled by the load (importing faster-whisper
         # here would make creating a transcriber slow).
@@ -227,6 +230,7 @@ class FasterWhisperTranscriber(Transcriber):
         self.cpu_threads = cpu_threads
         self.allow_download = allow_download
         self.decode_options = {**self.DECODE_OPTIONS, **(decode_options or {})}
+        self.max_prompt_terms = max_prompt_terms
         self._whisper: Any = None  # faster_whisper.WhisperModel, imported lazily (ctranslate2 is slow to import)
         self._language: str | None = None
 
@@ -290,15 +294,17 @@ class FasterWhisperTranscriber(Transcriber):
             raise SpeechModelMissing(self.model, self.models_dir, exc.reason) from exc
 
     def hotwords(self, vocabulary: Sequence[str]) -> str | None:
-        """The prompt text for ``vocabulary``: its first words, comma-separated, as many as fit in Whisper's prompt
-        (``services.vocabulary.MAX_PROMPT_TOKENS``, counted with this model's tokenizer); None when empty.
+        """The prompt text for ``vocabulary``: its first ``max_prompt_terms`` words, comma-separated, within Whisper's
+        prompt (``services.vocabulary.MAX_PROMPT_TOKENS``, counted with this model's tokenizer); None when empty.
 
-        Passed as faster-whisper's ``hotwords`` rather than ``initial_prompt``: both become the decoder's
-        "previous text" (the same effect, measured), but hotwords are given to every 30 s window, where an initial
-        prompt is dropped after the first with condition_on_previous_text off. Raises RuntimeError before ``load``.
+        Passed as faster-whisper's ``hotwords`` rather than ``initial_prompt``: for an utterance (one 30 s window)
+        both put the same tokens after <|startofprev|> (the same transcripts, measured), but hotwords are given to
+        every window, where an initial prompt is dropped after the first with condition_on_previous_text off.
+        Raises RuntimeError before ``load``.
         """
         tokenizer = self.whisper.hf_tokenizer
-        prompt = fit_prompt(vocabulary, lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids))
+        prompt = fit_prompt(vocabulary, lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
+                            max_terms=self.max_prompt_terms)
         return prompt or None
 
     def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:

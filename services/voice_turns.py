@@ -176,7 +176,8 @@ class VoiceTurns:
     member_name: ``async (user_id) -> str`` the member's display name;
     vocabulary: ``async () -> words`` the guild's vocabulary the transcription is biased towards (the bot's names,
     the wake words, the documents' distinctive terms: ``services.vocabulary.guild_vocabulary``), asked at each
-    utterance so a reload counts at once; not asked when STT_VOCABULARY_BIAS is off.
+    utterance (kept in memory by ``DocumentIndex.document_terms``, so no I/O) so a reload counts at once; not asked
+    when STT_VOCABULARY_BIAS is off.
     """
 
     def __init__(self, *, settings: Settings, transcriber: Transcriber, llm: LLMClient, llm_queue: LLMQueue,

@@ -322,6 +322,59 @@ async def test_lexical_index_loads_lazily_after_restart(make_index, llm, ollama,
     assert (await restarted.reload("global")).embed_calls == 0
 
 
+class ChromaRequests:
+    """Wraps an index's ChromaDB client (the real one) and records the name of each method called on it."""
+
+    def __init__(self, index: DocumentIndex) -> None:
+        self.client, self.names = index._client, []
+        index._client = self
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self.client, name)
+        if callable(attribute):
+            self.names.append(name)
+        return attribute
+
+
+async def test_a_guilds_document_terms_come_from_memory_and_follow_every_change(make_index, llm, docs_dir,
+                                                                                global_docs) -> None:  # fmt: skip
+    """Every spoken turn asks for its guild's terms: after the first time they come without a ChromaDB request, and
+    a reload, an added or a removed document changes them for the very next call."""
+    write(docs_dir / str(GUILD_A) / "cluster.md", "# Kubernetes\n\nKubernetes schedules the pods of the cluster.\n")
+    index = make_index(llm)
+    await index.reload("global")
+    await index.reload(str(GUILD_A))
+
+    async def terms(guild_id: int | None = GUILD_A) -> set[str]:
+        return {term.text for term in await index.document_terms(guild_id)}
+
+    assert "Kubernetes" in await terms()  # the first call reads the index
+    requests = ChromaRequests(index)
+    assert "Kubernetes" in await terms() and "NVIDIA" in await terms()
+    assert requests.names == []
+
+    await index.add_document(GUILD_A, "dashboards.md", b"# Grafana\n\nGrafana draws the dashboards.\n")
+    requests.names.clear()
+    assert "Grafana" in await terms() and requests.names == []
+    write(docs_dir / "global" / "metrics.md", "# Prometheus\n\nPrometheus scrapes the metrics.\n")
+    await index.reload("global")
+    requests.names.clear()
+    assert {"Prometheus", "Grafana"} <= await terms() and requests.names == []
+    await index.remove_document(GUILD_A, "dashboards.md")
+    requests.names.clear()
+    assert "Grafana" not in await terms() and requests.names == []
+    assert "Kubernetes" not in await terms(GUILD_B) and "Prometheus" in await terms(GUILD_B)
+
+    index.forget_guild(GUILD_A)  # the bot left the guild: its terms are read again if it ever comes back
+    requests.names.clear()
+    assert "Kubernetes" in await terms() and requests.names != []
+    index.terms_idle_s = 0.0  # unused entries are dropped too
+    await asyncio.sleep(0.01)
+    await terms(None)
+    requests.names.clear()
+    assert "Kubernetes" in await terms() and requests.names != []
+
+
 async def test_concurrent_reload_of_same_scope_is_refused(make_index, llm, docs_dir, global_docs) -> None:
     gate = asyncio.Event()
     entered = asyncio.Event()

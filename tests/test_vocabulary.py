@@ -62,7 +62,7 @@ def test_the_prompt_fits_whispers_limit_and_ends_with_a_whole_term(whisper_token
     words = [f"Quux{n}_SETTING_{n}" for n in range(400)]  # far more than fit
     (tmp_path / "big.md").write_text("# Settings\n\n" + " ".join(words) + "\n")
     vocabulary = guild_vocabulary(["Assistant"], document_terms(chunks_of(tmp_path)))
-    prompt = fit_prompt(vocabulary, whisper_tokens)
+    prompt = fit_prompt(vocabulary, whisper_tokens, max_terms=None)
     assert MAX_PROMPT_TOKENS - 12 < whisper_tokens(" " + prompt) <= MAX_PROMPT_TOKENS  # full, but within
     kept = prompt.split(", ")
     assert kept[0] == "Assistant" and all(word in vocabulary for word in kept)
