@@ -318,7 +318,8 @@ class FasterWhisperTranscriber(Transcriber):
     def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
         padding = round(self.PAD_S * STT_SAMPLE_RATE)
         segments, info = self.whisper.transcribe(
-            np.pad(samples, padding), language=self._language, beam_size=self.beam_size, hotwords=self.hotwords(vocabulary),
+            np.pad(samples, padding), language=self._language, beam_size=self.beam_size,
+            hotwords=self.hotwords(vocabulary),
             **self.decode_options,
         )
         kept: list[str] = []
