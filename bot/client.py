@@ -156,15 +156,17 @@ class AssistantBot(commands.Bot):
         return
 
     def answer_stream(self, messages: list[dict[str, str]], *, model: str | None = None, member_id: int,
-                      reply: StreamedReply) -> AsyncGenerator[str, None]:
+                      reply: StreamedReply, show_thinking: bool = False) -> AsyncGenerator[str, None]:
         """The answer of ``model`` (None: CHAT_MODEL) to ``messages`` (content deltas) for the member ``member_id``,
         streamed once the fair queue (``services/llm_queue.py``) lets it through; while it waits, ``reply`` shows
-        its place.
+        its place. A reasoning model's thinking is never in the deltas; with ``show_thinking`` (the guild's
+        setting) ``reply`` attaches it to the answer as a spoiler-marked file.
 
         Raises LLMQueueFull when LLM_QUEUE_MAX requests already wait, and what ``LLMClient.chat_stream`` raises.
         """
-        return self.llm_queue.stream(self.llm.chat_stream(messages, model=model), member_id=member_id,
-                                     on_place=lambda ahead: reply.show(llm_queued_notice(ahead)))
+        reply.thinking = [] if show_thinking else None
+        return self.llm_queue.stream(self.llm.chat_stream(messages, model=model, thinking=reply.thinking),
+                                     member_id=member_id, on_place=lambda ahead: reply.show(llm_queued_notice(ahead)))
 
     async def run_tracked(self, coro: Coroutine[Any, Any, T], *, name: str) -> T:
         """Run ``coro`` as a registered task and wait for it, so shutdown can cancel and await it."""

@@ -8,15 +8,19 @@ text outgrows 2000 characters, the full part stays in its message and the rest c
 When the work behind a message is cancelled (the bot shuts down), the message is given a last edit saying so
 (``edit_after_cancel``), so that no "thinking..." placeholder, queue notice or half answer is left as if the
 bot were still at it.
+
+A reasoning model's thinking, when the guild wants it shown (``StreamedReply.thinking``), is attached to the first
+message of the answer as a spoiler-marked file (THINKING_FILE, shown as ``SPOILER_thinking.md``), never in the text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -31,6 +35,7 @@ CURSOR = " ▌"  # shown at the end of a message while the answer is still strea
 INTERRUPTED = "\n\n*(interrupted: the bot is shutting down)*"
 NOT_ANSWERED = "⚠️ Not answered: the bot is shutting down; try again later."
 EMPTY_ANSWER = "*(The model returned an empty answer; try rephrasing.)*"
+THINKING_FILE = "thinking.md"  # sent with spoiler=True, which Discord shows as SPOILER_thinking.md
 LAST_EDIT_TIMEOUT_S = 2.0  # shutdown waits for these edits; a slow Discord must not hold it up
 
 
@@ -60,7 +65,7 @@ async def edit_after_cancel(edit: Callable[[], Awaitable[object]], what: str) ->
 class EditableMessage(Protocol):
     """A message the stream can edit (a discord.Message, InteractionMessage or WebhookMessage)."""
 
-    async def edit(self, *, content: str) -> object: ...
+    async def edit(self, *, content: str = ..., attachments: Sequence[discord.File] = ...) -> object: ...
 
 
 SendFirst = Callable[[str], Awaitable[EditableMessage | None]]
@@ -73,6 +78,8 @@ class StreamedReply:
     send_first(content): shows the first message (e.g. edits the deferred interaction response) and
     returns something with ``edit(content=...)``, or None when ``send_first`` itself is the way to edit.
     send_more(content): sends a further message (a followup or a channel message) and returns it.
+    thinking: None, or a list that receives the model's thinking (str pieces) while the answer streams; at the end
+    of the answer, thinking there is attached to the first message as a spoiler-marked file.
     """
 
     def __init__(self, send_first: SendFirst, send_more: SendMore, *, interval_s: float) -> None:
@@ -84,6 +91,7 @@ class StreamedReply:
         self._last_update = float("-inf")
         self._interrupted = False
         self.text = ""
+        self.thinking: list[str] | None = None
 
     async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
         """Append every delta of ``deltas``, updating the messages as allowed; returns the full text."""
@@ -114,9 +122,20 @@ class StreamedReply:
         if not answer.strip():
             self.text = EMPTY_ANSWER
             await self.update(final=True)
+            await self._attach_thinking()
             return None
         await self.update(final=True, suffix=suffix)
+        await self._attach_thinking()
         return answer
+
+    async def _attach_thinking(self) -> None:
+        """Attach the thinking, when there is some, to the first message as a spoiler-marked Markdown file."""
+        thinking = "".join(self.thinking or []).strip()
+        first = self._messages[0] if self._messages else None
+        if not thinking or first is None:
+            return
+        file = discord.File(io.BytesIO(thinking.encode()), filename=THINKING_FILE, spoiler=True)
+        await first.edit(attachments=[file])
 
     async def finish_interrupted(self) -> None:
         """After a cancellation (shutdown): end a partial answer with INTERRUPTED, or replace what is shown

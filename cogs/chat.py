@@ -180,7 +180,8 @@ class Chat(commands.Cog):
                 messages = build_context(chat.persona.value, history, text, self.settings.HISTORY_TOKEN_BUDGET)
                 try:
                     answer = await reply.stream(self.bot.answer_stream(messages, model=chat.model.value,
-                                                                       member_id=author_id, reply=reply))
+                                                                       member_id=author_id, reply=reply,
+                                                                       show_thinking=chat.show_thinking.value))
                 except asyncio.CancelledError:
                     # Shutting down midway: what the member saw is remembered, marked as cut short.
                     if reply.text.strip():
@@ -203,7 +204,8 @@ class Chat(commands.Cog):
         prompt = await ground(self.bot.index, guild_id, question, system_prompt=chat.persona.value,
                               top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
         return await reply.stream(self.bot.answer_stream(prompt.messages, model=chat.model.value,
-                                                         member_id=member_id, reply=reply),
+                                                         member_id=member_id, reply=reply,
+                                                         show_thinking=chat.show_thinking.value),
                                   suffix=prompt.sources)
 
 

@@ -106,7 +106,8 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
         await self.bot.run_tracked(
             reply.stream(self.bot.answer_stream(prompt.messages, model=chat.model.value,
-                                                member_id=interaction.user.id, reply=reply),
+                                                member_id=interaction.user.id, reply=reply,
+                                                show_thinking=chat.show_thinking.value),
                          suffix=prompt.sources),
             name=f"docs-ask:{interaction.id}",
         )

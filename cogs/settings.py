@@ -1,7 +1,8 @@
-"""Chat settings: /settings show, persona, model, free-channel and reset (admins).
+"""Chat settings: /settings show, persona, model, free-channel, thinking and reset (admins).
 
 The persona (system prompt) and the chat model are set for the guild or for one channel (which then overrides the
-guild); free channel, where the bot answers every message without a mention, is set per channel. A thread has its
+guild); free channel, where the bot answers every message without a mention, is set per channel; thinking (whether
+a reasoning model's thinking comes with its answers, as a spoiler-marked file) per guild. A thread has its
 parent channel's settings, so these commands used in a thread change the parent's. Values live in the database
 (``services/chat_settings.py``); every change is logged with the guild, channel and member.
 """
@@ -18,7 +19,7 @@ from discord.ext import commands
 
 from bot.checks import admin_only, ensure_length, is_admin, member_cooldown, set_max_length
 from bot.client import AssistantBot, settings_channel_id
-from services.chat_settings import ChatSettings, Field, Setting, check_chat_model
+from services.chat_settings import SCOPES, ChatSettings, Field, Setting, check_chat_model
 from services.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ AUTOCOMPLETE_TIMEOUT_S = 2.0  # Discord drops an autocomplete answer after 3 s
 MAX_CHOICES = 25  # Discord's limit of autocomplete choices
 SHOWN_PERSONA_CHARS = 1500
 
-LABELS: dict[Field, str] = {"persona": "Persona", "model": "Model", "free_channel": "Free channel"}
+LABELS: dict[Field, str] = {"persona": "Persona", "model": "Model", "free_channel": "Free channel",
+                             "show_thinking": "Show thinking"}
 FIELD_CHOICES = [app_commands.Choice(name=label, value=field) for field, label in LABELS.items()]
 
 
@@ -42,8 +44,11 @@ def describe(settings: ChatSettings) -> str:
     if len(persona) > SHOWN_PERSONA_CHARS:
         persona = persona[:SHOWN_PERSONA_CHARS] + "…"
     free = "on: I answer every message here" if settings.free_channel.value else "off: mention me or use /chat"
+    thinking = ("shown: attached to answers as a spoiler file" if settings.show_thinking.value
+                else "hidden")
     return (f"**Model**: `{settings.model.value}` ({source(settings.model)})\n"
             f"**Free channel**: {free} ({source(settings.free_channel)})\n"
+            f"**Thinking** of reasoning models: {thinking} ({source(settings.show_thinking)})\n"
             f"**Persona** ({source(settings.persona)}):\n>>> {discord.utils.escape_mentions(persona)}")
 
 
@@ -127,6 +132,15 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Chat
                 else "Free channel off: I will answer mentions and /chat only")
         await self._change(interaction, "free_channel", "channel", enabled, what)
 
+    @app_commands.command(name="thinking", description="Attach a reasoning model's thinking to its answers (admins).")
+    @app_commands.describe(show="True: attach it as a spoiler-marked file; False: drop it (default). Never spoken.")
+    @member_cooldown("CHAT_COOLDOWN_S")
+    @admin_only()
+    async def thinking(self, interaction: discord.Interaction, show: bool) -> None:
+        what = ("Thinking shown: answers of reasoning models come with their thinking as a spoiler file" if show
+                else "Thinking hidden: answers of reasoning models come without their thinking")
+        await self._change(interaction, "show_thinking", "guild", show, what)
+
     @app_commands.command(name="reset", description="Go back to the server's or the default value of a setting.")
     @app_commands.describe(setting="The setting to reset",
                            scope="channel: this channel's value (default); guild: the server's value")
@@ -136,6 +150,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Chat
     async def reset(self, interaction: discord.Interaction, setting: app_commands.Choice[str],
                     scope: Scope = "channel") -> None:
         field: Field = setting.value  # type: ignore[assignment]  # one of FIELD_CHOICES
+        if field == "show_thinking":
+            scope = SCOPES[field][0]  # a guild setting: no channel value to reset
         await self._change(interaction, field, scope, None, f"{LABELS[field]} reset")
 
 

@@ -4,8 +4,9 @@ Admins set them with ``/settings``; they are kept in the ``chat_settings`` table
 per scope: ``channel_id`` 0 is the guild's row, any other id a channel's. A value left NULL is not set at that scope
 and falls through: channel, then guild, then the defaults from ``config.py`` (``SYSTEM_PROMPT``, ``CHAT_MODEL``;
 a channel is not free by default). The persona and the model can be set for the guild and overridden per channel;
-free channel is per channel only. Threads have no settings of their own: the caller passes the parent channel's id
-(see ``bot.client.AssistantBot.chat_settings``).
+free channel is per channel only; show thinking (attach a reasoning model's thinking to its answers as a file, see
+``services.thinking``) per guild only. Threads have no settings of their own: the caller passes the parent channel's
+id (see ``bot.client.AssistantBot.chat_settings``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Source = Literal["channel", "guild", "default"]
-Field = Literal["persona", "model", "free_channel"]
-FIELDS: tuple[Field, ...] = ("persona", "model", "free_channel")
+Field = Literal["persona", "model", "free_channel", "show_thinking"]
+FIELDS: tuple[Field, ...] = ("persona", "model", "free_channel", "show_thinking")
 GUILD_SCOPE = 0  # the channel_id of a guild's own row
 
 #: Which scopes each setting can be set at.
 SCOPES: dict[Field, tuple[str, ...]] = {"persona": ("channel", "guild"), "model": ("channel", "guild"),
-                                        "free_channel": ("channel",)}
+                                        "free_channel": ("channel",), "show_thinking": ("guild",)}
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,11 @@ class ChatSettings:
     persona: Setting[str]
     model: Setting[str]
     free_channel: Setting[bool]
+    show_thinking: Setting[bool]
 
 
-Row = tuple[str | None, str | None, int | None]  # persona, model, free_channel
+Row = tuple[str | None, str | None, int | None, int | None]  # persona, model, free_channel, show_thinking
+UNSET: Row = (None, None, None, None)
 
 
 class ChatSettingsStore:
@@ -68,8 +71,9 @@ class ChatSettingsStore:
         rows = self._guilds.get(guild_id)
         if rows is None:
             fetched = await self.database.fetchall(
-                "SELECT channel_id, persona, model, free_channel FROM chat_settings WHERE guild_id = ?", (guild_id,))
-            rows = {channel_id: (persona, model, free) for channel_id, persona, model, free in fetched}
+                "SELECT channel_id, persona, model, free_channel, show_thinking FROM chat_settings WHERE guild_id = ?",
+                (guild_id,))
+            rows = {channel_id: tuple(values) for channel_id, *values in fetched}
             self._guilds[guild_id] = rows
         return rows
 
@@ -79,8 +83,8 @@ class ChatSettingsStore:
         channel_id: the channel, or a thread's parent channel.
         """
         rows = await self._rows(guild_id) if guild_id is not None else {}
-        channel = rows.get(channel_id, (None, None, None)) if channel_id != GUILD_SCOPE else (None, None, None)
-        guild = rows.get(GUILD_SCOPE, (None, None, None))
+        channel = rows.get(channel_id, UNSET) if channel_id != GUILD_SCOPE else UNSET
+        guild = rows.get(GUILD_SCOPE, UNSET)
 
         def pick(index: int, default: T) -> Setting[T]:
             if channel[index] is not None:
@@ -89,21 +93,25 @@ class ChatSettingsStore:
                 return Setting(guild[index], "guild")  # type: ignore[arg-type]
             return Setting(default, "default")
 
-        free = channel[2]
+        free, show_thinking = channel[2], guild[3]
         return ChatSettings(
             persona=pick(0, self.default_persona),
             model=pick(1, self.default_model),
             free_channel=Setting(bool(free), "channel") if free is not None else Setting(False, "default"),
+            show_thinking=(Setting(bool(show_thinking), "guild") if show_thinking is not None
+                           else Setting(False, "default")),
         )
 
     async def set(self, guild_id: int, channel_id: int | None, field: Field, value: str | bool | None) -> None:
         """Set ``field`` for the channel (``channel_id``) or the whole guild (None); ``value`` None resets it.
 
-        Raises InvalidInput when the field cannot be set at that scope (free channel for a guild).
+        Raises InvalidInput when the field cannot be set at that scope (free channel for a guild, show thinking for
+        a channel).
         """
         scope = "guild" if channel_id is None else "channel"
         if scope not in SCOPES[field]:
-            raise InvalidInput(f"The {field.replace('_', ' ')} setting can only be set for a channel.")
+            only = "a channel" if SCOPES[field] == ("channel",) else "the whole server"
+            raise InvalidInput(f"The {field.replace('_', ' ')} setting can only be set for {only}.")
         key = GUILD_SCOPE if channel_id is None else channel_id
         stored = int(value) if isinstance(value, bool) else value
         async with self.database.transaction() as db:
@@ -115,7 +123,7 @@ class ChatSettingsStore:
             )
             await db.execute(
                 "DELETE FROM chat_settings WHERE guild_id = ? AND channel_id = ?"
-                " AND persona IS NULL AND model IS NULL AND free_channel IS NULL",
+                " AND persona IS NULL AND model IS NULL AND free_channel IS NULL AND show_thinking IS NULL",
                 (guild_id, key),
             )
         self._guilds.pop(guild_id, None)  # re-read on next use

@@ -5,11 +5,12 @@ One file (``settings.db_path``) holds every table:
 - ``messages``: conversation history (``services.conversations.ConversationStore``), one row per message;
 - ``guild_settings``: per-guild options such as autospeak (``services.guild_settings.GuildSettingsStore``);
 - ``voice_opt_outs``: members who asked not to be transcribed, per guild (same store);
-- ``chat_settings``: persona, chat model and free channel per guild (``channel_id`` 0) and per channel
-  (``services.chat_settings.ChatSettingsStore``); NULL means "not set here".
+- ``chat_settings``: persona, chat model and free channel per guild (``channel_id`` 0) and per channel, and
+  whether a guild's answers attach the model's thinking (``services.chat_settings.ChatSettingsStore``); NULL means
+  "not set here".
 
 Every table is created with ``CREATE TABLE IF NOT EXISTS``, so a database of an earlier version opens with its rows
-and gains the tables it lacks.
+and gains the tables it lacks; a column added to a table since (``ADDED_COLUMNS``) is added to it then.
 
 The schema is created here, at ``open()``, and nowhere else. The stores share one connection, so the
 statements of one store's transaction must not interleave with another's (a commit would commit both, a
@@ -58,10 +59,14 @@ CREATE TABLE IF NOT EXISTS chat_settings (
     persona TEXT,
     model TEXT,
     free_channel INTEGER,
+    show_thinking INTEGER,
     PRIMARY KEY (guild_id, channel_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_author ON messages (guild_id, author_id);
 """
+
+#: Columns added to a table after its first version: (table, column, type), in the order they were added.
+ADDED_COLUMNS = (("chat_settings", "show_thinking", "INTEGER"),)
 
 Params = Iterable[Any]
 
@@ -87,6 +92,10 @@ class Database:
         try:
             await connection.execute("PRAGMA journal_mode=WAL")
             await connection.executescript(SCHEMA)
+            for table, column, kind in ADDED_COLUMNS:
+                async with connection.execute(f"PRAGMA table_info({table})") as cursor:
+                    if column not in {row[1] for row in await cursor.fetchall()}:
+                        await connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             await connection.commit()
         except BaseException:
             await connection.close()

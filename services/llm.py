@@ -18,6 +18,7 @@ import httpx
 import ollama
 
 from services.errors import BackendUnavailable, ModelNotFound, ServiceError
+from services.thinking import ThinkTagSplitter
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class LLMClient:
         # read, so a stream that goes silent mid-answer fails after timeout_s instead of hanging.
         self._client = ollama.AsyncClient(host=self.host, timeout=httpx.Timeout(timeout_s))
         self._closed = False
+        self._thinks: dict[str, bool] = {}  # model (with tag) -> has the "thinking" capability
 
     @classmethod
     def from_settings(cls, settings: Any) -> LLMClient:
@@ -121,11 +123,16 @@ class LLMClient:
 
     # -- chat ------------------------------------------------------------------------------------------
 
-    async def chat_stream(self, messages: list[dict[str, str]], *, model: str | None = None) -> AsyncIterator[str]:
+    async def chat_stream(self, messages: list[dict[str, str]], *, model: str | None = None,
+                          thinking: list[str] | None = None) -> AsyncIterator[str]:
         """Stream an answer: yields the content deltas (str, non-empty) in the order Ollama generates them.
 
         messages: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``, oldest first.
         model: overrides ``chat_model``.
+        thinking: a list that receives the model's thinking, in pieces (str), in order. The thinking is never
+        yielded: a model with the "thinking" capability is asked with ``think: true``, which puts it in the
+        ``thinking`` field of the messages; ``<think>...</think>`` blocks in the content (older templates) are taken
+        out of it (``services.thinking``). Without this list the thinking is dropped.
         Raises ModelNotFound when the model is not pulled; BackendUnavailable when Ollama cannot be reached,
         sends nothing for ``timeout_s`` seconds (before or between tokens), fails, or ends the stream early.
         Closing the generator early (``aclose()``, ``break`` then garbage collection, or cancellation of the
@@ -133,21 +140,30 @@ class LLMClient:
         ``contextlib.aclosing`` so that it happens at once.
         """
         model = model or self.chat_model
+        # Only a model that says it thinks may be sent `think`: Ollama refuses it (400) for any other.
+        think = True if await self.supports_thinking(model) else None
         # Builds the request only (a malformed message raises here, as a programming error); the HTTP request
         # is sent on the first __anext__, inside the try below.
         stream = await self._client.chat(
             model=model,
             messages=messages,
             stream=True,
+            think=think,
             options={"num_ctx": self.num_ctx},
             keep_alive=_wire_keep_alive(self.keep_alive),
         )
+        thoughts: list[str] = thinking if thinking is not None else []
+        splitter = ThinkTagSplitter()
         try:
             finished = False
             async for part in stream:
-                content = part.message.content
-                if content:
-                    yield content
+                if part.message.thinking:
+                    thoughts.append(part.message.thinking)
+                split = splitter.feed(part.message.content or "")
+                if split.thinking:
+                    thoughts.append(split.thinking)
+                if split.answer:
+                    yield split.answer
                 if part.done:
                     finished = True
             if not finished:
@@ -155,6 +171,11 @@ class LLMClient:
                     f"Ollama at {self.display_host} ended the answer before it was complete; "
                     "check the Ollama server log and try again."
                 )
+            split = splitter.finish()
+            if split.thinking:
+                thoughts.append(split.thinking)
+            if split.answer:
+                yield split.answer
         except _CLIENT_ERRORS as exc:
             raise self._map_error(exc, model, "chat") from exc
         finally:
@@ -237,6 +258,14 @@ class LLMClient:
         except _CLIENT_ERRORS as exc:
             raise self._map_error(exc, name, "show the model") from exc
         return list(response.capabilities or [])
+
+    async def supports_thinking(self, name: str) -> bool:
+        """Whether model ``name`` has the "thinking" capability (``/api/show``), i.e. accepts ``think: true``;
+        asked once per model, then remembered. Raises like ``capabilities``."""
+        key = _normalize_model(name)
+        if key not in self._thinks:
+            self._thinks[key] = "thinking" in await self.capabilities(name)
+        return self._thinks[key]
 
     async def close(self) -> None:
         """Close the connection pool; idempotent."""

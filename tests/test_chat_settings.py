@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.chat_settings import ChatSettingsStore, check_chat_model
+from services.chat_settings import ChatSettingsStore, Setting, check_chat_model
 from services.database import Database
 from services.errors import BackendUnavailable, InvalidInput, ModelNotFound
 from services.llm import LLMClient
@@ -55,3 +55,14 @@ async def test_only_pulled_chat_models_pass_the_check(ollama):
         await ollama.stop()
         with pytest.raises(BackendUnavailable):
             await check_chat_model(llm, "llama3.2")
+
+
+async def test_show_thinking_is_set_for_the_whole_guild_only(store):
+    assert (await store.effective(GUILD, CHANNEL)).show_thinking == Setting(False, "default")
+    with pytest.raises(InvalidInput, match="only be set for the whole server"):
+        await store.set(GUILD, CHANNEL, "show_thinking", True)
+    await store.set(GUILD, None, "show_thinking", True)
+    assert (await store.effective(GUILD, CHANNEL)).show_thinking == Setting(True, "guild")
+    assert (await store.effective(GUILD + 1, CHANNEL)).show_thinking.value is False
+    await store.set(GUILD, None, "show_thinking", None)
+    assert await store.database.fetchall("SELECT * FROM chat_settings") == []

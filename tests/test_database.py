@@ -102,3 +102,21 @@ async def test_a_database_of_the_previous_version_opens_with_its_rows_and_gains_
         assert (effective.persona.value, effective.persona.source) == ("Be helpful.", "default")
     finally:
         await database.close()
+
+
+async def test_chat_settings_of_the_previous_version_keep_their_rows_and_gain_show_thinking(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript("CREATE TABLE chat_settings (guild_id INTEGER NOT NULL, channel_id INTEGER NOT NULL,"
+                         " persona TEXT, model TEXT, free_channel INTEGER, PRIMARY KEY (guild_id, channel_id));"
+                         "INSERT INTO chat_settings VALUES (5, 0, 'Be a pirate.', NULL, NULL);")
+    for _ in range(2):  # the column is added once; opening again finds it
+        database = Database(path)
+        await database.open()
+        try:
+            chat = ChatSettingsStore(database, default_persona="Be helpful.", default_model="llama3.2")
+            await chat.set(5, None, "show_thinking", True)
+            effective = await chat.effective(5, 1)
+            assert effective.persona.value == "Be a pirate." and effective.show_thinking.value is True
+        finally:
+            await database.close()

@@ -366,3 +366,31 @@ async def test_fake_answers_the_real_client(ollama: FakeOllama) -> None:
         assert (await client._client.get("/api/version")).json()["version"]
     finally:
         await client.close()
+
+
+async def test_a_thinking_model_is_asked_to_think_and_its_thinking_kept_out_of_the_answer(ollama: FakeOllama) -> None:
+    ollama.models.append("qwen3:4b")
+    async with make_client(ollama, chat_model="qwen3:4b") as llm:
+        thinking: list[str] = []
+        answer = [delta async for delta in llm.chat_stream([{"role": "user", "content": "hi"}], thinking=thinking)]
+        assert "".join(answer) == "You said: hi"
+        assert "".join(thinking) == "Thinking it over: the member said hi."
+        assert ollama.chat_requests[-1]["think"] is True
+        assert await llm.chat([{"role": "user", "content": "again"}]) == "You said: again"  # dropped
+
+
+async def test_think_blocks_of_an_older_template_are_taken_out_of_the_answer() -> None:
+    async with FakeOllama(models=["deepseek-r1:old"], think_tag_models=["deepseek-r1:old"], tokens_per_s=0) as fake:
+        async with make_client(fake, chat_model="deepseek-r1:old") as llm:
+            thinking: list[str] = []
+            deltas = [delta async for delta in llm.chat_stream([{"role": "user", "content": "hi"}], thinking=thinking)]
+    assert "".join(deltas) == "You said: hi"
+    assert "".join(thinking) == "Thinking it over: the member said hi."
+    assert "think" not in fake.chat_requests[-1]  # no "thinking" capability: `think` would be refused
+
+
+async def test_a_model_that_does_not_think_is_not_sent_think(ollama: FakeOllama, llm: LLMClient) -> None:
+    assert await llm.chat([{"role": "user", "content": "hi"}]) == "You said: hi"
+    assert "think" not in ollama.chat_requests[-1]
+    with pytest.raises(ollama_lib.ResponseError, match='"llama3.2" does not support thinking'):
+        await ollama_lib.AsyncClient(host=ollama.url).chat(model="llama3.2", messages=[], think=True)

@@ -11,6 +11,13 @@ python client parses):
   so lexically similar texts get similar, L2-normalised vectors.
 - ``GET /api/tags``, ``POST /api/show``, ``GET /api/ps``, ``GET /api/version``, ``GET /`` ("Ollama is running").
 
+Reasoning models, as Ollama serves them: a model of ``thinking_models`` (by name without tag: qwen3, deepseek-r1)
+has the "thinking" capability; asked with ``"think": true`` it streams its thinking (``thinking_responder``) in
+``message.thinking`` chunks before the content; with ``think`` unset it writes it in the content between
+``<think>`` and ``</think>``, and with ``false`` it does not think. A model of ``think_tag_models`` (an older
+template) has no "thinking" capability but always writes such a block in its content. Any model without the
+capability answers ``"think": true`` with 400 ``{"error": "\"NAME\" does not support thinking"}``.
+
 An unknown model answers 404 ``{"error": "model \\"x\\" not found, try pulling it first"}`` like Ollama.
 Failures can be switched on per endpoint with ``fail_chat`` / ``fail_embed``:
 
@@ -49,6 +56,7 @@ FAIL_MODES = ("404", "500", "hang", "drop", "stall")
 Responder = Callable[[dict[str, Any]], str | Awaitable[str]]
 
 DEFAULT_EMBED_DIM = 256
+OPEN_THINK, CLOSE_THINK = "<think>", "</think>"
 FAKE_VERSION = "0.6.5"
 
 # Word pieces: optional leading whitespace + up to 5 word characters, or one punctuation mark; trailing
@@ -99,6 +107,23 @@ def default_responder(body: dict[str, Any]) -> str:
     return "You said nothing."
 
 
+def default_thinking_responder(body: dict[str, Any]) -> str:
+    """The default thinking: ``"Thinking it over: the member said <content of the last user message>."``."""
+    said = next((m.get("content", "") for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
+    return f"Thinking it over: the member said {said}."
+
+
+async def _call(responder: Responder, body: dict[str, Any]) -> str:
+    answer = responder(body)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return answer
+
+
+def _base_name(model: str) -> str:
+    return normalize_model(model).rsplit(":", 1)[0]
+
+
 def _now() -> str:
     # Ollama sends RFC 3339 with sub-second digits and a Z suffix.
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -116,8 +141,9 @@ class FakeOllama:
 
     Tests read ``chat_requests`` (chat request bodies, in order), ``embed_requests``, ``embed_calls``
     (``/api/embed`` requests), ``embedded_texts`` (inputs embedded), ``active_requests`` (handlers running),
-    ``generating``, ``peak_generating`` and ``open_connections``; they set ``responder``, ``fail_chat``,
-    ``fail_embed`` and the latency/rate.
+    ``generating``, ``peak_generating`` and ``open_connections``; they set ``responder``, ``thinking_responder``,
+    ``fail_chat``, ``fail_embed`` and the latency/rate. thinking_models / think_tag_models: models (names without
+    tag) that think, with the "thinking" capability or an older template (see the module docstring).
     """
 
     def __init__(
@@ -131,6 +157,8 @@ class FakeOllama:
         host: str = "127.0.0.1",
         port: int = 0,
         num_parallel: int = 0,
+        thinking_models: Iterable[str] = ("qwen3", "deepseek-r1"),
+        think_tag_models: Iterable[str] = (),
     ) -> None:
         if num_parallel < 0:
             raise ValueError("num_parallel must not be negative")
@@ -144,6 +172,9 @@ class FakeOllama:
         self.embed_dims: dict[str, int] = {normalize_model(k): v for k, v in (embed_dims or {}).items()}
         self.default_embed_dim = default_embed_dim
         self.responder: Responder = default_responder
+        self.thinking_responder: Responder = default_thinking_responder
+        self.thinking_models = {_base_name(m) for m in thinking_models}
+        self.think_tag_models = {_base_name(m) for m in think_tag_models}
         self.fail_chat: FailMode = None
         self.fail_embed: FailMode = None
         self.chat_requests: list[dict[str, Any]] = []
@@ -218,6 +249,10 @@ class FakeOllama:
     def has_model(self, name: str) -> bool:
         return normalize_model(name) in {normalize_model(m) for m in self.models}
 
+    def thinks(self, name: str) -> bool:
+        """Whether ``name`` has the "thinking" capability (an older template's model has not)."""
+        return _base_name(name) in self.thinking_models - self.think_tag_models
+
     # -- helpers ---------------------------------------------------------------------------------------
 
     @staticmethod
@@ -267,10 +302,7 @@ class FakeOllama:
             request.transport.close()
 
     async def _answer(self, body: dict[str, Any]) -> str:
-        answer = self.responder(body)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        return str(answer)
+        return str(await _call(self.responder, body))
 
     async def _pace(self, tokens: int) -> None:
         if self.tokens_per_s > 0 and tokens > 0:
@@ -336,7 +368,8 @@ class FakeOllama:
                     "quantization_level": "F16" if embedding else "Q4_K_M",
                 },
                 "model_info": {"general.architecture": family, info_key: self.embed_dim(name) if embedding else 131072},
-                "capabilities": ["embedding"] if embedding else ["completion", "tools"],
+                "capabilities": ["embedding"] if embedding else ["completion", "tools",
+                                                                 *(["thinking"] if self.thinks(name) else [])],
                 "modified_at": "2025-01-01T00:00:00.000000000Z",
             }
         )
@@ -359,6 +392,9 @@ class FakeOllama:
         fail = self.fail_chat
         if fail == "404" or not self.has_model(model):
             return self._not_found(model)
+        if body.get("think") is True and not self.thinks(model):
+            # Ollama: c.JSON(400, gin.H{"error": fmt.Sprintf("%q does not support thinking", req.Model)})
+            return self._error(400, f"{json.dumps(model)} does not support thinking")
         if fail == "500":
             return self._error(500, "llama runner process has terminated: signal: killed")
         if fail == "hang":
@@ -385,7 +421,14 @@ class FakeOllama:
     async def _generate_inner(self, request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
         fail = self.fail_chat
         started = time.perf_counter_ns()
-        tokens = split_tokens(await self._answer(body))
+        answer = await self._answer(body)
+        thought = ""
+        if self.thinks(model) and body.get("think") is not False or _base_name(model) in self.think_tag_models:
+            thought = str(await _call(self.thinking_responder, body))
+        if thought and body.get("think") is not True:  # no separate field: the thinking goes in the content
+            answer, thought = f"{OPEN_THINK}{thought}{CLOSE_THINK}\n\n{answer}", ""
+        thinking_tokens = split_tokens(thought)
+        tokens = split_tokens(answer)
         prompt_tokens = sum(len(split_tokens(str(m.get("content") or ""))) for m in body.get("messages") or [])
         # Ollama writes the headers together with the first token, so the latency delays both.
         if self.first_token_latency_s > 0:
@@ -401,7 +444,7 @@ class FakeOllama:
                 "load_duration": 1_000_000,
                 "prompt_eval_count": prompt_tokens,
                 "prompt_eval_duration": 1_000_000,
-                "eval_count": len(tokens),
+                "eval_count": len(thinking_tokens) + len(tokens),
                 "eval_duration": max(0, total - 2_000_000),
             }
 
@@ -412,13 +455,18 @@ class FakeOllama:
                     await self._wait_released(request)
                 self._cut(request)
                 return web.Response(status=503)
-            message = {"role": "assistant", "content": "".join(tokens)}
+            message = {"role": "assistant", "content": "".join(tokens), **({"thinking": thought} if thought else {})}
             return web.json_response({"model": model, "created_at": _now(), "message": message, **stats()})
 
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         response.enable_chunked_encoding()
         try:
             await response.prepare(request)
+            for token in thinking_tokens:
+                chunk = {"model": model, "created_at": _now(),
+                         "message": {"role": "assistant", "content": "", "thinking": token}, "done": False}
+                await response.write(json.dumps(chunk).encode() + b"\n")
+                await self._pace(1)
             for index, token in enumerate(tokens):
                 if index:
                     await self._pace(1)
@@ -499,6 +547,7 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         num_parallel=args.num_parallel,
+        think_tag_models=[m.strip() for m in args.think_tag_models.split(",") if m.strip()],
     )
     fake.fail_chat, fake.fail_embed = args.fail_chat, args.fail_embed
     if args.answer is not None:
@@ -546,6 +595,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="chat answers generated at once per model, like OLLAMA_NUM_PARALLEL; the others wait "
                              "(default 0: no limit)")
     parser.add_argument("--models", default="llama3.2,nomic-embed-text", help="comma-separated pulled models")
+    parser.add_argument("--think-tag-models", default="",
+                        help="comma-separated models whose (older) template writes <think>...</think> in the answer; "
+                             "qwen3 and deepseek-r1 think through the thinking field")
     parser.add_argument("--answer", help="answer every chat with this text (default: 'You said: <last message>')")
     parser.add_argument("--fail-chat", choices=FAIL_MODES, metavar="MODE",
                         help="make every /api/chat request fail: 404, 500, hang, drop or stall (see below)")
