@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import sqlite3
 
+from sandbox import run_playground
 from tests.e2e.conftest import Harness
 
 QUESTION = "how do I   brew\ncoffee with a French press?"
@@ -96,3 +98,20 @@ async def test_an_archived_thread_is_answered_and_a_deleted_one_forgotten_withou
         assert stored[0] == 0
     assert harness.sandbox.errors == []
     assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+async def test_playground_lines_post_in_a_thread_with_an_attachment_then_archive_and_delete_it(make_harness, tmp_path):
+    harness = await make_harness()
+    await open_thread(harness)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Grind: medium-coarse.\n")
+    out = io.StringIO()
+    await run_playground(harness.sandbox, lines=[
+        f"in thread {NAME}", f"attach {notes}", "say what grind?", "archive thread", "say still there?",
+        "delete thread", "say back in general"], json_mode=False, out=out, settle_s=0.3, max_wait_s=10)
+    text = out.getvalue()
+    assert f"[#{NAME}] alice: what grind?" in text and "    [file] notes.txt (22 bytes)" in text
+    assert f"[#general] thread #{NAME} archived" in text and f"[#general] thread #{NAME} unarchived" in text
+    assert f"[#general] thread #{NAME} deleted" in text and "[#general] alice: back in general" in text
+    assert "`notes.txt`" in harness.ollama.chat_requests[1]["messages"][-1]["content"]
+    assert harness.ollama.chat_requests[2]["messages"][-1]["content"] == "still there?"
