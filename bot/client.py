@@ -25,6 +25,7 @@ from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
 from bot.voice_manager import VoiceManager
 from config import Settings
+from services.bot_threads import BotThreadStore
 from services.chat_settings import ChatSettings, ChatSettingsStore
 from services.conversations import ConversationStore
 from services.database import Database
@@ -74,6 +75,8 @@ class AssistantBot(commands.Bot):
                                   fair=settings.LLM_QUEUE_FAIR, notice_interval_s=settings.STREAM_EDIT_INTERVAL_S)
         self.database = Database(settings.db_path)
         self.conversations = ConversationStore(self.database, max_messages=settings.HISTORY_MAX_MESSAGES)
+        self.bot_threads = BotThreadStore(self.database, ttl_s=settings.THREAD_MEMORY_DAYS * 86400,
+                                          max_threads=settings.THREADS_MAX)
         self.index = DocumentIndex.from_settings(settings, self.llm)
         self.guild_settings = GuildSettingsStore(self.database)
         self.chat_settings = ChatSettingsStore(self.database, default_persona=settings.SYSTEM_PROMPT,
@@ -142,10 +145,14 @@ class AssistantBot(commands.Bot):
 
     async def chat_settings_of(self, guild_id: int | None, channel: Any) -> ChatSettings:
         """The effective persona, chat model and free-channel flag of ``channel`` (a channel or thread object, or
-        an id, looked up in the cache); a thread has its parent channel's settings."""
+        an id, looked up in the cache); a thread has its parent channel's settings, also when the cache does not know
+        it (an archived thread) but the bot started it (``bot_threads``)."""
         if isinstance(channel, int):
             channel = self.get_channel(channel) or channel
-        return await self.chat_settings.effective(guild_id, settings_channel_id(channel))
+        channel_id = settings_channel_id(channel)
+        if not isinstance(channel, discord.Thread | discord.abc.GuildChannel):
+            channel_id = await self.bot_threads.parent_of(channel_id) or channel_id
+        return await self.chat_settings.effective(guild_id, channel_id)
 
     async def on_guild_remove(self, guild: discord.Guild, /) -> None:
         # Left (kicked, or the guild deleted): what is cached in memory for it goes too.

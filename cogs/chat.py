@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -25,12 +26,21 @@ from discord.ext import commands
 
 from bot.checks import InputTooLong, ensure_length, member_cooldown, message_cooldown, set_max_length
 from bot.client import AssistantBot
+from bot.downloads import read_attachment
 from bot.members import without_mention_of
 from bot.state import ChatTurn
 from bot.streaming import StreamedReply, interaction_reply, message_reply
 from bot.tree import error_message
+from services.attachments import (
+    AttachmentRefused,
+    TextAttachment,
+    check_attachment,
+    decode_text,
+    stored_question,
+    vision_models,
+)
 from services.conversations import build_context
-from services.errors import ServiceError
+from services.errors import InvalidInput, ServiceError
 from services.grounding import ground
 
 log = logging.getLogger(__name__)
@@ -38,11 +48,35 @@ log = logging.getLogger(__name__)
 # An interaction's token (and so the bot's right to edit its reply) lasts 15 minutes; a /chat whose turn has not
 # come 10 minutes after it was sent gives up, keeping 5 minutes to stream its answer.
 QUEUE_WAIT_MAX = timedelta(minutes=10)
+THREAD_NAME_MAX = 100  # characters; Discord's limit for a thread's name
+# The question of a message that is only attachments (no words).
+ATTACHMENT_ONLY_QUESTION = "Please look at the attached file."
 
 
 def queued_notice(ahead: int) -> str:
     """What a member whose message waits sees until the answer replaces it."""
     return f"⏳ Queued: {ahead} ahead of you in this channel; the answer will appear here."
+
+
+def thread_name(question: str) -> str:
+    """A thread's name from the question that opened it: one line, at most THREAD_NAME_MAX characters, cut at a
+    word with "…" when longer."""
+    name = " ".join(question.split())
+    if len(name) <= THREAD_NAME_MAX:
+        return name
+    cut = name[: THREAD_NAME_MAX - 1]
+    if " " in cut[THREAD_NAME_MAX // 2:]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:.-") + "…"
+
+
+def channel_reply(channel: discord.abc.Messageable, interval_s: float) -> StreamedReply:
+    """A StreamedReply that posts in ``channel`` (a thread the bot just opened) rather than replying."""
+
+    async def send(content: str) -> discord.Message:
+        return await channel.send(content)
+
+    return StreamedReply(send, send, interval_s=interval_s)
 
 
 class Chat(commands.Cog):
@@ -60,10 +94,15 @@ class Chat(commands.Cog):
     # -- commands ---------------------------------------------------------------------------------------
 
     @app_commands.command(name="chat", description="Talk with the assistant; it remembers this channel's conversation.")
-    @app_commands.describe(message="What you want to say")
+    @app_commands.describe(message="What you want to say",
+                           thread="Open a thread named after your message; the assistant answers everything there")
     @member_cooldown("CHAT_COOLDOWN_S")
-    async def chat(self, interaction: discord.Interaction, message: app_commands.Range[str, 1, 6000]) -> None:
+    async def chat(self, interaction: discord.Interaction, message: app_commands.Range[str, 1, 6000],
+                   thread: bool = False) -> None:
         text = ensure_length(message, self.settings.CHAT_MAX_CHARS)
+        if thread:
+            await self._chat_in_new_thread(interaction, text)
+            return
         # A place in the channel's queue is taken before deferring, so that a refusal is ephemeral.
         async with await self._join_queue(interaction.channel_id or 0, interaction.guild_id) as place:
             await interaction.response.defer(thinking=True)
@@ -106,6 +145,39 @@ class Chat(commands.Cog):
         await self.bot.chat_sessions.forget(channel_id)
         await interaction.edit_original_response(content=f"Conversation cleared ({deleted} messages forgotten).")
 
+    async def _chat_in_new_thread(self, interaction: discord.Interaction, text: str) -> None:
+        """/chat thread:True: the reply names the thread, which is started from it; the answer streams in there."""
+        channel = interaction.channel
+        if not isinstance(channel, discord.TextChannel):
+            raise InvalidInput("A thread can only be opened in a server's text channel; use /chat without thread here.")
+        await interaction.response.defer(thinking=True)
+        name = thread_name(text)
+        await interaction.edit_original_response(content=f"🧵 **{discord.utils.escape_markdown(name)}**")
+        started = await (await interaction.original_response()).create_thread(name=name)
+        await self.bot.bot_threads.add(started.id, channel.guild.id, channel.id)
+        async with await self._join_queue(started.id, channel.guild.id) as place:
+            reply = channel_reply(started, self.settings.STREAM_EDIT_INTERVAL_S)
+            await self.bot.run_tracked(self.converse(place, interaction.user.id, text, reply),
+                                       name=f"chat-thread:{interaction.id}")
+
+    # -- threads -------------------------------------------------------------------------------------------
+
+    async def _bot_thread(self, channel: Any) -> bool:
+        """Whether ``channel`` is a thread the bot started and still remembers (``bot_threads``)."""
+        if isinstance(channel, discord.TextChannel | discord.VoiceChannel | discord.DMChannel):
+            return False  # not a thread: no database read for every message of a channel
+        return await self.bot.bot_threads.parent_of(channel.id) is not None
+
+    @commands.Cog.listener()
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        """A deleted thread the bot started: forget it, its session and its conversation (nobody can read it)."""
+        if not await self.bot.bot_threads.remove(payload.thread_id):
+            return
+        async with self.bot.chat_sessions.turn(payload.thread_id, payload.guild_id):  # after an answer in progress
+            deleted = await self.bot.conversations.clear(payload.thread_id)
+        await self.bot.chat_sessions.forget(payload.thread_id)
+        log.info("thread %s was deleted: forgot it and its %d messages", payload.thread_id, deleted)
+
     # -- mentions and replies ---------------------------------------------------------------------------
 
     @commands.Cog.listener("on_message")
@@ -113,12 +185,17 @@ class Chat(commands.Cog):
         if message.author.bot or message.is_system() or self.bot.shutting_down or self.bot.user is None:
             return  # is_system: joins, pins, boosts... which a free channel must not answer
         guild_id = message.guild.id if message.guild else None
-        free = guild_id is not None and (await self.bot.chat_settings_of(guild_id, message.channel)).free_channel.value
-        if not free and not await self._addresses_bot(message):
+        in_bot_thread = guild_id is not None and await self._bot_thread(message.channel)
+        free_channel = (guild_id is not None and not in_bot_thread
+                        and (await self.bot.chat_settings_of(guild_id, message.channel)).free_channel.value)
+        addressed = await self._addresses_bot(message)
+        if not (in_bot_thread or free_channel or addressed):
             return
         text = without_mention_of(self.bot.user.id, message.content)
-        if not text and free:
-            return  # e.g. only an attachment or a sticker: nothing to answer
+        if not text and message.attachments:
+            text = ATTACHMENT_ONLY_QUESTION
+        if not text and (free_channel or in_bot_thread):
+            return  # e.g. only a sticker: nothing to answer
         if not text:
             await message.reply("Ask me something after the mention, e.g. `@me what can you do?`", mention_author=False)
             return
@@ -129,16 +206,47 @@ class Chat(commands.Cog):
         reply = message_reply(message, self.settings.STREAM_EDIT_INTERVAL_S)
         try:
             text = ensure_length(text, self.settings.CHAT_MAX_CHARS)
-            async with await self._join_queue(message.channel.id, guild_id) as place:
-                await message.channel.typing()
+            chat = await self.bot.chat_settings_of(guild_id, message.channel)
+            files, images = await self._read_attachments(message.attachments, chat.model.value)
+            channel: Any = message.channel
+            if free_channel and addressed and isinstance(channel, discord.TextChannel):
+                # A mention in a free channel opens a thread from the question, and the answer goes there.
+                channel = await message.create_thread(name=thread_name(text))
+                await self.bot.bot_threads.add(channel.id, channel.guild.id, message.channel.id)
+                reply = channel_reply(channel, self.settings.STREAM_EDIT_INTERVAL_S)
+            elif in_bot_thread:
+                await self.bot.bot_threads.touch(channel.id)
+            async with await self._join_queue(channel.id, guild_id) as place:
+                await channel.typing()
                 # No deadline: a message reply, unlike an interaction's, can be edited at any time.
-                await self.bot.run_tracked(self.converse(place, message.author.id, text, reply),
-                                           name=f"mention:{message.id}")
+                await self.bot.run_tracked(self.converse(place, message.author.id, text, reply, files=files,
+                                                         images=images), name=f"mention:{message.id}")
         except (ServiceError, InputTooLong, discord.HTTPException) as exc:
             try:
                 await reply.show(error_message(exc))  # in place of a queue notice, when one is shown
             except discord.HTTPException as send_error:
                 log.warning("could not reply to mention %s: %s", message.id, send_error)
+
+    async def _read_attachments(self, attachments: list[discord.Attachment],
+                                model: str) -> tuple[list[TextAttachment], list[bytes]]:
+        """The text files and images of a message, for ``model``; raises AttachmentRefused (one sentence) for a file
+        of another type, over ATTACHMENT_MAX_BYTES, binary or not UTF-8, and for an image when ``model`` cannot see
+        images (naming one that can, when Ollama has one)."""
+        limit = self.settings.ATTACHMENT_MAX_BYTES
+        kinds = [check_attachment(a.filename, a.content_type, a.size, limit) for a in attachments]
+        if "image" in kinds and "vision" not in await self.bot.llm.capabilities(model):
+            seeing = await vision_models(self.bot.llm)
+            advice = (f"`{seeing[0]}` can: an admin can switch with `/settings model`." if seeing
+                      else "no model on this Ollama server can (pull one such as llava or gemma3).")
+            raise AttachmentRefused(f"The model `{model}` cannot see images; {advice}")
+        files, images = [], []
+        for attachment, kind in zip(attachments, kinds, strict=True):
+            data = await read_attachment(attachment, limit)
+            if kind == "image":
+                images.append(data)
+            else:
+                files.append(await asyncio.to_thread(decode_text, attachment.filename, data))
+        return files, images
 
     async def _addresses_bot(self, message: discord.Message) -> bool:
         """True for a message that mentions the bot or replies to one of its messages."""
@@ -163,21 +271,24 @@ class Chat(commands.Cog):
         return await self.bot.chat_sessions.join(channel_id, guild_id, max_waiting=self.settings.CHAT_QUEUE_MAX)
 
     async def converse(self, place: ChatTurn, author_id: int, text: str, reply: StreamedReply, *,
-                       wait_timeout_s: float | None = None) -> None:
-        """Answer ``text`` in the channel's conversation when ``place``'s turn comes, streaming into ``reply``;
-        store the turn.
+                       wait_timeout_s: float | None = None, files: Sequence[TextAttachment] = (),
+                       images: Sequence[bytes] = ()) -> None:
+        """Answer ``text`` (with attached ``files`` and ``images``) in the channel's conversation when ``place``'s
+        turn comes, streaming into ``reply``; store the turn (the files' names, not their content).
 
         While it waits, ``reply`` shows the queue notice; ChatWaitTimeout after ``wait_timeout_s`` seconds.
         Cancelled (shutdown) while waiting or before any answer, ``reply`` says it was not answered.
         """
         channel_id, guild_id = place.session.channel_id, place.session.guild_id
+        question = stored_question(text, [file.filename for file in files] + (["an image"] * len(images)))
         try:
             if place.session.turn_lock.locked():
                 await reply.show(queued_notice(max(place.ahead, 1)))
             async with place.hold(wait_timeout_s):
                 chat = await self.bot.chat_settings_of(guild_id, channel_id)
                 history = await self.bot.conversations.history(channel_id)
-                messages = build_context(chat.persona.value, history, text, self.settings.HISTORY_TOKEN_BUDGET)
+                messages = build_context(chat.persona.value, history, text, self.settings.HISTORY_TOKEN_BUDGET,
+                                         files=files, images=images)
                 try:
                     answer = await reply.stream(self.bot.answer_stream(messages, model=chat.model.value,
                                                                        member_id=author_id, reply=reply,
@@ -186,10 +297,10 @@ class Chat(commands.Cog):
                     # Shutting down midway: what the member saw is remembered, marked as cut short.
                     if reply.text.strip():
                         await asyncio.shield(self.bot.conversations.add_turn(
-                            channel_id, guild_id, author_id, text, reply.text + " [interrupted]"))
+                            channel_id, guild_id, author_id, question, reply.text + " [interrupted]"))
                     raise
                 if answer is not None:  # stored before the turn passes on: the next message sees this answer
-                    await self.bot.conversations.add_turn(channel_id, guild_id, author_id, text, answer)
+                    await self.bot.conversations.add_turn(channel_id, guild_id, author_id, question, answer)
         except asyncio.CancelledError:
             await reply.finish_interrupted()  # no-op when the stream already finished the reply
             raise

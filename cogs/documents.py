@@ -12,13 +12,13 @@ import logging
 import time
 from pathlib import PurePath
 
-import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import admin_only, ensure_length, guild_cooldown, member_cooldown, set_max_length
 from bot.client import AssistantBot
+from bot.downloads import read_attachment
 from bot.streaming import edit_after_cancel, interaction_reply
 from services.documents import SUPPORTED_SUFFIXES
 from services.errors import InvalidInput
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 EMBED_DESCRIPTION_MAX = 4096
 NOTHING_FOUND = "I found nothing about that in this server's documents."
-DOWNLOAD_TIMEOUT_S = 60.0  # reading an upload from Discord's CDN; aiohttp's own default would be 5 minutes
 
 
 def _clip(text: str, limit: int) -> str:
@@ -169,14 +168,7 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
                 f"`{file.filename}` is {file.size} bytes; the limit is {self.settings.DOC_MAX_BYTES} (DOC_MAX_BYTES)."
             )
         await interaction.response.defer(thinking=True)
-        try:
-            async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
-                data = await file.read()
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("could not download attachment %s: %r", file.filename, exc)
-            raise InvalidInput(
-                f"The upload `{file.filename}` could not be read from Discord; upload it again."
-            ) from exc
+        data = await read_attachment(file, self.settings.DOC_MAX_BYTES)
         name, report = await self.bot.run_tracked(
             self.bot.index.add_document(interaction.guild_id or 0, file.filename, data),
             name=f"docs-add:{interaction.id}",

@@ -101,13 +101,14 @@ class Session:
 class GatewayHooks:
     """Callbacks into the sandbox: ``on_ready`` after GUILD_CREATE, ``on_resumed`` after RESUMED; optionally
     ``on_new_session`` when an IDENTIFY starts a session (before READY), ``on_voice_state_update(d)`` for op 4,
-    and ``voice_states()`` for GUILD_CREATE's ``voice_states``."""
+    ``voice_states()`` for GUILD_CREATE's ``voice_states`` and ``threads()`` for its active ``threads``."""
 
     on_ready: Callable[[], Awaitable[None]]
     on_resumed: Callable[[], Awaitable[None]]
     on_new_session: Callable[[], None] | None = None
     on_voice_state_update: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     voice_states: Callable[[], list[dict[str, Any]]] | None = None
+    threads: Callable[[], list[dict[str, Any]]] | None = None
 
 
 class Gateway:
@@ -247,7 +248,8 @@ class Gateway:
             ready["shard"] = data["shard"]
         await self.dispatch("READY", ready)
         voice_states = self._hooks.voice_states() if self._hooks.voice_states is not None else []
-        await self.dispatch("GUILD_CREATE", guild.guild_create_payload(session.intents, voice_states))
+        threads = self._hooks.threads() if self._hooks.threads is not None else []
+        await self.dispatch("GUILD_CREATE", guild.guild_create_payload(session.intents, voice_states, threads))
         await self._hooks.on_ready()
 
     async def _resume(self, conn: _Connection, data: dict[str, Any]) -> None:

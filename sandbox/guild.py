@@ -136,13 +136,19 @@ class Overwrite:
 
 @dataclass(frozen=True)
 class SimChannel:
-    """A guild channel; ``type`` is Discord's channel type (0 text, 2 voice)."""
+    """A guild channel; ``type`` is Discord's channel type (0 text, 2 voice, 11/12 thread, whose ``parent_id`` is
+    its text channel; threads live in ``sandbox.threads``)."""
 
     id: int
     name: str
     type: int
     position: int
     overwrites: tuple[Overwrite, ...] = ()
+    parent_id: int | None = None
+
+    @property
+    def is_thread(self) -> bool:
+        return self.type in (11, 12)
 
     @property
     def is_voice(self) -> bool:
@@ -354,6 +360,10 @@ def channel_payload(channel: SimChannel) -> dict[str, Any]:
     }
     if channel.type == 2:
         data.update(bitrate=64000, user_limit=0, rtc_region=None, video_quality_mode=1)
+    elif channel.is_thread:  # the partial form of an interaction's channel; sandbox.threads has the full one
+        data.update(parent_id=str(channel.parent_id), message_count=0, member_count=1, owner_id=str(BOT_USER_ID),
+                    thread_metadata={"archived": False, "auto_archive_duration": 1440, "locked": False,
+                                     "archive_timestamp": JOINED_AT})
     else:
         data.update(topic=f"The #{channel.name} channel of the sandbox", default_auto_archive_duration=1440)
     return data
@@ -430,14 +440,16 @@ def voice_state_payload(
     return data
 
 
-def guild_create_payload(intents: int, voice_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def guild_create_payload(intents: int, voice_states: list[dict[str, Any]] | None = None,
+                         threads: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The GUILD_CREATE dispatch for a bot that IDENTIFYed with ``intents``.
 
     As on Discord, without the GUILD_PRESENCES intent ``members`` holds only the bot itself and the members in
     voice (the rest is fetched by chunking, which needs GUILD_MEMBERS); with it, the bot, the fixed members and
     the members in voice (the numbered ones are offline members of a large guild). ``member_count`` is always the
     full count, numbered members included, so ``large`` is true.
-    ``voice_states`` (GUILD_CREATE form of ``voice_state_payload``) is sent only with GUILD_VOICE_STATES.
+    ``voice_states`` (GUILD_CREATE form of ``voice_state_payload``) is sent only with GUILD_VOICE_STATES;
+    ``threads``: the active (not archived) thread channel objects, as Discord lists them.
     """
     data = guild_payload()
     voice_states = list(voice_states or []) if intents & INTENT_GUILD_VOICE_STATES else []
@@ -455,7 +467,7 @@ def guild_create_payload(intents: int, voice_states: list[dict[str, Any]] | None
         member_count=MEMBER_COUNT,
         members=members,
         channels=[channel_payload(c) for c in CHANNELS.values()],
-        threads=[],
+        threads=list(threads or []),
         presences=[],
         voice_states=voice_states,
         stage_instances=[],

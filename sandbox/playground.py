@@ -109,7 +109,9 @@ HELP = """\
   say text                         plain message            as NAME      act as a member ({members})
   click LABEL                      press a button of the bot's latest message in this channel
   complete /command opt: text      type in an option with autocomplete (the last one given): the bot's choices
-  in CHANNEL                       switch channel ({channels})
+  in CHANNEL | in thread NAME      switch channel ({channels}) or to a thread
+  attach PATH                      the next message (say, @bot, reply) carries this file; repeat for more
+  archive thread [NAME]            archive a thread (default: the current one); also unarchive, delete
   join voice [CHANNEL]             enter a voice channel (default Lounge)      leave voice   leave it
   speak PATH                       say an audio file (WAV...) in your voice channel, heard by the bot there
   wait SECONDS | help | quit | # comment"""
@@ -139,6 +141,7 @@ class Playground:
         self.user = guild.member_by_name(user).name
         self.channel = guild.channel_by_name(channel).name
         self.usage_errors = 0
+        self._attachments: list[str] = []  # files the next message carries (``attach PATH``)
         self._errors_before = 0
         self._queue: asyncio.Queue[Event] | None = None
         self._printer: asyncio.Task[None] | None = None
@@ -228,6 +231,10 @@ class Playground:
             return [f"[#{ev['channel']}] {guild.BOT_NAME} {verb} {ev['emoji']} on message {ev['message_id']}"]
         if kind == "modal":
             return [f"-- {guild.BOT_NAME} opened a form {ev.get('title')!r} (forms are not supported here)"]
+        if kind == "thread":
+            action = {"create": "started", "archive": "archived", "unarchive": "unarchived", "delete": "deleted"}
+            return [f"[#{ev['parent']}] thread #{ev['thread']} {action.get(ev['action'], ev['action'])}"
+                    f"{' by ' + ev['by'] if ev.get('by') else ''}"]
         if kind == "voice_state":
             if ev["channel"] is None:
                 return [f"[voice] {ev['member']} left voice"]
@@ -303,8 +310,22 @@ class Playground:
                 self.user = guild.member_by_name(arg).name
                 self.note(f"acting as {self.user}")
             elif verb == "in":
-                self.channel = guild.channel_by_name(arg).name
+                self.channel = self._channel_or_thread(arg.removeprefix("thread ").strip())
                 self.note(f"now in #{self.channel}")
+            elif verb == "attach":
+                self._attachments.append(_need(arg, verb))
+                self.note(f"the next message carries {arg}")
+            elif verb in ("archive", "unarchive", "delete") and arg.split(maxsplit=1)[:1] == ["thread"]:
+                thread = self.sb.thread_named(arg.removeprefix("thread").strip() or self.channel)
+                if thread is None:
+                    raise UsageError(f"no thread named {arg.removeprefix('thread').strip() or self.channel!r}")
+                if verb == "delete":
+                    call = self.sb.delete_thread(thread.name)
+                    if self.channel == thread.name:
+                        self.channel = thread.parent.name
+                else:
+                    call = self.sb.archive_thread(thread.name, archived=verb == "archive")
+                await self._act(call, expect_reply=False, settle=settle)
             elif verb in ("join", "leave") and arg.split(maxsplit=1)[:1] == ["voice"]:
                 await self._act(self._voice_line(verb, arg), expect_reply=False, settle=settle)
             elif verb == "speak":
@@ -316,11 +337,13 @@ class Playground:
                 call = self.sb.invoke(self.user, " ".join(path), values, channel=self.channel)
                 await self._act(call, expect_reply=True, settle=settle)
             elif verb.lower() in ("@bot", f"@{guild.BOT_NAME.lower()}"):
-                call = self.sb.send_message(self.user, self.channel, _need(arg, verb), mention_bot=True)
+                call = self.sb.send_message(self.user, self.channel, _need(arg, verb), mention_bot=True,
+                                            attachments=self._take_attachments())
                 await self._act(call, expect_reply=True, settle=settle)
             elif verb == "reply":
                 target = self._last_bot_message()
-                call = self.sb.send_message(self.user, self.channel, _need(arg, verb), reply_to=target)
+                call = self.sb.send_message(self.user, self.channel, _need(arg, verb), reply_to=target,
+                                            attachments=self._take_attachments())
                 await self._act(call, expect_reply=True, settle=settle)
             elif verb == "click":
                 message_id, custom_id = self._find_button(_need(arg, verb))
@@ -337,13 +360,28 @@ class Playground:
                 except TimeoutError:
                     raise UsageError(f"{guild.BOT_NAME} offered no choices within 5 s") from None
             elif verb == "say":
-                call = self.sb.send_message(self.user, self.channel, _need(arg, verb))
+                call = self.sb.send_message(self.user, self.channel, _need(arg, verb),
+                                            attachments=self._take_attachments())
                 await self._act(call, expect_reply=False, settle=settle)
             else:
                 raise UsageError(f"unknown line {text!r}; type help for the syntax")
         except (UsageError, SandboxError, UnknownName) as exc:
             self.usage(text, str(exc).strip("'\""))
         return True
+
+    def _channel_or_thread(self, name: str) -> str:
+        """The name of the channel, else of the thread, called ``name``; raises UnknownName."""
+        try:
+            return guild.channel_by_name(name).name
+        except UnknownName:
+            thread = self.sb.thread_named(name)
+            if thread is None:
+                raise
+            return thread.name
+
+    def _take_attachments(self) -> list[str]:
+        taken, self._attachments = self._attachments, []
+        return taken
 
     def _voice_line(self, verb: str, arg: str) -> Any:
         """The sandbox call for ``join voice [CHANNEL]`` / ``leave voice`` by the acting member."""

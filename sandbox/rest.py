@@ -21,6 +21,7 @@ from aiohttp import web
 
 from . import guild
 from .model import INTERACTION_TOKEN_TTL_S, UPLOAD_LIMIT_BYTES, Event, InteractionRecord, StoredMessage, Upload
+from .threads import AUTO_ARCHIVE_MINUTES, PRIVATE_THREAD, PUBLIC_THREAD, SimThread, thread_payload
 from .validation import ApiError, form_error, validate_choices, validate_commands, validate_message
 
 if TYPE_CHECKING:
@@ -124,6 +125,20 @@ class RestBackend(Protocol):
 
     async def delete_message(self, stored: StoredMessage) -> None: ...
 
+    @property
+    def threads(self) -> Mapping[int, SimThread]: ...
+
+    def find_channel(self, channel_id: int) -> guild.SimChannel | None: ...
+
+    def thread_name_error(self, name: Any) -> str | None: ...
+
+    async def reopen_thread(self, channel: guild.SimChannel) -> None: ...
+
+    async def create_thread(
+        self, creator: guild.SimUser, parent: guild.SimChannel, name: str, *, message: StoredMessage | None = None,
+        kind: int = PUBLIC_THREAD, auto_archive_duration: int = 1440,
+    ) -> SimThread: ...
+
 
 class RestApi:
     """Route handlers bound to one sandbox; ``middleware`` turns ApiError into responses + error events."""
@@ -148,6 +163,8 @@ class RestApi:
             ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self.put_commands),
             ("GET", "/channels/{channel_id}", self.get_channel),
             ("GET", "/channels/{channel_id}/messages", self.get_messages),
+            ("POST", "/channels/{channel_id}/threads", self.post_thread),
+            ("POST", "/channels/{channel_id}/messages/{message_id}/threads", self.post_thread),
             ("POST", "/channels/{channel_id}/messages", self.post_message),
             ("GET", "/channels/{channel_id}/messages/{message_id}", self.get_message),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self.patch_message),
@@ -213,7 +230,7 @@ class RestApi:
             raise form_error(key, "NUMBER_TYPE_COERCE", "Value is not snowflake.") from None
 
     def _channel(self, request: web.Request) -> guild.SimChannel:
-        channel = guild.channel_by_id(self._snowflake(request, "channel_id"))
+        channel = self.sb.find_channel(self._snowflake(request, "channel_id"))
         if channel is None:
             raise ApiError(404, 10003, "Unknown Channel")
         return channel
@@ -319,7 +336,39 @@ class RestApi:
     # ----------------------------------------------------------- channels and messages
 
     async def get_channel(self, request: web.Request) -> web.Response:
-        return json_response(guild.channel_payload(self._channel(request)))
+        channel = self._channel(request)
+        if channel.is_thread:
+            return json_response(thread_payload(self.sb.threads[channel.id]))
+        return json_response(guild.channel_payload(channel))
+
+    async def post_thread(self, request: web.Request) -> web.Response:
+        """The bot starts a thread in a text channel, from one of its messages (``message_id`` in the route: the
+        thread takes the message's id; one thread per message, 160004) or without one (``type`` 11 or 12; Discord
+        still defaults to 12, private). ``name`` 1..100 characters (50035); a thread in a thread or a voice channel
+        is refused (50024 "Cannot execute action on this channel type")."""
+        channel = self._channel(request)
+        if channel.type != 0:
+            raise ApiError(400, 50024, "Cannot execute action on this channel type")
+        data, _ = await read_body(request)
+        if (problem := self.sb.thread_name_error(data.get("name"))) is not None:
+            raise form_error("name", "BASE_TYPE_BAD_LENGTH", problem)
+        duration = int(data.get("auto_archive_duration") or 1440)
+        if duration not in AUTO_ARCHIVE_MINUTES:
+            raise form_error("auto_archive_duration", "BASE_TYPE_CHOICES",
+                             f"Value must be one of {AUTO_ARCHIVE_MINUTES}.")
+        message = None
+        kind = PUBLIC_THREAD
+        if "message_id" in request.match_info:
+            message = self._message(request, channel)
+            if message.id in self.sb.threads:
+                raise ApiError(400, 160004, "A thread has already been created for this message")
+        else:
+            kind = int(data.get("type") or PRIVATE_THREAD)
+            if kind not in (PUBLIC_THREAD, PRIVATE_THREAD):
+                raise form_error("type", "BASE_TYPE_CHOICES", "Value must be one of (11, 12).")
+        thread = await self.sb.create_thread(guild.BOT, channel, data["name"].strip(), message=message, kind=kind,
+                                             auto_archive_duration=duration)
+        return json_response(thread_payload(thread), status=201)
 
     async def get_messages(self, request: web.Request) -> web.Response:
         """Channel history, newest first; ``limit`` 1..100 (default 50), ``before``/``after`` ids."""
@@ -341,6 +390,10 @@ class RestApi:
         channel = self._channel(request)
         data, uploads = await read_body(request)
         validate_message(data, len(uploads) + len(data.get("attachments") or []))
+        thread = self.sb.threads.get(channel.id)
+        if thread is not None and thread.locked:
+            raise ApiError(403, 50083, "Thread is archived")
+        await self.sb.reopen_thread(channel)  # sending in an archived thread unarchives it, as on Discord
         reference = None
         ref = data.get("message_reference")
         if ref and ref.get("message_id"):

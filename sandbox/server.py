@@ -34,7 +34,7 @@ import logging
 import secrets
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,10 @@ from . import guild, messages
 from .bus import EventBus
 from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
 from .guild import SimChannel, SimUser, UnknownName
-from .interactions import build_options, find_component, interaction_payload, mark_focused
+from .interactions import build_options, find_component, interaction_payload, mark_focused, read_upload
 from .model import UPLOAD_LIMIT_BYTES, Event, InteractionRecord, InvokeHandle, SandboxError, StoredMessage, Upload
 from .rest import RestApi
+from .threads import PUBLIC_THREAD, THREAD_NAME_MAX, SimThread, thread_channel, thread_delete_payload, thread_payload
 from .voice.server import SandboxVoice, VoiceHooks, VoiceRefused
 from .voice.speech import SpeechError, SpeechPlan, plan_speech, read_speech
 
@@ -109,6 +110,7 @@ class Sandbox:
         self.messages: OrderedDict[int, StoredMessage] = OrderedDict()
         self.interactions: OrderedDict[int, InteractionRecord] = OrderedDict()
         self.attachments: OrderedDict[int, Upload] = OrderedDict()
+        self.threads: OrderedDict[int, SimThread] = OrderedDict()
         self._attachment_bytes = 0
         self._snowflake_seq = itertools.count()
         self._runner: web.AppRunner | None = None
@@ -146,6 +148,7 @@ class Sandbox:
             on_new_session=self._voice.reset_bot,
             on_voice_state_update=self._voice.on_bot_op4,
             voice_states=self._voice.guild_create_states,
+            threads=lambda: [thread_payload(t) for t in self.threads.values() if not (t.archived or t.deleted)],
         )
         self._gateway = Gateway(
             token=self.bot_token, url=self.gateway_url, hooks=hooks, heartbeat_interval_ms=self._heartbeat_interval_ms
@@ -498,12 +501,26 @@ class Sandbox:
         *,
         mention_bot: bool = False,
         reply_to: int | Mapping[str, Any] | None = None,
+        attachments: Sequence[str | Path | tuple[str, bytes] | Upload] = (),
     ) -> dict[str, Any]:
-        """Member ``user`` posts ``content`` in ``channel``; ``mention_bot`` prefixes ``<@bot>``; ``reply_to`` (a
-        message id or a message dict) makes it a reply, which pings the replied author as the client does.
-        Returns the message as ``channel_messages`` shows it. Raises SandboxError for unknown names/ids."""
+        """Member ``user`` posts ``content`` in ``channel`` (a channel or thread name); ``mention_bot`` prefixes
+        ``<@bot>``; ``reply_to`` (a message id or a message dict) makes it a reply, which pings the replied author as
+        the client does; ``attachments`` (local paths, ``(filename, bytes)`` or Uploads) are uploaded with it, each up
+        to the upload limit. Posting in an archived thread unarchives it first (THREAD_UPDATE), as Discord does for
+        a member who may send there. Returns the message as ``channel_messages`` shows it. Raises SandboxError for
+        unknown names/ids, a locked thread or an unreadable or too large file."""
         member = self._member(user)
         chan = self._channel(channel)
+        uploads = []
+        for raw in attachments:
+            try:
+                upload = await read_upload(raw)
+            except OSError as exc:
+                raise SandboxError(f"cannot attach {raw!r}: {exc.strerror or exc}") from None
+            if len(upload.data) > UPLOAD_LIMIT_BYTES:
+                raise SandboxError(f"{upload.filename} is over the {UPLOAD_LIMIT_BYTES} byte upload limit")
+            uploads.append(upload)
+        await self.reopen_thread(chan)
         if mention_bot:
             content = f"<@{self.bot_user_id}> {content}"
         reference = None
@@ -512,7 +529,8 @@ class Sandbox:
             reference = self.messages.get(ref_id)
             if reference is None or reference.deleted or reference.ephemeral:
                 raise SandboxError(f"cannot reply to message {ref_id}: it does not exist or is not visible")
-        stored = await self.create_message(member, chan, {"content": content}, [], reference=reference)
+        stored = await self.create_message(member, chan, {"content": content},
+                                           [self.store_upload(chan, u) for u in uploads], reference=reference)
         return self.message_view(stored)
 
     def channel_messages(self, channel: str) -> list[dict[str, Any]]:
@@ -537,10 +555,91 @@ class Sandbox:
             raise SandboxError(str(exc)) from None
 
     def _channel(self, name: str) -> SimChannel:
+        """The channel called ``name``, else the newest thread of that name that was not deleted."""
         try:
             return guild.channel_by_name(name)
         except UnknownName as exc:
-            raise SandboxError(str(exc)) from None
+            thread = self.thread_named(name)
+            if thread is None:
+                raise SandboxError(str(exc)) from None
+            return thread.channel
+
+    # ----------------------------------------------------------------- threads
+
+    def find_channel(self, channel_id: int) -> SimChannel | None:
+        """The guild channel or the (not deleted) thread with this id, or None."""
+        thread = self.threads.get(channel_id)
+        if thread is not None:
+            return None if thread.deleted else thread.channel
+        return guild.channel_by_id(channel_id)
+
+    def thread_named(self, name: str) -> SimThread | None:
+        """The newest thread called ``name`` (case-insensitive, a leading ``#`` ignored) not deleted, or None."""
+        key = name.strip().lstrip("#").lower()
+        return next((t for t in reversed(self.threads.values()) if t.name.lower() == key and not t.deleted), None)
+
+    def _thread(self, name: str) -> SimThread:
+        thread = self.thread_named(name)
+        if thread is None:
+            known = ", ".join(t.name for t in self.threads.values() if not t.deleted) or "none"
+            raise SandboxError(f"no thread named {name!r}; threads: {known}")
+        return thread
+
+    async def create_thread(
+        self, creator: SimUser, parent: SimChannel, name: str, *, message: StoredMessage | None = None,
+        kind: int = PUBLIC_THREAD, auto_archive_duration: int = 1440,
+    ) -> SimThread:
+        """A new thread in text channel ``parent``, named ``name`` (1..100 characters, checked by the caller),
+        from ``message`` (the thread takes its id, as on Discord) or without one; publishes a "thread" event
+        (action "create") and dispatches THREAD_CREATE (``newly_created``)."""
+        thread_id = message.id if message is not None else self.snowflake()
+        thread = SimThread(thread_channel(thread_id, name, parent, kind), creator,
+                           auto_archive_duration=auto_archive_duration)
+        self._remember(self.threads, thread_id, thread, None)
+        self.publish({"event": "thread", "action": "create", "thread": name, "thread_id": thread_id,
+                      "parent": parent.name, "by": creator.name, "message_id": message.id if message else None})
+        await self._dispatch("THREAD_CREATE", thread_payload(thread, newly_created=True))
+        return thread
+
+    async def archive_thread(self, name: str, *, archived: bool = True, locked: bool = False) -> None:
+        """A moderator (or Discord's inactivity timer) archives (or unarchives) the thread ``name``: THREAD_UPDATE
+        and a "thread" event (action "archive" / "unarchive"). Raises SandboxError for an unknown thread."""
+        thread = self._thread(name)
+        await self._set_archived(thread, archived, locked=locked)
+
+    async def _set_archived(self, thread: SimThread, archived: bool, *, locked: bool = False) -> None:
+        thread.archived, thread.locked = archived, locked and archived
+        thread.archive_timestamp = dt.datetime.now(dt.UTC).isoformat()
+        self.publish({"event": "thread", "action": "archive" if archived else "unarchive", "thread": thread.name,
+                      "thread_id": thread.id, "parent": thread.parent.name, "locked": thread.locked})
+        await self._dispatch("THREAD_UPDATE", thread_payload(thread))
+
+    async def reopen_thread(self, channel: SimChannel) -> None:
+        """Before a message is sent in ``channel``: an archived thread is unarchived, as Discord does on send;
+        a locked one refuses (SandboxError; REST turns it into 403 50083 itself)."""
+        thread = self.threads.get(channel.id)
+        if thread is None or not thread.archived:
+            return
+        if thread.locked:
+            raise SandboxError(f"thread {thread.name!r} is locked")
+        await self._set_archived(thread, False)
+
+    async def delete_thread(self, name: str) -> None:
+        """Delete the thread ``name`` and its messages: THREAD_DELETE and a "thread" event (action "delete")."""
+        thread = self._thread(name)
+        thread.deleted = True
+        for stored in self.messages.values():
+            if stored.channel.id == thread.id:
+                stored.deleted = True
+        self.publish({"event": "thread", "action": "delete", "thread": thread.name, "thread_id": thread.id,
+                      "parent": thread.parent.name})
+        await self._dispatch("THREAD_DELETE", thread_delete_payload(thread))
+
+    def thread_name_error(self, name: Any) -> str | None:
+        """Why ``name`` cannot name a thread (Discord: 1..100 characters), or None."""
+        if not isinstance(name, str) or not 1 <= len(name.strip()) <= THREAD_NAME_MAX:
+            return f"Must be between 1 and {THREAD_NAME_MAX} in length."
+        return None
 
     # ----------------------------------------------------------------- voice
 
@@ -688,6 +787,8 @@ class Sandbox:
         )
         stored.shown_at = asyncio.get_running_loop().time()
         self._remember(self.messages, msg_id, stored, MAX_MESSAGES)
+        if (thread := self.threads.get(channel.id)) is not None:
+            thread.message_count += 1
         if not loading:
             self.publish(messages.message_event("message", stored))
             if not ephemeral:

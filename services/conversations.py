@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from services.attachments import TextAttachment, text_budget_chars, with_attachments
 from services.database import Database
 
 CHARS_PER_TOKEN = 4  # the usual rough estimate for English text with LLM tokenizers
@@ -31,16 +34,21 @@ def estimate_tokens(text: str) -> int:
 
 
 def build_context(
-    system_prompt: str, history: list[HistoryMessage], message: str, token_budget: int
-) -> list[dict[str, str]]:
+    system_prompt: str, history: list[HistoryMessage], message: str, token_budget: int, *,
+    files: Sequence[TextAttachment] = (), images: Sequence[bytes] = (),
+) -> list[dict[str, Any]]:
     """Chat messages for Ollama: the system prompt, as much history as fits, then ``message``.
 
-    history: oldest first. History is taken newest first until ``token_budget`` (estimated tokens) would
-    be exceeded, so the most recent exchanges are always kept; the system prompt and the new message are
-    always included and do not count against the budget.
+    history: oldest first. ``files`` (text attachments) are added to ``message`` under their names, taking at most
+    half of ``token_budget`` (estimated tokens; a longer file is cut, with a note saying so). History is taken
+    newest first until the rest of the budget would be exceeded, so the most recent exchanges are always kept; the
+    system prompt and the new message itself are always included and do not count against the budget. ``images``
+    (PNG/JPEG/WebP/GIF bytes) go in the last message's ``images`` field, for a model that can see them.
     """
-    kept: list[dict[str, str]] = []
-    used = 0
+    max_file_chars = text_budget_chars(token_budget, CHARS_PER_TOKEN)
+    content = with_attachments(message, list(files), max_file_chars)
+    used = estimate_tokens(content) - estimate_tokens(message) if files else 0
+    kept: list[dict[str, Any]] = []
     for item in reversed(history):
         cost = estimate_tokens(item.content)
         if used + cost > token_budget:
@@ -48,7 +56,10 @@ def build_context(
         kept.append({"role": item.role, "content": item.content})
         used += cost
     kept.reverse()
-    return [{"role": "system", "content": system_prompt}, *kept, {"role": "user", "content": message}]
+    last: dict[str, Any] = {"role": "user", "content": content}
+    if images:
+        last["images"] = list(images)
+    return [{"role": "system", "content": system_prompt}, *kept, last]
 
 
 class ConversationStore:

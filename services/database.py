@@ -7,7 +7,9 @@ One file (``settings.db_path``) holds every table:
 - ``voice_opt_outs``: members who asked not to be transcribed, per guild (same store);
 - ``chat_settings``: persona, chat model and free channel per guild (``channel_id`` 0) and per channel, and
   whether a guild's answers attach the model's thinking (``services.chat_settings.ChatSettingsStore``); NULL means
-  "not set here".
+  "not set here";
+- ``bot_threads``: the threads the bot started, with their parent channel and last activity
+  (``services.bot_threads.BotThreadStore``).
 
 Every table is created with ``CREATE TABLE IF NOT EXISTS``, so a database of an earlier version opens with its rows
 and gains the tables it lacks; a column added to a table since (``ADDED_COLUMNS``) is added to it then.
@@ -63,6 +65,14 @@ CREATE TABLE IF NOT EXISTS chat_settings (
     PRIMARY KEY (guild_id, channel_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_author ON messages (guild_id, author_id);
+
+CREATE TABLE IF NOT EXISTS bot_threads (
+    thread_id INTEGER PRIMARY KEY,
+    guild_id INTEGER NOT NULL,
+    parent_id INTEGER NOT NULL,
+    last_active REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bot_threads_by_activity ON bot_threads (last_active);
 """
 
 #: Columns added to a table after its first version: (table, column, type), in the order they were added.

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import hashlib
 import inspect
@@ -57,6 +58,8 @@ Responder = Callable[[dict[str, Any]], str | Awaitable[str]]
 
 DEFAULT_EMBED_DIM = 256
 OPEN_THINK, CLOSE_THINK = "<think>", "</think>"
+# Models whose name starts with one of these see images ("vision" in /api/show's capabilities), as those families do.
+VISION_MODELS = ("llava", "gemma3", "llama3.2-vision", "qwen2.5vl", "moondream")
 FAKE_VERSION = "0.6.5"
 
 # Word pieces: optional leading whitespace + up to 5 word characters, or one punctuation mark; trailing
@@ -97,6 +100,15 @@ def hashed_embedding(text: str, dim: int = DEFAULT_EMBED_DIM, seed: str = "") ->
         vector[0] = 1.0
         return vector
     return [v / norm for v in vector]
+
+
+def capabilities(name: str) -> list[str]:
+    """What /api/show says model ``name`` can do: embedding models embed, vision families see images."""
+    if "embed" in name:
+        return ["embedding"]
+    if normalize_model(name).startswith(VISION_MODELS):
+        return ["completion", "vision"]
+    return ["completion", "tools"]
 
 
 def default_responder(body: dict[str, Any]) -> str:
@@ -141,9 +153,11 @@ class FakeOllama:
 
     Tests read ``chat_requests`` (chat request bodies, in order), ``embed_requests``, ``embed_calls``
     (``/api/embed`` requests), ``embedded_texts`` (inputs embedded), ``active_requests`` (handlers running),
-    ``generating``, ``peak_generating`` and ``open_connections``; they set ``responder``, ``thinking_responder``,
-    ``fail_chat``, ``fail_embed`` and the latency/rate. thinking_models / think_tag_models: models (names without
-    tag) that think, with the "thinking" capability or an older template (see the module docstring).
+    ``generating``, ``peak_generating``, ``open_connections`` and ``received_images`` (the decoded ``images`` of chat
+    messages; a model outside ``VISION_MODELS`` refuses images with Ollama's 500); they set ``responder``,
+    ``thinking_responder``, ``fail_chat``, ``fail_embed`` and the latency/rate. thinking_models / think_tag_models:
+    models (names without tag) that think, with the "thinking" capability or an older template (see the module
+    docstring).
     """
 
     def __init__(
@@ -178,6 +192,7 @@ class FakeOllama:
         self.fail_chat: FailMode = None
         self.fail_embed: FailMode = None
         self.chat_requests: list[dict[str, Any]] = []
+        self.received_images: list[bytes] = []  # images of chat messages, decoded, in the order received
         self.embed_requests: list[dict[str, Any]] = []
         self.embed_calls = 0
         self.embedded_texts = 0
@@ -368,8 +383,7 @@ class FakeOllama:
                     "quantization_level": "F16" if embedding else "Q4_K_M",
                 },
                 "model_info": {"general.architecture": family, info_key: self.embed_dim(name) if embedding else 131072},
-                "capabilities": ["embedding"] if embedding else ["completion", "tools",
-                                                                 *(["thinking"] if self.thinks(name) else [])],
+                "capabilities": [*capabilities(name), *(["thinking"] if self.thinks(name) else [])],
                 "modified_at": "2025-01-01T00:00:00.000000000Z",
             }
         )
@@ -397,6 +411,13 @@ class FakeOllama:
             return self._error(400, f"{json.dumps(model)} does not support thinking")
         if fail == "500":
             return self._error(500, "llama runner process has terminated: signal: killed")
+        images = [image for message in body.get("messages") or [] for image in message.get("images") or []]
+        if images and "vision" not in capabilities(model):
+            return self._error(500, "this model is missing data required for image input")
+        try:
+            self.received_images += [base64.b64decode(image, validate=True) for image in images]
+        except (ValueError, TypeError):
+            return self._error(400, "illegal base64 data in images")
         if fail == "hang":
             await self._wait_released(request)
             self._cut(request)
