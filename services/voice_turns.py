@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from services.audio import to_mono_16k
 from services.chat_settings import ChatSettingsStore
 from services.conversations import ConversationStore, HistoryMessage, build_context
 from services.endpointing import Utterance
@@ -372,7 +371,7 @@ class VoiceTurns:
         Raises ValueError and SpeechRecognitionError as ``Transcriber.transcribe``.
         """
         name = await self.member_name(utterance.user_id)
-        transcript = await self.transcriber.transcribe(to_mono_16k(utterance.pcm), await self._vocabulary())
+        transcript = await self.transcriber.transcribe(utterance.pcm, await self._vocabulary())
         request_text = addressed(transcript.text, self.settings.VOICE_WAKE_WORDS) if transcript.text else None
         prepared = PreparedTurn(utterance, name, transcript, request_text or None)
         if prepared.request_text:
