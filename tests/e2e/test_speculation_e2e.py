@@ -57,7 +57,7 @@ async def test_a_speculative_answer_discarded_on_resumption_never_plays_posts_or
     await harness.sandbox.speak("bob", first)
     await wait_until(lambda: harness.ollama.active_requests == 1)  # asked on the pause, before the end is confirmed
     assert "what is" in harness.ollama.chat_requests[0]["messages"][-1]["content"].lower()
-    assert posted(harness, "🎙️") == [] and not session.voice_history  # and nothing posted or remembered yet
+    assert posted(harness, "🎙️ **Bob**") == [] and not session.voice_history  # and nothing posted or remembered yet
     resumed = await harness.sandbox.speak("bob", second)
     await wait_until(lambda: posted(harness, "🔊"), timeout=30)
 
