@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     STT_MIN_AVG_LOGPROB: float = Field(-1.0, ge=-10, le=0, description="Segments with a lower average log-probability (unsure guesses, noise) are dropped.")
     STT_VOCABULARY_BIAS: bool = Field(True, description="Bias speech recognition towards the bot's name, the wake words and the distinctive terms of the server's indexed documents (product and setting names), recomputed at each /docs reload.")
     ENDPOINT_SILENCE_MS: int = Field(600, ge=100, le=5000, description="Milliseconds without voice packets that end a member's utterance.")
+    ENDPOINT_SPECULATE_MS: int = Field(200, ge=0, le=5000, description="Milliseconds of silence after which a member's utterance-so-far is transcribed and answered speculatively, before ENDPOINT_SILENCE_MS confirms the end of the turn (the work is discarded if they speak again, and nothing is posted or spoken before the confirmation); 0 turns it off. Must be less than ENDPOINT_SILENCE_MS.")
     PRE_ROLL_MS: int = Field(200, ge=0, le=2000, description="Milliseconds of audio kept before the first voiced packet of an utterance.")
     MIN_UTTERANCE_S: float = Field(0.4, ge=0, le=10, description="Shorter utterances (coughs, clicks) are dropped.")
     MAX_UTTERANCE_S: float = Field(15.0, ge=1, le=120, description="Longer utterances are cut and transcribed in pieces of this length.")
@@ -145,6 +146,14 @@ class Settings(BaseSettings):
         max_chars = getattr(info, "data", {}).get("CHUNK_MAX_CHARS")
         if max_chars is not None and value >= max_chars // 2:
             raise ValueError(f"must be less than half of CHUNK_MAX_CHARS ({max_chars})")
+        return value
+
+    @field_validator("ENDPOINT_SPECULATE_MS")
+    @classmethod
+    def _speculate_before_silence(cls, value: int, info: object) -> int:
+        silence_ms = getattr(info, "data", {}).get("ENDPOINT_SILENCE_MS")
+        if value and silence_ms is not None and value >= silence_ms:
+            raise ValueError(f"must be less than ENDPOINT_SILENCE_MS ({silence_ms}), or 0 to turn it off")
         return value
 
     @property

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -22,7 +22,7 @@ from bot.voice_session import Listening, VoiceSession
 from services.endpointing import Endpointer, Utterance
 from services.errors import ServiceError
 from services.vocabulary import guild_vocabulary
-from services.voice_turns import VoiceTurns
+from services.voice_turns import Speculation, VoiceTurns
 
 if TYPE_CHECKING:
     from bot.client import AssistantBot
@@ -52,41 +52,50 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
     async def post(text: str) -> None:
         await _post(bot, text_channel_id, text)
 
-    endpointer = Endpointer.from_settings(
-        settings, loop=asyncio.get_running_loop(), on_utterance=queue, on_speech_start=barge_in
-    )
-    receiver = VoiceReceiver(
-        endpointer, is_ignored=lambda user_id: bot.guild_settings.is_opted_out(guild_id, user_id),
-        bot_user_id=bot.user.id if bot.user else None,
-    )
     async def vocabulary() -> tuple[str, ...]:
         guild = bot.get_guild(guild_id)
         names = [bot.user.name if bot.user else "", guild.me.display_name if guild else "",
                  *settings.VOICE_WAKE_WORDS]
         return guild_vocabulary(names, await bot.index.document_terms(guild_id))
 
+    def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        return bot.tasks.start(coro, name=f"{name}:{guild_id}", awaited=True)
+
     turns = VoiceTurns(
         settings=settings, transcriber=bot.transcriber, llm=bot.llm, llm_queue=bot.llm_queue,
         conversations=bot.conversations, speech=session, history=session.voice_history,
         chat_settings=bot.chat_settings, guild_id=guild_id,
         voice_channel_id=session.channel.id if session.channel else 0, post=post,
-        member_name=lambda user_id: member_name(bot.get_guild(guild_id), user_id), vocabulary=vocabulary,
+        member_name=lambda user_id: member_name(bot.get_guild(guild_id), user_id), start_task=start_task,
+        vocabulary=vocabulary,
+    )
+    # Turns are transcribed and answered from a short silence on (ENDPOINT_SPECULATE_MS), committed at the end.
+    speculation = Speculation(turns, start_task) if settings.ENDPOINT_SPECULATE_MS else None
+    endpointer = Endpointer.from_settings(
+        settings, loop=asyncio.get_running_loop(), on_utterance=queue, on_speech_start=barge_in,
+        on_tentative=speculation.begin if speculation else None,
+        on_resumed=speculation.cancel if speculation else None,
+    )
+    receiver = VoiceReceiver(
+        endpointer, is_ignored=lambda user_id: bot.guild_settings.is_opted_out(guild_id, user_id),
+        bot_user_id=bot.user.id if bot.user else None,
     )
     endpointer.start()
-    worker = bot.tasks.start(_answer_turns(session, turns, queue, post), name=f"voice-turns:{guild_id}")
-    session.listening = Listening(receiver, endpointer, worker)
+    worker = bot.tasks.start(_answer_turns(session, turns, speculation, queue, post), name=f"voice-turns:{guild_id}")
+    session.listening = Listening(receiver, endpointer, worker, speculation)
     session.voice_client.listen(receiver.sink)  # type: ignore[attr-defined]
 
 
-async def _answer_turns(session: VoiceSession, turns: VoiceTurns, queue: asyncio.Queue[Utterance],
-                        post: Callable[[str], Awaitable[None]]) -> None:
+async def _answer_turns(session: VoiceSession, turns: VoiceTurns, speculation: Speculation | None,
+                        queue: asyncio.Queue[Utterance], post: Callable[[str], Awaitable[None]]) -> None:
     """One turn at a time, in the order utterances ended; overload (utterances dropped because the queue
     of STT_QUEUE_MAX was full) is reported in the channel."""
     reported_drops = 0
     while True:
         utterance = await queue.get()
         try:
-            report = await turns.answer(utterance)
+            prepared = await speculation.take(utterance) if speculation else None
+            report = await turns.answer(utterance, prepared)
             if report is not None:
                 session.last_turn = report
                 log.info("guild %s: voice turn %s", session.guild_id, report)

@@ -26,18 +26,20 @@ from services.conversations import HistoryMessage
 from services.endpointing import Endpointer
 from services.errors import InvalidInput, ServiceError
 from services.tts import Synthesizer
-from services.voice_turns import TurnReport
+from services.voice_turns import Speculation, TurnReport
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Listening:
-    """What runs while the bot listens in a guild: the receive path, its endpointer and the task answering turns."""
+    """What runs while the bot listens in a guild: the receive path, its endpointer, the task answering turns and
+    the turns prepared before the end of speech is confirmed (None with ENDPOINT_SPECULATE_MS=0)."""
 
     receiver: VoiceReceiver
     endpointer: Endpointer
     worker: asyncio.Task[None]
+    speculation: Speculation | None = None
 
 
 @dataclass
@@ -160,6 +162,8 @@ class VoiceSession:
         await listening.endpointer.stop()
         listening.worker.cancel()
         await asyncio.gather(listening.worker, return_exceptions=True)
+        if listening.speculation is not None:
+            await listening.speculation.close()
         return True
 
     async def close(self) -> None:

@@ -7,6 +7,13 @@ speaker, a pre-roll of quiet frames and the utterance being collected, ends an u
 loop, ``start()``), drops utterances shorter than ``min_utterance_s``, cuts those reaching ``max_utterance_s``, and
 reports "speech started" early enough for barge-in.
 
+Speculation (``speculate_ms``): when a member has been silent for ``speculate_ms`` (shorter than
+``endpoint_silence_ms``), the utterance so far is handed to ``on_tentative`` so the caller can start transcribing and
+answering it before the end of the turn is confirmed. If the member speaks again first, ``on_resumed`` says so (the
+caller discards that work) and the speech continues as the same utterance; otherwise the utterance is emitted as
+usual once the silence reaches ``endpoint_silence_ms``, with the same ``started_at`` and, when no audio arrived in
+between, the same PCM as the tentative one.
+
 Threads: everything ``feed`` shares with the event loop (speaker buffers, statistics) sits behind one
 ``threading.RLock`` held for microseconds; finished utterances and "speech started" events reach the loop only through
 ``loop.call_soon_threadsafe``.
@@ -32,6 +39,8 @@ _log = logging.getLogger(__name__)
 
 UtteranceCallback = Callable[["Utterance"], Awaitable[None]]
 SpeechStartCallback = Callable[[int], Awaitable[None]]
+TentativeCallback = Callable[["Utterance"], None]
+ResumedCallback = Callable[[int, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,10 @@ class EndpointingStats:
     """Times an utterance reached ``max_utterance_s`` and was emitted while the member kept talking."""
     delivery_dropped: int = 0
     """Utterances or events not delivered: the caller's queue was full, or the event loop was closed."""
+    tentative: int = 0
+    """Tentative ends handed to ``on_tentative`` (a silence of ``speculate_ms``)."""
+    resumed: int = 0
+    """Tentative ends followed by more speech from the same member before ``endpoint_silence_ms``."""
 
 
 class _Speaker:
@@ -72,7 +85,7 @@ class _Speaker:
 
     __slots__ = (
         "user_id", "preroll", "frames", "nbytes", "active", "continued", "started_at", "last_packet", "last_voice",
-        "voiced_ms", "speech_reported",
+        "voiced_ms", "speech_reported", "tentative",
     )
 
     def __init__(self, user_id: int, preroll_frames: int, now: float) -> None:
@@ -87,6 +100,7 @@ class _Speaker:
         self.last_voice = now
         self.voiced_ms = 0.0
         self.speech_reported = False
+        self.tentative = False  # the utterance so far was handed to on_tentative and no voice came since
 
     def take(self) -> bytes:
         """Return the collected PCM and empty the buffer."""
@@ -117,6 +131,12 @@ class Endpointer:
     max_speakers: speakers tracked at once; beyond it the least recently heard one is forgotten (bounded memory).
     idle_forget_s: a speaker not heard for this long is forgotten.
     check_interval_s: period of the end-of-utterance check on the loop.
+    speculate_ms: a silence this long hands the utterance so far to ``on_tentative``; 0 (default) never does.
+    on_tentative: ``(Utterance) -> None``, called on the loop with the utterance so far (not removed from the
+        buffer) once per silence of ``speculate_ms``, if it is at least ``min_utterance_s`` long (or continues a cut
+        one).
+    on_resumed: ``(user_id, started_at) -> None``, called on the loop when the member speaks again after a tentative
+        end of the utterance that started at ``started_at`` (the audio keeps collecting in the same utterance).
     clock: monotonic seconds; injectable for tests.
     Raises ValueError for out-of-range arguments.
     """
@@ -136,6 +156,9 @@ class Endpointer:
         max_speakers: int = 100,
         idle_forget_s: float = 60.0,
         check_interval_s: float = 0.05,
+        speculate_ms: int = 0,
+        on_tentative: TentativeCallback | None = None,
+        on_resumed: ResumedCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if endpoint_silence_ms <= 0 or pre_roll_ms < 0 or speech_start_ms < 0:
@@ -144,9 +167,15 @@ class Endpointer:
             raise ValueError(f"need 0 <= min_utterance_s < max_utterance_s, got {min_utterance_s}, {max_utterance_s}")
         if max_speakers < 1 or idle_forget_s <= 0 or check_interval_s <= 0 or not 0 <= voice_threshold < 1:
             raise ValueError("max_speakers >= 1, idle_forget_s > 0, check_interval_s > 0, 0 <= voice_threshold < 1")
+        if not 0 <= speculate_ms < endpoint_silence_ms:
+            raise ValueError(f"need 0 <= speculate_ms < endpoint_silence_ms, got {speculate_ms}, {endpoint_silence_ms}")
         self._loop = loop
         self._on_utterance = on_utterance
         self._on_speech_start = on_speech_start
+        self._on_tentative = on_tentative
+        self._on_resumed = on_resumed
+        self.speculate_s = speculate_ms / 1000
+        """Silence before a tentative end, seconds; 0: no tentative ends."""
         self.silence_s = endpoint_silence_ms / 1000
         """End-of-speech silence, seconds."""
         self.preroll_frames = pre_roll_ms // FRAME_MS
@@ -172,12 +201,14 @@ class Endpointer:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Endpointer:
-        """An endpointer with ENDPOINT_SILENCE_MS, PRE_ROLL_MS, MIN_UTTERANCE_S and MAX_UTTERANCE_S from ``settings``.
+        """An endpointer with ENDPOINT_SILENCE_MS, ENDPOINT_SPECULATE_MS, PRE_ROLL_MS, MIN_UTTERANCE_S and
+        MAX_UTTERANCE_S from ``settings``.
 
         kwargs: the other ``__init__`` arguments (``loop`` and ``on_utterance`` are required).
         """
         return cls(
             endpoint_silence_ms=settings.ENDPOINT_SILENCE_MS,
+            speculate_ms=settings.ENDPOINT_SPECULATE_MS,
             pre_roll_ms=settings.PRE_ROLL_MS,
             min_utterance_s=settings.MIN_UTTERANCE_S,
             max_utterance_s=settings.MAX_UTTERANCE_S,
@@ -242,24 +273,38 @@ class Endpointer:
             self.check_endpoints()
 
     def check_endpoints(self, now: float | None = None, *, force: bool = False) -> int:
-        """End the utterances whose speaker has been silent for ``endpoint_silence_ms``, and forget idle speakers.
+        """End the utterances whose speaker has been silent for ``endpoint_silence_ms``, hand tentative ends (a silence
+        of ``speculate_ms``) to ``on_tentative``, and forget idle speakers.
 
         Run periodically by ``start()``; callable directly (tests, ``flush``). now: the clock's time (default: now).
         force: end every utterance in progress regardless of silence. Returns how many utterances were emitted.
         """
         now = self.clock() if now is None else now
         finished: list[Utterance] = []
+        tentative: list[Utterance] = []
         with self._lock:
             for speaker in self._speakers.values():
-                if speaker.active and (force or now - speaker.last_voice >= self.silence_s):
+                if not speaker.active:
+                    continue
+                silence = now - speaker.last_voice
+                if force or silence >= self.silence_s:
                     utterance = self._finish(speaker, cut=False)
                     if utterance is not None:
                         finished.append(utterance)
+                elif self.speculate_s and silence >= self.speculate_s and not speaker.tentative:
+                    duration_s = speaker.nbytes / BYTES_PER_SECOND
+                    if duration_s >= self._min_s or speaker.continued:
+                        speaker.tentative = True
+                        self._stats.tentative += 1
+                        tentative.append(Utterance(speaker.user_id, b"".join(speaker.frames), speaker.started_at,
+                                                   speaker.last_packet + FRAME_MS / 1000, duration_s))
             idle = [
                 uid for uid, s in self._speakers.items() if not s.active and now - s.last_packet >= self._idle_forget_s
             ]
             for user_id in idle:
                 del self._speakers[user_id]
+        for utterance in tentative:
+            self._post(self._deliver_tentative, utterance)
         for utterance in finished:
             self._post(self._deliver_utterance, utterance)
         return len(finished)
@@ -313,6 +358,10 @@ class Endpointer:
         speaker.nbytes += len(pcm)
         if voiced:
             speaker.last_voice = arrival
+            if speaker.tentative:
+                speaker.tentative = False
+                self._stats.resumed += 1
+                self._post(self._deliver_resumed, (speaker.user_id, speaker.started_at))
             speaker.voiced_ms += len(pcm) * 1000 / BYTES_PER_SECOND
             if not speaker.speech_reported and speaker.voiced_ms >= self._speech_start_ms:
                 speaker.speech_reported = True
@@ -333,6 +382,7 @@ class Endpointer:
         duration_s = len(pcm) / BYTES_PER_SECOND
         ended_at = speaker.last_packet + FRAME_MS / 1000
         continued = speaker.continued
+        speaker.tentative = False
         if cut:
             self._stats.cut_long += 1
             speaker.started_at = ended_at
@@ -378,6 +428,16 @@ class Endpointer:
         """On the loop: run ``on_speech_start(user_id)``."""
         if not self._closed and self._on_speech_start is not None:
             self._spawn(self._on_speech_start(user_id), f"speech-start-{user_id}")
+
+    def _deliver_tentative(self, utterance: Utterance) -> None:
+        """On the loop: hand the utterance so far to ``on_tentative``."""
+        if not self._closed and self._on_tentative is not None:
+            self._on_tentative(utterance)
+
+    def _deliver_resumed(self, key: tuple[int, float]) -> None:
+        """On the loop: tell ``on_resumed`` that the member speaks again."""
+        if not self._closed and self._on_resumed is not None:
+            self._on_resumed(*key)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = self._loop.create_task(_logged(coro, name), name=f"endpointer-{name}")

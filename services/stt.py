@@ -5,24 +5,28 @@ model, ``tiny.en``, is installed with the bot as a Python package and checked ag
 loaded (``services.bundled_models``). Another model named in WHISPER_MODEL (``base.en``...) is taken from
 ``MODELS_DIR`` or downloaded there from the Hugging Face Hub when the network allows (``services.model_hub``); a path
 is used as is. When the configured model cannot be had, the bundled one listens and a warning says how to get the
-named one. The model loads once, lazily, in a worker thread; ``transcribe`` never blocks the event loop.
+named one. The model loads once, lazily, in a worker thread; ``transcribe`` never blocks the event loop: it runs in
+the transcriber's own worker thread, one utterance at a time (so transcriptions queue there instead of competing for
+the cores, and one that is cancelled before it starts never runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from services.audio import STT_SAMPLE_RATE
+from services.audio import STT_SAMPLE_RATE, to_mono_16k
 from services.bundled_models import BUNDLED_WHISPER_MODEL, bundled_whisper_model
 from services.errors import ServiceError
 from services.lazy_model import LazyModel, ModelSource
@@ -81,6 +85,7 @@ class Transcriber(LazyModel):
     """
 
     kind = "speech recognition model"
+    _worker: ThreadPoolExecutor | None = None
 
     def transcribe_raw(self, samples: np.ndarray, vocabulary: Sequence[str] = ()) -> str:
         """Transcribe ``samples`` (blocking; loads the model first if needed).
@@ -94,17 +99,22 @@ class Transcriber(LazyModel):
         """
         return self._run(samples, vocabulary)[0]
 
-    async def transcribe(self, samples: np.ndarray, vocabulary: Sequence[str] = ()) -> Transcript:
-        """Transcribe ``samples`` (as ``transcribe_raw``, ``vocabulary`` included) in a worker thread, loading the
-        model there if needed. The transcriber is shared by every guild: each call brings its guild's vocabulary.
+    async def transcribe(self, samples: np.ndarray | bytes, vocabulary: Sequence[str] = ()) -> Transcript:
+        """Transcribe ``samples`` (as ``transcribe_raw``, ``vocabulary`` included, or Discord PCM: bytes, 48 kHz
+        stereo s16le, converted there) in the transcriber's worker thread, loading the model there if needed; calls
+        queue for that one thread, and a call cancelled while queued never runs. The transcriber is shared by every
+        guild: each call brings its guild's vocabulary.
 
-        Raises ValueError for a bad shape and SpeechRecognitionError, like ``transcribe_raw``.
+        Raises ValueError for a bad shape or PCM length and SpeechRecognitionError, like ``transcribe_raw``.
         """
-        return await asyncio.to_thread(self._timed, samples, tuple(vocabulary))
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="stt")
+        call = functools.partial(self._timed, samples, tuple(vocabulary))
+        return await asyncio.get_running_loop().run_in_executor(self._worker, call)
 
-    def _timed(self, samples: np.ndarray, vocabulary: Sequence[str]) -> Transcript:
-        """Blocking: load if needed, then transcribe and time it."""
-        audio = _check_samples(samples)
+    def _timed(self, samples: np.ndarray | bytes, vocabulary: Sequence[str]) -> Transcript:
+        """Blocking: convert Discord PCM, load if needed, then transcribe and time it."""
+        audio = _check_samples(to_mono_16k(samples) if isinstance(samples, bytes) else samples)
         if audio.size:
             self.load()  # outside the timing: transcribe_s is recognition only
         started = time.perf_counter()

@@ -5,6 +5,11 @@ context from the voice channel's history, stream the answer from the LLM, split 
 (so the first sentence is synthesized and played while the model still writes the rest), wait until it has played,
 remember the turn, and report where the time went (``TurnReport``). It knows nothing of Discord: the bot hands it a
 playback queue (``SpeechQueue``), a way to post to the text channel and a way to name a member.
+
+A turn has two halves: ``VoiceTurns.prepare`` transcribes and starts the LLM request (its sentences read ahead into
+a buffer), with nothing posted, spoken or remembered; ``VoiceTurns.answer`` posts, speaks and remembers. That lets
+``Speculation`` prepare a turn on a tentative end of speech (``services.endpointing``, ENDPOINT_SPECULATE_MS) and
+either commit it when the end is confirmed or discard it, cancelled, when the member speaks again.
 """
 
 from __future__ import annotations
@@ -14,11 +19,10 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from services.audio import to_mono_16k
 from services.chat_settings import ChatSettingsStore
 from services.conversations import ConversationStore, HistoryMessage, build_context
 from services.endpointing import Utterance
@@ -26,12 +30,16 @@ from services.errors import ServiceError
 from services.llm import LLMClient
 from services.llm_queue import LLMQueue, Priority
 from services.speech_text import split_sentences
-from services.stt import Transcriber
+from services.stt import Transcriber, Transcript
 
 if TYPE_CHECKING:
     from config import Settings
 
 log = logging.getLogger(__name__)
+
+StartTask = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
+"""``(coroutine, name) -> Task``: starts a tracked background task (the bot's task registry); the caller awaits the
+task or cancels it, so its failure is not logged by the registry."""
 
 VOICE_STYLE = (
     "You are speaking out loud in a voice channel: answer in a few short spoken sentences, with no Markdown, "
@@ -160,6 +168,160 @@ class TurnReport:
         )
 
 
+@dataclass(frozen=True)
+class LLMRequest:
+    """What a turn asks the LLM: ``messages`` (the persona with the voice style, the history, the request) and
+    ``model``."""
+
+    messages: list[dict[str, str]]
+    model: str
+
+
+@dataclass
+class PreparedTurn:
+    """A turn transcribed and, when addressed, being answered, with nothing posted, spoken or remembered yet.
+
+    transcript: what was heard; request_text: the request in it (None when nothing was heard or the bot was not
+    addressed); request: the LLM request (messages and model); turn: the answer being streamed, its
+    sentences read ahead into a buffer by a background task until ``sentences()`` takes them or ``discard()``.
+    """
+
+    utterance: Utterance
+    name: str
+    transcript: Transcript
+    request_text: str | None
+    request: LLMRequest | None = None
+    turn: SpokenTurn | None = None
+    _buffer: asyncio.Queue[str | Exception | None] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self, deltas: AsyncIterator[str], start_task: StartTask, request: LLMRequest) -> None:
+        """Read the answer ``deltas`` (the LLM stream for ``request``, not started yet) ahead, sentence by sentence,
+        in a task started with ``start_task``; an earlier answer is discarded."""
+        self.discard()
+        self.request = request
+        self.turn = SpokenTurn(deltas)
+        self._buffer = asyncio.Queue()
+        self._task = start_task(self._read_ahead(self.turn, self._buffer),
+                                f"voice-answer:{self.utterance.user_id}")
+
+    @staticmethod
+    async def _read_ahead(turn: SpokenTurn, buffer: asyncio.Queue[str | Exception | None]) -> None:
+        try:
+            async for sentence in turn.sentences():
+                buffer.put_nowait(sentence)
+        except Exception as exc:  # handed to whoever reads the sentences, who raises it (BackendUnavailable...)
+            buffer.put_nowait(exc)
+        buffer.put_nowait(None)
+
+    async def sentences(self) -> AsyncIterator[str]:
+        """The answer's sentences, as the LLM completes them; raises what the LLM stream raised. Closing it early
+        (barge-in, /stop) cancels the LLM stream."""
+        buffer = self._buffer
+        try:
+            while (item := await buffer.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Cancel the LLM request if it still streams (the HTTP stream is closed); idempotent."""
+        if self._task is not None:
+            self._task.cancel()
+
+
+@dataclass(slots=True)
+class SpeculationStats:
+    """Speculative turns since listening started (a copy is returned by ``Speculation.stats``)."""
+
+    started: int = 0
+    """Turns prepared on a tentative end of speech."""
+    committed: int = 0
+    """Used for the confirmed utterance."""
+    discarded: int = 0
+    """Cancelled: the member spoke again, more audio came before the end was confirmed, or listening stopped."""
+
+    @property
+    def discarded_share(self) -> float:
+        """discarded / started (0..1); 0 before any start."""
+        return self.discarded / self.started if self.started else 0.0
+
+
+class Speculation:
+    """Turns prepared before the end of speech is confirmed, for one guild's voice channel.
+
+    Wire ``begin`` to the endpointer's ``on_tentative`` and ``cancel`` to its ``on_resumed``; the worker answering
+    confirmed utterances calls ``take`` first. start_task: starts the preparation tasks (the bot's task registry).
+    max_pending: speculative turns kept at once (those whose utterance never came, e.g. dropped from a full queue,
+    are discarded oldest first).
+    """
+
+    def __init__(self, turns: VoiceTurns, start_task: StartTask, max_pending: int = 8) -> None:
+        self.turns = turns
+        self._start_task = start_task
+        self._max_pending = max_pending
+        self._pending: dict[tuple[int, float], tuple[Utterance, asyncio.Task[PreparedTurn]]] = {}
+        self._stats = SpeculationStats()
+
+    @property
+    def stats(self) -> SpeculationStats:
+        return SpeculationStats(self._stats.started, self._stats.committed, self._stats.discarded)
+
+    def begin(self, utterance: Utterance) -> None:
+        """Start transcribing and answering ``utterance``, a member's speech so far (on the loop)."""
+        key = (utterance.user_id, utterance.started_at)
+        self._drop(key)
+        while len(self._pending) >= self._max_pending:
+            self._drop(next(iter(self._pending)))
+        task = self._start_task(self.turns.prepare(utterance), f"voice-speculate:{utterance.user_id}")
+        self._pending[key] = (utterance, task)
+        self._stats.started += 1
+
+    def cancel(self, user_id: int, started_at: float) -> None:
+        """The member spoke again: discard the work on the utterance that started at ``started_at``."""
+        self._drop((user_id, started_at))
+
+    async def take(self, utterance: Utterance) -> PreparedTurn | None:
+        """The turn prepared for the confirmed ``utterance``, once its transcription is done; None when there is none
+        or it covered less audio (then it is discarded and the caller prepares the turn anew). Raises what the
+        preparation raised (SpeechRecognitionError...)."""
+        entry = self._pending.pop((utterance.user_id, utterance.started_at), None)
+        if entry is None:
+            return None
+        tentative, task = entry
+        if len(tentative.pcm) != len(utterance.pcm):
+            self._discard(task)
+            return None
+        self._stats.committed += 1
+        return await task
+
+    async def close(self) -> None:
+        """Discard every pending turn and wait until they are cancelled."""
+        pending = [task for _, task in self._pending.values()]
+        self._pending.clear()
+        self._stats.discarded += len(pending)
+        await asyncio.gather(*map(_discarded, pending))
+
+    def _drop(self, key: tuple[int, float]) -> None:
+        entry = self._pending.pop(key, None)
+        if entry is not None:
+            self._discard(entry[1])
+
+    def _discard(self, task: asyncio.Task[PreparedTurn]) -> None:
+        self._stats.discarded += 1
+        self._start_task(_discarded(task), "voice-speculate-discard")
+
+
+async def _discarded(task: asyncio.Task[PreparedTurn]) -> None:
+    """Cancel a turn's preparation, or, when it was done, its LLM request."""
+    task.cancel()
+    [result] = await asyncio.gather(task, return_exceptions=True)
+    if isinstance(result, PreparedTurn):
+        result.discard()
+
+
 async def _replay(sentences: list[str]) -> AsyncIterator[str]:
     for sentence in sentences:
         yield sentence
@@ -177,13 +339,15 @@ class VoiceTurns:
     vocabulary: ``async () -> words`` the guild's vocabulary the transcription is biased towards (the bot's names,
     the wake words, the documents' distinctive terms: ``services.vocabulary.guild_vocabulary``), asked at each
     utterance (kept in memory by ``DocumentIndex.document_terms``, so no I/O) so a reload counts at once; not asked
-    when STT_VOCABULARY_BIAS is off.
+    when STT_VOCABULARY_BIAS is off;
+    start_task: starts the task reading an answer ahead (the bot's task registry).
     """
 
     def __init__(self, *, settings: Settings, transcriber: Transcriber, llm: LLMClient, llm_queue: LLMQueue,
                  conversations: ConversationStore, speech: SpeechQueue, history: deque[HistoryMessage],
                  chat_settings: ChatSettingsStore, guild_id: int, voice_channel_id: int,
                  post: Callable[[str], Awaitable[None]], member_name: Callable[[int], Awaitable[str]],
+                 start_task: StartTask,
                  vocabulary: Callable[[], Awaitable[Sequence[str]]] | None = None) -> None:
         self.settings = settings
         self.transcriber = transcriber
@@ -198,30 +362,53 @@ class VoiceTurns:
         self.post = post
         self.member_name = member_name
         self.vocabulary = vocabulary
+        self.start_task = start_task
 
-    async def answer(self, utterance: Utterance) -> TurnReport | None:
-        """Transcribe ``utterance``, answer it out loud and remember the turn; None when nothing was answered.
+    async def prepare(self, utterance: Utterance) -> PreparedTurn:
+        """Transcribe ``utterance`` and, when it addresses the bot, send the LLM request and read the answer ahead;
+        nothing is posted, spoken or remembered (``answer`` does that; ``PreparedTurn.discard`` cancels).
 
-        Returns once the answer has played (or was cut). Raises ServiceError subclasses (transcription failed,
-        LLM unreachable before its first sentence, playback queue full) for the caller to show.
+        Raises ValueError and SpeechRecognitionError as ``Transcriber.transcribe``.
+        """
+        name = await self.member_name(utterance.user_id)
+        transcript = await self.transcriber.transcribe(utterance.pcm, await self._vocabulary())
+        request_text = addressed(transcript.text, self.settings.VOICE_WAKE_WORDS) if transcript.text else None
+        prepared = PreparedTurn(utterance, name, transcript, request_text or None)
+        if prepared.request_text:
+            request = await self._request(prepared.request_text)
+            # last, with no await after it: a cancelled preparation never leaves a request running
+            prepared.start(self._stream(request, utterance.user_id), self.start_task, request)
+        return prepared
+
+    async def answer(self, utterance: Utterance, prepared: PreparedTurn | None = None) -> TurnReport | None:
+        """Answer ``utterance`` out loud and remember the turn; None when nothing was answered.
+
+        prepared: its turn from ``prepare`` (speculatively, before the end of speech was confirmed), or None to
+        prepare it now. Its LLM request is made anew when the conversation changed since. Returns once the answer
+        has played (or was cut). Raises ServiceError subclasses (transcription failed, LLM unreachable before its
+        first sentence, playback queue full) for the caller to show.
         """
         received_at = time.monotonic()  # the end of speech was detected (ENDPOINT_SILENCE_MS after it)
-        name = await self.member_name(utterance.user_id)
-        transcript = await self.transcriber.transcribe(to_mono_16k(utterance.pcm), await self._vocabulary())
+        if prepared is None:
+            prepared = await self.prepare(utterance)
+        try:
+            return await self._answer(prepared, received_at)
+        finally:
+            prepared.discard()
+
+    async def _answer(self, prepared: PreparedTurn, received_at: float) -> TurnReport | None:
+        utterance, transcript, request_text = prepared.utterance, prepared.transcript, prepared.request_text
         if not transcript.text:
             return None
-        await self.post(f"🎙️ **{name}**: {transcript.text}")
-        request_text = addressed(transcript.text, self.settings.VOICE_WAKE_WORDS)
+        await self.post(f"🎙️ **{prepared.name}**: {transcript.text}")
         if not request_text:
             return None
-        store = self.settings.STORE_VOICE_TRANSCRIPTS
-        history = await self.conversations.history(self.voice_channel_id) if store else list(self.history)
-        chat = await self.chat_settings.effective(self.guild_id, self.voice_channel_id)
-        messages = build_context(f"{chat.persona.value}\n\n{VOICE_STYLE}", history, request_text,
-                                 self.settings.HISTORY_TOKEN_BUDGET)
-        turn = SpokenTurn(self.llm_queue.stream(self.llm.chat_stream(messages, model=chat.model.value),
-                                                member_id=utterance.user_id, priority=Priority.VOICE))
-        sentences = turn.sentences()
+        llm_request = await self._request(request_text)
+        if llm_request != prepared.request:  # another turn ended, or the channel's settings changed, since
+            prepared.start(self._stream(llm_request, utterance.user_id), self.start_task, llm_request)
+        turn = prepared.turn
+        assert turn is not None
+        sentences = prepared.sentences()
         if not self.settings.VOICE_STREAM_ANSWERS:
             sentences = _replay([sentence async for sentence in sentences])  # the whole answer first
         request = self.speech.enqueue(request_text, utterance.user_id, sentences=sentences)
@@ -234,7 +421,7 @@ class VoiceTurns:
             # Cut by barge-in or /stop: remember that the member did not hear it all.
             interrupted = request.cut or not turn.completed
             answer = f"{turn.answer} [interrupted]" if interrupted else turn.answer
-            if store:
+            if self.settings.STORE_VOICE_TRANSCRIPTS:
                 await self.conversations.add_turn(self.voice_channel_id, self.guild_id, utterance.user_id,
                                                   request_text, answer)
             else:
@@ -242,6 +429,21 @@ class VoiceTurns:
                                      HistoryMessage("assistant", answer)])
             await self.post(f"🔊 {answer}")
         return report
+
+    async def _request(self, request_text: str) -> LLMRequest:
+        """The LLM request for ``request_text``: the channel's persona with the voice style, its voice history, the
+        request; and its model."""
+        store = self.settings.STORE_VOICE_TRANSCRIPTS
+        history = await self.conversations.history(self.voice_channel_id) if store else list(self.history)
+        chat = await self.chat_settings.effective(self.guild_id, self.voice_channel_id)
+        messages = build_context(f"{chat.persona.value}\n\n{VOICE_STYLE}", history, request_text,
+                                 self.settings.HISTORY_TOKEN_BUDGET)
+        return LLMRequest(messages, chat.model.value)
+
+    def _stream(self, request: LLMRequest, member_id: int) -> AsyncIterator[str]:
+        """The answer's deltas, once the fair LLM queue gives the member a slot (voice first)."""
+        return self.llm_queue.stream(self.llm.chat_stream(request.messages, model=request.model),
+                                     member_id=member_id, priority=Priority.VOICE)
 
     async def _vocabulary(self) -> Sequence[str]:
         """The guild's vocabulary, or () when the bias is off; a failure to read it (the index unreachable) is

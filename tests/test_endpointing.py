@@ -194,3 +194,80 @@ async def test_from_settings_uses_the_listening_settings() -> None:
     settings = Settings(ENDPOINT_SILENCE_MS=300, MIN_UTTERANCE_S=0.1, MAX_UTTERANCE_S=2)
     endpointer = Endpointer.from_settings(settings, loop=asyncio.get_running_loop(), on_utterance=asyncio.Queue())
     assert endpointer.silence_s == 0.3 and endpointer._min_s == 0.1 and endpointer._max_bytes == 2 * 192_000
+
+
+# -- speculation: tentative ends before the confirmed one ---------------------------------------------------------
+
+
+def speculating(**kwargs: Any) -> tuple[Endpointer, asyncio.Queue[Utterance], Clock, list[tuple]]:
+    """An endpointer with tentative ends after 200 ms of silence; the events it reports, in order, go to the list."""
+    events: list[tuple] = []
+    endpointer, queue, clock = make_endpointer(
+        speculate_ms=200, on_tentative=lambda u: events.append(("tentative", u)),
+        on_resumed=lambda user_id, started_at: events.append(("resumed", user_id, started_at)), **kwargs,
+    )
+    return endpointer, queue, clock, events
+
+
+async def test_a_short_silence_hands_the_utterance_so_far_over_and_the_end_confirms_the_same_audio() -> None:
+    endpointer, queue, clock, events = speculating()
+    frames = tone_pcm(50)
+    feed(endpointer, clock, ALICE, frames)
+    last = clock.t - FRAME_S
+
+    endpointer.check_endpoints(last + 0.15)
+    await settle()
+    assert events == []  # 150 ms: nothing yet
+    endpointer.check_endpoints(last + 0.2)
+    endpointer.check_endpoints(last + 0.4)  # once per silence, not at every check
+    await settle()
+    [(kind, tentative)] = events
+    assert kind == "tentative" and tentative.pcm == b"".join(frames) and drain(queue) == []
+    assert endpointer.is_speaking(ALICE)  # not removed from the buffer
+
+    endpointer.check_endpoints(last + 0.6)
+    await settle()
+    [utterance] = drain(queue)
+    assert (utterance.pcm, utterance.started_at) == (tentative.pcm, tentative.started_at)
+    assert len(events) == 1 and endpointer.stats.tentative == 1 and endpointer.stats.resumed == 0
+
+
+async def test_speech_resumed_after_a_tentative_end_is_reported_and_continues_the_same_utterance() -> None:
+    endpointer, queue, clock, events = speculating()
+    first, second = tone_pcm(40, freq=300), tone_pcm(30, freq=500)
+    feed(endpointer, clock, ALICE, first)
+    clock.t += 0.3  # a 320 ms pause mid-sentence: longer than 200 ms, shorter than 600 ms
+    endpointer.check_endpoints()
+    await settle()
+    [(kind, tentative)] = events
+    assert kind == "tentative"
+    feed(endpointer, clock, ALICE, second)
+    await settle()
+    assert events[1] == ("resumed", ALICE, tentative.started_at)
+    assert drain(queue) == []
+
+    endpointer.check_endpoints(clock.t + 0.25)  # the second pause is a new tentative end of the same utterance
+    endpointer.check_endpoints(clock.t + 0.6)
+    await settle()
+    [utterance] = drain(queue)  # ONE utterance: both halves
+    assert utterance.pcm == b"".join(first + second) and utterance.started_at == tentative.started_at
+    assert [event[0] for event in events] == ["tentative", "resumed", "tentative"]
+    assert events[2][1].pcm == utterance.pcm
+    assert endpointer.stats.tentative == 2 and endpointer.stats.resumed == 1 and endpointer.stats.utterances == 1
+
+
+async def test_no_tentative_end_for_a_too_short_utterance_or_with_speculation_off() -> None:
+    endpointer, queue, clock, events = speculating()
+    feed(endpointer, clock, ALICE, tone_pcm(10))  # 200 ms < min_utterance_s
+    endpointer.check_endpoints(clock.t + 0.3)
+    feed(endpointer, clock, ALICE, tone_pcm(5))
+    await settle()
+    assert events == []
+
+    off, queue, clock = make_endpointer(on_tentative=lambda u: events.append(u))
+    feed(off, clock, ALICE, tone_pcm(50))
+    off.check_endpoints(clock.t + 0.3)
+    await settle()
+    assert events == [] and drain(queue) == []
+    with pytest.raises(ValueError, match="speculate_ms"):
+        make_endpointer(speculate_ms=600)
