@@ -183,6 +183,7 @@ class AssistantBot(commands.Bot):
 
         async def deltas() -> AsyncGenerator[str, None]:
             reply.started = True  # the queue let it through: from here on it is being answered
+            reply.placed.set()
             async with contextlib.aclosing(self.llm.chat_stream(messages, model=model, thinking=reply.thinking)) as s:
                 async for delta in s:
                     yield delta

@@ -5,9 +5,10 @@ stored by the ``keep`` callback its cog gave its reply (``keeper``) in ``waiting
 (``services/waiting_questions.py``, at most LLM_QUEUE_MAX), and its message says so (``bot.streaming.KEPT``).
 Voice turns are not kept: they make no sense after a restart.
 
-Once the next bot is ready, ``resume_waiting_questions`` puts them back, in the order they were first queued, each
-through its cog's handler (``AssistantBot.resume_handlers``, by kind), so the channel queues and the fair LLM queue
-apply again. The answer goes where the member looks:
+Once the next bot is ready, ``resume_waiting_questions`` puts them back, in the order they were first queued (each
+once the one before has its place, ``StreamedReply.placed``), each through its cog's handler
+(``AssistantBot.resume_handlers``, by kind), so the channel queues and the fair LLM queue apply again. The answer
+goes where the member looks:
 
 - an interaction's original response, edited through its webhook (``discord.Webhook.partial`` with the application
   id and the interaction token). Discord accepts the token for 15 minutes from the interaction
@@ -98,8 +99,15 @@ async def resume_waiting_questions(bot: AssistantBot) -> int:
             await bot.waiting_questions.remove(question.id)
             continue
         reply, message = target
-        bot.tasks.start(_answer(bot, question, handler, reply, message), name=f"kept-question:{question.id}")
+        task = bot.tasks.start(_answer(bot, question, handler, reply, message), name=f"kept-question:{question.id}")
         started += 1
+        # The next one starts once this one has its place in the queues (or is done), so they keep their order.
+        placed = asyncio.ensure_future(reply.placed.wait())
+        try:
+            await asyncio.wait((task, placed), timeout=bot.settings.LLM_TIMEOUT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            placed.cancel()
     if started:
         log.info("answering %d questions kept from before the restart", started)
     return started

@@ -83,6 +83,8 @@ class StreamedReply:
     thinking: None, or a list that receives the model's thinking (str pieces) while the answer streams; at the end
     of the answer, thinking there is attached to the first message as a spoiler-marked file.
     started: set once the question reached the model (``AssistantBot.answer_stream``).
+    placed: set once the answer has its place in a queue or is under way: when the reply first shows something (a
+    queue notice) or ``started`` is set.
     keep: None, or ``async () -> bool`` that stores the question to be answered after a restart (True when kept);
     called by ``finish_interrupted`` for a question cancelled before it reached the model.
     """
@@ -98,6 +100,7 @@ class StreamedReply:
         self.text = ""
         self.thinking: list[str] | None = None
         self.started = False
+        self.placed = asyncio.Event()
         self.keep: Callable[[], Awaitable[bool]] | None = None
 
     async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
@@ -172,6 +175,7 @@ class StreamedReply:
 
     async def _show_part(self, number: int, content: str) -> None:
         """Make message ``number`` (0: the first) show ``content``, sending it when it does not exist yet."""
+        self.placed.set()
         if number < len(self._shown) and self._shown[number] == content:
             return
         if number == 0 and not self._messages:
