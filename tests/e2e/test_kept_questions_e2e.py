@@ -109,3 +109,20 @@ async def test_forget_me_deletes_the_members_kept_question(make_harness):
     assert "1 of your questions kept for after a restart" in ephemeral_replies(events)[-1]
     assert kept_rows(harness) == []
     held_again.release.set()
+
+
+async def test_a_kept_mention_whose_message_was_deleted_is_dropped_without_a_traceback(make_harness, caplog):
+    harness, held, first = await held_first(make_harness)
+    mention = await harness.sandbox.send_message("owner", "random", "fourth", mention_bot=True)
+    await harness.sandbox.wait_for(lambda e: e.get("reference_id") == mention["id"]
+                                   and "Queued: 1 ahead of you" in (e.get("content") or ""), timeout=20)
+    await asyncio.sleep(0.5)  # as above: the bot has its reply's id before it shuts down
+    await shut_down(harness, held)
+    assert kept_rows(harness) == [("chat", "fourth")]
+    await harness.sandbox.delete_message(harness.sandbox.messages[mention["id"]])  # while the bot is away
+
+    await make_harness(sandbox=harness.sandbox, **SETTINGS)
+    await until_no_kept_rows(harness)
+    assert asked(harness) == ["first"]
+    assert any("dropping the kept question" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.exc_info]
