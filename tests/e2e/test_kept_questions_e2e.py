@@ -126,3 +126,27 @@ async def test_a_kept_mention_whose_message_was_deleted_is_dropped_without_a_tra
     assert asked(harness) == ["first"]
     assert any("dropping the kept question" in r.getMessage() for r in caplog.records)
     assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_kept_question_still_waiting_at_the_next_shutdown_stays_kept(make_harness):
+    harness, held, first = await held_first(make_harness)
+    bob = await queued(harness, "bob", "second", ahead=1)
+    owner = await queued(harness, "owner", "third", ahead=2, command="chat", channel="random")
+    await shut_down(harness, held)
+
+    # The next bot stops again while answering bob's question, with the owner's still waiting behind it.
+    held_again = HeldAnswer()
+    harness.ollama.responder = lambda body: held_again(
+        {"messages": [{"content": "first" if body["messages"][-1]["content"] == "second" else "other"}]})
+    restarted = await make_harness(sandbox=harness.sandbox, **SETTINGS)
+    await asyncio.wait_for(held_again.arrived.wait(), 20)
+    await harness.sandbox.wait_for(shown(owner, "Queued: 1 ahead of you"), since=owner, timeout=20)
+    await shut_down(restarted, held_again)
+    assert [m["content"] for m in harness.bot_messages(bob.interaction_id)] == [NOT_ANSWERED]
+    assert [m["content"] for m in harness.bot_messages(owner.interaction_id, channel="random")] == [KEPT]
+    assert kept_rows(harness) == [("chat", "third")]
+
+    harness.ollama.responder = lambda body: f"You said: {body['messages'][-1]['content']}"
+    await make_harness(sandbox=harness.sandbox, **SETTINGS)
+    await harness.sandbox.wait_for(shown(owner, "You said: third"), since=owner, timeout=20)
+    await until_no_kept_rows(harness)
