@@ -1,13 +1,15 @@
 """The Bot subclass: owns the services, the shared state and the task registry.
 
 ``setup_hook`` opens the services, loads each cog as an extension (one failing cog is logged and the
-others still load) and syncs the application commands when they changed. ``close`` shuts down in order:
+others still load), syncs the application commands when they changed, and once ready answers the questions kept
+from before the last shutdown (``bot/kept_questions.py``). ``close`` shuts down in order:
 refuse new commands, cancel and await running work, close the services, then disconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,6 +21,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
+from bot.kept_questions import Resume, resume_waiting_questions
 from bot.state import ChatSessions
 from bot.streaming import StreamedReply, llm_queued_notice
 from bot.tasks import TaskRegistry
@@ -36,6 +39,7 @@ from services.llm import LLMClient
 from services.llm_queue import LLMQueue
 from services.stt import Transcriber, create_transcriber
 from services.tts import Synthesizer, create_synthesizer
+from services.waiting_questions import WaitingQuestionStore
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,9 @@ class AssistantBot(commands.Bot):
         self.conversations = ConversationStore(self.database, max_messages=settings.HISTORY_MAX_MESSAGES)
         self.bot_threads = BotThreadStore(self.database, ttl_s=settings.THREAD_MEMORY_DAYS * 86400,
                                           max_threads=settings.THREADS_MAX)
+        # Text questions still waiting at shutdown, answered after the restart (bot/kept_questions.py).
+        self.waiting_questions = WaitingQuestionStore(self.database, max_rows=settings.LLM_QUEUE_MAX)
+        self.resume_handlers: dict[str, Resume] = {}  # kind -> the cog's handler, registered at cog_load
         self.index = DocumentIndex.from_settings(settings, self.llm)
         self.guild_settings = GuildSettingsStore(self.database)
         self.chat_settings = ChatSettingsStore(self.database, default_persona=settings.SYSTEM_PROMPT,
@@ -103,6 +110,7 @@ class AssistantBot(commands.Bot):
                 self.failed_extensions[name] = str(exc.__cause__ or exc)
                 log.exception("extension %s failed to load; the other cogs still run", name)
         await self.sync_commands()
+        self.tasks.start(resume_waiting_questions(self), name="resume-waiting-questions")
 
     async def sync_commands(self) -> bool:
         """Sync app commands to DEV_GUILD_ID (or globally) when they differ from the last sync.
@@ -172,8 +180,16 @@ class AssistantBot(commands.Bot):
         Raises LLMQueueFull when LLM_QUEUE_MAX requests already wait, and what ``LLMClient.chat_stream`` raises.
         """
         reply.thinking = [] if show_thinking else None
-        return self.llm_queue.stream(self.llm.chat_stream(messages, model=model, thinking=reply.thinking),
-                                     member_id=member_id, on_place=lambda ahead: reply.show(llm_queued_notice(ahead)))
+
+        async def deltas() -> AsyncGenerator[str, None]:
+            reply.started = True  # the queue let it through: from here on it is being answered
+            reply.placed.set()
+            async with contextlib.aclosing(self.llm.chat_stream(messages, model=model, thinking=reply.thinking)) as s:
+                async for delta in s:
+                    yield delta
+
+        return self.llm_queue.stream(deltas(), member_id=member_id,
+                                     on_place=lambda ahead: reply.show(llm_queued_notice(ahead)))
 
     async def run_tracked(self, coro: Coroutine[Any, Any, T], *, name: str) -> T:
         """Run ``coro`` as a registered task and wait for it, so shutdown can cancel and await it."""

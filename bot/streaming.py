@@ -7,7 +7,8 @@ text outgrows 2000 characters, the full part stays in its message and the rest c
 
 When the work behind a message is cancelled (the bot shuts down), the message is given a last edit saying so
 (``edit_after_cancel``), so that no "thinking..." placeholder, queue notice or half answer is left as if the
-bot were still at it.
+bot were still at it. A question that never reached the model can be kept for after the restart
+(``StreamedReply.keep``); its message then says so (KEPT).
 
 A reasoning model's thinking, when the guild wants it shown (``StreamedReply.thinking``), is attached to the first
 message of the answer as a spoiler-marked file (THINKING_FILE, shown as ``SPOILER_thinking.md``), never in the text.
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 CURSOR = " ▌"  # shown at the end of a message while the answer is still streaming
 INTERRUPTED = "\n\n*(interrupted: the bot is shutting down)*"
 NOT_ANSWERED = "⚠️ Not answered: the bot is shutting down; try again later."
+KEPT = "⏸️ The bot is restarting: your question is kept and will be answered here when it is back."
 EMPTY_ANSWER = "*(The model returned an empty answer; try rephrasing.)*"
 THINKING_FILE = "thinking.md"  # sent with spoiler=True, which Discord shows as SPOILER_thinking.md
 LAST_EDIT_TIMEOUT_S = 2.0  # shutdown waits for these edits; a slow Discord must not hold it up
@@ -80,6 +82,11 @@ class StreamedReply:
     send_more(content): sends a further message (a followup or a channel message) and returns it.
     thinking: None, or a list that receives the model's thinking (str pieces) while the answer streams; at the end
     of the answer, thinking there is attached to the first message as a spoiler-marked file.
+    started: set once the question reached the model (``AssistantBot.answer_stream``).
+    placed: set once the answer has its place in a queue or is under way: when the reply first shows something (a
+    queue notice) or ``started`` is set.
+    keep: None, or ``async () -> bool`` that stores the question to be answered after a restart (True when kept);
+    called by ``finish_interrupted`` for a question cancelled before it reached the model.
     """
 
     def __init__(self, send_first: SendFirst, send_more: SendMore, *, interval_s: float) -> None:
@@ -92,6 +99,9 @@ class StreamedReply:
         self._interrupted = False
         self.text = ""
         self.thinking: list[str] | None = None
+        self.started = False
+        self.placed = asyncio.Event()
+        self.keep: Callable[[], Awaitable[bool]] | None = None
 
     async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
         """Append every delta of ``deltas``, updating the messages as allowed; returns the full text."""
@@ -138,13 +148,16 @@ class StreamedReply:
         await first.edit(attachments=[file])
 
     async def finish_interrupted(self) -> None:
-        """After a cancellation (shutdown): end a partial answer with INTERRUPTED, or replace what is shown
-        (the "thinking..." placeholder, a queue notice) with NOT_ANSWERED. Done once; see ``edit_after_cancel``."""
+        """After a cancellation (shutdown): end a partial answer with INTERRUPTED; replace what is shown (the
+        "thinking..." placeholder, a queue notice) with KEPT when the question never reached the model and ``keep``
+        kept it, else with NOT_ANSWERED. Done once; see ``edit_after_cancel``."""
         if self._interrupted:
             return
         self._interrupted = True
         if self.text.strip():
             await edit_after_cancel(lambda: self.update(final=True, suffix=INTERRUPTED), "an interrupted answer")
+        elif self.keep is not None and not self.started and await asyncio.shield(self.keep()):
+            await edit_after_cancel(lambda: self.show(KEPT), "a kept question")
         else:
             await edit_after_cancel(lambda: self.show(NOT_ANSWERED), "an unanswered message")
 
@@ -162,6 +175,7 @@ class StreamedReply:
 
     async def _show_part(self, number: int, content: str) -> None:
         """Make message ``number`` (0: the first) show ``content``, sending it when it does not exist yet."""
+        self.placed.set()
         if number < len(self._shown) and self._shown[number] == content:
             return
         if number == 0 and not self._messages:
@@ -200,3 +214,12 @@ def message_reply(message: discord.Message, interval_s: float) -> StreamedReply:
         return await message.channel.send(content)
 
     return StreamedReply(first, more, interval_s=interval_s)
+
+
+def channel_reply(channel: discord.abc.Messageable, interval_s: float) -> StreamedReply:
+    """A StreamedReply that posts in ``channel`` (e.g. a thread the bot just opened) rather than replying."""
+
+    async def send(content: str) -> discord.Message:
+        return await channel.send(content)
+
+    return StreamedReply(send, send, interval_s=interval_s)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -27,9 +28,10 @@ from discord.ext import commands
 from bot.checks import InputTooLong, ensure_length, member_cooldown, message_cooldown, set_max_length
 from bot.client import AssistantBot
 from bot.downloads import read_attachment
+from bot.kept_questions import from_interaction, from_message, keeper
 from bot.members import without_mention_of
 from bot.state import ChatTurn
-from bot.streaming import StreamedReply, interaction_reply, message_reply
+from bot.streaming import StreamedReply, channel_reply, interaction_reply, message_reply
 from bot.tree import error_message
 from services.attachments import (
     AttachmentRefused,
@@ -42,6 +44,7 @@ from services.attachments import (
 from services.conversations import build_context
 from services.errors import InvalidInput, ServiceError
 from services.grounding import ground
+from services.waiting_questions import WaitingQuestion
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +73,6 @@ def thread_name(question: str) -> str:
     return cut.rstrip(" ,;:.-") + "…"
 
 
-def channel_reply(channel: discord.abc.Messageable, interval_s: float) -> StreamedReply:
-    """A StreamedReply that posts in ``channel`` (a thread the bot just opened) rather than replying."""
-
-    async def send(content: str) -> discord.Message:
-        return await channel.send(content)
-
-    return StreamedReply(send, send, interval_s=interval_s)
-
-
 class Chat(commands.Cog):
     """Conversations with the LLM (see module docstring)."""
 
@@ -90,6 +84,7 @@ class Chat(commands.Cog):
     async def cog_load(self) -> None:
         set_max_length(self.chat, "message", self.settings.CHAT_MAX_CHARS)
         set_max_length(self.ask, "question", self.settings.ASK_MAX_CHARS)
+        self.bot.resume_handlers.update(chat=self.resume_conversation, ask=self.resume_ask)
 
     # -- commands ---------------------------------------------------------------------------------------
 
@@ -107,6 +102,7 @@ class Chat(commands.Cog):
         async with await self._join_queue(interaction.channel_id or 0, interaction.guild_id) as place:
             await interaction.response.defer(thinking=True)
             reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
+            reply.keep = keeper(self.bot, from_interaction("chat", interaction, text))
             wait_s = (interaction.created_at + QUEUE_WAIT_MAX - discord.utils.utcnow()).total_seconds()
             await self.bot.run_tracked(
                 self.converse(place, interaction.user.id, text, reply, wait_timeout_s=max(0.0, wait_s)),
@@ -122,6 +118,7 @@ class Chat(commands.Cog):
         text = ensure_length(question, self.settings.ASK_MAX_CHARS, "Your question")
         await interaction.response.defer(thinking=True)
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
+        reply.keep = keeper(self.bot, from_interaction("ask", interaction, text))
         answer = await self.bot.run_tracked(
             self.answer_once(interaction.guild_id, interaction.channel or interaction.channel_id or 0,
                              interaction.user.id, text, reply),
@@ -157,6 +154,8 @@ class Chat(commands.Cog):
         await self.bot.bot_threads.add(started.id, channel.guild.id, channel.id)
         async with await self._join_queue(started.id, channel.guild.id) as place:
             reply = channel_reply(started, self.settings.STREAM_EDIT_INTERVAL_S)
+            reply.keep = keeper(self.bot, WaitingQuestion("chat", channel.guild.id, started.id, interaction.user.id,
+                                                          text, time.time()))
             await self.bot.run_tracked(self.converse(place, interaction.user.id, text, reply),
                                        name=f"chat-thread:{interaction.id}")
 
@@ -216,6 +215,8 @@ class Chat(commands.Cog):
                 reply = channel_reply(channel, self.settings.STREAM_EDIT_INTERVAL_S)
             elif in_bot_thread:
                 await self.bot.bot_threads.touch(channel.id)
+            reply.keep = keeper(self.bot, from_message(message, text, channel_id=None if channel is message.channel
+                                                       else channel.id))
             async with await self._join_queue(channel.id, guild_id) as place:
                 await channel.typing()
                 # No deadline: a message reply, unlike an interaction's, can be edited at any time.
@@ -306,6 +307,27 @@ class Chat(commands.Cog):
             raise
         if answer is not None:
             self.bot.dispatch("answer_complete", guild_id, author_id, answer)
+
+    async def resume_conversation(self, question: WaitingQuestion, reply: StreamedReply,
+                                  message: discord.Message | None) -> None:
+        """Answer a kept /chat, mention or thread question (``bot/kept_questions.py``) in its channel's conversation,
+        with the attachments of ``message`` read again; a /chat still gives up QUEUE_WAIT_MAX after it was sent."""
+        files: list[TextAttachment] = []
+        images: list[bytes] = []
+        if message is not None and message.attachments:
+            chat = await self.bot.chat_settings_of(question.guild_id, question.channel_id)
+            files, images = await self._read_attachments(message.attachments, chat.model.value)
+        wait_s = None
+        if question.interaction_created_at is not None:
+            wait_s = max(0.0, question.interaction_created_at + QUEUE_WAIT_MAX.total_seconds() - time.time())
+        async with await self._join_queue(question.channel_id, question.guild_id) as place:
+            await self.converse(place, question.member_id, question.question, reply, wait_timeout_s=wait_s,
+                                files=files, images=images)
+
+    async def resume_ask(self, question: WaitingQuestion, reply: StreamedReply,
+                         message: discord.Message | None) -> None:
+        """Answer a kept /ask question (``bot/kept_questions.py``)."""
+        await self.answer_once(question.guild_id, question.channel_id, question.member_id, question.question, reply)
 
     async def answer_once(self, guild_id: int | None, channel: Any, member_id: int, question: str,
                           reply: StreamedReply) -> str | None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from pathlib import PurePath
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -19,11 +20,13 @@ from discord.ext import commands
 from bot.checks import admin_only, ensure_length, guild_cooldown, member_cooldown, set_max_length
 from bot.client import AssistantBot
 from bot.downloads import read_attachment
-from bot.streaming import edit_after_cancel, interaction_reply
+from bot.kept_questions import from_interaction, keeper
+from bot.streaming import StreamedReply, edit_after_cancel, interaction_reply
 from services.documents import SUPPORTED_SUFFIXES
 from services.errors import InvalidInput
 from services.grounding import ground
 from services.index import GLOBAL_SCOPE, ReloadProgress, ReloadReport
+from services.waiting_questions import WaitingQuestion
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     async def cog_load(self) -> None:
         set_max_length(self.docs_ask, "question", self.settings.ASK_MAX_CHARS)
         set_max_length(self.docs_search, "query", self.settings.ASK_MAX_CHARS)
+        self.bot.resume_handlers["docs"] = self.resume_docs_ask
 
     @app_commands.command(name="ask", description="Ask a question answered only from the server's documents.")
     @app_commands.describe(question="Your question")
@@ -96,20 +100,33 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     async def docs_ask(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, 6000]) -> None:
         text = ensure_length(question, self.settings.ASK_MAX_CHARS, "Your question")
         await interaction.response.defer(thinking=True)
-        chat = await self.bot.chat_settings_of(interaction.guild_id, interaction.channel or interaction.channel_id)
-        prompt = await ground(self.bot.index, interaction.guild_id, text, system_prompt=chat.persona.value,
-                              top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
-        if not prompt.passages:
-            await interaction.edit_original_response(content=NOTHING_FOUND)
-            return
         reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
+        reply.keep = keeper(self.bot, from_interaction("docs", interaction, text))
         await self.bot.run_tracked(
-            reply.stream(self.bot.answer_stream(prompt.messages, model=chat.model.value,
-                                                member_id=interaction.user.id, reply=reply,
-                                                show_thinking=chat.show_thinking.value),
-                         suffix=prompt.sources),
+            self.answer_from_documents(interaction.guild_id, interaction.channel or interaction.channel_id or 0,
+                                       interaction.user.id, text, reply),
             name=f"docs-ask:{interaction.id}",
         )
+
+    async def answer_from_documents(self, guild_id: int | None, channel: Any, member_id: int, question: str,
+                                    reply: StreamedReply) -> None:
+        """Answer ``question`` of ``member_id`` only from the guild's documents, citing them, with the persona and
+        model of ``channel`` (a channel, thread or channel id), into ``reply``; NOTHING_FOUND without passages."""
+        chat = await self.bot.chat_settings_of(guild_id, channel)
+        prompt = await ground(self.bot.index, guild_id, question, system_prompt=chat.persona.value,
+                              top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
+        if not prompt.passages:
+            await reply.show(NOTHING_FOUND)
+            return
+        await reply.stream(self.bot.answer_stream(prompt.messages, model=chat.model.value, member_id=member_id,
+                                                  reply=reply, show_thinking=chat.show_thinking.value),
+                           suffix=prompt.sources)
+
+    async def resume_docs_ask(self, question: WaitingQuestion, reply: StreamedReply,
+                              message: discord.Message | None) -> None:
+        """Answer a kept /docs ask question (``bot/kept_questions.py``)."""
+        await self.answer_from_documents(question.guild_id, question.channel_id, question.member_id,
+                                         question.question, reply)
 
     @app_commands.command(name="search", description="Show the passages of the documents that best match a query.")
     @app_commands.describe(query="Words or a question to look for")

@@ -9,7 +9,9 @@ One file (``settings.db_path``) holds every table:
   whether a guild's answers attach the model's thinking (``services.chat_settings.ChatSettingsStore``); NULL means
   "not set here";
 - ``bot_threads``: the threads the bot started, with their parent channel and last activity
-  (``services.bot_threads.BotThreadStore``).
+  (``services.bot_threads.BotThreadStore``);
+- ``waiting_questions``: text questions still waiting for the model at shutdown, answered after the restart
+  (``services.waiting_questions.WaitingQuestionStore``).
 
 Every table is created with ``CREATE TABLE IF NOT EXISTS``, so a database of an earlier version opens with its rows
 and gains the tables it lacks; a column added to a table since (``ADDED_COLUMNS``) is added to it then.
@@ -73,6 +75,20 @@ CREATE TABLE IF NOT EXISTS bot_threads (
     last_active REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS bot_threads_by_activity ON bot_threads (last_active);
+
+CREATE TABLE IF NOT EXISTS waiting_questions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    guild_id INTEGER,
+    channel_id INTEGER NOT NULL,
+    member_id INTEGER NOT NULL,
+    question TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    application_id INTEGER,
+    interaction_token TEXT,
+    interaction_created_at REAL,
+    message_id INTEGER
+);
 """
 
 #: Columns added to a table after its first version: (table, column, type), in the order they were added.

@@ -153,19 +153,21 @@ async def make_harness(
     """Factory: ``await make_harness(docs=False, dave=True, record_dir=None, **setting_overrides)`` starts a sandbox
     (DAVE on unless ``dave=False``; writing each talk spurt it receives as a WAV file into ``record_dir`` when given,
     as the playground's ``--record``) and the bot (possibly more than once per test: a restart); all are stopped
-    afterwards, the latest first (``install()`` nests). The bot speaks and listens with the session's shared bundled
-    models, unless the overrides configure other speech settings."""
+    afterwards, the latest first (``install()`` nests). ``sandbox=harness.sandbox`` starts a new bot on a running
+    sandbox instead (a restart: with the same settings it has the same DATA_DIR). The bot speaks and listens with the
+    session's shared bundled models, unless the overrides configure other speech settings."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def factory(docs: bool = False, dave: bool = True, record_dir: Path | None = None,
-                          **overrides: Any) -> Harness:
+                          sandbox: Sandbox | None = None, **overrides: Any) -> Harness:
             settings = make_settings(tmp_path, ollama.url, **overrides)
             if docs:
                 shutil.copytree(FIXTURE_DOCS, settings.DOCUMENTS_DIR / "global")
             # The shared models stand in for the bot's own only when they are what its settings would build.
             synthesizer = speech_models.synthesizer if not overrides.keys() & TTS_SETTINGS else None
             transcriber = speech_models.transcriber if not overrides.keys() & STT_SETTINGS else None
-            sandbox = await stack.enter_async_context(Sandbox(dave=dave, record_dir=record_dir))
+            if sandbox is None:
+                sandbox = await stack.enter_async_context(Sandbox(dave=dave, record_dir=record_dir))
             bot = await stack.enter_async_context(
                 running_bot(sandbox, settings, synthesizer=synthesizer, transcriber=transcriber))
             queue = sandbox.subscribe()

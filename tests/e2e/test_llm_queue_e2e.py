@@ -1,12 +1,12 @@
 """The fair queue in front of the model, through the sandbox: with LLM_MAX_CONCURRENCY=1 a waiting member sees
-their place and is answered in the same message; members take turns; a full queue refuses; shutdown tells those
-waiting."""
+their place and is answered in the same message; members take turns; a full queue refuses; shutdown keeps those
+waiting and tells them so (answered after the restart: ``test_kept_questions_e2e.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from bot.streaming import NOT_ANSWERED
+from bot.streaming import KEPT, NOT_ANSWERED
 from tests.e2e.conftest import HeldAnswer, shown
 
 FULL = "Too many requests are waiting for the assistant right now; try again in a few minutes."
@@ -75,7 +75,7 @@ async def test_a_full_queue_refuses_with_a_sentence_and_the_others_are_still_ans
     assert asked(harness) == ["first", "second"]
 
 
-async def test_shutdown_tells_every_waiting_member_their_request_was_not_answered(make_harness):
+async def test_shutdown_tells_every_waiting_member_their_request_is_kept(make_harness):
     harness, held, first = await held_first(make_harness)
     try:
         waiting = [await queued(harness, "bob", "second", ahead=1),
@@ -83,7 +83,8 @@ async def test_shutdown_tells_every_waiting_member_their_request_was_not_answere
         await harness.bot.close()
     finally:
         held.release.set()
-    for handle in (first, *waiting):
-        assert [m["content"] for m in harness.bot_messages(handle.interaction_id)] == [NOT_ANSWERED]
+    assert [m["content"] for m in harness.bot_messages(first.interaction_id)] == [NOT_ANSWERED]  # at the model
+    for handle in waiting:
+        assert [m["content"] for m in harness.bot_messages(handle.interaction_id)] == [KEPT]
     assert harness.bot.llm_queue.waiting == 0 and harness.bot.llm_queue.running == 0
     assert asked(harness) == ["first"]

@@ -1,5 +1,6 @@
 """Shutdown: SIGTERM during a streamed answer exits cleanly, within the deadline, history saved; every member
-whose message was being answered or waiting is told."""
+whose message was being answered or waiting is told, and waiting messages are kept for after the restart
+(answered then: ``test_kept_questions_e2e.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.streaming import INTERRUPTED
+from bot.streaming import INTERRUPTED, KEPT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ async def test_sigterm_during_a_streamed_answer_exits_cleanly_with_history_saved
     assert rows[1][0] == "assistant" and rows[1][1].startswith("token0 token1") and rows[1][1].endswith("[interrupted]")
 
 
-async def test_messages_waiting_in_a_channel_queue_are_told_at_shutdown(make_harness):
+async def test_messages_waiting_in_a_channel_queue_are_kept_at_shutdown_and_their_members_told(make_harness):
     harness = await make_harness(LLM_TIMEOUT_S=60)
     harness.ollama.tokens_per_s = 10
     harness.ollama.responder = lambda body: " ".join(f"word{i}" for i in range(600))  # a minute of streaming
@@ -80,10 +81,12 @@ async def test_messages_waiting_in_a_channel_queue_are_told_at_shutdown(make_har
     await harness.bot.close()
     [answer] = harness.bot_messages(first.interaction_id)
     assert answer["content"].startswith("word0 word1") and answer["content"].endswith(INTERRUPTED)
-    told = "⚠️ Not answered: the bot is shutting down; try again later."
     for handle in waiting:
-        assert [m["content"] for m in harness.bot_messages(handle.interaction_id)] == [told]
+        assert [m["content"] for m in harness.bot_messages(handle.interaction_id)] == [KEPT]
     assert len(harness.ollama.chat_requests) == 1
+    with sqlite3.connect(harness.settings.db_path) as db:
+        assert db.execute("SELECT kind, question FROM waiting_questions ORDER BY queued_at").fetchall() == [
+            ("chat", "and me, bob"), ("chat", "and me, owner")]
 
 
 async def test_shutdown_while_speaking_stops_and_leaves_the_voice_channel(make_harness):

@@ -1,0 +1,172 @@
+"""Questions kept across a restart: what was still waiting for the model at shutdown is answered when the bot is back.
+
+At shutdown, a text question cancelled before it reached the model (``StreamedReply.started`` still False) is
+stored by the ``keep`` callback its cog gave its reply (``keeper``) in ``waiting_questions``
+(``services/waiting_questions.py``, at most LLM_QUEUE_MAX), and its message says so (``bot.streaming.KEPT``).
+Voice turns are not kept: they make no sense after a restart.
+
+Once the next bot is ready, ``resume_waiting_questions`` puts them back, in the order they were first queued (each
+once the one before has its place, ``StreamedReply.placed``), each through its cog's handler
+(``AssistantBot.resume_handlers``, by kind), so the channel queues and the fair LLM queue apply again. The answer
+goes where the member looks:
+
+- an interaction's original response, edited through its webhook (``discord.Webhook.partial`` with the application
+  id and the interaction token). Discord accepts the token for 15 minutes from the interaction
+  (https://discord.com/developers/docs/interactions/receiving-and-responding), so a question older than
+  TOKEN_USABLE_S is dropped and logged: it could not be answered in place any more;
+- a reply to the member's message; a message or channel deleted meanwhile drops the question (logged, no traceback);
+- else a new message in the channel (a thread the bot opened for the question).
+
+A row is deleted once its question is answered or dropped. The bot may crash between answering and deleting: that
+question is then answered a second time after the next start, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.streaming import StreamedReply, channel_reply, message_reply
+from bot.tree import error_message
+from services.errors import ServiceError
+from services.waiting_questions import WaitingQuestion
+
+if TYPE_CHECKING:
+    from bot.client import AssistantBot
+
+log = logging.getLogger(__name__)
+
+# Seconds after the interaction that its reply is still worth starting: Discord's 15 minutes, less a minute to answer.
+TOKEN_USABLE_S = 14 * 60
+
+Resume = Callable[[WaitingQuestion, StreamedReply, discord.Message | None], Awaitable[object]]
+"""A cog's handler for one kind: ``(question, reply, message)`` answers ``question`` into ``reply``; ``message`` is
+the member's message when the question came as one (its attachments can be read again), else None. Raises what the
+normal path raises (ServiceError, discord.HTTPException); the error sentence is then shown in ``reply``."""
+
+
+def from_interaction(kind: str, interaction: discord.Interaction, question: str) -> WaitingQuestion:
+    """The question of a slash command (``kind``: ``chat``, ``ask`` or ``docs``), answered in its original response."""
+    return WaitingQuestion(kind, interaction.guild_id, interaction.channel_id or 0, interaction.user.id, question,
+                           time.time(), application_id=interaction.application_id,
+                           interaction_token=interaction.token,
+                           interaction_created_at=interaction.created_at.timestamp())
+
+
+def from_message(message: discord.Message, question: str, *, channel_id: int | None = None) -> WaitingQuestion:
+    """The question of a member's ``message`` (a conversation turn), answered by a reply to it, or, with
+    ``channel_id`` (a thread the bot opened for it), by a new message there."""
+    return WaitingQuestion("chat", message.guild.id if message.guild else None, channel_id or message.channel.id,
+                           message.author.id, question, time.time(),
+                           message_id=None if channel_id else message.id)
+
+
+def keeper(bot: AssistantBot, question: WaitingQuestion) -> Callable[[], Awaitable[bool]]:
+    """A ``StreamedReply.keep`` that stores ``question`` when the bot is shutting down; True when stored."""
+
+    async def keep() -> bool:
+        if not bot.shutting_down:
+            return False
+        try:
+            kept = await bot.waiting_questions.add(question)
+        except (sqlite3.Error, RuntimeError) as exc:  # RuntimeError: the database is closed already
+            log.warning("could not keep the waiting question of member %s: %s", question.member_id, exc)
+            return False
+        if not kept:
+            log.warning("not keeping the question of member %s: %d questions are kept already (LLM_QUEUE_MAX)",
+                        question.member_id, bot.waiting_questions.max_rows)
+        return kept
+
+    return keep
+
+
+async def resume_waiting_questions(bot: AssistantBot) -> int:
+    """Once ``bot`` is ready, start answering every kept question (see module docstring); returns how many were
+    started. Each runs as a task of the bot's registry, named ``kept-question:<row id>``."""
+    await bot.wait_until_ready()
+    started = 0
+    for question in await bot.waiting_questions.all():
+        assert question.id is not None
+        handler = bot.resume_handlers.get(question.kind)
+        target = await _target(bot, question) if handler is not None else None
+        if handler is None or target is None:
+            await bot.waiting_questions.remove(question.id)
+            continue
+        reply, message = target
+        task = bot.tasks.start(_answer(bot, question, handler, reply, message), name=f"kept-question:{question.id}")
+        started += 1
+        # The next one starts once this one has its place in the queues (or is done), so they keep their order.
+        placed = asyncio.ensure_future(reply.placed.wait())
+        try:
+            await asyncio.wait((task, placed), timeout=bot.settings.LLM_TIMEOUT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            placed.cancel()
+    if started:
+        log.info("answering %d questions kept from before the restart", started)
+    return started
+
+
+async def _target(bot: AssistantBot, question: WaitingQuestion) -> tuple[StreamedReply, discord.Message | None] | None:
+    """Where the answer goes (see module docstring), or None when it cannot go there any more (logged)."""
+    interval_s = bot.settings.STREAM_EDIT_INTERVAL_S
+    try:
+        if question.interaction_token is not None and question.application_id is not None:
+            age_s = time.time() - (question.interaction_created_at or 0)
+            if age_s > TOKEN_USABLE_S:
+                log.warning("dropping the kept question of member %s: its interaction is %.0f s old, past Discord's"
+                            " 15 minutes", question.member_id, age_s)
+                return None
+            webhook = discord.Webhook.partial(question.application_id, question.interaction_token, client=bot)
+            original = await webhook.fetch_message("@original")  # type: ignore[arg-type]  # Discord's alias
+
+            async def first(content: str) -> discord.WebhookMessage:
+                return await original.edit(content=content)
+
+            async def more(content: str) -> discord.WebhookMessage:
+                return await webhook.send(content, wait=True)
+
+            return StreamedReply(first, more, interval_s=interval_s), None
+        channel = bot.get_channel(question.channel_id) or await bot.fetch_channel(question.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("dropping the kept question of member %s: channel %s cannot be written to",
+                        question.member_id, question.channel_id)
+            return None
+        if question.message_id is None:
+            return channel_reply(channel, interval_s), None
+        message = await channel.fetch_message(question.message_id)
+        return message_reply(message, interval_s), message
+    except discord.HTTPException as exc:  # deleted, no access, or the token refused
+        log.warning("dropping the kept question of member %s in channel %s: %s", question.member_id,
+                    question.channel_id, exc)
+        return None
+
+
+async def _answer(bot: AssistantBot, question: WaitingQuestion, handler: Resume, reply: StreamedReply,
+                  message: discord.Message | None) -> None:
+    """Answer one kept question, then delete its row, unless a new shutdown kept it again (the row stays)."""
+    kept = False
+
+    async def keep_again() -> bool:
+        nonlocal kept
+        kept = bot.shutting_down
+        return kept
+
+    reply.keep = keep_again
+    try:
+        await handler(question, reply, message)
+    except (ServiceError, discord.HTTPException) as exc:
+        try:
+            await reply.show(error_message(exc))
+        except discord.HTTPException as send_error:
+            log.warning("could not answer the kept question %s: %s", question.id, send_error)
+    finally:
+        if not kept:
+            assert question.id is not None
+            await asyncio.shield(bot.waiting_questions.remove(question.id))

@@ -1,0 +1,50 @@
+"""The kept waiting questions (services/waiting_questions.py) in a real SQLite database."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from services.conversations import ConversationStore
+from services.database import Database
+from services.waiting_questions import WaitingQuestion, WaitingQuestionStore
+from tests.test_database import PREVIOUS_SCHEMA
+
+
+def question(member_id: int, text: str, queued_at: float, *, channel_id: int = 1) -> WaitingQuestion:
+    return WaitingQuestion("chat", 5, channel_id, member_id, text, queued_at, message_id=900 + member_id)
+
+
+async def test_an_old_database_keeps_its_rows_and_gains_the_table_bounded_in_queue_order(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(PREVIOUS_SCHEMA)
+    database = Database(path)
+    await database.open()
+    try:
+        assert [m.content for m in await ConversationStore(database, max_messages=10).history(1)] == [
+            "old question", "old answer"]
+        store = WaitingQuestionStore(database, max_rows=2)
+        assert await store.add(question(101, "later", 20.0))
+        assert await store.add(question(102, "earlier", 10.0))
+        assert not await store.add(question(103, "one too many", 30.0))
+        kept = await store.all()
+        assert [(q.member_id, q.question, q.message_id) for q in kept] == [(102, "earlier", 1002), (101, "later", 1001)]
+        assert await store.remove(kept[0].id) and not await store.remove(kept[0].id)
+        assert [q.question for q in await store.all()] == ["later"]
+    finally:
+        await database.close()
+
+
+async def test_forgetting_a_member_or_a_channel_deletes_their_kept_questions(tmp_path: Path) -> None:
+    database = Database(tmp_path / "bot.sqlite3")
+    await database.open()
+    try:
+        store = WaitingQuestionStore(database, max_rows=10)
+        for number, (member_id, channel_id) in enumerate(((101, 1), (101, 2), (102, 1), (102, 3))):
+            await store.add(question(member_id, f"q{number}", float(number), channel_id=channel_id))
+        assert await store.forget_member(5, 101) == 2
+        assert await store.forget_channel(3) == 1
+        assert [(q.member_id, q.channel_id) for q in await store.all()] == [(102, 1)]
+    finally:
+        await database.close()
