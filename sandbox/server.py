@@ -381,12 +381,7 @@ class Sandbox:
         connected. As with the Discord client, ``default_member_permissions`` is not enforced here, so the
         bot's own runtime check is what decides.
         """
-        member = self._member(user)
-        chan = self._channel(channel)
-        path = command.strip().lstrip("/").split()
-        if not path:
-            raise SandboxError("empty command name")
-        cmd = self.find_command(path[0])
+        member, chan, path, cmd = self._command_target(user, channel, command)
         resolved: dict[str, dict[str, Any]] = {}
         opts = await build_options(cmd, path[1:], dict(options or {}), validate, resolved, self.store_upload, chan)
         data: dict[str, Any] = {"id": cmd["id"], "name": cmd["name"], "type": 1, "options": opts}
@@ -398,6 +393,17 @@ class Sandbox:
         shown = {k: (str(v) if isinstance(v, Path | tuple | bytes) else v) for k, v in (options or {}).items()}
         event = {"event": "command", "user": member.name, "channel": chan.name, "command": record.command_name}
         return await self._send_interaction(record, data, {**event, "options": shown})
+
+    def _command_target(
+        self, user: str, channel: str, command: str
+    ) -> tuple[SimUser, SimChannel, list[str], dict[str, Any]]:
+        """(member, channel, command path words, registered command) for ``user`` using ``command`` in ``channel``;
+        SandboxError for an unknown member, channel or command, or an empty name."""
+        path = command.strip().lstrip("/").split()
+        member, chan = self._member(user), self._channel(channel)
+        if not path:
+            raise SandboxError("empty command name")
+        return member, chan, path, self.find_command(path[0])
 
     async def autocomplete(
         self,
@@ -417,12 +423,7 @@ class Sandbox:
         Raises SandboxError for an unknown member/channel/command/option or an option without autocomplete, and
         TimeoutError when the bot does not answer within ``timeout`` s (Discord would show nothing after 3 s).
         """
-        member = self._member(user)
-        chan = self._channel(channel)
-        path = command.strip().lstrip("/").split()
-        if not path:
-            raise SandboxError("empty command name")
-        cmd = self.find_command(path[0])
+        member, chan, path, cmd = self._command_target(user, channel, command)
         values = dict(options or {})
         typed = str(values.pop(focused, ""))
         opts = await build_options(cmd, path[1:], values, False, {}, self.store_upload, chan)
