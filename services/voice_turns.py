@@ -255,11 +255,14 @@ class Speculation:
     Wire ``begin`` to the endpointer's ``on_tentative`` and ``cancel`` to its ``on_resumed``; the worker answering
     confirmed utterances calls ``take`` first. start_task: starts the preparation tasks (the bot's task registry).
     max_pending: speculative turns kept at once (those whose utterance never came, e.g. dropped from a full queue,
-    are discarded oldest first).
+    are discarded oldest first). on_transcript: ``(utterance, text) -> None`` called on the loop with the transcript
+    of each speculative turn as soon as it is transcribed (to decide the end of the turn from the words), or None.
     """
 
-    def __init__(self, turns: VoiceTurns, start_task: StartTask, max_pending: int = 8) -> None:
+    def __init__(self, turns: VoiceTurns, start_task: StartTask, max_pending: int = 8,
+                 on_transcript: Callable[[Utterance, str], None] | None = None) -> None:
         self.turns = turns
+        self._on_transcript = on_transcript
         self._start_task = start_task
         self._max_pending = max_pending
         self._pending: dict[tuple[int, float], tuple[Utterance, asyncio.Task[PreparedTurn]]] = {}
@@ -276,8 +279,14 @@ class Speculation:
         while len(self._pending) >= self._max_pending:
             self._drop(next(iter(self._pending)))
         task = self._start_task(self.turns.prepare(utterance), f"voice-speculate:{utterance.user_id}")
+        if self._on_transcript is not None:
+            task.add_done_callback(lambda done: self._transcribed(utterance, done))
         self._pending[key] = (utterance, task)
         self._stats.started += 1
+
+    def _transcribed(self, utterance: Utterance, task: asyncio.Task[PreparedTurn]) -> None:
+        if self._on_transcript is not None and not task.cancelled() and task.exception() is None:
+            self._on_transcript(utterance, task.result().transcript.text)
 
     def cancel(self, user_id: int, started_at: float) -> None:
         """The member spoke again: discard the work on the utterance that started at ``started_at``."""
