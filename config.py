@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     VOICE_WAKE_WORDS: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated names the bot answers to in voice (e.g. assistant); empty: it answers everything it hears.")
     BARGE_IN: str = Field("stop", pattern=r"^(stop|off)$", description="stop: a member talking over the bot for 300 ms stops its answer; off: the bot finishes.")
     VOICE_STREAM_ANSWERS: bool = Field(True, description="Speak each sentence of a voice answer as soon as the LLM completes it; false waits for the whole answer.")
+    VOICE_FIRST_CLAUSE_WORDS: int = Field(4, ge=0, le=50, description="A spoken answer's first sentence is sent to the speech synthesizer in two pieces when it has a comma, semicolon or colon after at least this many words, so the bot starts speaking sooner; 0 turns it off (whole sentences).")
     VOICE_POST_TRANSCRIPTS: bool = Field(True, description="Post transcripts and spoken answers to the text channel where /listen was used.")
     VOICE_TRANSCRIPT_CHANNEL_ID: int | None = Field(None, ge=0, description="Post them to this text channel instead (same guild); unset: where /listen was used.")
     STORE_VOICE_TRANSCRIPTS: bool = Field(False, description="Keep voice conversations (transcripts and answers) in the database; off: in memory only, gone when the bot leaves.")
