@@ -284,7 +284,7 @@ async def test_the_words_heard_at_a_tentative_end_shorten_or_lengthen_the_silenc
     endpointer.check_endpoints(last + 1.0)
     await settle()
     assert drain(queue) == []  # past ENDPOINT_SILENCE_MS, not ended
-    endpointer.check_endpoints(last + 1.3)
+    endpointer.check_endpoints(last + 1.31)
     await settle()
     assert len(drain(queue)) == 1 and endpointer.stats.ended_by_words == {"incomplete": 1}
 
