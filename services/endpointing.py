@@ -206,14 +206,15 @@ class Endpointer:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Endpointer:
-        """An endpointer with ENDPOINT_SILENCE_MS, ENDPOINT_SPECULATE_MS, PRE_ROLL_MS, MIN_UTTERANCE_S and
-        MAX_UTTERANCE_S from ``settings``.
+        """An endpointer with ENDPOINT_SILENCE_MS, ENDPOINT_SPECULATE_MS, ENDPOINT_CHECK_MS, PRE_ROLL_MS,
+        MIN_UTTERANCE_S and MAX_UTTERANCE_S from ``settings``.
 
         kwargs: the other ``__init__`` arguments (``loop`` and ``on_utterance`` are required).
         """
         return cls(
             endpoint_silence_ms=settings.ENDPOINT_SILENCE_MS,
             speculate_ms=settings.ENDPOINT_SPECULATE_MS,
+            check_interval_s=settings.ENDPOINT_CHECK_MS / 1000,
             pre_roll_ms=settings.PRE_ROLL_MS,
             min_utterance_s=settings.MIN_UTTERANCE_S,
             max_utterance_s=settings.MAX_UTTERANCE_S,
