@@ -60,10 +60,15 @@ WARM_UP = "Hello there, can you hear me?"
 # without them it is the same pipeline with a shorter silence.
 PIPELINES: dict[str, list[dict[str, Any]]] = {
     "new": [
+        {"ENDPOINT_SPECULATE_MS": 150, "ENDPOINT_CHECK_MS": 20, "ENDPOINT_COMPLETE_MS": 350,
+         "ENDPOINT_INCOMPLETE_MS": 1300, "ENDPOINT_SILENCE_MS": 1000, "VOICE_FIRST_CLAUSE_WORDS": 4,
+         "VOICE_STREAM_ANSWERS": True},
         {"ENDPOINT_SPECULATE_MS": 200, "ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
         {"ENDPOINT_SILENCE_MS": 200, "VOICE_STREAM_ANSWERS": True},
     ],
     "current": [
+        {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_CHECK_MS": 50, "ENDPOINT_SILENCE_MS": 600,
+         "VOICE_FIRST_CLAUSE_WORDS": 0, "VOICE_STREAM_ANSWERS": True},
         {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
         {"ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
     ],

@@ -21,6 +21,7 @@ from bot.voice_receive import VoiceReceiver
 from bot.voice_session import Listening, VoiceSession
 from services.endpointing import Endpointer, Utterance
 from services.errors import ServiceError
+from services.turn_taking import TurnEnd, turn_end
 from services.vocabulary import guild_vocabulary
 from services.voice_turns import Speculation, VoiceTurns
 
@@ -69,8 +70,18 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
         member_name=lambda user_id: member_name(bot.get_guild(guild_id), user_id), start_task=start_task,
         vocabulary=vocabulary,
     )
-    # Turns are transcribed and answered from a short silence on (ENDPOINT_SPECULATE_MS), committed at the end.
-    speculation = Speculation(turns, start_task) if settings.ENDPOINT_SPECULATE_MS else None
+    def end_turn_from_words(utterance: Utterance, text: str) -> None:
+        end = turn_end(text)
+        silence_ms = settings.ENDPOINT_COMPLETE_MS if end is TurnEnd.COMPLETE else settings.ENDPOINT_INCOMPLETE_MS
+        applied = endpointer.end_after(utterance.user_id, utterance.started_at, silence_ms, end.value)
+        log.debug("guild %s: %r reads %s: end of turn after %s ms (%s)", guild_id, text, end.value, silence_ms,
+                  "applied" if applied else "too late")
+
+    # Turns are transcribed and answered from a short silence on (ENDPOINT_SPECULATE_MS), committed at the end of
+    # the turn, which comes sooner when the words heard read as finished and later when they trail off.
+    speculation = Speculation(
+        turns, start_task, on_transcript=end_turn_from_words if settings.ENDPOINT_COMPLETE_MS else None,
+    ) if settings.ENDPOINT_SPECULATE_MS else None
     endpointer = Endpointer.from_settings(
         settings, loop=asyncio.get_running_loop(), on_utterance=queue, on_speech_start=barge_in,
         on_tentative=speculation.begin if speculation else None,

@@ -12,7 +12,8 @@ Speculation (``speculate_ms``): when a member has been silent for ``speculate_ms
 answering it before the end of the turn is confirmed. If the member speaks again first, ``on_resumed`` says so (the
 caller discards that work) and the speech continues as the same utterance; otherwise the utterance is emitted as
 usual once the silence reaches ``endpoint_silence_ms``, with the same ``started_at`` and, when no audio arrived in
-between, the same PCM as the tentative one.
+between, the same PCM as the tentative one. The caller may change that silence for the tentative utterance with
+``end_after`` (shorter when its words are a finished sentence, longer when they trail off: ``services.turn_taking``).
 
 Threads: everything ``feed`` shares with the event loop (speaker buffers, statistics) sits behind one
 ``threading.RLock`` held for microseconds; finished utterances and "speech started" events reach the loop only through
@@ -27,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from services.audio import BYTES_PER_SECOND, FRAME_MS, rms
@@ -78,6 +79,8 @@ class EndpointingStats:
     """Tentative ends handed to ``on_tentative`` (a silence of ``speculate_ms``)."""
     resumed: int = 0
     """Tentative ends followed by more speech from the same member before ``endpoint_silence_ms``."""
+    ended_by_words: dict[str, int] = field(default_factory=dict)
+    """Utterances ended after the silence ``end_after`` asked for, by its reason (e.g. "complete": 3)."""
 
 
 class _Speaker:
@@ -85,7 +88,7 @@ class _Speaker:
 
     __slots__ = (
         "user_id", "preroll", "frames", "nbytes", "active", "continued", "started_at", "last_packet", "last_voice",
-        "voiced_ms", "speech_reported", "tentative",
+        "voiced_ms", "speech_reported", "tentative", "end_silence_s", "end_reason",
     )
 
     def __init__(self, user_id: int, preroll_frames: int, now: float) -> None:
@@ -101,6 +104,8 @@ class _Speaker:
         self.voiced_ms = 0.0
         self.speech_reported = False
         self.tentative = False  # the utterance so far was handed to on_tentative and no voice came since
+        self.end_silence_s: float | None = None  # the silence that ends this utterance, set by end_after
+        self.end_reason = ""
 
     def take(self) -> bytes:
         """Return the collected PCM and empty the buffer."""
@@ -201,14 +206,15 @@ class Endpointer:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Endpointer:
-        """An endpointer with ENDPOINT_SILENCE_MS, ENDPOINT_SPECULATE_MS, PRE_ROLL_MS, MIN_UTTERANCE_S and
-        MAX_UTTERANCE_S from ``settings``.
+        """An endpointer with ENDPOINT_SILENCE_MS, ENDPOINT_SPECULATE_MS, ENDPOINT_CHECK_MS, PRE_ROLL_MS,
+        MIN_UTTERANCE_S and MAX_UTTERANCE_S from ``settings``.
 
         kwargs: the other ``__init__`` arguments (``loop`` and ``on_utterance`` are required).
         """
         return cls(
             endpoint_silence_ms=settings.ENDPOINT_SILENCE_MS,
             speculate_ms=settings.ENDPOINT_SPECULATE_MS,
+            check_interval_s=settings.ENDPOINT_CHECK_MS / 1000,
             pre_roll_ms=settings.PRE_ROLL_MS,
             min_utterance_s=settings.MIN_UTTERANCE_S,
             max_utterance_s=settings.MAX_UTTERANCE_S,
@@ -253,7 +259,7 @@ class Endpointer:
     def stats(self) -> EndpointingStats:
         """A snapshot of the counters (see ``EndpointingStats``)."""
         with self._lock:
-            return replace(self._stats)
+            return replace(self._stats, ended_by_words=dict(self._stats.ended_by_words))
 
     @property
     def active_speakers(self) -> list[int]:
@@ -287,7 +293,7 @@ class Endpointer:
                 if not speaker.active:
                     continue
                 silence = now - speaker.last_voice
-                if force or silence >= self.silence_s:
+                if force or silence >= (speaker.end_silence_s or self.silence_s):
                     utterance = self._finish(speaker, cut=False)
                     if utterance is not None:
                         finished.append(utterance)
@@ -326,6 +332,19 @@ class Endpointer:
         with self._lock:
             self._speakers.clear()
 
+    def end_after(self, user_id: int, started_at: float, silence_ms: int, reason: str) -> bool:
+        """End the utterance of ``user_id`` that started at ``started_at`` after ``silence_ms`` of silence instead of
+        ``endpoint_silence_ms``, if it is still at its tentative end (no voice since); at once if that silence has
+        passed. reason: counted in ``stats.ended_by_words`` when the utterance ends so. Returns whether it applied;
+        the next voiced frame cancels it. Any thread."""
+        with self._lock:
+            speaker = self._speakers.get(user_id)
+            if speaker is None or not speaker.tentative or speaker.started_at != started_at:
+                return False
+            speaker.end_silence_s, speaker.end_reason = silence_ms / 1000, reason
+        self.check_endpoints()
+        return True
+
     def _speaker(self, user_id: int, now: float) -> _Speaker:
         """The state of ``user_id``, created (evicting the least recently heard beyond ``max_speakers``) if new."""
         speaker = self._speakers.get(user_id)
@@ -358,6 +377,7 @@ class Endpointer:
         speaker.nbytes += len(pcm)
         if voiced:
             speaker.last_voice = arrival
+            speaker.end_silence_s = None
             if speaker.tentative:
                 speaker.tentative = False
                 self._stats.resumed += 1
@@ -383,6 +403,9 @@ class Endpointer:
         ended_at = speaker.last_packet + FRAME_MS / 1000
         continued = speaker.continued
         speaker.tentative = False
+        if speaker.end_silence_s is not None and not cut:
+            self._stats.ended_by_words[speaker.end_reason] = self._stats.ended_by_words.get(speaker.end_reason, 0) + 1
+        speaker.end_silence_s = None
         if cut:
             self._stats.cut_long += 1
             speaker.started_at = ended_at

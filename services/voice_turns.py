@@ -65,15 +65,40 @@ def addressed(transcript: str, wake_words: Sequence[str]) -> str | None:
     return None
 
 
-async def sentences_of(deltas: AsyncIterator[str]) -> AsyncIterator[str]:
+_CLAUSE_END = re.compile(r"[,;:](?=\s)")
+
+
+def first_clause(text: str, min_words: int) -> tuple[str, str] | None:
+    """``text`` cut after its first comma, semicolon or colon that follows at least ``min_words`` words, as (clause,
+    rest); None when there is no such mark yet (or ``min_words`` is 0)."""
+    if min_words <= 0:
+        return None
+    for match in _CLAUSE_END.finditer(text):
+        if len(text[: match.start()].split()) >= min_words:
+            return text[: match.end()].strip(), text[match.end():].lstrip()
+    return None
+
+
+async def sentences_of(deltas: AsyncIterator[str], first_clause_words: int = 0) -> AsyncIterator[str]:
     """Yield each complete sentence of a streamed text as soon as it is complete, then the remainder.
 
     deltas: text pieces as the LLM streams them. A sentence is complete when ``split_sentences`` finds
-    another one after it; whitespace is normalised, nothing else is lost.
+    another one after it; whitespace is normalised, nothing else is lost. first_clause_words: when > 0, the first
+    sentence is yielded in two pieces when it has a comma, semicolon or colon after at least this many words (the
+    first clause as soon as it is written, so speech starts sooner), else whole.
     """
     pending = ""
+    clause_pending = first_clause_words > 0
     async for delta in deltas:
         pending += delta
+        if clause_pending and pending.strip():
+            sentences = split_sentences(pending)
+            # the mark must be in the first sentence; the same words before it in the raw text find it there
+            cut = first_clause(sentences[0], first_clause_words) and first_clause(pending, first_clause_words)
+            if cut is not None:
+                yield cut[0]
+                pending = cut[1]
+            clause_pending = cut is None and len(sentences) == 1
         sentences = split_sentences(pending)
         if len(sentences) > 1:
             for sentence in sentences[:-1]:
@@ -95,10 +120,12 @@ class TurnTimings:
 
 
 class SpokenTurn:
-    """The answer to one utterance: iterate ``sentences()`` once; ``answer`` then holds the whole text."""
+    """The answer to one utterance: iterate ``sentences()`` once; ``answer`` then holds the whole text.
+    first_clause_words: as ``sentences_of``."""
 
-    def __init__(self, deltas: AsyncIterator[str]) -> None:
+    def __init__(self, deltas: AsyncIterator[str], first_clause_words: int = 0) -> None:
         self._deltas = deltas
+        self._first_clause_words = first_clause_words
         self.answer = ""
         self.timings = TurnTimings()
         self.completed = False
@@ -112,7 +139,7 @@ class SpokenTurn:
 
     async def sentences(self) -> AsyncIterator[str]:
         """The answer's sentences as they complete. Raises what the LLM stream raises (BackendUnavailable...)."""
-        async for sentence in sentences_of(self._tracked()):
+        async for sentence in sentences_of(self._tracked(), self._first_clause_words):
             if self.timings.first_sentence is None:
                 self.timings.first_sentence = time.monotonic()
             yield sentence
@@ -195,12 +222,14 @@ class PreparedTurn:
     _buffer: asyncio.Queue[str | Exception | None] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
 
-    def start(self, deltas: AsyncIterator[str], start_task: StartTask, request: LLMRequest) -> None:
-        """Read the answer ``deltas`` (the LLM stream for ``request``, not started yet) ahead, sentence by sentence,
-        in a task started with ``start_task``; an earlier answer is discarded."""
+    def start(self, deltas: AsyncIterator[str], start_task: StartTask, request: LLMRequest,
+              first_clause_words: int = 0) -> None:
+        """Read the answer ``deltas`` (the LLM stream for ``request``, not started yet) ahead, sentence by sentence
+        (the first clause alone: ``sentences_of``), in a task started with ``start_task``; an earlier answer is
+        discarded."""
         self.discard()
         self.request = request
-        self.turn = SpokenTurn(deltas)
+        self.turn = SpokenTurn(deltas, first_clause_words)
         self._buffer = asyncio.Queue()
         self._task = start_task(self._read_ahead(self.turn, self._buffer),
                                 f"voice-answer:{self.utterance.user_id}")
@@ -255,11 +284,14 @@ class Speculation:
     Wire ``begin`` to the endpointer's ``on_tentative`` and ``cancel`` to its ``on_resumed``; the worker answering
     confirmed utterances calls ``take`` first. start_task: starts the preparation tasks (the bot's task registry).
     max_pending: speculative turns kept at once (those whose utterance never came, e.g. dropped from a full queue,
-    are discarded oldest first).
+    are discarded oldest first). on_transcript: ``(utterance, text) -> None`` called on the loop with the transcript
+    of each speculative turn as soon as it is transcribed (to decide the end of the turn from the words), or None.
     """
 
-    def __init__(self, turns: VoiceTurns, start_task: StartTask, max_pending: int = 8) -> None:
+    def __init__(self, turns: VoiceTurns, start_task: StartTask, max_pending: int = 8,
+                 on_transcript: Callable[[Utterance, str], None] | None = None) -> None:
         self.turns = turns
+        self._on_transcript = on_transcript
         self._start_task = start_task
         self._max_pending = max_pending
         self._pending: dict[tuple[int, float], tuple[Utterance, asyncio.Task[PreparedTurn]]] = {}
@@ -276,8 +308,14 @@ class Speculation:
         while len(self._pending) >= self._max_pending:
             self._drop(next(iter(self._pending)))
         task = self._start_task(self.turns.prepare(utterance), f"voice-speculate:{utterance.user_id}")
+        if self._on_transcript is not None:
+            task.add_done_callback(lambda done: self._transcribed(utterance, done))
         self._pending[key] = (utterance, task)
         self._stats.started += 1
+
+    def _transcribed(self, utterance: Utterance, task: asyncio.Task[PreparedTurn]) -> None:
+        if self._on_transcript is not None and not task.cancelled() and task.exception() is None:
+            self._on_transcript(utterance, task.result().transcript.text)
 
     def cancel(self, user_id: int, started_at: float) -> None:
         """The member spoke again: discard the work on the utterance that started at ``started_at``."""
@@ -377,7 +415,8 @@ class VoiceTurns:
         if prepared.request_text:
             request = await self._request(prepared.request_text)
             # last, with no await after it: a cancelled preparation never leaves a request running
-            prepared.start(self._stream(request, utterance.user_id), self.start_task, request)
+            prepared.start(self._stream(request, utterance.user_id), self.start_task, request,
+                           self.settings.VOICE_FIRST_CLAUSE_WORDS)
         return prepared
 
     async def answer(self, utterance: Utterance, prepared: PreparedTurn | None = None) -> TurnReport | None:
@@ -405,7 +444,8 @@ class VoiceTurns:
             return None
         llm_request = await self._request(request_text)
         if llm_request != prepared.request:  # another turn ended, or the channel's settings changed, since
-            prepared.start(self._stream(llm_request, utterance.user_id), self.start_task, llm_request)
+            prepared.start(self._stream(llm_request, utterance.user_id), self.start_task, llm_request,
+                           self.settings.VOICE_FIRST_CLAUSE_WORDS)
         turn = prepared.turn
         assert turn is not None
         sentences = prepared.sentences()

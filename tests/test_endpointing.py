@@ -271,3 +271,42 @@ async def test_no_tentative_end_for_a_too_short_utterance_or_with_speculation_of
     assert events == [] and drain(queue) == []
     with pytest.raises(ValueError, match="speculate_ms"):
         make_endpointer(speculate_ms=600)
+
+
+async def test_the_words_heard_at_a_tentative_end_shorten_or_lengthen_the_silence_that_confirms_it() -> None:
+    endpointer, queue, clock, events = speculating()
+    feed(endpointer, clock, ALICE, tone_pcm(40))
+    last = clock.t - FRAME_S
+    endpointer.check_endpoints(last + 0.2)
+    await settle()
+    [(_, tentative)] = events
+    assert endpointer.end_after(ALICE, tentative.started_at, 1300, "incomplete")  # "What is the"
+    endpointer.check_endpoints(last + 1.0)
+    await settle()
+    assert drain(queue) == []  # past ENDPOINT_SILENCE_MS, not ended
+    endpointer.check_endpoints(last + 1.31)
+    await settle()
+    assert len(drain(queue)) == 1 and endpointer.stats.ended_by_words == {"incomplete": 1}
+
+    feed(endpointer, clock, BOB, tone_pcm(40))
+    clock.t += 0.4
+    endpointer.check_endpoints()
+    await settle()
+    bob = events[-1][1]
+    assert endpointer.end_after(BOB, bob.started_at, 350, "complete")  # transcribed after 400 ms: ends at once
+    await settle()
+    assert [u.user_id for u in drain(queue)] == [BOB] and endpointer.stats.ended_by_words["complete"] == 1
+
+
+async def test_words_of_an_utterance_that_went_on_since_do_not_end_it() -> None:
+    endpointer, queue, clock, events = speculating()
+    feed(endpointer, clock, ALICE, tone_pcm(40))
+    clock.t += 0.25
+    endpointer.check_endpoints()
+    await settle()
+    [(_, tentative)] = events
+    feed(endpointer, clock, ALICE, tone_pcm(10))  # resumed before the transcript came
+    assert not endpointer.end_after(ALICE, tentative.started_at, 350, "complete")
+    endpointer.check_endpoints(clock.t + 0.5)
+    await settle()
+    assert drain(queue) == [] and endpointer.is_speaking(ALICE)

@@ -35,6 +35,31 @@ async def test_abbreviations_and_decimals_do_not_end_sentences():
     assert [s async for s in sentences_of(deltas(*text))] == ["It costs 3.5 dollars, e.g. in the US.", "Done."]
 
 
+async def test_the_first_clause_leaves_as_soon_as_its_comma_is_written():
+    seen: list[tuple[str, int]] = []
+    produced = 0
+
+    async def source():
+        nonlocal produced
+        for piece in ["Yes, the default", " context length is", " two thousand tokens,", " or so", ". Then, more."]:
+            produced += 1
+            yield piece
+
+    async for sentence in sentences_of(source(), first_clause_words=4):
+        seen.append((sentence, produced))
+    # "Yes," is too short a clause to say alone; the next comma after 4 words is used, once, in the first sentence
+    assert [s for s, _ in seen] == ["Yes, the default context length is two thousand tokens,", "or so.", "Then, more."]
+    assert seen[0][1] == 4  # once the text after the comma begins ("1,000" is no clause), before the full stop
+
+
+async def test_without_a_clause_mark_the_first_sentence_leaves_whole():
+    text = ["It is sunny", " today. Enjoy, your", " day outside."]
+    assert [s async for s in sentences_of(deltas(*text), first_clause_words=4)] == [
+        "It is sunny today.", "Enjoy, your day outside."]
+    assert [s async for s in sentences_of(deltas("Well, it is, I think, fine."), first_clause_words=0)] == [
+        "Well, it is, I think, fine."]
+
+
 async def test_turn_records_the_answer_and_timings_from_the_real_llm_client(ollama):
     ollama.responder = lambda body: "First sentence here. Second one follows! And a third?"
     ollama.tokens_per_s = 200

@@ -58,3 +58,19 @@ async def test_spoken_question_is_transcribed_answered_and_the_spoken_answer_is_
     spoken = (await speech_models.transcriber.transcribe(recorded_answer(harness))).text
     assert word_error_rate(answer, spoken) <= 0.2, spoken
     assert_end_to_end_encrypted(harness)
+
+
+async def test_an_answer_spoken_first_clause_first_is_still_heard_word_for_word(make_harness, speech_models,
+                                                                                   tmp_path):
+    # VOICE_FIRST_CLAUSE_WORDS (4): "On weekdays after eight," goes to Piper alone, the rest of the sentence after it
+    answer = "On weekdays after eight, the library opens its doors to everyone. Please bring your card."
+    harness = await listening(make_harness, record_dir=tmp_path / "recordings")
+    harness.ollama.responder = lambda body: answer
+    harness.ollama.tokens_per_s = 10  # the comma is written well before the full stop
+
+    await harness.sandbox.speak("bob", await speech_pcm(harness, QUESTION))
+    await wait_until(lambda: posted(harness, "🔊"), timeout=30)
+    assert posted(harness, "🔊 ") == [f"🔊 {answer}"]
+    await wait_until(lambda: recording_complete(harness))
+    spoken = (await speech_models.transcriber.transcribe(recorded_answer(harness))).text
+    assert word_error_rate(answer, spoken) <= 0.2, spoken

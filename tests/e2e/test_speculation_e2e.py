@@ -49,7 +49,7 @@ async def test_a_member_who_pauses_mid_sentence_gets_one_answer_to_the_whole_sen
 
 async def test_a_speculative_answer_discarded_on_resumption_never_plays_posts_or_stays_open(make_harness):
     # A long confirmation wait: the member resumes while the answer to the first half streams for sure.
-    harness = await listening(make_harness, ENDPOINT_SILENCE_MS=5000)
+    harness = await listening(make_harness, ENDPOINT_SILENCE_MS=5000, ENDPOINT_COMPLETE_MS=0)  # words: no say
     harness.ollama.responder = answer_only_the_whole_question
     harness.ollama.tokens_per_s = 20
     session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)

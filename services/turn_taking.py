@@ -1,0 +1,81 @@
+"""End of turn from what was said: does a member's transcript so far look like a finished request?
+
+The endpointer (``services.endpointing``) ends a turn after a fixed silence. A member who stops after "What is
+the" is not finished, one who stops after "What time is it?" is; semantic end-of-turn detection (LiveKit's turn
+detector, pipecat's Smart Turn, OpenAI's "semantic VAD") uses that to answer after a short silence when the words
+are complete and to wait longer when they trail off. Those use a model on the text or the audio; this is a rule on
+the words of the speculative transcript (``services.voice_turns.Speculation``), which costs nothing and needs no
+model: a transcript is incomplete when it ends in a word that needs a continuation (an article, preposition,
+conjunction, auxiliary, pronoun subject, filler, a verb that takes an object such as "explain"), when it is a
+question whose subject has no verb yet ("Why does the bot"), or when it is a lone word. Whisper ends fragments with
+"." or "?" too ("What is the?"), so punctuation is ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+# Words after which an English sentence goes on (the function words of the field's lists, plus fillers).
+_TRAILING = frozenset("""
+    a an the this that these those my your his her its our their some any every each no which what whose
+    of to in on at by for with from into onto about over under after before between through during without
+    than like as per via against among around near
+    and or but nor so because if when while although though unless until whether where why how who whom
+    is are was were be been being am does did have has had can could will would shall should may might must
+    i he she we they it's i'm you're we're they're there's what's let's
+    not very really just also quite
+    um uh er erm hmm mm so
+    explain tell show describe know mean wonder wondering want need wanted say said ask asked use using
+""".split())
+
+_OBJECTS = frozenset("me us him them".split())
+_TELLING = frozenset("tell show give ask teach remind let help".split())
+_COPULAS = frozenset("is are was were".split())
+_WH = frozenset("what which who whom whose where when why how".split())
+_AUX = frozenset("do does did can could will would shall should may might must".split())
+_DETERMINERS = frozenset("a an the this that these those my your his her its our their some any".split())
+
+# Short replies that are whole turns on their own.
+_COMPLETE_SHORT = frozenset("""
+    yes no yeah yep nope okay ok sure thanks thank hello hi hey bye goodbye stop please right great cool
+    wait continue again
+""".split())
+
+
+class TurnEnd(Enum):
+    """What a transcript says about the end of the turn."""
+
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+
+
+def turn_end(transcript: str) -> TurnEnd:
+    """Whether ``transcript`` (a member's words so far, as Whisper heard them; any case and punctuation) reads as a
+    finished request (``COMPLETE``) or trails off (``INCOMPLETE``). An empty transcript is incomplete."""
+    words = _WORD.findall(transcript.lower().replace("\u2019", "'"))
+    if not words:
+        return TurnEnd.INCOMPLETE
+    if len(words) == 1:
+        return TurnEnd.COMPLETE if words[0] in _COMPLETE_SHORT else TurnEnd.INCOMPLETE
+    if words[-1] in _COPULAS and _WH.intersection(words[1:-2]):  # "Could you explain what a context window is"
+        return TurnEnd.COMPLETE
+    if words[-1] in _TRAILING:
+        return TurnEnd.INCOMPLETE
+    if words[-1] in _OBJECTS and words[-2] in _TELLING:  # "Can you tell me"
+        return TurnEnd.INCOMPLETE
+    if _subject_without_verb(words):
+        return TurnEnd.INCOMPLETE
+    return TurnEnd.COMPLETE
+
+
+def _subject_without_verb(words: list[str]) -> bool:
+    """A question with do-support or a modal ("why does", "which port does", "can you") followed by no more than a
+    subject: a name, or a determiner and a noun ("Why does the bot", "Which port does Ollama")."""
+    for at, word in enumerate(words[:4]):
+        if word in _AUX and (at == 0 or words[0] in _WH):
+            rest = words[at + 1:]
+            return len(rest) <= 1 or (len(rest) == 2 and rest[0] in _DETERMINERS)
+    return False

@@ -1,0 +1,40 @@
+"""The end of a spoken turn decided from its words (ENDPOINT_COMPLETE_MS, ENDPOINT_INCOMPLETE_MS): the words heard on
+the speculative silence confirm a finished question after a short silence and make the bot wait longer after
+"What is the", longer than ENDPOINT_SILENCE_MS."""
+
+from __future__ import annotations
+
+from tests.e2e.test_listen_e2e import listening, posted, speech_pcm, wait_until
+from tests.e2e.test_speculation_e2e import ANSWER, FIRST_HALF, SECOND_HALF, answer_only_the_whole_question, trimmed
+
+
+def ended_by_words(harness) -> dict[str, int]:
+    return harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.endpointer.stats.ended_by_words
+
+
+async def test_a_member_pausing_after_what_is_the_beyond_the_silence_limit_is_not_cut_off(make_harness):
+    harness = await listening(make_harness)
+    harness.ollama.responder = answer_only_the_whole_question
+    pause = b"\0" * (3840 * 55)  # 1100 ms: longer than ENDPOINT_SILENCE_MS, shorter than ENDPOINT_INCOMPLETE_MS
+    first, second = trimmed(await speech_pcm(harness, FIRST_HALF)), trimmed(await speech_pcm(harness, SECOND_HALF))
+    speech = await harness.sandbox.speak("bob", first + pause + second)
+    assert speech["spurts"] == 2
+    await wait_until(lambda: posted(harness, "🔊"), timeout=30)
+
+    [transcript] = posted(harness, "🎙️ **Bob**:")
+    assert "what is" in transcript.lower() and "default context" in transcript.lower(), transcript
+    assert posted(harness, "🔊") == [f"🔊 {ANSWER}"]
+    assert ended_by_words(harness) == {"complete": 1}
+
+
+async def test_a_complete_question_is_answered_after_the_short_silence(make_harness):
+    # a confirmation silence far longer than the test: only the words can end this turn in time
+    harness = await listening(make_harness, ENDPOINT_SILENCE_MS=4000)
+    harness.ollama.responder = answer_only_the_whole_question
+    speech = await harness.sandbox.speak("bob", await speech_pcm(harness, f"{FIRST_HALF} {SECOND_HALF}"))
+    await wait_until(lambda: posted(harness, "🔊"), timeout=30)
+
+    assert posted(harness, "🔊") == [f"🔊 {ANSWER}"]
+    assert ended_by_words(harness) == {"complete": 1}
+    [spurt] = harness.sandbox.voice_spurts("Assistant")
+    assert spurt["start_t_ms"] - speech["t_ms"] < 4000  # before ENDPOINT_SILENCE_MS would have ended it
