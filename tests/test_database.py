@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -84,7 +86,10 @@ INSERT INTO voice_opt_outs VALUES (5, 100);
 """
 
 
-async def test_a_database_of_the_previous_version_opens_with_its_rows_and_gains_chat_settings(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def previous_version_database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A database file written by the previous version (PREVIOUS_SCHEMA and its rows), opened by this one, whose
+    conversation is checked to be intact; closed on exit."""
     path = tmp_path / "bot.sqlite3"
     with sqlite3.connect(path) as db:
         db.executescript(PREVIOUS_SCHEMA)
@@ -93,6 +98,13 @@ async def test_a_database_of_the_previous_version_opens_with_its_rows_and_gains_
     try:
         assert [m.content for m in await ConversationStore(database, max_messages=10).history(1)] == [
             "old question", "old answer"]
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_a_database_of_the_previous_version_opens_with_its_rows_and_gains_chat_settings(tmp_path: Path) -> None:
+    async with previous_version_database(tmp_path) as database:
         assert await GuildSettingsStore(database).autospeak(5) is True
         assert await GuildSettingsStore(database).opted_out(5) == frozenset({100})
         chat = ChatSettingsStore(database, default_persona="Be helpful.", default_model="llama3.2")
@@ -100,8 +112,6 @@ async def test_a_database_of_the_previous_version_opens_with_its_rows_and_gains_
         effective = await chat.effective(5, 1)
         assert (effective.model.value, effective.model.source) == ("qwen3:4b", "guild")
         assert (effective.persona.value, effective.persona.source) == ("Be helpful.", "default")
-    finally:
-        await database.close()
 
 
 async def test_chat_settings_of_the_previous_version_keep_their_rows_and_gain_show_thinking(tmp_path: Path) -> None:

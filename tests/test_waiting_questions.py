@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-from services.conversations import ConversationStore
 from services.database import Database
 from services.waiting_questions import WaitingQuestion, WaitingQuestionStore
-from tests.test_database import PREVIOUS_SCHEMA
+from tests.test_database import previous_version_database
 
 
 def question(member_id: int, text: str, queued_at: float, *, channel_id: int = 1) -> WaitingQuestion:
@@ -16,14 +14,7 @@ def question(member_id: int, text: str, queued_at: float, *, channel_id: int = 1
 
 
 async def test_an_old_database_keeps_its_rows_and_gains_the_table_bounded_in_queue_order(tmp_path: Path) -> None:
-    path = tmp_path / "bot.sqlite3"
-    with sqlite3.connect(path) as db:
-        db.executescript(PREVIOUS_SCHEMA)
-    database = Database(path)
-    await database.open()
-    try:
-        assert [m.content for m in await ConversationStore(database, max_messages=10).history(1)] == [
-            "old question", "old answer"]
+    async with previous_version_database(tmp_path) as database:
         store = WaitingQuestionStore(database, max_rows=2)
         assert await store.add(question(101, "later", 20.0))
         assert await store.add(question(102, "earlier", 10.0))
@@ -32,8 +23,6 @@ async def test_an_old_database_keeps_its_rows_and_gains_the_table_bounded_in_que
         assert [(q.member_id, q.question, q.message_id) for q in kept] == [(102, "earlier", 1002), (101, "later", 1001)]
         assert await store.remove(kept[0].id) and not await store.remove(kept[0].id)
         assert [q.question for q in await store.all()] == ["later"]
-    finally:
-        await database.close()
 
 
 async def test_forgetting_a_member_or_a_channel_deletes_their_kept_questions(tmp_path: Path) -> None:
