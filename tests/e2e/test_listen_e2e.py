@@ -7,7 +7,6 @@ real recordings) and sent by the sandbox as Discord would relay it (Opus, encryp
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from sandbox import ADMIN_USER_ID, ALICE_USER_ID, BOB_USER_ID, BOT_USER_ID
 from sandbox.guild import LOUNGE_CHANNEL_ID
 from tests.e2e.conftest import HeldAnswer, ephemeral_replies, shown
+from tests.support.alsa import ALSA_DIR, side_named
 from tests.support.noise import mix_noise
 
 QUESTION = "what is the weather like today"
@@ -155,17 +155,16 @@ async def test_corrupted_frames_are_skipped_and_counted_and_listening_continues(
     assert_end_to_end_encrypted(harness)
 
 
-ALSA = Path(__file__).resolve().parents[3] / "shared" / "speech" / "alsa"
 
 
-@pytest.mark.skipif(not ALSA.is_dir(), reason="../shared/speech/alsa is not present")
+@pytest.mark.skipif(not ALSA_DIR.is_dir(), reason="../shared/speech/alsa is not present")
 async def test_recorded_speech_names_the_channel_and_noise_gives_nothing(make_harness):
     """Real recordings (ALSA channel tests) through the Opus round trip, heard by the bundled tiny.en: each of the
     eight names its side (the channel name's last word: Front_Left -> left); Noise.wav gives no transcript."""
     harness = await listening(make_harness)
     harness.ollama.responder = lambda body: "Noted."
     heard: dict[str, str] = {}
-    for wav in sorted(ALSA.glob("*.wav")):
+    for wav in sorted(ALSA_DIR.glob("*.wav")):
         before = len(posted(harness, "🎙️ **Bob**"))
         await harness.sandbox.speak("bob", wav)
         if wav.stem == "Noise":
@@ -175,7 +174,7 @@ async def test_recorded_speech_names_the_channel_and_noise_gives_nothing(make_ha
         # One transcript per file; wait for it before the next file so none is attributed to the wrong one.
         await wait_until(lambda before=before: len(posted(harness, "🎙️ **Bob**")) > before, timeout=30)
         heard[wav.stem] = posted(harness, "🎙️ **Bob**")[before].lower()
-    missed = {name: text for name, text in heard.items() if name.split("_")[-1].lower() not in text}
+    missed = {name: text for name, text in heard.items() if not side_named(name, text)}
     assert len(heard) == 8 and missed == {}, heard
 
 
