@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import dataclasses
 import json
 import tempfile
@@ -52,35 +53,17 @@ BOT = "Assistant"
 ANSWER = "It is sunny today. Enjoy your day outside."
 WARM_UP = "Hello there, can you hear me?"
 
-# Each pipeline: Settings overrides on top of the defaults, as alternatives: the first whose settings all exist in
-# this tree's Settings is used (Settings ignores unknown names, so an override for a technique not merged yet would
-# silently do nothing). "current" is the acceptance baseline of issue 9: a fixed 600 ms of silence ends the
-# utterance, then transcription, the LLM and Piper run one after the other (each answer sentence spoken as soon as
-# it is complete, as the bot does by default). "new" turns on each technique of issue 9 (add its setting here);
-# without them it is the same pipeline with a shorter silence.
-PIPELINES: dict[str, list[dict[str, Any]]] = {
-    "new": [
-        {"ENDPOINT_SPECULATE_MS": 150, "ENDPOINT_CHECK_MS": 20, "ENDPOINT_COMPLETE_MS": 350,
-         "ENDPOINT_INCOMPLETE_MS": 1300, "ENDPOINT_SILENCE_MS": 1000, "VOICE_FIRST_CLAUSE_WORDS": 4,
-         "VOICE_STREAM_ANSWERS": True},
-        {"ENDPOINT_SPECULATE_MS": 200, "ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
-        {"ENDPOINT_SILENCE_MS": 200, "VOICE_STREAM_ANSWERS": True},
-    ],
-    "current": [
-        {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_CHECK_MS": 50, "ENDPOINT_SILENCE_MS": 600,
-         "VOICE_FIRST_CLAUSE_WORDS": 0, "VOICE_STREAM_ANSWERS": True},
-        {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
-        {"ENDPOINT_SILENCE_MS": 600, "VOICE_STREAM_ANSWERS": True},
-    ],
+# Each pipeline: Settings overrides on top of the defaults. "current" is the acceptance baseline of issue 9: a fixed
+# 600 ms of silence ends the utterance, then transcription (Whisper's 30 s window, a beam of 5), the LLM and Piper run
+# one after the other (each answer sentence spoken as soon as it is complete). "new" is the bot's default pipeline,
+# each technique of issue 9 named by its setting.
+PIPELINES: dict[str, dict[str, Any]] = {
+    "new": {"ENDPOINT_SPECULATE_MS": 150, "ENDPOINT_CHECK_MS": 20, "ENDPOINT_COMPLETE_MS": 350,
+            "ENDPOINT_INCOMPLETE_MS": 1300, "ENDPOINT_SILENCE_MS": 1000, "VOICE_FIRST_CLAUSE_WORDS": 4,
+            "STT_SHORT_WINDOW": True, "VOICE_STREAM_ANSWERS": True},
+    "current": {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_CHECK_MS": 50, "ENDPOINT_SILENCE_MS": 600,
+                "VOICE_FIRST_CLAUSE_WORDS": 0, "STT_SHORT_WINDOW": False, "VOICE_STREAM_ANSWERS": True},
 }
-
-
-def resolve(alternatives: list[dict[str, Any]]) -> dict[str, Any]:
-    """The first alternative whose setting names all exist in Settings; raises SystemExit when none does."""
-    for overrides in alternatives:
-        if set(overrides) <= set(Settings.model_fields):
-            return dict(overrides)
-    raise SystemExit(f"none of these setting sets exists in config.Settings: {alternatives}")
 
 
 @dataclass
@@ -192,6 +175,13 @@ class Block:
             await asyncio.sleep(0.1)
 
 
+def with_window(transcriber: Any, settings: Settings) -> Any:
+    """The shared, loaded ``transcriber`` decoding with the pipeline's STT_SHORT_WINDOW (the model not copied)."""
+    transcriber = copy.copy(transcriber)
+    transcriber.short_window = settings.STT_SHORT_WINDOW
+    return transcriber
+
+
 def settings_for(overrides: dict[str, Any], ollama_url: str, tmp: Path) -> Settings:
     return load_settings(DISCORD_TOKEN=None, OLLAMA_HOST=ollama_url, DATA_DIR=tmp / "data",
                          DOCUMENTS_DIR=tmp / "documents", VOICE_COOLDOWN_S=0, **overrides)
@@ -202,6 +192,7 @@ async def run_block(name: str, overrides: dict[str, Any], ollama_url: str, model
                     results: Results) -> None:
     synthesizer, transcriber = models
     settings = settings_for(overrides, ollama_url, Path(tempfile.mkdtemp(prefix=f"bench-turn-{name}-")))
+    transcriber = with_window(transcriber, settings)
     async with Sandbox() as sandbox, running_bot(sandbox, settings, ready_timeout_s=60, synthesizer=synthesizer,
                                                  transcriber=transcriber) as bot:
         block = Block(sandbox, bot)
@@ -299,7 +290,7 @@ async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) ->
 
 
 def parse_sets(values: list[str]) -> dict[str, dict[str, Any]]:
-    pipelines = {name: resolve(alternatives) for name, alternatives in PIPELINES.items()}
+    pipelines = {name: dict(overrides) for name, overrides in PIPELINES.items()}
     for value in values:
         name, _, assignment = value.partition(":")
         key, sep, raw = assignment.partition("=")
