@@ -1,11 +1,13 @@
 """Speech recognition benchmark: word error rate and real-time factor of the bundled Whisper tiny.en on this CPU.
 
-Three sets, each transcribed with each way of biasing of ``variants``: none, the bot's (``services.vocabulary``: the
-bot's name and the distinctive terms of the documents, the first 20 as hotwords) and the alternatives it was chosen
-over (all the terms that fit, lowercased, in a sentence); the vocabulary taken from indexing the documents the way
-the bot does (``DocumentIndex.reload`` of the shared corpus /work/shared/corpus/ollama-docs, embedded by the Ollama
-stand-in, then ``DocumentIndex.document_terms``, whose cost per spoken turn is timed too, from the index and from
-memory; without the corpus, the test fixture documents tests/fixtures/docs):
+Three sets, each transcribed with each way of decoding of ``variants``: without and with the bot's vocabulary bias
+(``services.vocabulary``: the bot's name and the distinctive terms of the documents, the first 20 as hotwords), each
+in the short window the bot decodes in (``services.whisper_window``) and in Whisper's 30 s window with a beam of 5;
+and the ways of biasing the bot's was chosen over (all the terms that fit, lowercased, in a sentence). The
+vocabulary is taken from indexing the documents the way the bot does (``DocumentIndex.reload`` of the shared corpus
+/work/shared/corpus/ollama-docs, embedded by the Ollama stand-in, then ``DocumentIndex.document_terms``, whose cost
+per spoken turn is timed too, from the index and from memory; without the corpus, the test fixture documents
+tests/fixtures/docs):
 
 - the spoken questions: QUESTIONS about the corpus (or FIXTURE_QUESTIONS about the fixtures), naming its products
   and settings ("Ollama", "Modelfile", "GGUF"...), said by the bundled Piper voice, through Discord's format, with
@@ -229,15 +231,21 @@ async def measure(transcriber: FasterWhisperTranscriber, audio: dict[str, np.nda
 
 
 def variants(vocabulary: tuple[str, ...]) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
-    """(label, FasterWhisperTranscriber options, vocabulary) of each way of biasing compared: none, the bot's (the
-    first MAX_PROMPT_TERMS words as written, comma-separated, as hotwords), and the alternatives it was chosen over."""
+    """(label, FasterWhisperTranscriber options, vocabulary) of each way of decoding compared: without and with the
+    bot's vocabulary (the first MAX_PROMPT_TERMS words as written, comma-separated, as hotwords), each in the short
+    window (greedy, the bot's default) and in Whisper's 30 s window with a beam of 5 (STT_SHORT_WINDOW=false); then
+    the ways of biasing the bot's was chosen over (an initial prompt is faster-whisper's own option, so 30 s)."""
     sentence = f"The following terms may come up: {', '.join(vocabulary[:MAX_PROMPT_TERMS])}."
+    full = {"short_window": False}
+    bot = f"first {MAX_PROMPT_TERMS} terms"
     return [
-        ("off", {}, ()),
-        (f"first {MAX_PROMPT_TERMS} terms (the bot's)", {}, vocabulary),
-        ("all that fit in 223 tokens", {"max_prompt_terms": None}, vocabulary),
-        (f"first {MAX_PROMPT_TERMS} terms lowercased", {}, tuple(word.lower() for word in vocabulary)),
-        (f"first {MAX_PROMPT_TERMS} terms in a sentence, as initial_prompt",
+        ("off, short window", {}, ()),
+        ("off, 30 s window, beam 5", full, ()),
+        (f"{bot}, short window (the bot's)", {}, vocabulary),
+        (f"{bot}, 30 s window, beam 5", full, vocabulary),
+        ("all that fit in 223 tokens, short window", {"max_prompt_terms": None}, vocabulary),
+        (f"{bot} lowercased, short window", {}, tuple(word.lower() for word in vocabulary)),
+        (f"{bot} in a sentence, as initial_prompt, 30 s window, beam 5",
          {"decode_options": {"initial_prompt": sentence}}, ()),
     ]
 
@@ -256,14 +264,14 @@ async def run(runs: int, models: list[str], models_dir: Path, snr_db: float) -> 
     for model in models:
         for variant, options, words in variants(vocabulary):
             transcriber = FasterWhisperTranscriber(model, models_dir, "int8", fallback=False, **options)
-            print(f"{model}, vocabulary bias: {variant}", flush=True)
+            print(f"{model}, {variant}", flush=True)
             for name, audio, refs, sides in (("questions", questions, references, False),
                                              ("everyday", everyday, {s: s for s in EVERYDAY}, False),
                                              ("alsa", alsa, alsa_references, True)):  # fmt: skip
                 row = await measure(transcriber, audio, refs, noise, runs, words, sides=sides)
-                sets[name].append({"variant": variant, **row, "bias": variant != "off"})
+                sets[name].append({"variant": variant, **row, "bias": bool(words or options.get("decode_options"))})
                 print(f"  {name:9}", _line(row), flush=True)
-            if not options and words:
+            if not options and words:  # the bot's
                 transcriber_prompt = transcriber_prompt or (transcriber.hotwords(vocabulary) or "")
             transcriber.close()
     return {
