@@ -106,3 +106,21 @@ async def test_talking_over_the_bot_cuts_only_its_speech_and_every_question_is_a
     assert [t.split("**")[1] for t in transcripts] == ["Bob", "Alice", "Admin"], transcripts
     session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
     assert [m.content for m in session.voice_history if m.role == "assistant"][1:] == ["Noted.", "Noted."]
+
+
+async def test_stop_before_the_first_sentence_is_written_leaves_no_partial_answer(make_harness):
+    # Streamed answers: the turn's speech is queued for playback while the model still writes a long first sentence.
+    harness = await listening(make_harness)
+    harness.ollama.responder = lambda body: " ".join(["and then"] * 40) + "."
+    harness.ollama.tokens_per_s = 5  # about 16 s to the full stop
+    await harness.sandbox.speak("bob", await speech_pcm(harness, QUESTION))
+    await wait_until(lambda: posted(harness, "🎙️ **Bob**"), timeout=30)
+    await asyncio.sleep(1.0)  # some words of the answer are written, none can be spoken yet
+    _, events = await harness.answer("alice", "stop")
+    assert ephemeral_replies(events) == ["Stopped 1 speech request."]
+    await wait_until(lambda: harness.ollama.active_requests == 0, timeout=5)  # the stream was closed
+    session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
+    # nothing was heard, so no "[interrupted]" answer is posted or remembered
+    assert posted(harness, "🔊") == [] and list(session.voice_history) == []
+    assert harness.sandbox.voice_spurts("Assistant") == []
+    await assert_the_next_question_is_answered(harness)
