@@ -1,9 +1,10 @@
 """Listening in a voice channel: the receive path wired to the spoken turns, and the worker answering them.
 
 ``start_listening`` connects, for one guild's voice session: voice_recv -> ``VoiceReceiver`` (DAVE, Opus) ->
-``Endpointer`` (utterances) -> a bounded queue -> one worker task that answers each utterance with
-``services.voice_turns.VoiceTurns``, in the order they ended. A member talking over the bot stops its answer
-(barge-in, BARGE_IN=stop). Members who used `/voice ignoreme on` are dropped before decryption.
+``Endpointer`` (utterances) -> a bounded queue -> one worker (``TurnWorker``) that answers each utterance with
+``services.voice_turns.VoiceTurns``, in the order they ended. A member talking over the bot stops only what plays
+or waits to be played (barge-in, BARGE_IN=stop); /stop also drops the questions not answered yet
+(``TurnWorker.stop``). Members who used `/voice ignoreme on` are dropped before decryption.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from services.endpointing import Endpointer, Utterance
 from services.errors import ServiceError
 from services.turn_taking import TurnEnd, turn_end
 from services.vocabulary import guild_vocabulary
-from services.voice_turns import Speculation, VoiceTurns
+from services.voice_turns import Speculation, StartTask, VoiceTurns
 
 if TYPE_CHECKING:
     from bot.client import AssistantBot
@@ -46,6 +47,7 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
     queue: asyncio.Queue[Utterance] = asyncio.Queue(maxsize=settings.STT_QUEUE_MAX)
 
     async def barge_in(user_id: int) -> None:
+        # Only the speech: the talking member's own words, and the other members' questions, are still answered.
         if settings.BARGE_IN == "stop" and session.current is not None:
             log.info("guild %s: member %s talks over the bot: stopping its answer", guild_id, user_id)
             session.stop()
@@ -92,34 +94,103 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
         bot_user_id=bot.user.id if bot.user else None,
     )
     endpointer.start()
-    worker = bot.tasks.start(_answer_turns(session, turns, speculation, queue, post), name=f"voice-turns:{guild_id}")
+    worker = TurnWorker(session, turns, speculation, queue, post, start_task=start_task, clock=endpointer.clock)
+    worker.task = bot.tasks.start(worker.run(), name=f"voice-turns:{guild_id}")
     session.listening = Listening(receiver, endpointer, worker, speculation)
     session.voice_client.listen(receiver.sink)  # type: ignore[attr-defined]
 
 
-async def _answer_turns(session: VoiceSession, turns: VoiceTurns, speculation: Speculation | None,
-                        queue: asyncio.Queue[Utterance], post: Callable[[str], Awaitable[None]]) -> None:
-    """One turn at a time, in the order utterances ended; overload (utterances dropped because the queue
-    of STT_QUEUE_MAX was full) is reported in the channel."""
-    reported_drops = 0
-    while True:
-        utterance = await queue.get()
+class TurnWorker:
+    """Answers confirmed utterances one at a time, in the order they ended; each turn runs in a task of its own so
+    that ``stop`` (/stop) can cancel it and the worker goes on with the next utterance.
+
+    queue: the utterances the endpointer confirmed (bounded: STT_QUEUE_MAX; overload, utterances dropped because it
+    was full, is reported in the channel); start_task: starts each turn's task (the bot's task registry); clock: the
+    endpointer's clock (``Utterance.ended_at``'s), in seconds.
+    ``task`` is the worker's own task (``run``), set by whoever starts it; ``close`` cancels it.
+    """
+
+    def __init__(self, session: VoiceSession, turns: VoiceTurns, speculation: Speculation | None,
+                 queue: asyncio.Queue[Utterance], post: Callable[[str], Awaitable[None]], *,
+                 start_task: StartTask, clock: Callable[[], float]) -> None:
+        self.session = session
+        self.turns = turns
+        self.speculation = speculation
+        self.queue = queue
+        self.post = post
+        self.start_task = start_task
+        self.clock = clock
+        self.task: asyncio.Task[None] | None = None
+        self._turn: tuple[Utterance, asyncio.Task[None]] | None = None
+        # Utterances that ended before the last /stop were asked before it: they are dropped even when their end
+        # is confirmed after it (ENDPOINT_SILENCE_MS later).
+        self._stopped_at = float("-inf")
+        self._reported_drops = 0
+
+    async def run(self) -> None:
+        """Answer utterances until cancelled. Raises what a turn raised other than ServiceError and
+        discord.HTTPException (those are posted in the channel)."""
+        while True:
+            utterance = await self.queue.get()
+            if utterance.ended_at <= self._stopped_at:
+                if self.speculation is not None:  # its speculation may have begun just after /stop
+                    self.speculation.cancel(utterance.user_id, utterance.started_at)
+                continue
+            turn = self.start_task(self._answer(utterance), "voice-turn")
+            self._turn = (utterance, turn)
+            try:
+                # gather: cancelling the worker cancels the turn; the turn cancelled by stop() is a result here
+                [outcome] = await asyncio.gather(turn, return_exceptions=True)
+            finally:
+                self._turn = None
+            if isinstance(outcome, Exception):
+                raise outcome
+            await self._report_drops()
+
+    async def _answer(self, utterance: Utterance) -> None:
         try:
-            prepared = await speculation.take(utterance) if speculation else None
-            report = await turns.answer(utterance, prepared)
+            prepared = await self.speculation.take(utterance) if self.speculation else None
+            report = await self.turns.answer(utterance, prepared)
             if report is not None:
-                session.last_turn = report
-                log.info("guild %s: voice turn %s", session.guild_id, report)
+                self.session.last_turn = report
+                log.info("guild %s: voice turn %s", self.session.guild_id, report)
         except (ServiceError, discord.HTTPException) as exc:
             message = exc.user_message if isinstance(exc, ServiceError) else str(exc)
-            log.warning("guild %s: voice turn failed: %s", session.guild_id, message)
-            await post(f"⚠️ {message}")
-        listening = session.listening
-        dropped = listening.endpointer.stats.delivery_dropped if listening else reported_drops
-        if dropped > reported_drops:
-            await post(f"⚠️ I could not keep up: {dropped - reported_drops} "
-                       "utterance(s) were not transcribed. Please speak one at a time.")
-            reported_drops = dropped
+            log.warning("guild %s: voice turn failed: %s", self.session.guild_id, message)
+            await self.post(f"⚠️ {message}")
+
+    async def _report_drops(self) -> None:
+        dropped = self.session.listening.endpointer.stats.delivery_dropped if self.session.listening else 0
+        if dropped > self._reported_drops:
+            await self.post(f"⚠️ I could not keep up: {dropped - self._reported_drops} "
+                            "utterance(s) were not transcribed. Please speak one at a time.")
+            self._reported_drops = dropped
+
+    async def stop(self) -> int:
+        """Drop the spoken questions not answered yet (/stop): those waiting in the queue, those being prepared
+        before the end of speech is confirmed (their LLM streams closed) and the one being answered, unless its
+        answer already plays (``VoiceSession.stop`` cuts that one, and the turn remembers what was heard). Returns
+        when all of them are cancelled; the worker goes on with the utterances that end after this call. Returns how
+        many questions were dropped (each utterance once)."""
+        self._stopped_at = self.clock()
+        dropped: set[tuple[int, float]] = set()
+        while not self.queue.empty():
+            utterance = self.queue.get_nowait()
+            dropped.add((utterance.user_id, utterance.started_at))
+        if self._turn is not None and self.turns.playing is None:
+            utterance, turn = self._turn
+            turn.cancel()
+            await asyncio.gather(turn, return_exceptions=True)
+            dropped.add((utterance.user_id, utterance.started_at))
+        if self.speculation is not None:
+            dropped.update((utterance.user_id, utterance.started_at) for utterance in await self.speculation.close())
+        return len(dropped)
+
+    async def close(self) -> None:
+        """Cancel the worker (and the turn it answers) and wait until it has ended."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
 
 
 async def _post(bot: AssistantBot, channel_id: int, text: str) -> None:

@@ -165,10 +165,11 @@ class VoiceManager:
             raise InvalidInput("I am not in a voice channel; use /join first.")
         return session.enqueue(resolve_mentions(guild, text), member_id)
 
-    def stop(self, guild_id: int) -> int:
-        """Stop speaking in the guild and clear its queue; returns how many requests were dropped or cut."""
+    async def stop(self, guild_id: int) -> tuple[int, int]:
+        """Stop the bot's answers in flight in the guild (``VoiceSession.stop_answers``); returns (speech requests
+        dropped or cut, spoken questions dropped)."""
         session = self._sessions.get(guild_id)
-        return session.stop() if session is not None else 0
+        return await session.stop_answers() if session is not None else (0, 0)
 
     async def speak_answer(self, guild_id: int, member_id: int, text: str) -> None:
         """Speak a finished chat answer when autospeak is on and the asker is in the bot's voice channel."""

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import voice_recv
@@ -28,17 +29,20 @@ from services.errors import InvalidInput, ServiceError
 from services.tts import Synthesizer
 from services.voice_turns import Speculation, TurnReport
 
+if TYPE_CHECKING:
+    from bot.listening import TurnWorker
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Listening:
-    """What runs while the bot listens in a guild: the receive path, its endpointer, the task answering turns and
+    """What runs while the bot listens in a guild: the receive path, its endpointer, the worker answering turns and
     the turns prepared before the end of speech is confirmed (None with ENDPOINT_SPECULATE_MS=0)."""
 
     receiver: VoiceReceiver
     endpointer: Endpointer
-    worker: asyncio.Task[None]
+    worker: TurnWorker
     speculation: Speculation | None = None
 
 
@@ -130,8 +134,16 @@ class VoiceSession:
         self._wakeup.set()
         return request
 
+    async def stop_answers(self) -> tuple[int, int]:
+        """/stop: drop the spoken questions not answered yet (``TurnWorker.stop``; listening goes on), then stop the
+        current speech and drop the queue. Returns (speech requests dropped or cut, spoken questions dropped)."""
+        # The questions first: a turn cancelled now can no longer queue its answer behind the speech stop() drops.
+        questions = await self.listening.worker.stop() if self.listening is not None else 0
+        return self.stop(), questions
+
     def stop(self) -> int:
-        """Stop the current speech and drop the queue; returns how many requests were dropped or cut."""
+        """Stop the current speech and drop the queue (barge-in, and /stop through ``stop_answers``); returns how
+        many requests were dropped or cut."""
         dropped = len(self._queue) + (1 if self.current is not None else 0)
         for request in self._queue:
             request.cut = True
@@ -160,8 +172,7 @@ class VoiceSession:
         if isinstance(self.voice_client, voice_recv.VoiceRecvClient) and self.voice_client.is_listening():
             self.voice_client.stop_listening()
         await listening.endpointer.stop()
-        listening.worker.cancel()
-        await asyncio.gather(listening.worker, return_exceptions=True)
+        await listening.worker.close()
         if listening.speculation is not None:
             await listening.speculation.close()
         return True

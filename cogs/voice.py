@@ -74,15 +74,14 @@ class Voice(commands.Cog):
             content="Speaking." if request.position == 0 else f"Queued: {request.position} before yours."
         )
 
-    @app_commands.command(name="stop", description="Stop speaking and clear the speech queue.")
+    @app_commands.command(name="stop", description="Stop speaking, clear the speech queue and drop spoken questions "
+                                                   "not answered yet.")
     @app_commands.guild_only()
     @member_cooldown("VOICE_COOLDOWN_S")
     async def stop(self, interaction: discord.Interaction) -> None:
-        dropped = self.bot.voice_sessions.stop(interaction.guild_id or 0)
-        await interaction.response.send_message(
-            f"Stopped ({dropped} request{'s' if dropped != 1 else ''} dropped)." if dropped else "Nothing is playing.",
-            ephemeral=True,
-        )
+        # No defer: cancelling the turns takes a few loop passes, far within Discord's 3 s.
+        speech, questions = await self.bot.voice_sessions.stop(interaction.guild_id or 0)
+        await interaction.response.send_message(stopped_sentence(speech, questions), ephemeral=True)
 
     @voice.command(name="autospeak", description="Also speak chat answers in the asker's voice channel (admins).")
     @app_commands.describe(mode="on: speak answers too; off: only write them")
@@ -118,6 +117,20 @@ class Voice(commands.Cog):
         """A chat answer was finished: speak it too when autospeak is on (see VoiceManager.speak_answer)."""
         if guild_id is not None:
             await self.bot.voice_sessions.speak_answer(guild_id, member_id, text)
+
+
+def stopped_sentence(speech: int, questions: int) -> str:
+    """/stop's reply in one sentence: ``speech`` requests cut or dropped, spoken ``questions`` dropped before their
+    answer ("Stopped 1 speech request and dropped 2 spoken questions not answered yet.")."""
+    if not speech and not questions:
+        return "Nothing is playing or waiting to be answered."
+    parts = []
+    if speech:
+        parts.append(f"stopped {speech} speech request{'s' if speech != 1 else ''}")
+    if questions:
+        parts.append(f"dropped {questions} spoken question{'s' if questions != 1 else ''} not answered yet")
+    sentence = " and ".join(parts)
+    return f"{sentence[0].upper()}{sentence[1:]}."
 
 
 async def setup(bot: AssistantBot) -> None:

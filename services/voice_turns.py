@@ -335,12 +335,14 @@ class Speculation:
         self._stats.committed += 1
         return await task
 
-    async def close(self) -> None:
-        """Discard every pending turn and wait until they are cancelled."""
-        pending = [task for _, task in self._pending.values()]
+    async def close(self) -> list[Utterance]:
+        """Discard every pending turn and wait until they are cancelled (their LLM streams closed); returns their
+        utterances. New turns can begin afterwards (/stop goes on listening)."""
+        pending = list(self._pending.values())
         self._pending.clear()
         self._stats.discarded += len(pending)
-        await asyncio.gather(*map(_discarded, pending))
+        await asyncio.gather(*(_discarded(task) for _, task in pending))
+        return [utterance for utterance, _ in pending]
 
     def _drop(self, key: tuple[int, float]) -> None:
         entry = self._pending.pop(key, None)
@@ -401,6 +403,9 @@ class VoiceTurns:
         self.member_name = member_name
         self.vocabulary = vocabulary
         self.start_task = start_task
+        # The speech of the turn ``answer`` is on, once handed to the playback queue (None before: the turn can then
+        # be cancelled whole, with nothing played, posted or remembered).
+        self.playing: PlayedSpeech | None = None
 
     async def prepare(self, utterance: Utterance) -> PreparedTurn:
         """Transcribe ``utterance`` and, when it addresses the bot, send the LLM request and read the answer ahead;
@@ -424,8 +429,10 @@ class VoiceTurns:
 
         prepared: its turn from ``prepare`` (speculatively, before the end of speech was confirmed), or None to
         prepare it now. Its LLM request is made anew when the conversation changed since. Returns once the answer
-        has played (or was cut). Raises ServiceError subclasses (transcription failed, LLM unreachable before its
-        first sentence, playback queue full) for the caller to show.
+        has played (or was cut; an answer cut before any of it played is neither posted nor remembered). Cancelled
+        while ``playing`` is None, it leaves nothing behind: no speech queued, no post of the answer, no history, no
+        LLM stream. Raises ServiceError subclasses (transcription failed, LLM unreachable before its first
+        sentence, playback queue full) for the caller to show.
         """
         received_at = time.monotonic()  # the end of speech was detected (ENDPOINT_SILENCE_MS after it)
         if prepared is None:
@@ -433,6 +440,7 @@ class VoiceTurns:
         try:
             return await self._answer(prepared, received_at)
         finally:
+            self.playing = None
             prepared.discard()
 
     async def _answer(self, prepared: PreparedTurn, received_at: float) -> TurnReport | None:
@@ -451,11 +459,13 @@ class VoiceTurns:
         sentences = prepared.sentences()
         if not self.settings.VOICE_STREAM_ANSWERS:
             sentences = _replay([sentence async for sentence in sentences])  # the whole answer first
-        request = self.speech.enqueue(request_text, utterance.user_id, sentences=sentences)
+        request = self.playing = self.speech.enqueue(request_text, utterance.user_id, sentences=sentences)
         await request.done.wait()
         report = TurnReport.of(utterance, received_at, transcript.transcribe_s, turn, request)
         if request.error and not turn.answer:
             await self.post(f"⚠️ {request.error}")
+            return report
+        if request.cut and request.playing_at is None:  # stopped before it played: nothing was said, or is kept
             return report
         if turn.answer.strip():
             # Cut by barge-in or /stop: remember that the member did not hear it all.
