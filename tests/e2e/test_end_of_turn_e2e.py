@@ -28,7 +28,9 @@ async def test_a_member_pausing_after_what_is_the_beyond_the_silence_limit_is_no
     [transcript] = posted(harness, "🎙️ **Bob**:")
     assert "size of" in transcript.lower() and "context" in transcript.lower(), transcript  # both halves
     assert posted(harness, "🔊") == [f"🔊 {ANSWER}"]
-    assert ended_by_words(harness) == {"complete": 1}
+    # The whole question ends by its words, or by ENDPOINT_SILENCE_MS when its transcript comes later than that (a
+    # loaded machine); never the first half (then two transcripts, above).
+    assert ended_by_words(harness) in ({"complete": 1}, {})
 
 
 async def test_a_complete_question_is_answered_after_the_short_silence(make_harness):
