@@ -88,6 +88,7 @@ async def one_guild(level: int, speech: dict[str, bytes], overrides: dict[str, A
             for member in members:
                 await sandbox.join_voice(member, "Lounge")
             speculation = block.session.listening.speculation
+            heard = block.session.listening.endpointer.stats.utterances  # the warm-up's, not counted
             speculated = speculation.stats if speculation else None
             texts = questions(level)
             started = time.monotonic()
@@ -101,7 +102,8 @@ async def one_guild(level: int, speech: dict[str, bytes], overrides: dict[str, A
             stats = block.session.listening.endpointer.stats
             reports = turns.reports
             result = {"members": level, "turns": len(reports), "dropped": stats.delivery_dropped,
-                      "utterances": stats.utterances, "stt_queue_wait_ms": summary([r.stt_wait_ms for r in reports]),
+                      "utterances": stats.utterances - heard,
+                      "stt_queue_wait_ms": summary([r.stt_wait_ms for r in reports]),
                       "stt_ms": summary([r.stt_ms for r in reports]),
                       "end_of_speech_to_answer_playback_ms": summary(
                           [r.to_playback_ms for r in reports if r.to_playback_ms is not None]),
