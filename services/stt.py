@@ -70,6 +70,8 @@ class Transcript:
     audio_s: length of the utterance in seconds.
     transcribe_s: wall-clock seconds spent transcribing it (model loading excluded).
     engine: name of the engine and model that transcribed it, e.g. "whisper:tiny.en".
+    queued_s: wall-clock seconds the call waited for the transcriber's worker thread (behind other utterances, of
+        any guild) before its work began; 0.0 when it did not wait (or was not made through ``transcribe``).
     """
 
     text: str
@@ -77,6 +79,7 @@ class Transcript:
     audio_s: float
     transcribe_s: float
     engine: str
+    queued_s: float = 0.0
 
 
 class Transcriber(LazyModel):
@@ -103,24 +106,28 @@ class Transcriber(LazyModel):
     async def transcribe(self, samples: np.ndarray | bytes, vocabulary: Sequence[str] = ()) -> Transcript:
         """Transcribe ``samples`` (as ``transcribe_raw``, ``vocabulary`` included, or Discord PCM: bytes, 48 kHz
         stereo s16le, converted there) in the transcriber's worker thread, loading the model there if needed; calls
-        queue for that one thread, and a call cancelled while queued never runs. The transcriber is shared by every
-        guild: each call brings its guild's vocabulary.
+        queue for that one thread (the time waited is the transcript's ``queued_s``), and a call cancelled while
+        queued never runs. The transcriber is shared by every guild: each call brings its guild's vocabulary.
 
         Raises ValueError for a bad shape or PCM length and SpeechRecognitionError, like ``transcribe_raw``.
         """
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="stt")
-        call = functools.partial(self._timed, samples, tuple(vocabulary))
+        call = functools.partial(self._timed, samples, tuple(vocabulary), time.perf_counter())
         return await asyncio.get_running_loop().run_in_executor(self._worker, call)
 
-    def _timed(self, samples: np.ndarray | bytes, vocabulary: Sequence[str]) -> Transcript:
-        """Blocking: convert Discord PCM, load if needed, then transcribe and time it."""
+    def _timed(self, samples: np.ndarray | bytes, vocabulary: Sequence[str], submitted: float) -> Transcript:
+        """Blocking: convert Discord PCM, load if needed, then transcribe and time it; ``submitted``: the
+        ``time.perf_counter()`` when the call was handed to the worker thread."""
+        queued_s = time.perf_counter() - submitted
         audio = _check_samples(to_mono_16k(samples) if isinstance(samples, bytes) else samples)
         if audio.size:
             self.load()  # outside the timing: transcribe_s is recognition only
         started = time.perf_counter()
         text, language = self._run(audio, vocabulary)
-        return Transcript(text, language, audio.size / STT_SAMPLE_RATE, time.perf_counter() - started, self.name)
+        return Transcript(
+            text, language, audio.size / STT_SAMPLE_RATE, time.perf_counter() - started, self.name, queued_s
+        )
 
     def _run(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
         audio = _check_samples(samples)

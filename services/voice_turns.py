@@ -168,19 +168,22 @@ class TurnReport:
     """Where the time went between the end of a member's speech and the first answer audio, in ms.
 
     endpoint: waiting for ENDPOINT_SILENCE_MS of no packets (plus any wait behind an earlier turn);
-    stt: transcription; llm_first_sentence: from the request to the LLM to its first complete sentence;
-    tts_first_sentence: synthesizing that sentence; to_playback: from the end of speech to the start of
-    playback (the sum of the above and the bot's own overhead).
+    stt: transcription; stt_wait: how long the turn's transcription waited for the shared transcriber's worker
+    thread, behind other utterances of any guild (``Transcript.queued_s``; with speculation that wait may have
+    passed before the end of speech was confirmed); llm_first_sentence: from the request to the LLM to its first
+    complete sentence; tts_first_sentence: synthesizing that sentence; to_playback: from the end of speech to the
+    start of playback (the sum of the above and the bot's own overhead).
     """
 
     endpoint_ms: float
     stt_ms: float
+    stt_wait_ms: float
     llm_first_sentence_ms: float | None
     tts_first_sentence_ms: float | None
     to_playback_ms: float | None
 
     @classmethod
-    def of(cls, utterance: Utterance, received_at: float, stt_s: float, turn: SpokenTurn,
+    def of(cls, utterance: Utterance, received_at: float, transcript: Transcript, turn: SpokenTurn,
            request: PlayedSpeech) -> TurnReport:
         def ms(start: float | None, end: float | None) -> float | None:
             return None if start is None or end is None else round((end - start) * 1000, 1)
@@ -188,7 +191,8 @@ class TurnReport:
         timings = turn.timings
         return cls(
             endpoint_ms=round((received_at - utterance.ended_at) * 1000, 1),
-            stt_ms=round(stt_s * 1000, 1),
+            stt_ms=round(transcript.transcribe_s * 1000, 1),
+            stt_wait_ms=round(transcript.queued_s * 1000, 1),
             llm_first_sentence_ms=ms(timings.started, timings.first_sentence),
             tts_first_sentence_ms=ms(timings.first_sentence, request.first_audio_at),
             to_playback_ms=ms(utterance.ended_at, request.playing_at),
@@ -461,7 +465,7 @@ class VoiceTurns:
             sentences = _replay([sentence async for sentence in sentences])  # the whole answer first
         request = self.playing = self.speech.enqueue(request_text, utterance.user_id, sentences=sentences)
         await request.done.wait()
-        report = TurnReport.of(utterance, received_at, transcript.transcribe_s, turn, request)
+        report = TurnReport.of(utterance, received_at, transcript, turn, request)
         if request.error and not turn.answer:
             await self.post(f"⚠️ {request.error}")
             return report

@@ -120,6 +120,17 @@ async def test_speech_is_transcribed(tiny: FasterWhisperTranscriber, speech: np.
     assert transcript.transcribe_s > 0 and transcript.engine == "whisper:tiny.en"
 
 
+async def test_a_transcription_says_how_long_it_queued_behind_another(tiny: FasterWhisperTranscriber,
+                                                                      speech: np.ndarray) -> None:  # fmt: skip
+    """Two guilds' utterances at once: the one worker thread takes the first while the second waits its turn, and
+    each transcript says how long it waited (what the capacity benchmark reads)."""
+    first, second = await asyncio.gather(tiny.transcribe(speech), tiny.transcribe(speech))
+    assert first.text == second.text == "Hello, what time is it?"
+    # it started only once the first was transcribed (10 ms: the loop may hand it over just after the worker began)
+    assert second.queued_s >= first.transcribe_s - 0.01
+    assert 0 <= first.queued_s < second.queued_s
+
+
 @pytest.mark.parametrize(("thresholds", "kept"), [
     ({}, True),  # the defaults (0.6, -1.0) keep clear speech
     ({"max_no_speech_prob": 0.0}, False),  # "probably silence" segments are dropped
