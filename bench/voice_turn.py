@@ -10,8 +10,9 @@ tiny.en), asks the Ollama stand-in (its own process; first token after ``--first
 
 - end of speech (the sandbox's ``member_speech`` event, published when the member's last packet is sent) to the
   first answer frame at the sandbox: p50 and p95 over the whole-question turns;
-- the bot's breakdown of each turn (``services.voice_turns.TurnReport``: endpoint wait, transcription, LLM to the
-  first sentence, TTS of it, and the remainder, the bot's own overhead);
+- the bot's breakdown of each turn (``services.voice_turns.TurnReport``: endpoint wait, transcription asked,
+  waiting for and transcribing, LLM to the first sentence, that sentence's time from the end of speech, TTS of it,
+  and the bot's own overhead: from its audio being ready to its playback);
 - CPU seconds per turn: ``time.process_time()`` of this whole process (bot and sandbox; the stand-in runs
   elsewhere, as Ollama would) from the first packet of the question until the answer has played;
 - the share of speculative work discarded, when the bot exposes it (null otherwise);
@@ -220,8 +221,9 @@ def summarize(name: str, overrides: dict[str, Any], results: Results) -> dict[st
 
     reports = results.reports
     keys = list(reports[0]) if reports else []
-    stages = ("endpoint_ms", "stt_ms", "llm_first_sentence_ms", "tts_first_sentence_ms")
-    overhead = [r["to_playback_ms"] - sum(r[k] or 0 for k in stages) for r in reports if r["to_playback_ms"]]
+    # From the first sentence's audio being ready to its playback (the stages before it overlap when speculating).
+    overhead = [r["to_playback_ms"] - r["first_sentence_at_ms"] - r["tts_first_sentence_ms"]
+                for r in reports if r["to_playback_ms"] and r["first_sentence_at_ms"] and r["tts_first_sentence_ms"]]
     paused = results.paused
     started, discarded = (sum(column) for column in zip(*results.speculation, strict=True)) if results.speculation \
         else (0, 0)

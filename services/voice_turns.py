@@ -167,35 +167,42 @@ class SpeechQueue(Protocol):
 class TurnReport:
     """Where the time went between the end of a member's speech and the first answer audio, in ms.
 
-    endpoint: waiting for ENDPOINT_SILENCE_MS of no packets (plus any wait behind an earlier turn);
-    stt: transcription; stt_wait: how long the turn's transcription waited for the shared transcriber's worker
-    thread, behind other utterances of any guild (``Transcript.queued_s``; with speculation that wait may have
-    passed before the end of speech was confirmed); llm_first_sentence: from the request to the LLM to its first
-    complete sentence; tts_first_sentence: synthesizing that sentence; to_playback: from the end of speech to the
-    start of playback (the sum of the above and the bot's own overhead).
+    endpoint: from the end of speech until the turn was confirmed (ENDPOINT_SILENCE_MS of no packets, or sooner from
+    its words; plus any wait behind an earlier turn); stt_asked: from the end of speech until its transcription was
+    asked (the tentative end, ENDPOINT_SPECULATE_MS, when speculating; else the confirmed end and any wait behind an
+    earlier turn); stt: transcription; stt_wait: how long the turn's transcription waited for the shared
+    transcriber's worker thread, behind other utterances of any guild (``Transcript.queued_s``; with speculation
+    that wait may have passed before the end of speech was confirmed); llm_first_sentence: from the request to the
+    LLM to its first complete sentence; tts_first_sentence: synthesizing that sentence; to_playback: from the end of
+    speech to the start of playback; first_sentence_at: from the end of speech until the first sentence was written.
+    Stages overlap when speculating: playback starts after the later of the confirmed end (endpoint) and the first
+    sentence (first_sentence_at), then its synthesis, then the bot's own overhead.
     """
 
     endpoint_ms: float
+    stt_asked_ms: float
     stt_ms: float
     stt_wait_ms: float
     llm_first_sentence_ms: float | None
     tts_first_sentence_ms: float | None
     to_playback_ms: float | None
+    first_sentence_at_ms: float | None
 
     @classmethod
-    def of(cls, utterance: Utterance, received_at: float, transcript: Transcript, turn: SpokenTurn,
-           request: PlayedSpeech) -> TurnReport:
+    def of(cls, prepared: PreparedTurn, received_at: float, turn: SpokenTurn, request: PlayedSpeech) -> TurnReport:
         def ms(start: float | None, end: float | None) -> float | None:
             return None if start is None or end is None else round((end - start) * 1000, 1)
 
-        timings = turn.timings
+        timings, utterance, transcript = turn.timings, prepared.utterance, prepared.transcript
         return cls(
             endpoint_ms=round((received_at - utterance.ended_at) * 1000, 1),
+            stt_asked_ms=round((prepared.transcribing_at - utterance.ended_at) * 1000, 1),
             stt_ms=round(transcript.transcribe_s * 1000, 1),
             stt_wait_ms=round(transcript.queued_s * 1000, 1),
             llm_first_sentence_ms=ms(timings.started, timings.first_sentence),
             tts_first_sentence_ms=ms(timings.first_sentence, request.first_audio_at),
             to_playback_ms=ms(utterance.ended_at, request.playing_at),
+            first_sentence_at_ms=ms(utterance.ended_at, timings.first_sentence),
         )
 
 
@@ -213,14 +220,16 @@ class PreparedTurn:
     """A turn transcribed and, when addressed, being answered, with nothing posted, spoken or remembered yet.
 
     transcript: what was heard; request_text: the request in it (None when nothing was heard or the bot was not
-    addressed); request: the LLM request (messages and model); turn: the answer being streamed, its
-    sentences read ahead into a buffer by a background task until ``sentences()`` takes them or ``discard()``.
+    addressed); transcribing_at: ``time.monotonic()`` when its transcription was asked; request: the LLM request
+    (messages and model); turn: the answer being streamed, its sentences read ahead into a buffer by a background
+    task until ``sentences()`` takes them or ``discard()``.
     """
 
     utterance: Utterance
     name: str
     transcript: Transcript
     request_text: str | None
+    transcribing_at: float
     request: LLMRequest | None = None
     turn: SpokenTurn | None = None
     _buffer: asyncio.Queue[str | Exception | None] = field(default_factory=asyncio.Queue)
@@ -418,9 +427,11 @@ class VoiceTurns:
         Raises ValueError and SpeechRecognitionError as ``Transcriber.transcribe``.
         """
         name = await self.member_name(utterance.user_id)
-        transcript = await self.transcriber.transcribe(utterance.pcm, await self._vocabulary())
+        vocabulary = await self._vocabulary()
+        transcribing_at = time.monotonic()
+        transcript = await self.transcriber.transcribe(utterance.pcm, vocabulary)
         request_text = addressed(transcript.text, self.settings.VOICE_WAKE_WORDS) if transcript.text else None
-        prepared = PreparedTurn(utterance, name, transcript, request_text or None)
+        prepared = PreparedTurn(utterance, name, transcript, request_text or None, transcribing_at)
         if prepared.request_text:
             request = await self._request(prepared.request_text)
             # last, with no await after it: a cancelled preparation never leaves a request running
@@ -465,7 +476,7 @@ class VoiceTurns:
             sentences = _replay([sentence async for sentence in sentences])  # the whole answer first
         request = self.playing = self.speech.enqueue(request_text, utterance.user_id, sentences=sentences)
         await request.done.wait()
-        report = TurnReport.of(utterance, received_at, transcript, turn, request)
+        report = TurnReport.of(prepared, received_at, turn, request)
         if request.error and not turn.answer:
             await self.post(f"⚠️ {request.error}")
             return report
