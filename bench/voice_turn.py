@@ -59,7 +59,7 @@ WARM_UP = "Hello there, can you hear me?"
 # one after the other (each answer sentence spoken as soon as it is complete). "new" is the bot's default pipeline,
 # each technique of issue 9 named by its setting.
 PIPELINES: dict[str, dict[str, Any]] = {
-    "new": {"ENDPOINT_SPECULATE_MS": 150, "ENDPOINT_CHECK_MS": 20, "ENDPOINT_COMPLETE_MS": 350,
+    "new": {"ENDPOINT_SPECULATE_MS": 150, "ENDPOINT_CHECK_MS": 20, "ENDPOINT_COMPLETE_MS": 500,
             "ENDPOINT_INCOMPLETE_MS": 1300, "ENDPOINT_SILENCE_MS": 1000, "VOICE_FIRST_CLAUSE_WORDS": 4,
             "STT_SHORT_WINDOW": True, "VOICE_STREAM_ANSWERS": True},
     "current": {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_CHECK_MS": 50, "ENDPOINT_SILENCE_MS": 600,
