@@ -3,8 +3,8 @@ dropped, with the bundled Whisper tiny.en.
 
 The bot runs with a pipeline's settings (``bench.voice_turn.PIPELINES``): "new", the bot's defaults (speculative
 transcription on a 150 ms silence, Whisper's short window), by default; ``--pipeline current`` for the old baseline
-(600 ms of silence, then the 30 s window with a beam of 5). The shared transcriber decodes in the pipeline's window
-(``with_window``). The wait of an utterance is how long its transcription waited for the transcriber's one worker
+(600 ms of silence, then the 30 s window with a beam of 5). The transcriber decodes in the pipeline's window
+(STT_SHORT_WINDOW). The wait of an utterance is how long its transcription waited for the transcriber's one worker
 thread before its work began, as the transcriber measures it (``Transcript.queued_s``).
 
 - **One guild** (the real bot through the sandbox): N numbered members in Lounge each say a different question at
@@ -39,12 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import OllamaProcess, machine, percentile
-from bench.voice_turn import ANSWER, PIPELINES, Block, parse_sets, say, settings_for, with_window
+from bench.voice_turn import ANSWER, PIPELINES, Block, parse_sets, say, settings_for
 from sandbox import Sandbox
 from services.audio import to_mono_16k
 from services.files import write_json_atomic
 from services.stt import create_transcriber
 from services.tts import create_synthesizer
+from services.voice_turns import SpeculationStats
 from tests.support.bot_harness import running_bot
 from tests.support.paused_speech import PAUSED_QUESTIONS
 
@@ -89,7 +90,7 @@ async def one_guild(level: int, speech: dict[str, bytes], overrides: dict[str, A
                 await sandbox.join_voice(member, "Lounge")
             speculation = block.session.listening.speculation
             heard = block.session.listening.endpointer.stats.utterances  # the warm-up's, not counted
-            speculated = speculation.stats if speculation else None
+            speculated = speculation.stats if speculation else SpeculationStats()
             texts = questions(level)
             started = time.monotonic()
             await asyncio.gather(*(sandbox.speak(m, speech[t]) for m, t in zip(members, texts, strict=True)))
@@ -109,7 +110,7 @@ async def one_guild(level: int, speech: dict[str, bytes], overrides: dict[str, A
                           [r.to_playback_ms for r in reports if r.to_playback_ms is not None]),
                       "wall_s": round(time.monotonic() - started, 1),
                       "reports": [dataclasses.asdict(r) for r in reports]}
-            if speculated is not None and speculation is not None:
+            if speculation is not None:
                 now = speculation.stats
                 result["speculative_started"] = now.started - speculated.started
                 result["speculative_discarded"] = now.discarded - speculated.discarded
@@ -143,7 +144,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_for(overrides, url, Path(tempfile.mkdtemp(prefix="bench-capacity-")))
     synthesizer, transcriber = create_synthesizer(settings), create_transcriber(settings)
     await asyncio.gather(asyncio.to_thread(synthesizer.load), asyncio.to_thread(transcriber.load))
-    transcriber = with_window(transcriber, settings)  # as bench.voice_turn shares it: the pipeline's window
     texts = list(dict.fromkeys(questions(12))) + ["Hello there, can you hear me?"]
     speech = {text: await say(synthesizer, text) for text in texts}
     samples = {text: to_mono_16k(pcm) for text, pcm in speech.items()}

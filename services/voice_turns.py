@@ -189,11 +189,15 @@ class TurnReport:
     first_sentence_at_ms: float | None
 
     @classmethod
-    def of(cls, prepared: PreparedTurn, received_at: float, turn: SpokenTurn, request: PlayedSpeech) -> TurnReport:
+    def of(cls, prepared: PreparedTurn, received_at: float, request: PlayedSpeech) -> TurnReport:
+        """The report of ``prepared``, whose answer (``prepared.turn``) was asked for, confirmed at ``received_at``
+        and played as ``request``."""
+
         def ms(start: float | None, end: float | None) -> float | None:
             return None if start is None or end is None else round((end - start) * 1000, 1)
 
-        timings, utterance, transcript = turn.timings, prepared.utterance, prepared.transcript
+        assert prepared.turn is not None
+        timings, utterance, transcript = prepared.turn.timings, prepared.utterance, prepared.transcript
         return cls(
             endpoint_ms=round((received_at - utterance.ended_at) * 1000, 1),
             stt_asked_ms=round((prepared.transcribing_at - utterance.ended_at) * 1000, 1),
@@ -476,7 +480,7 @@ class VoiceTurns:
             sentences = _replay([sentence async for sentence in sentences])  # the whole answer first
         request = self.playing = self.speech.enqueue(request_text, utterance.user_id, sentences=sentences)
         await request.done.wait()
-        report = TurnReport.of(prepared, received_at, turn, request)
+        report = TurnReport.of(prepared, received_at, request)
         if request.error and not turn.answer:
             await self.post(f"⚠️ {request.error}")
             return report
