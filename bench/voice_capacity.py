@@ -47,7 +47,7 @@ from services.stt import create_transcriber
 from services.tts import create_synthesizer
 from services.voice_turns import SpeculationStats
 from tests.support.bot_harness import running_bot
-from tests.support.paused_speech import PAUSED_QUESTIONS
+from tests.support.paused_speech import RULE_QUESTIONS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "voice_capacity.json"
 LEVELS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32)
@@ -67,7 +67,7 @@ class TurnLog(logging.Handler):
 
 
 def questions(n: int) -> list[str]:
-    texts = [f"{first} {second}" for first, second in PAUSED_QUESTIONS[::2]]
+    texts = [f"{first} {second}" for first, second in RULE_QUESTIONS[::2]]
     return [texts[i % len(texts)] for i in range(n)]
 
 

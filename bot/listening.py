@@ -28,6 +28,7 @@ from services.voice_turns import Speculation, StartTask, VoiceTurns
 
 if TYPE_CHECKING:
     from bot.client import AssistantBot
+    from services.stt import Transcript
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,15 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
         member_name=lambda user_id: member_name(bot.get_guild(guild_id), user_id), start_task=start_task,
         vocabulary=vocabulary,
     )
-    def end_turn_from_words(utterance: Utterance, text: str) -> None:
-        end = turn_end(text)
-        silence_ms = settings.ENDPOINT_COMPLETE_MS if end is TurnEnd.COMPLETE else settings.ENDPOINT_INCOMPLETE_MS
+    silence_after = {TurnEnd.COMPLETE: settings.ENDPOINT_COMPLETE_MS, TurnEnd.UNSURE: settings.ENDPOINT_SILENCE_MS,
+                     TurnEnd.INCOMPLETE: settings.ENDPOINT_INCOMPLETE_MS}
+
+    def end_turn_from_words(utterance: Utterance, transcript: Transcript) -> None:
+        end = turn_end(transcript.text, transcript.no_speech_prob, settings.ENDPOINT_SURE_NO_SPEECH_PROB)
+        silence_ms = silence_after[end]
         applied = endpointer.end_after(utterance.user_id, utterance.started_at, silence_ms, end.value)
-        log.debug("guild %s: %r reads %s: end of turn after %s ms (%s)", guild_id, text, end.value, silence_ms,
-                  "applied" if applied else "too late")
+        log.debug("guild %s: %r (no-speech %s) reads %s: end of turn after %s ms (%s)", guild_id, transcript.text,
+                  transcript.no_speech_prob, end.value, silence_ms, "applied" if applied else "too late")
 
     # Turns are transcribed and answered from a short silence on (ENDPOINT_SPECULATE_MS), committed at the end of
     # the turn, which comes sooner when the words heard read as finished and later when they trail off.

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -72,6 +72,9 @@ class Transcript:
     engine: name of the engine and model that transcribed it, e.g. "whisper:tiny.en".
     queued_s: wall-clock seconds the call waited for the transcriber's worker thread (behind other utterances, of
         any guild) before its work began; 0.0 when it did not wait (or was not made through ``transcribe``).
+    no_speech_prob: the engine's probability, 0..1, that the audio held no speech (Whisper's <|nospeech|> token; the
+        highest of the segments kept), a doubt about what it heard; None when nothing was kept or the engine does
+        not say.
     """
 
     text: str
@@ -80,6 +83,16 @@ class Transcript:
     transcribe_s: float
     engine: str
     queued_s: float = 0.0
+    no_speech_prob: float | None = None
+
+
+class Recognized(NamedTuple):
+    """What an engine's ``_recognize`` heard: the words (unstripped), the language code or None, and the
+    no-speech probability of what was kept or None (as ``Transcript``'s fields)."""
+
+    text: str
+    language: str | None
+    no_speech_prob: float | None = None
 
 
 class Transcriber(LazyModel):
@@ -101,7 +114,7 @@ class Transcriber(LazyModel):
             without loading anything. Raises ValueError for another shape, SpeechRecognitionError when the engine
             fails (BundledModelError when the bundled model must be loaded and is not the published file).
         """
-        return self._run(samples, vocabulary)[0]
+        return self._run(samples, vocabulary).text
 
     async def transcribe(self, samples: np.ndarray | bytes, vocabulary: Sequence[str] = ()) -> Transcript:
         """Transcribe ``samples`` (as ``transcribe_raw``, ``vocabulary`` included, or Discord PCM: bytes, 48 kHz
@@ -124,18 +137,17 @@ class Transcriber(LazyModel):
         if audio.size:
             self.load()  # outside the timing: transcribe_s is recognition only
         started = time.perf_counter()
-        text, language = self._run(audio, vocabulary)
-        return Transcript(
-            text, language, audio.size / STT_SAMPLE_RATE, time.perf_counter() - started, self.name, queued_s
-        )
+        heard = self._run(audio, vocabulary)
+        return Transcript(heard.text, heard.language, audio.size / STT_SAMPLE_RATE, time.perf_counter() - started,
+                          self.name, queued_s, heard.no_speech_prob)
 
-    def _run(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
+    def _run(self, samples: np.ndarray, vocabulary: Sequence[str]) -> Recognized:
         audio = _check_samples(samples)
         if not audio.size:
-            return "", None
+            return Recognized("", None)
         self.load()
-        text, language = self._recognize(audio, vocabulary)
-        return text.strip(), language
+        heard = self._recognize(audio, vocabulary)
+        return heard._replace(text=heard.text.strip())
 
     def close(self) -> None:
         """Release the model; a later call loads it again. Blocking, idempotent."""
@@ -143,9 +155,9 @@ class Transcriber(LazyModel):
             self._loaded = False
 
     @abstractmethod
-    def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
-        """(text, language) for non-empty float32 16 kHz mono ``samples`` (the engine is loaded), biased towards
-        ``vocabulary`` (may be empty)."""
+    def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> Recognized:
+        """What non-empty float32 16 kHz mono ``samples`` say (the engine is loaded), biased towards ``vocabulary``
+        (may be empty)."""
 
 
 def _check_samples(samples: np.ndarray) -> np.ndarray:
@@ -336,25 +348,25 @@ class FasterWhisperTranscriber(Transcriber):
     recording "Side Right" through the sandbox's Opus path averaged a token log-probability of -1.03 with the
     prompt "Assistant" (below the -1.0 gate, so dropped) and -0.47 with 0.3 s of silence on each side."""
 
-    def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, str | None]:
+    def _recognize(self, samples: np.ndarray, vocabulary: Sequence[str]) -> Recognized:
         audio = np.pad(samples, round(self.PAD_S * STT_SAMPLE_RATE))
         if self.short_window:
             speech = voiced(audio)  # what faster-whisper's vad_filter keeps (0.4 s of the padding around speech)
             if not speech.size:
-                return "", self._language
+                return Recognized("", self._language)
             frames = window_frames(speech.size / STT_SAMPLE_RATE)
             if frames is not None:
                 decoded = decode_in_window(self.whisper, speech, frames, self.hotwords(vocabulary), self._language)
-                return (decoded.text if self._keep(decoded) else ""), decoded.language
+                if not self._keep(decoded):
+                    return Recognized("", decoded.language)
+                return Recognized(decoded.text, decoded.language, decoded.no_speech_prob)
         segments, info = self.whisper.transcribe(
             audio, language=self._language, beam_size=self.beam_size, hotwords=self.hotwords(vocabulary),
             **self.decode_options,
         )
-        kept: list[str] = []
-        for segment in segments:  # a generator: decoding happens while iterating, here in the worker thread
-            if self._keep(segment):
-                kept.append(segment.text)
-        return "".join(kept), info.language
+        kept = [segment for segment in segments if self._keep(segment)]  # decoded while iterating, in this thread
+        no_speech_prob = max((segment.no_speech_prob for segment in kept), default=None)
+        return Recognized("".join(segment.text for segment in kept), info.language, no_speech_prob)
 
     def close(self) -> None:
         with self._load_lock:

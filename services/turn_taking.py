@@ -9,6 +9,12 @@ model: a transcript is incomplete when it ends in a word that needs a continuati
 conjunction, auxiliary, pronoun subject, filler, a verb that takes an object such as "explain"), when it is a
 question whose subject has no verb yet ("Why does the bot"), or when it is a lone word. Whisper ends fragments with
 "." or "?" too ("What is the?"), so punctuation is ignored.
+
+Words alone cannot tell "What is the default" from "What is the default context length?". Whisper's doubt can:
+its probability that the audio held no speech (``Transcript.no_speech_prob``) was 0.1-0.3 on first halves cut out
+of a sentence read whole, which break off mid-intonation, and mostly under 0.06 on whole questions (the bundled
+tiny.en decoding Piper speech in the short window; ``docs/performance.md``). Words that read as finished but come
+with that doubt make the turn ``UNSURE``: the fallback silence limit decides it.
 """
 
 from __future__ import annotations
@@ -50,11 +56,21 @@ class TurnEnd(Enum):
 
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"
+    UNSURE = "unsure"
 
 
-def turn_end(transcript: str) -> TurnEnd:
+def turn_end(transcript: str, no_speech_prob: float | None = None, sure_no_speech_prob: float = 1.0) -> TurnEnd:
     """Whether ``transcript`` (a member's words so far, as Whisper heard them; any case and punctuation) reads as a
-    finished request (``COMPLETE``) or trails off (``INCOMPLETE``). An empty transcript is incomplete."""
+    finished request (``COMPLETE``) or trails off (``INCOMPLETE``); ``UNSURE`` when it reads as finished but the
+    recogniser's ``no_speech_prob`` (0..1, None when unknown) is above ``sure_no_speech_prob`` (1 never is). An empty
+    transcript is incomplete."""
+    end = _turn_end_of_words(transcript)
+    if end is TurnEnd.COMPLETE and no_speech_prob is not None and no_speech_prob > sure_no_speech_prob:
+        return TurnEnd.UNSURE
+    return end
+
+
+def _turn_end_of_words(transcript: str) -> TurnEnd:
     words = _WORD.findall(transcript.lower().replace("\u2019", "'"))
     if not words:
         return TurnEnd.INCOMPLETE

@@ -301,12 +301,13 @@ class Speculation:
     Wire ``begin`` to the endpointer's ``on_tentative`` and ``cancel`` to its ``on_resumed``; the worker answering
     confirmed utterances calls ``take`` first. start_task: starts the preparation tasks (the bot's task registry).
     max_pending: speculative turns kept at once (those whose utterance never came, e.g. dropped from a full queue,
-    are discarded oldest first). on_transcript: ``(utterance, text) -> None`` called on the loop with the transcript
-    of each speculative turn as soon as it is transcribed (to decide the end of the turn from the words), or None.
+    are discarded oldest first). on_transcript: ``(utterance, transcript) -> None`` called on the loop with the
+    Transcript of each speculative turn as soon as it is transcribed (to decide the end of the turn from the words),
+    or None.
     """
 
     def __init__(self, turns: VoiceTurns, start_task: StartTask, max_pending: int = 8,
-                 on_transcript: Callable[[Utterance, str], None] | None = None) -> None:
+                 on_transcript: Callable[[Utterance, Transcript], None] | None = None) -> None:
         self.turns = turns
         self._on_transcript = on_transcript
         self._start_task = start_task
@@ -332,7 +333,7 @@ class Speculation:
 
     def _transcribed(self, utterance: Utterance, task: asyncio.Task[PreparedTurn]) -> None:
         if self._on_transcript is not None and not task.cancelled() and task.exception() is None:
-            self._on_transcript(utterance, task.result().transcript.text)
+            self._on_transcript(utterance, task.result().transcript)
 
     def cancel(self, user_id: int, started_at: float) -> None:
         """The member spoke again: discard the work on the utterance that started at ``started_at``."""

@@ -1,12 +1,22 @@
 """Paused spoken questions (tests/support/paused_speech.py): the sandbox sends them as two talk spurts with
-exactly the pause asked for between them."""
+exactly the pause asked for between them; halves cut out of a whole reading hold the words of each half, and the
+bundled Whisper doubts a first half that breaks off mid-sentence."""
 
 from __future__ import annotations
 
 import pytest
 
 from sandbox.voice.speech import frame_rms, split_spurts
-from tests.support.paused_speech import PAUSED_QUESTIONS, paused_question_set, paused_utterance
+from services.audio import to_mono_16k
+from services.stt import FasterWhisperTranscriber
+from services.turn_taking import TurnEnd, turn_end
+from tests.support.paused_speech import (
+    PAUSED_QUESTIONS,
+    SentenceCutter,
+    paused_question_set,
+    paused_utterance,
+    trim_silence,
+)
 from tests.support.pcm import tone_pcm
 
 SILENT_FRAME = bytes(3840)
@@ -38,9 +48,43 @@ def test_a_silent_half_is_refused():
 
 def test_the_set_varies_pause_and_split_over_the_whole_range():
     questions = paused_question_set()
-    assert len(questions) == len(PAUSED_QUESTIONS) >= 20
+    assert len(questions) == len(PAUSED_QUESTIONS) == 48
+    assert sum(q.held_out for q in questions) == 24
     pauses = [q.pause_ms for q in questions]
     assert min(pauses) == 300 and max(pauses) == 800 and all(p % 20 == 0 for p in pauses)
     assert pauses != sorted(pauses)  # not tied to the order of the questions
     assert len({q.text for q in questions}) == len(questions) / 2  # each question split at two points
     assert paused_question_set(seed=0) == questions and paused_question_set(seed=1) != questions
+
+
+@pytest.fixture(scope="module")
+def cutter() -> SentenceCutter:
+    return SentenceCutter()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> FasterWhisperTranscriber:
+    transcriber = FasterWhisperTranscriber()
+    transcriber.load()
+    return transcriber
+
+
+@pytest.mark.parametrize(("first", "second"), [("What is the default", "context length?"),
+                                               ("When was the last document", "added to the index?")])
+def test_a_whole_reading_is_cut_between_the_halves_and_nothing_is_lost(cutter, tiny, first, second):
+    head, tail = cutter.halves(first, second)
+    heard_head, heard_tail = (tiny.transcribe_raw(to_mono_16k(trim_silence(pcm))).lower() for pcm in (head, tail))
+    assert heard_head.split()[-1].strip("?.,") == first.lower().split()[-1]  # the cut is after the half's last word
+    assert second.lower().split()[0] in heard_tail.split()[0]
+    assert first.lower().split()[-1] not in heard_tail
+
+
+async def test_whisper_doubts_words_that_break_off_mid_sentence_but_not_the_whole_question(cutter, tiny):
+    # "What is the default" reads as a finished question; cut out of the sentence, it sounds unfinished.
+    ends = []
+    for _ in range(3):  # Piper's readings vary
+        head, tail = cutter.halves("What is the default", "context length?")
+        half, whole = [await tiny.transcribe(trim_silence(pcm)) for pcm in (head, head + tail)]
+        ends.append((turn_end(half.text, half.no_speech_prob, 0.12), turn_end(whole.text, whole.no_speech_prob, 0.12)))
+    assert [whole for _, whole in ends] == [TurnEnd.COMPLETE] * 3
+    assert [half for half, _ in ends].count(TurnEnd.UNSURE) >= 2, ends

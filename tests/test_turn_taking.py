@@ -1,11 +1,12 @@
-"""The end-of-turn rule on the words of a transcript: complete requests and trailing fragments."""
+"""The end-of-turn rule on the words of a transcript: complete requests and trailing fragments, and the doubt of
+the recogniser that makes a complete-sounding one unsure."""
 
 from __future__ import annotations
 
 import pytest
 
 from services.turn_taking import TurnEnd, turn_end
-from tests.support.paused_speech import PAUSED_QUESTIONS
+from tests.support.paused_speech import RULE_QUESTIONS
 
 COMPLETE = [
     "What time is it?",
@@ -53,8 +54,29 @@ def test_a_fragment_is_incomplete(text):
 
 
 def test_the_whole_paused_questions_are_complete_and_most_first_halves_are_not():
-    assert all(turn_end(f"{first} {second}") is TurnEnd.COMPLETE for first, second in PAUSED_QUESTIONS)
-    halves = [first for first, _ in PAUSED_QUESTIONS]
+    # the questions the rule was written against; the held-out ones are measured by bench/voice_turn.py
+    assert all(turn_end(f"{first} {second}") is TurnEnd.COMPLETE for first, second in RULE_QUESTIONS)
+    halves = [first for first, _ in RULE_QUESTIONS]
     complete = [first for first in halves if turn_end(first) is TurnEnd.COMPLETE]
     # a noun that may end a question ("What is the default") cannot be told apart from words alone
     assert len(complete) <= 3, complete
+
+
+@pytest.mark.parametrize("no_speech_prob", [0.13, 0.3, 0.9])
+def test_finished_words_the_recogniser_doubts_are_unsure(no_speech_prob):
+    assert turn_end("What is the default?", no_speech_prob, 0.12) is TurnEnd.UNSURE
+
+
+@pytest.mark.parametrize("no_speech_prob", [None, 0.0, 0.05, 0.12])
+def test_finished_words_heard_without_doubt_are_complete(no_speech_prob):
+    assert turn_end("What is the default context length?", no_speech_prob, 0.12) is TurnEnd.COMPLETE
+
+
+def test_a_fragment_stays_incomplete_whatever_the_doubt():
+    assert turn_end("What is the", 0.4, 0.12) is TurnEnd.INCOMPLETE
+    assert turn_end("What is the", 0.01, 0.12) is TurnEnd.INCOMPLETE
+
+
+def test_a_threshold_of_one_turns_the_doubt_off():
+    assert turn_end("What is the default?", 0.99) is TurnEnd.COMPLETE
+    assert turn_end("What is the default?", 0.99, 1.0) is TurnEnd.COMPLETE

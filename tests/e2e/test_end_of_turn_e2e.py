@@ -1,12 +1,16 @@
 """The end of a spoken turn decided from its words (ENDPOINT_COMPLETE_MS, ENDPOINT_INCOMPLETE_MS): the words heard on
 the speculative silence confirm a finished question after a short silence and make the bot wait longer after
-"What is the", longer than ENDPOINT_SILENCE_MS."""
+"What is the", longer than ENDPOINT_SILENCE_MS; words that read as finished but break off mid-sentence, which
+Whisper doubts (ENDPOINT_SURE_NO_SPEECH_PROB), wait ENDPOINT_SILENCE_MS."""
 
 from __future__ import annotations
+
+import asyncio
 
 from services.turn_taking import TurnEnd, turn_end
 from tests.e2e.test_listen_e2e import listening, posted, speech_pcm, wait_until
 from tests.e2e.test_speculation_e2e import ANSWER, FIRST_HALF, SECOND_HALF, answer_only_the_whole_question, trimmed
+from tests.support.paused_speech import SentenceCutter
 
 # A first half that ends in "of" (where "What is the" may come back as "What is that?").
 TRAILING_HALF, REST = "Can you tell me the size of", "the default context window?"
@@ -55,3 +59,30 @@ async def test_a_complete_question_is_answered_after_the_short_silence(make_harn
     assert ended_by_words(harness) == {"complete": 1}
     [spurt] = harness.sandbox.voice_spurts("Assistant")
     assert spurt["start_t_ms"] - speech["t_ms"] < 4000  # before ENDPOINT_SILENCE_MS would have ended it
+
+
+async def doubted_half(harness, first: str, second: str) -> tuple[bytes, bytes]:
+    """``first`` and ``second`` cut out of one Piper reading of the whole (trimmed), such that the bot's Whisper hears
+    ``first`` as finished words it doubts (UNSURE); most readings of "What is the default" are."""
+    cutter = await asyncio.to_thread(SentenceCutter)
+    settings = harness.bot.settings
+    for _ in range(5):
+        head, tail = (trimmed(pcm) for pcm in await asyncio.to_thread(cutter.halves, first, second))
+        heard = await harness.bot.transcriber.transcribe(head, ["Assistant"])
+        if turn_end(heard.text, heard.no_speech_prob, settings.ENDPOINT_SURE_NO_SPEECH_PROB) is TurnEnd.UNSURE:
+            return head, tail
+    raise AssertionError(f"tiny.en heard {first!r} cut mid-sentence without doubt in 5 readings")
+
+
+async def test_a_member_breaking_off_after_words_that_sound_finished_is_not_cut_off(make_harness):
+    harness = await listening(make_harness)
+    harness.ollama.responder = answer_only_the_whole_question
+    first, second = await doubted_half(harness, "What is the default", "context length?")
+    pause = b"\0" * (3840 * 35)  # 700 ms: longer than ENDPOINT_COMPLETE_MS, shorter than ENDPOINT_SILENCE_MS
+    speech = await harness.sandbox.speak("bob", first + pause + second)
+    assert speech["spurts"] == 2
+    await wait_until(lambda: posted(harness, "🔊"), timeout=30)
+
+    [transcript] = posted(harness, "🎙️ **Bob**:")
+    assert "default" in transcript.lower() and "context" in transcript.lower(), transcript  # both halves
+    assert posted(harness, "🔊") == [f"🔊 {ANSWER}"]
