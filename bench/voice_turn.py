@@ -16,9 +16,12 @@ tiny.en), asks the Ollama stand-in (its own process; first token after ``--first
 - CPU seconds per turn: ``time.process_time()`` of this whole process (bot and sandbox; the stand-in runs
   elsewhere, as Ollama would) from the first packet of the question until the answer has played;
 - the share of speculative work discarded, when the bot exposes it (null otherwise);
-- the paused set (``tests/support/paused_speech.py``): 24 questions said with a 300-800 ms pause mid-sentence.
-  An answer is premature when a transcript is posted or an answer frame arrives before the member's last packet;
-  every question should get exactly one answer (a posted "🔊" line): misses and doubles are counted.
+- the paused set (``tests/support/paused_speech.py``): 48 questions said with a 300-800 ms pause mid-sentence, the
+  24 the end-of-turn rule was written against and 24 held out (rates for each). The halves are cut out of one
+  reading of the whole question (``--halves cut``, the default: the first half breaks off with the intonation of a
+  sentence going on) or read separately (``--halves separate``: each half sounds finished). An answer is premature
+  when a transcript is posted or an answer frame arrives before the member's last packet; every question should
+  get exactly one answer (a posted "🔊" line): misses and doubles are counted.
 
 Pipelines run in alternating blocks (new, current, current, new, ...), each block a fresh bot and sandbox with the
 speech models shared, so that the machine's load (it is shared) hits both alike.
@@ -47,7 +50,13 @@ from services.files import write_json_atomic
 from services.stt import create_transcriber
 from services.tts import Synthesizer, create_synthesizer
 from tests.support.bot_harness import running_bot
-from tests.support.paused_speech import PAUSED_QUESTIONS, PausedQuestion, paused_question_set, paused_utterance
+from tests.support.paused_speech import (
+    PAUSED_QUESTIONS,
+    PausedQuestion,
+    SentenceCutter,
+    paused_question_set,
+    paused_utterance,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "voice_turn.json"
 BOT = "Assistant"
@@ -91,9 +100,13 @@ async def say(synthesizer: Synthesizer, text: str) -> bytes:
     return (await synthesizer.synthesize(text)).pcm
 
 
-async def prepare_paused(synthesizer: Synthesizer, question: PausedQuestion) -> bytes:
-    return paused_utterance(await say(synthesizer, question.first), await say(synthesizer, question.second),
-                            question.pause_ms)
+async def prepare_paused(synthesizer: Synthesizer, cutter: SentenceCutter | None, question: PausedQuestion) -> bytes:
+    """The question's two halves and its pause: cut out of one reading (``cutter``) or, without one, read apart."""
+    if cutter is None:
+        first, second = await say(synthesizer, question.first), await say(synthesizer, question.second)
+    else:
+        first, second = await asyncio.to_thread(cutter.halves, question.first, question.second)
+    return paused_utterance(first, second, question.pause_ms)
 
 
 class Block:
@@ -155,6 +168,7 @@ class Block:
                         and ev["start_t_ms"] < end]
         early_posts = [ev for ev in transcripts if ev["t_ms"] < end]
         return {"text": question.text, "split_after": question.first, "pause_ms": question.pause_ms,
+                "held_out": question.held_out,
                 "premature": bool(early_frames or early_posts), "answers": len(answers),
                 "transcripts": [ev["content"].split(": ", 1)[-1] for ev in transcripts]}
 
@@ -225,6 +239,10 @@ def summarize(name: str, overrides: dict[str, Any], results: Results) -> dict[st
     overhead = [r["to_playback_ms"] - r["first_sentence_at_ms"] - r["tts_first_sentence_ms"]
                 for r in reports if r["to_playback_ms"] and r["first_sentence_at_ms"] and r["tts_first_sentence_ms"]]
     paused = results.paused
+
+    def premature_rate(outcomes: list[dict[str, Any]]) -> float | None:
+        return round(sum(p["premature"] for p in outcomes) / len(outcomes), 3) if outcomes else None
+
     started, discarded = (sum(column) for column in zip(*results.speculation, strict=True)) if results.speculation \
         else (0, 0)
     return {
@@ -238,7 +256,9 @@ def summarize(name: str, overrides: dict[str, Any], results: Results) -> dict[st
         "speculative_discarded_share": round(discarded / started, 3) if started else None,
         "paused_set": {
             "utterances": len(paused),
-            "premature_answer_rate": round(sum(p["premature"] for p in paused) / len(paused), 3) if paused else None,
+            "premature_answer_rate": premature_rate(paused),
+            "premature_answer_rate_rule_questions": premature_rate([p for p in paused if not p["held_out"]]),
+            "premature_answer_rate_held_out_questions": premature_rate([p for p in paused if p["held_out"]]),
             "answered_once": sum(p["answers"] == 1 for p in paused),
             "missed": sum(p["answers"] == 0 for p in paused),
             "answered_twice_or_more": sum(p["answers"] > 1 for p in paused),
@@ -256,9 +276,11 @@ async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) ->
     synthesizer, transcriber = create_synthesizer(settings), create_transcriber(settings)
     await asyncio.gather(asyncio.to_thread(synthesizer.load), asyncio.to_thread(transcriber.load))
     paused_set = paused_question_set()[: args.paused]
-    wholes = list(dict.fromkeys(f"{first} {second}" for first, second in PAUSED_QUESTIONS))[: args.runs]
+    # every other whole question: as many of the rule's questions as of the held-out ones
+    wholes = list(dict.fromkeys(f"{first} {second}" for first, second in PAUSED_QUESTIONS))[::2][: args.runs]
     questions = [await say(synthesizer, text) for text in wholes]
-    paused = [(q, await prepare_paused(synthesizer, q)) for q in paused_set]
+    cutter = await asyncio.to_thread(SentenceCutter) if args.halves == "cut" else None
+    paused = [(q, await prepare_paused(synthesizer, cutter, q)) for q in paused_set]
     warm_up = await say(synthesizer, WARM_UP)
     results = {name: Results() for name in pipelines}
     names = list(pipelines)
@@ -279,7 +301,7 @@ async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) ->
         "stt": f"faster-whisper {transcriber.plan}, {settings.WHISPER_COMPUTE_TYPE}",
         "tts": f"piper {synthesizer.plan}",
         "llm_stand_in": {"first_token_ms": args.first_token_ms, "tokens_per_s": args.tokens_per_s, "answer": ANSWER},
-        "whole_questions_per_pipeline": len(questions), "rounds": args.rounds,
+        "whole_questions_per_pipeline": len(questions), "rounds": args.rounds, "paused_halves": args.halves,
         # The acceptance figures of issue 9 are the new pipeline's; both columns are under "pipelines".
         "streaming": {"pipeline": "new",
                       "end_of_speech_to_first_answer_audio_ms": new["end_of_speech_to_first_answer_audio_ms"]},
@@ -291,8 +313,10 @@ async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) ->
     }
 
 
-def parse_sets(values: list[str]) -> dict[str, dict[str, Any]]:
+def parse_sets(values: list[str], variants: list[str] = ()) -> dict[str, dict[str, Any]]:
     pipelines = {name: dict(overrides) for name, overrides in PIPELINES.items()}
+    for variant in variants:  # a copy of "new" under another name, for --set to change
+        pipelines.setdefault(variant, dict(PIPELINES["new"]))
     for value in values:
         name, _, assignment = value.partition(":")
         key, sep, raw = assignment.partition("=")
@@ -307,14 +331,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="blocks per pipeline, alternating (default 4)")
     parser.add_argument("--runs", type=int, default=12, help="whole questions per pipeline (default 12, at most 12)")
-    parser.add_argument("--paused", type=int, default=24, help="paused questions per pipeline (default 24, at most 24)")
+    parser.add_argument("--paused", type=int, default=48, help="paused questions per pipeline (default 48, at most 48)")
+    parser.add_argument("--halves", choices=("cut", "separate"), default="cut",
+                        help="paused questions' halves cut out of one reading (default) or read separately")
     parser.add_argument("--first-token-ms", type=float, default=200.0)
     parser.add_argument("--tokens-per-s", type=float, default=50.0)
     parser.add_argument("--set", action="append", default=[], metavar="PIPELINE:NAME=VALUE",
                         help="a setting of one pipeline, e.g. new:ENDPOINT_SILENCE_MS=250 (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME",
+                        help="a third pipeline: a copy of new, changed with --set NAME:... (repeatable)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    pipelines = parse_sets(args.set)
+    pipelines = parse_sets(args.set, args.variant)
     for name, overrides in pipelines.items():
         settings_for(overrides, "http://127.0.0.1:11434", Path(tempfile.gettempdir()))  # fail fast on a bad value
         print(f"{name}: {overrides}")
