@@ -177,6 +177,19 @@ def test_the_short_window_hears_questions_as_the_full_one_does(tiny: FasterWhisp
     assert word_error_rate(QUESTIONS, full_texts) <= 0.1, full_texts
 
 
+@pytest.mark.parametrize("short_window", [True, False])
+async def test_a_clear_question_comes_with_little_doubt_and_silence_with_none(tiny: FasterWhisperTranscriber,
+                                                                             speech: np.ndarray,
+                                                                             short_window: bool) -> None:  # fmt: skip
+    # the doubt decides how long the bot waits after words that read as finished (services.turn_taking)
+    transcriber = copy.copy(tiny)
+    transcriber.short_window = short_window
+    heard = await transcriber.transcribe(speech)
+    assert heard.text and heard.no_speech_prob is not None and 0.0 <= heard.no_speech_prob < 0.12, heard
+    silence = await transcriber.transcribe(np.zeros(STT_SAMPLE_RATE, np.float32))
+    assert (silence.text, silence.no_speech_prob) == ("", None)
+
+
 def test_speech_too_long_for_the_short_window_is_heard_to_its_end(tiny: FasterWhisperTranscriber,
                                                                   joe: PiperSynthesizer) -> None:  # fmt: skip
     audio = speak(joe, LONG_READING)
