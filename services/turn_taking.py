@@ -11,10 +11,10 @@ question whose subject has no verb yet ("Why does the bot"), or when it is a lon
 "." or "?" too ("What is the?"), so punctuation is ignored.
 
 Words alone cannot tell "What is the default" from "What is the default context length?". Whisper's doubt can:
-its probability that the audio held no speech (``Transcript.no_speech_prob``) was mostly 0.12-0.3 on first halves cut out
-of a sentence read whole, which break off mid-intonation, and mostly under 0.06 on whole questions (the bundled
-tiny.en decoding Piper speech in the short window; ``docs/performance.md``). Words that read as finished but come
-with that doubt make the turn ``UNSURE``: the fallback silence limit decides it.
+its probability that the audio held no speech (``Transcript.no_speech_prob``) was mostly 0.12-0.3 on first halves
+cut out of a sentence read whole, which break off mid-intonation, and mostly under 0.06 on whole questions (the
+bundled tiny.en decoding Piper speech in the short window; ``docs/performance.md``). Words that read as finished
+but come with that doubt make the turn ``UNSURE``: the fallback silence limit decides it.
 """
 
 from __future__ import annotations
