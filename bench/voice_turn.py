@@ -68,8 +68,9 @@ WARM_UP = "Hello there, can you hear me?"
 # one after the other (each answer sentence spoken as soon as it is complete). "new" is the bot's default pipeline,
 # each technique of issue 9 named by its setting.
 PIPELINES: dict[str, dict[str, Any]] = {
-    "new": {"ENDPOINT_SPECULATE_MS": 150, "ENDPOINT_CHECK_MS": 20, "ENDPOINT_COMPLETE_MS": 500,
-            "ENDPOINT_INCOMPLETE_MS": 1300, "ENDPOINT_SILENCE_MS": 1000, "VOICE_FIRST_CLAUSE_WORDS": 4,
+    "new": {"ENDPOINT_SPECULATE_MS": 150, "ENDPOINT_CHECK_MS": 20, "ENDPOINT_COMPLETE_MS": 650,
+            "ENDPOINT_INCOMPLETE_MS": 1300, "ENDPOINT_SILENCE_MS": 1000, "ENDPOINT_SURE_NO_SPEECH_PROB": 0.12,
+            "VOICE_FIRST_CLAUSE_WORDS": 4,
             "STT_SHORT_WINDOW": True, "VOICE_STREAM_ANSWERS": True},
     "current": {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_CHECK_MS": 50, "ENDPOINT_SILENCE_MS": 600,
                 "VOICE_FIRST_CLAUSE_WORDS": 0, "STT_SHORT_WINDOW": False, "VOICE_STREAM_ANSWERS": True},
@@ -276,8 +277,9 @@ async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) ->
     synthesizer, transcriber = create_synthesizer(settings), create_transcriber(settings)
     await asyncio.gather(asyncio.to_thread(synthesizer.load), asyncio.to_thread(transcriber.load))
     paused_set = paused_question_set()[: args.paused]
-    # every other whole question: as many of the rule's questions as of the held-out ones
-    wholes = list(dict.fromkeys(f"{first} {second}" for first, second in PAUSED_QUESTIONS))[::2][: args.runs]
+    # every other whole question first: as many of the rule's questions as of the held-out ones
+    unique = list(dict.fromkeys(f"{first} {second}" for first, second in PAUSED_QUESTIONS))
+    wholes = (unique[::2] + unique[1::2])[: args.runs]
     questions = [await say(synthesizer, text) for text in wholes]
     cutter = await asyncio.to_thread(SentenceCutter) if args.halves == "cut" else None
     paused = [(q, await prepare_paused(synthesizer, cutter, q)) for q in paused_set]
@@ -330,7 +332,7 @@ def parse_sets(values: list[str], variants: list[str] = ()) -> dict[str, dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="blocks per pipeline, alternating (default 4)")
-    parser.add_argument("--runs", type=int, default=12, help="whole questions per pipeline (default 12, at most 12)")
+    parser.add_argument("--runs", type=int, default=12, help="whole questions per pipeline (default 12, at most 24)")
     parser.add_argument("--paused", type=int, default=48, help="paused questions per pipeline (default 48, at most 48)")
     parser.add_argument("--halves", choices=("cut", "separate"), default="cut",
                         help="paused questions' halves cut out of one reading (default) or read separately")

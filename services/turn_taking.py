@@ -24,11 +24,13 @@ from enum import Enum
 
 _WORD = re.compile(r"[a-z0-9']+")
 
-# Words after which an English sentence goes on (the function words of the field's lists, plus fillers).
-_TRAILING = frozenset("""
-    a an the this that these those my your his her its our their some any every each no which what whose
+_PREPOSITIONS = frozenset("""
     of to in on at by for with from into onto about over under after before between through during without
     than like as per via against among around near
+""".split())
+# Words after which an English sentence goes on (the function words of the field's lists, plus fillers).
+_TRAILING = _PREPOSITIONS | frozenset("""
+    a an the this that these those my your his her its our their some any every each no which what whose
     and or but nor so because if when while although though unless until whether where why how who whom
     is are was were be been being am does did have has had can could will would shall should may might must
     i he she we they it's i'm you're we're they're there's what's let's
@@ -36,11 +38,15 @@ _TRAILING = frozenset("""
     um uh er erm hmm mm so
     explain tell show describe know mean wonder wondering want need wanted say said ask asked use using
 """.split())
+_VERBS_WITH_OBJECT = frozenset("""
+    explain tell show describe know mean wonder want need wanted say said ask asked use have
+""".split())
 
 _OBJECTS = frozenset("me us him them".split())
 _TELLING = frozenset("tell show give ask teach remind let help".split())
 _COPULAS = frozenset("is are was were".split())
 _WH = frozenset("what which who whom whose where when why how".split())
+_NOMINAL_WH = frozenset("what which who whom whose".split())
 _AUX = frozenset("do does did can could will would shall should may might must".split())
 _DETERMINERS = frozenset("a an the this that these those my your his her its our their some any".split())
 
@@ -78,6 +84,9 @@ def _turn_end_of_words(transcript: str) -> TurnEnd:
         return TurnEnd.COMPLETE if words[0] in _COMPLETE_SHORT else TurnEnd.INCOMPLETE
     if words[-1] in _COPULAS and _WH.intersection(words[1:-2]):  # "Could you explain what a context window is"
         return TurnEnd.COMPLETE
+    # "What do you mean", "How much memory does it need", "What does GGUF stand for" (a stranded preposition)
+    if (words[-1] in _VERBS_WITH_OBJECT or words[-1] in _PREPOSITIONS) and _object_question(words):
+        return TurnEnd.COMPLETE
     if words[-1] in _TRAILING:
         return TurnEnd.INCOMPLETE
     if words[-1] in _OBJECTS and words[-2] in _TELLING:  # "Can you tell me"
@@ -85,6 +94,19 @@ def _turn_end_of_words(transcript: str) -> TurnEnd:
     if _subject_without_verb(words):
         return TurnEnd.INCOMPLETE
     return TurnEnd.COMPLETE
+
+
+def _object_question(words: list[str]) -> bool:
+    """A question whose wh-phrase is the object of its last word (a verb or a preposition): a wh-word first, then
+    do-support or a modal with a subject after it ("What do you mean", "What does GGUF stand for"); not "Who can
+    use", where the wh-word is the subject and the verb still lacks its object."""
+    # a wh-phrase that can be an object: "what", "which", "who"... or "how much/many" + noun; not "how", "why"
+    if words[0] not in _NOMINAL_WH and words[:2] not in (["how", "much"], ["how", "many"]):
+        return False
+    for at in range(1, min(len(words) - 1, 5)):
+        if words[at] in _AUX:
+            return at + 1 < len(words) - 1  # a subject between the auxiliary and the verb
+    return False
 
 
 def _subject_without_verb(words: list[str]) -> bool:

@@ -21,6 +21,11 @@ COMPLETE = [
     "Which port does Ollama listen on by default?",
     "It is sunny today",
     "Could you explain what a context window is?",
+    "What do you mean?",
+    "How much memory does the large model need?",
+    "Which documents did you use?",
+    "What does GGUF stand for?",
+    "How many documents do you have?",
 ]
 INCOMPLETE = [
     "What is the?",  # Whisper punctuates fragments too
@@ -38,6 +43,10 @@ INCOMPLETE = [
     "so, uh",
     "Is there a way to",
     "Weather",
+    "Who can use",
+    "What is the difference between",
+    "How do I get rid of",
+    "Can you explain",
     "",
     "   ...",
 ]
