@@ -6,7 +6,8 @@ detector, pipecat's Smart Turn, OpenAI's "semantic VAD") uses that to answer aft
 are complete and to wait longer when they trail off. Those use a model on the text or the audio; this is a rule on
 the words of the speculative transcript (``services.voice_turns.Speculation``), which costs nothing and needs no
 model: a transcript is incomplete when it ends in a word that needs a continuation (an article, preposition,
-conjunction, auxiliary, pronoun subject, filler, a verb that takes an object such as "explain"), when it is a
+conjunction, auxiliary, pronoun subject, filler, a verb that takes an object such as "explain"; but not a verb or
+preposition whose object is the question's wh-phrase: "What do you mean", "What does GGUF stand for"), when it is a
 question whose subject has no verb yet ("Why does the bot"), or when it is a lone word. Whisper ends fragments with
 "." or "?" too ("What is the?"), so punctuation is ignored.
 
