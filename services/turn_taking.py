@@ -29,18 +29,19 @@ _PREPOSITIONS = frozenset("""
     of to in on at by for with from into onto about over under after before between through during without
     than like as per via against among around near
 """.split())
+# Verbs that take an object: a sentence ending in one goes on, unless its wh-phrase is that object.
+_VERBS_WITH_OBJECT = frozenset("""
+    explain tell show describe know mean wonder want need wanted say said ask asked use have
+""".split())
 # Words after which an English sentence goes on (the function words of the field's lists, plus fillers).
-_TRAILING = _PREPOSITIONS | frozenset("""
+_TRAILING = _PREPOSITIONS | _VERBS_WITH_OBJECT | frozenset("""
     a an the this that these those my your his her its our their some any every each no which what whose
     and or but nor so because if when while although though unless until whether where why how who whom
     is are was were be been being am does did have has had can could will would shall should may might must
     i he she we they it's i'm you're we're they're there's what's let's
     not very really just also quite
     um uh er erm hmm mm so
-    explain tell show describe know mean wonder wondering want need wanted say said ask asked use using
-""".split())
-_VERBS_WITH_OBJECT = frozenset("""
-    explain tell show describe know mean wonder want need wanted say said ask asked use have
+    wondering using
 """.split())
 
 _OBJECTS = frozenset("me us him them".split())

@@ -8,7 +8,6 @@ import pytest
 
 from sandbox.voice.speech import frame_rms, split_spurts
 from services.audio import to_mono_16k
-from services.stt import FasterWhisperTranscriber
 from services.turn_taking import TurnEnd, turn_end
 from tests.support.paused_speech import (
     PAUSED_QUESTIONS,
@@ -60,13 +59,6 @@ def test_the_set_varies_pause_and_split_over_the_whole_range():
 @pytest.fixture(scope="module")
 def cutter() -> SentenceCutter:
     return SentenceCutter()
-
-
-@pytest.fixture(scope="module")
-def tiny() -> FasterWhisperTranscriber:
-    transcriber = FasterWhisperTranscriber()
-    transcriber.load()
-    return transcriber
 
 
 @pytest.mark.parametrize(("first", "second"), [("What is the default", "context length?"),

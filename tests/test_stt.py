@@ -40,14 +40,6 @@ ACCEPT_ALL = {"max_no_speech_prob": 1.0, "min_avg_logprob": -10.0}
 
 
 @pytest.fixture(scope="module")
-def tiny() -> FasterWhisperTranscriber:
-    """The bundled tiny.en, loaded once for the module."""
-    transcriber = FasterWhisperTranscriber()
-    transcriber.load()
-    return transcriber
-
-
-@pytest.fixture(scope="module")
 def joe() -> PiperSynthesizer:
     synth = PiperSynthesizer()
     synth.load()

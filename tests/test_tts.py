@@ -45,14 +45,6 @@ def joe() -> PiperSynthesizer:
     return synth
 
 
-@pytest.fixture(scope="module")
-def whisper() -> FasterWhisperTranscriber:
-    """The bundled tiny.en, to hear what the voice said."""
-    transcriber = FasterWhisperTranscriber()
-    transcriber.load()
-    return transcriber
-
-
 @pytest.fixture
 def hub(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     """A Hugging Face Hub stand-in huggingface_hub is pointed at; its mode is the test's indirect parameter."""
@@ -61,9 +53,9 @@ def hub(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
         yield fake
 
 
-def heard(whisper: FasterWhisperTranscriber, audio: SpeechAudio) -> str:
+def heard(tiny: FasterWhisperTranscriber, audio: SpeechAudio) -> str:
     """What tiny.en hears in ``audio`` (Discord PCM, as members receive it), lowercased."""
-    return whisper.transcribe_raw(to_mono_16k(audio.pcm)).lower()
+    return tiny.transcribe_raw(to_mono_16k(audio.pcm)).lower()
 
 
 def assert_speech(audio: SpeechAudio) -> None:
@@ -96,12 +88,12 @@ def test_the_default_voice_is_the_bundled_one_verified(joe: PiperSynthesizer) ->
     assert joe.source.describe() == "en_US-joe-medium (bundled, md5 verified)"
 
 
-async def test_the_voice_says_the_words(joe: PiperSynthesizer, whisper: FasterWhisperTranscriber) -> None:
+async def test_the_voice_says_the_words(joe: PiperSynthesizer, tiny: FasterWhisperTranscriber) -> None:
     audio = await joe.synthesize("Hello **everyone**. Welcome to the server!")
     assert audio.text == "Hello everyone. Welcome to the server!"
     assert_speech(audio)
     assert 1.5 < audio.duration_s < 6
-    words = heard(whisper, audio)
+    words = heard(tiny, audio)
     assert all(word in words for word in ("hello", "everyone", "welcome", "server")), words
     samples, rate = joe.synthesize_raw(audio.text)
     assert rate == 22_050 and samples.dtype == np.float32 and np.abs(samples).max() <= 1.0
@@ -205,7 +197,7 @@ def test_a_missing_voice_is_downloaded_then_found_offline(tmp_path: Path, hub: F
     ("silent", "cannot be reached: ReadTimeout"),  # a server that never answers: given up after ANSWER_TIMEOUT_S
 ], indirect=["hub"])  # fmt: skip
 async def test_a_voice_that_cannot_be_downloaded_falls_back_to_the_bundled_one(
-    tmp_path: Path, hub: FakeHub, reason: str, whisper: FasterWhisperTranscriber, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, hub: FakeHub, reason: str, tiny: FasterWhisperTranscriber, caplog: pytest.LogCaptureFixture
 ) -> None:
     synth = create_synthesizer(load_settings(PIPER_VOICE=OTHER, MODELS_DIR=tmp_path))
     assert synth.plan == f"piper:{OTHER} (or the bundled one if it cannot be had)"
@@ -213,7 +205,7 @@ async def test_a_voice_that_cannot_be_downloaded_falls_back_to_the_bundled_one(
         audio = await synth.synthesize("Still speaking.")  # loads, in a thread
         await synth.synthesize("Again.")  # decided once: no second attempt, no second warning
     assert synth.name == "piper:en_US-joe-medium" and synth.source is not None and synth.source.bundled
-    assert "still speaking" in heard(whisper, audio)
+    assert "still speaking" in heard(tiny, audio)
     [warning] = warnings_of(caplog)
     assert warning.startswith(f"Using the bundled speech voice instead of piper:{OTHER}. The Piper voice `{OTHER}` "
                               f"is not available (the Hugging Face Hub at {hub.url} {reason}")  # fmt: skip

@@ -9,8 +9,8 @@ import asyncio
 
 from services.turn_taking import TurnEnd, turn_end
 from tests.e2e.test_listen_e2e import listening, posted, speech_pcm, wait_until
-from tests.e2e.test_speculation_e2e import ANSWER, FIRST_HALF, SECOND_HALF, answer_only_the_whole_question, trimmed
-from tests.support.paused_speech import SentenceCutter
+from tests.e2e.test_speculation_e2e import ANSWER, FIRST_HALF, SECOND_HALF, answer_only_the_whole_question
+from tests.support.paused_speech import SentenceCutter, trim_silence
 
 # A first half that ends in "of" (where "What is the" may come back as "What is that?").
 TRAILING_HALF, REST = "Can you tell me the size of", "the default context window?"
@@ -21,7 +21,7 @@ async def trailing_reading(harness, text: str) -> bytes:
     finishes it ("Can you tell me the size of it?", about 1 reading in 8), and a member who sounds finished is
     answered, as the rule says; this test is about one who does not."""
     for _ in range(5):
-        pcm = trimmed(await speech_pcm(harness, text))
+        pcm = trim_silence(await speech_pcm(harness, text))
         if turn_end((await harness.bot.transcriber.transcribe(pcm, ["Assistant"])).text) is TurnEnd.INCOMPLETE:
             return pcm
     raise AssertionError(f"tiny.en heard {text!r} as finished in 5 readings")
@@ -35,7 +35,7 @@ async def test_a_member_pausing_after_what_is_the_beyond_the_silence_limit_is_no
     harness = await listening(make_harness)
     harness.ollama.responder = answer_only_the_whole_question
     pause = b"\0" * (3840 * 55)  # 1100 ms: longer than ENDPOINT_SILENCE_MS, shorter than ENDPOINT_INCOMPLETE_MS
-    first, second = await trailing_reading(harness, TRAILING_HALF), trimmed(await speech_pcm(harness, REST))
+    first, second = await trailing_reading(harness, TRAILING_HALF), trim_silence(await speech_pcm(harness, REST))
     speech = await harness.sandbox.speak("bob", first + pause + second)
     assert speech["spurts"] == 2
     await wait_until(lambda: posted(harness, "🔊"), timeout=30)
@@ -67,7 +67,7 @@ async def doubted_half(harness, first: str, second: str) -> tuple[bytes, bytes]:
     cutter = await asyncio.to_thread(SentenceCutter)
     settings = harness.bot.settings
     for _ in range(5):
-        head, tail = (trimmed(pcm) for pcm in await asyncio.to_thread(cutter.halves, first, second))
+        head, tail = (trim_silence(pcm) for pcm in await asyncio.to_thread(cutter.halves, first, second))
         heard = await harness.bot.transcriber.transcribe(head, ["Assistant"])
         if turn_end(heard.text, heard.no_speech_prob, settings.ENDPOINT_SURE_NO_SPEECH_PROB) is TurnEnd.UNSURE:
             return head, tail

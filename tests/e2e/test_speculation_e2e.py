@@ -7,21 +7,11 @@ cancelled, never posted, spoken or remembered.
 
 from __future__ import annotations
 
-import numpy as np
-
-from sandbox.voice.speech import SILENCE_RMS
 from tests.e2e.test_listen_e2e import listening, posted, speech_pcm, wait_until
+from tests.support.paused_speech import trim_silence
 
 FIRST_HALF, SECOND_HALF = "What is the", "default context length?"
 ANSWER = "The default context length is two thousand tokens."
-
-
-def trimmed(pcm: bytes) -> bytes:
-    """``pcm`` (48 kHz stereo s16le) without the quiet 20 ms frames at its ends (Piper's leading and trailing
-    silence), so that a pause put between two readings is the pause the bot hears."""
-    frames = np.frombuffer(pcm, "<i2").reshape(-1, 1920).astype(np.float32) / 32768
-    loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) >= SILENCE_RMS)
-    return pcm[loud[0] * 3840 : (loud[-1] + 1) * 3840]
 
 
 def answer_only_the_whole_question(body) -> str:
@@ -35,7 +25,7 @@ async def test_a_member_who_pauses_mid_sentence_gets_one_answer_to_the_whole_sen
     harness = await listening(make_harness)
     harness.ollama.responder = answer_only_the_whole_question
     pause = b"\0" * (3840 * 20)  # 400 ms: longer than ENDPOINT_SPECULATE_MS, shorter than ENDPOINT_SILENCE_MS
-    first, second = trimmed(await speech_pcm(harness, FIRST_HALF)), trimmed(await speech_pcm(harness, SECOND_HALF))
+    first, second = [trim_silence(await speech_pcm(harness, text)) for text in (FIRST_HALF, SECOND_HALF)]
     speech = await harness.sandbox.speak("bob", first + pause + second)
     assert speech["spurts"] == 2
     await wait_until(lambda: posted(harness, "🔊"), timeout=30)
@@ -53,7 +43,7 @@ async def test_a_speculative_answer_discarded_on_resumption_never_plays_posts_or
     harness.ollama.responder = answer_only_the_whole_question
     harness.ollama.tokens_per_s = 20
     session = harness.bot.voice_sessions.get(harness.sandbox.guild_id)
-    first, second = trimmed(await speech_pcm(harness, FIRST_HALF)), trimmed(await speech_pcm(harness, SECOND_HALF))
+    first, second = [trim_silence(await speech_pcm(harness, text)) for text in (FIRST_HALF, SECOND_HALF)]
     await harness.sandbox.speak("bob", first)
     await wait_until(lambda: harness.ollama.active_requests == 1)  # asked on the pause, before the end is confirmed
     assert "what is" in harness.ollama.chat_requests[0]["messages"][-1]["content"].lower()
