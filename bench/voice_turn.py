@@ -69,7 +69,7 @@ WARM_UP = "Hello there, can you hear me?"
 # each technique of issue 9 named by its setting.
 PIPELINES: dict[str, dict[str, Any]] = {
     "new": {"ENDPOINT_SPECULATE_MS": 150, "ENDPOINT_CHECK_MS": 20, "ENDPOINT_COMPLETE_MS": 650,
-            "ENDPOINT_INCOMPLETE_MS": 1300, "ENDPOINT_SILENCE_MS": 1000, "ENDPOINT_SURE_NO_SPEECH_PROB": 0.12,
+            "ENDPOINT_INCOMPLETE_MS": 1300, "ENDPOINT_SILENCE_MS": 850, "ENDPOINT_SURE_NO_SPEECH_PROB": 0.08,
             "VOICE_FIRST_CLAUSE_WORDS": 4,
             "STT_SHORT_WINDOW": True, "VOICE_STREAM_ANSWERS": True},
     "current": {"ENDPOINT_SPECULATE_MS": 0, "ENDPOINT_CHECK_MS": 50, "ENDPOINT_SILENCE_MS": 600,

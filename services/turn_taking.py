@@ -9,13 +9,16 @@ model: a transcript is incomplete when it ends in a word that needs a continuati
 conjunction, auxiliary, pronoun subject, filler, a verb that takes an object such as "explain"; but not a verb or
 preposition whose object is the question's wh-phrase: "What do you mean", "What does GGUF stand for"), when it is a
 question whose subject has no verb yet ("Why does the bot"), or when it is a lone word. Whisper ends fragments with
-"." or "?" too ("What is the?"), so punctuation is ignored.
+"." or "?" too ("What is the?"), so those are ignored; but it writes "..." where speech trails off, a subtitle
+convention it learnt (19 of 144 first halves cut out of a sentence ended so, none of 144 whole questions did), and
+that, a comma or a dash at the end makes a transcript incomplete.
 
 Words alone cannot tell "What is the default" from "What is the default context length?". Whisper's doubt can:
-its probability that the audio held no speech (``Transcript.no_speech_prob``) was mostly 0.12-0.3 on first halves
-cut out of a sentence read whole, which break off mid-intonation, and mostly under 0.06 on whole questions (the
-bundled tiny.en decoding Piper speech in the short window; ``docs/performance.md``). Words that read as finished
-but come with that doubt make the turn ``UNSURE``: the fallback silence limit decides it.
+its probability that the audio held no speech (``Transcript.no_speech_prob``) was above 0.08 on 91% of 144 first
+halves cut out of a sentence read whole, which break off mid-intonation (median 0.16), and on 10% of 144 whole
+questions (median 0.03; the bundled tiny.en decoding Piper speech through Opus, in the short window;
+``docs/performance.md``). Words that read as finished but come with that doubt make the turn ``UNSURE``: the
+fallback silence limit decides it.
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ import re
 from enum import Enum
 
 _WORD = re.compile(r"[a-z0-9']+")
+_TRAILING_OFF = re.compile(r"(\.\.\.|\u2026|,|-|\u2014|\u2013)\s*$")  # "Where can I find...", "so,"
 
 _PREPOSITIONS = frozenset("""
     of to in on at by for with from into onto about over under after before between through during without
     than like as per via against among around near
 """.split())
-# Verbs that take an object: a sentence ending in one goes on, unless its wh-phrase is that object.
+# Verbs that take an object: a sentence ending in one goes on ("Where can I find"), unless its wh-phrase is that
+# object ("What can I find").
 _VERBS_WITH_OBJECT = frozenset("""
     explain tell show describe know mean wonder want need wanted say said ask asked use have
+    find support give put bring make get include contain mention recommend
 """.split())
 # Words after which an English sentence goes on (the function words of the field's lists, plus fillers).
 _TRAILING = _PREPOSITIONS | _VERBS_WITH_OBJECT | frozenset("""
@@ -80,7 +86,7 @@ def turn_end(transcript: str, no_speech_prob: float | None = None, sure_no_speec
 
 def _turn_end_of_words(transcript: str) -> TurnEnd:
     words = _WORD.findall(transcript.lower().replace("\u2019", "'"))
-    if not words:
+    if not words or _TRAILING_OFF.search(transcript):
         return TurnEnd.INCOMPLETE
     if len(words) == 1:
         return TurnEnd.COMPLETE if words[0] in _COMPLETE_SHORT else TurnEnd.INCOMPLETE
@@ -88,6 +94,8 @@ def _turn_end_of_words(transcript: str) -> TurnEnd:
         return TurnEnd.COMPLETE
     # "What do you mean", "How much memory does it need", "What does GGUF stand for" (a stranded preposition)
     if (words[-1] in _VERBS_WITH_OBJECT or words[-1] in _PREPOSITIONS) and _object_question(words):
+        return TurnEnd.COMPLETE
+    if len(words) > 3 and words[-2] in ("and", "or") and "between" in words[:-3]:  # "between chat and ask"
         return TurnEnd.COMPLETE
     if words[-1] in _TRAILING:
         return TurnEnd.INCOMPLETE

@@ -78,7 +78,7 @@ async def test_a_member_breaking_off_after_words_that_sound_finished_is_not_cut_
     harness = await listening(make_harness)
     harness.ollama.responder = answer_only_the_whole_question
     first, second = await doubted_half(harness, "What is the default", "context length?")
-    pause = b"\0" * (3840 * 40)  # 800 ms: longer than ENDPOINT_COMPLETE_MS, shorter than ENDPOINT_SILENCE_MS
+    pause = b"\0" * (3840 * 37)  # 740 ms: over ENDPOINT_COMPLETE_MS (650), under ENDPOINT_SILENCE_MS (850)
     speech = await harness.sandbox.speak("bob", first + pause + second)
     assert speech["spurts"] == 2
     await wait_until(lambda: posted(harness, "🔊"), timeout=30)
