@@ -51,6 +51,7 @@ _TRAILING = _PREPOSITIONS | _VERBS_WITH_OBJECT | frozenset("""
 """.split())
 
 _OBJECTS = frozenset("me us him them".split())
+_SUBJECT_PRONOUNS = frozenset("i you we they he she it".split())
 _TELLING = frozenset("tell show give ask teach remind let help".split())
 _COPULAS = frozenset("is are was were".split())
 _WH = frozenset("what which who whom whose where when why how".split())
@@ -97,6 +98,8 @@ def _turn_end_of_words(transcript: str) -> TurnEnd:
         return TurnEnd.COMPLETE
     if len(words) > 3 and words[-2] in ("and", "or") and "between" in words[:-3]:  # "between chat and ask"
         return TurnEnd.COMPLETE
+    if _relative_clause_with_preposition(words):  # "How do I change the voice you speak with"
+        return TurnEnd.COMPLETE
     if words[-1] in _TRAILING:
         return TurnEnd.INCOMPLETE
     if words[-1] in _OBJECTS and words[-2] in _TELLING:  # "Can you tell me"
@@ -117,6 +120,14 @@ def _object_question(words: list[str]) -> bool:
         if words[at] in _AUX:
             return at + 1 < len(words) - 1  # a subject between the auxiliary and the verb
     return False
+
+
+def _relative_clause_with_preposition(words: list[str]) -> bool:
+    """A stranded preposition closing a relative clause without "that": a noun, a pronoun subject, a verb, the
+    preposition ("the voice you speak with"); not "Can I talk to", where the word before the subject is an
+    auxiliary."""
+    return (len(words) >= 4 and words[-1] in _PREPOSITIONS and words[-3] in _SUBJECT_PRONOUNS
+            and words[-4] not in _TRAILING | _AUX and words[-2] not in _TRAILING)
 
 
 def _subject_without_verb(words: list[str]) -> bool:

@@ -31,6 +31,7 @@ COMPLETE = [
     "Which one would you recommend?",
     "What is the difference between chat and ask?",  # "ask" is the command here, not a verb lacking its object
     "Hello, can you hear me?",  # a comma inside is no trailing off
+    "How do I change the voice you speak with?",
 ]
 INCOMPLETE = [
     "What is the?",  # Whisper punctuates fragments too
@@ -55,6 +56,9 @@ INCOMPLETE = [
     "Where can I find?",  # "find" lacks its object: "where" is no object
     "Does Ollama support",
     "How do I get",
+    "Can I talk to",
+    "Where do you go to",
+    "Which model do you",
     "What is the default...",  # Whisper's mark of speech trailing off
     "Where can I find the…",
     "So, the model,",
