@@ -127,7 +127,7 @@ def _relative_clause_with_preposition(words: list[str]) -> bool:
     preposition ("the voice you speak with"); not "Can I talk to", where the word before the subject is an
     auxiliary."""
     return (len(words) >= 4 and words[-1] in _PREPOSITIONS and words[-3] in _SUBJECT_PRONOUNS
-            and words[-4] not in _TRAILING | _AUX and words[-2] not in _TRAILING)
+            and words[-4] not in _TRAILING and words[-4] not in _AUX and words[-2] not in _TRAILING)
 
 
 def _subject_without_verb(words: list[str]) -> bool:
