@@ -142,9 +142,9 @@ async def run_playground_session(
 
 
 async def run_index(settings: Settings, scopes: list[str], full: bool) -> int:
+    from services.chat.llm import LLMClient
     from services.errors import ServiceError
-    from services.index import GLOBAL_SCOPE, DocumentIndex
-    from services.llm import LLMClient
+    from services.knowledge.index import GLOBAL_SCOPE, DocumentIndex
 
     llm = LLMClient.from_settings(settings)
     index = DocumentIndex.from_settings(settings, llm)

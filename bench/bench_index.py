@@ -1,4 +1,4 @@
-"""Indexing and retrieval benchmark of services/index.py on the Ollama documentation corpus.
+"""Indexing and retrieval benchmark of services/knowledge/index.py on the Ollama documentation corpus.
 
 Usage: ``.venv/bin/python -m bench.bench_index [--corpus PATH] [--ollama URL --embed-model NAME]``
 
@@ -34,9 +34,9 @@ from typing import Any
 
 from bench.common import OllamaProcess, percentile
 from config import Settings
+from services.chat.llm import LLMClient
 from services.files import write_json_atomic
-from services.index import DocumentIndex
-from services.llm import LLMClient
+from services.knowledge.index import DocumentIndex
 from tests.support.loop_lag import LoopLagProbe
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

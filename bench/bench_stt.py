@@ -1,12 +1,12 @@
 """Speech recognition benchmark: word error rate and real-time factor of the bundled Whisper tiny.en on this CPU.
 
 Three sets, each transcribed with each way of decoding of ``variants``: without and with the bot's vocabulary bias
-(``services.vocabulary``: the bot's name and the distinctive terms of the documents, the first 20 as hotwords), each
-in the short window the bot decodes in (``services.whisper_window``) and in Whisper's 30 s window with a beam of 5;
-and the ways of biasing the bot's was chosen over (all the terms that fit, lowercased, in a sentence). The
-vocabulary is taken from indexing the documents the way the bot does (``DocumentIndex.reload`` of the shared corpus
-/work/shared/corpus/ollama-docs, embedded by the Ollama stand-in, then ``DocumentIndex.document_terms``, whose cost
-per spoken turn is timed too, from the index and from memory; without the corpus, the test fixture documents
+(``services.knowledge.vocabulary``: the bot's name and the distinctive terms of the documents, the first 20 as
+hotwords), each in the short window the bot decodes in (``services.speech.whisper_window``) and in Whisper's 30 s window
+with a beam of 5; and the ways of biasing the bot's was chosen over (all the terms that fit, lowercased, in a sentence).
+The vocabulary is taken from indexing the documents the way the bot does (``DocumentIndex.reload`` of the shared corpus
+/work/shared/corpus/ollama-docs, embedded by the Ollama stand-in, then ``DocumentIndex.document_terms``, whose cost per
+spoken turn is timed too, from the index and from memory; without the corpus, the test fixture documents
 tests/fixtures/docs):
 
 - the spoken questions: QUESTIONS about the corpus (or FIXTURE_QUESTIONS about the fixtures), naming its products
@@ -53,14 +53,15 @@ import soundfile as sf
 
 from bench.common import OllamaProcess, percentile
 from config import Settings
-from services.audio import STT_SAMPLE_RATE, to_discord_pcm, to_mono_16k
-from services.bundled_models import BUNDLED_WHISPER_MODEL
+from services.chat.llm import LLMClient
 from services.files import write_json_atomic
-from services.index import GLOBAL_SCOPE, DocumentIndex
-from services.llm import LLMClient
-from services.stt import FasterWhisperTranscriber
-from services.tts import PiperSynthesizer
-from services.vocabulary import MAX_PROMPT_TERMS, guild_vocabulary
+from services.knowledge.index import GLOBAL_SCOPE, DocumentIndex
+from services.knowledge.vocabulary import guild_vocabulary
+from services.speech.audio import STT_SAMPLE_RATE, to_discord_pcm, to_mono_16k
+from services.speech.bundled_models import BUNDLED_WHISPER_MODEL
+from services.speech.prompt import MAX_PROMPT_TERMS
+from services.speech.stt import FasterWhisperTranscriber
+from services.speech.tts import PiperSynthesizer
 from tests.support.loop_lag import LoopLagProbe
 from tests.support.noise import mix_noise
 from tests.support.wer import word_error_rate

@@ -28,9 +28,9 @@ from typing import Any
 
 import onnxruntime
 
-from services.bundled_models import BUNDLED_PIPER_VOICE
 from services.files import write_json_atomic
-from services.tts import PiperSynthesizer, Synthesizer
+from services.speech.bundled_models import BUNDLED_PIPER_VOICE
+from services.speech.tts import PiperSynthesizer, Synthesizer
 from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tts.json"

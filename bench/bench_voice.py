@@ -32,7 +32,7 @@ from bench.common import percentile
 from config import load_settings
 from sandbox import Sandbox
 from services.files import write_json_atomic
-from services.speech_text import split_sentences
+from services.speech.speech_text import split_sentences
 from tests.fakes.ollama import FakeOllama
 from tests.support.bot_harness import running_bot
 

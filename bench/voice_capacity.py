@@ -41,11 +41,11 @@ from typing import Any
 from bench.common import OllamaProcess, machine, percentile
 from bench.voice_turn import ANSWER, PIPELINES, Block, parse_sets, say, settings_for
 from sandbox import Sandbox
-from services.audio import to_mono_16k
 from services.files import write_json_atomic
-from services.stt import create_transcriber
-from services.tts import create_synthesizer
-from services.voice_turns import SpeculationStats
+from services.speech.audio import to_mono_16k
+from services.speech.stt import create_transcriber
+from services.speech.tts import create_synthesizer
+from services.voice.voice_turns import SpeculationStats
 from tests.support.bot_harness import running_bot
 from tests.support.paused_speech import RULE_QUESTIONS
 

@@ -10,7 +10,7 @@ tiny.en), asks the Ollama stand-in (its own process; first token after ``--first
 
 - end of speech (the sandbox's ``member_speech`` event, published when the member's last packet is sent) to the
   first answer frame at the sandbox: p50 and p95 over the whole-question turns;
-- the bot's breakdown of each turn (``services.voice_turns.TurnReport``: endpoint wait, transcription asked,
+- the bot's breakdown of each turn (``services.voice.voice_turns.TurnReport``: endpoint wait, transcription asked,
   waiting for and transcribing, LLM to the first sentence, that sentence's time from the end of speech, TTS of it,
   and the bot's own overhead: from its audio being ready to its playback);
 - CPU seconds per turn: ``time.process_time()`` of this whole process (bot and sandbox; the stand-in runs
@@ -47,8 +47,8 @@ from bench.common import OllamaProcess, machine, percentile
 from config import Settings, load_settings
 from sandbox import Sandbox
 from services.files import write_json_atomic
-from services.stt import create_transcriber
-from services.tts import Synthesizer, create_synthesizer
+from services.speech.stt import create_transcriber
+from services.speech.tts import Synthesizer, create_synthesizer
 from tests.support.bot_harness import running_bot
 from tests.support.paused_speech import (
     PAUSED_QUESTIONS,

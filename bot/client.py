@@ -28,18 +28,18 @@ from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
 from bot.voice_manager import VoiceManager
 from config import Settings
-from services.bot_threads import BotThreadStore
-from services.chat_settings import ChatSettings, ChatSettingsStore
-from services.conversations import ConversationStore
-from services.database import Database
+from services.chat.chat_settings import ChatSettings, ChatSettingsStore
+from services.chat.conversations import ConversationStore
+from services.chat.llm import LLMClient
+from services.chat.llm_queue import LLMQueue
 from services.files import write_json_atomic
-from services.guild_settings import GuildSettingsStore
-from services.index import DocumentIndex
-from services.llm import LLMClient
-from services.llm_queue import LLMQueue
-from services.stt import Transcriber, create_transcriber
-from services.tts import Synthesizer, create_synthesizer
-from services.waiting_questions import WaitingQuestionStore
+from services.knowledge.index import DocumentIndex
+from services.speech.stt import Transcriber, create_transcriber
+from services.speech.tts import Synthesizer, create_synthesizer
+from services.storage.bot_threads import BotThreadStore
+from services.storage.database import Database
+from services.storage.guild_settings import GuildSettingsStore
+from services.storage.waiting_questions import WaitingQuestionStore
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class AssistantBot(commands.Bot):
     def answer_stream(self, messages: list[dict[str, str]], *, model: str | None = None, member_id: int,
                       reply: StreamedReply, show_thinking: bool = False) -> AsyncGenerator[str, None]:
         """The answer of ``model`` (None: CHAT_MODEL) to ``messages`` (content deltas) for the member ``member_id``,
-        streamed once the fair queue (``services/llm_queue.py``) lets it through; while it waits, ``reply`` shows
+        streamed once the fair queue (``services/chat/llm_queue.py``) lets it through; while it waits, ``reply`` shows
         its place. A reasoning model's thinking is never in the deltas; with ``show_thinking`` (the guild's
         setting) ``reply`` attaches it to the answer as a spoiler-marked file.
 

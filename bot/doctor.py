@@ -9,13 +9,13 @@ from typing import TextIO
 
 from bot.opus import load_opus
 from config import Settings
-from services.documents import SUPPORTED_SUFFIXES, list_document_files, suffix_of
+from services.chat.llm import LLMClient
 from services.errors import ServiceError
-from services.index import check_chroma_server
-from services.lazy_model import LazyModel
-from services.llm import LLMClient
-from services.stt import create_transcriber
-from services.tts import create_synthesizer
+from services.knowledge.documents import SUPPORTED_SUFFIXES, list_document_files, suffix_of
+from services.knowledge.index import check_chroma_server
+from services.speech.lazy_model import LazyModel
+from services.speech.stt import create_transcriber
+from services.speech.tts import create_synthesizer
 
 
 @dataclass

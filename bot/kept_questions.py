@@ -2,7 +2,7 @@
 
 At shutdown, a text question cancelled before it reached the model (``StreamedReply.started`` still False) is
 stored by the ``keep`` callback its cog gave its reply (``keeper``) in ``waiting_questions``
-(``services/waiting_questions.py``, at most LLM_QUEUE_MAX), and its message says so (``bot.streaming.KEPT``).
+(``services/storage/waiting_questions.py``, at most LLM_QUEUE_MAX), and its message says so (``bot.streaming.KEPT``).
 Voice turns are not kept: they make no sense after a restart.
 
 Once the next bot is ready, ``resume_waiting_questions`` puts them back, in the order they were first queued (each
@@ -35,7 +35,7 @@ import discord
 from bot.streaming import StreamedReply, channel_reply, message_reply
 from bot.tree import error_message
 from services.errors import ServiceError
-from services.waiting_questions import WaitingQuestion
+from services.storage.waiting_questions import WaitingQuestion
 
 if TYPE_CHECKING:
     from bot.client import AssistantBot

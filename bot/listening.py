@@ -2,7 +2,7 @@
 
 ``start_listening`` connects, for one guild's voice session: voice_recv -> ``VoiceReceiver`` (DAVE, Opus) ->
 ``Endpointer`` (utterances) -> a bounded queue -> one worker (``TurnWorker``) that answers each utterance with
-``services.voice_turns.VoiceTurns``, in the order they ended. A member talking over the bot stops only what plays
+``services.voice.voice_turns.VoiceTurns``, in the order they ended. A member talking over the bot stops only what plays
 or waits to be played (barge-in, BARGE_IN=stop); /stop also drops the questions not answered yet
 (``TurnWorker.stop``). Members who used `/voice ignoreme on` are dropped before decryption.
 """
@@ -20,15 +20,15 @@ from bot.formatting import split_message
 from bot.members import member_name
 from bot.voice_receive import VoiceReceiver
 from bot.voice_session import Listening, VoiceSession
-from services.endpointing import Endpointer, Utterance
 from services.errors import ServiceError
-from services.turn_taking import TurnEnd, turn_end
-from services.vocabulary import guild_vocabulary
-from services.voice_turns import Speculation, StartTask, VoiceTurns
+from services.knowledge.vocabulary import guild_vocabulary
+from services.voice.endpointing import Endpointer, Utterance
+from services.voice.turn_taking import TurnEnd, turn_end
+from services.voice.voice_turns import Speculation, StartTask, VoiceTurns
 
 if TYPE_CHECKING:
     from bot.client import AssistantBot
-    from services.stt import Transcript
+    from services.speech.stt import Transcript
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import re
 
 import discord
 
-from services.speech_text import USER_MENTION
+from services.speech.speech_text import USER_MENTION
 
 UNKNOWN_MEMBER = "someone"
 

@@ -13,7 +13,7 @@ import threading
 
 import discord
 
-from services.audio import FRAME_BYTES, iter_frames
+from services.speech.audio import FRAME_BYTES, iter_frames
 
 SILENCE = b"\x00" * FRAME_BYTES
 READ_WAIT_S = 0.012  # how long read() waits for a frame before playing silence (frames are 20 ms apart)

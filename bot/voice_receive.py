@@ -16,7 +16,7 @@ layer itself with that session, and decodes Opus per speaker. Per frame:
 
 RTP padding, which voice_recv leaves in the payload, is removed first; Opus silence frames end speech and are not
 decoded; frames of an SSRC not yet mapped to a member are held (up to the pre-roll) until it is. The decoded PCM goes
-to a ``services.endpointing.Endpointer``, which decides where utterances end.
+to a ``services.voice.endpointing.Endpointer``, which decides where utterances end.
 
 Threads: ``AudioSink.write`` runs in the extension's packet-router thread. The receiver's state (decoders, held
 packets, statistics) sits behind one ``threading.Lock``; the endpointer hands utterances to the event loop.
@@ -46,7 +46,7 @@ import discord.opus
 from discord.ext import voice_recv
 
 from bot.opus import load_opus
-from services.endpointing import Endpointer
+from services.voice.endpointing import Endpointer
 
 _log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from discord.ext import voice_recv
 from bot.tasks import TaskRegistry
 from bot.voice_playback import StreamingPCMSource
 from bot.voice_receive import VoiceReceiver
-from services.conversations import HistoryMessage
-from services.endpointing import Endpointer
+from services.chat.conversations import HistoryMessage
 from services.errors import InvalidInput, ServiceError
-from services.tts import Synthesizer
-from services.voice_turns import Speculation, TurnReport
+from services.speech.tts import Synthesizer
+from services.voice.endpointing import Endpointer
+from services.voice.voice_turns import Speculation, TurnReport
 
 if TYPE_CHECKING:
     from bot.listening import TurnWorker

@@ -33,7 +33,7 @@ from bot.members import without_mention_of
 from bot.state import ChatTurn
 from bot.streaming import StreamedReply, channel_reply, interaction_reply, message_reply
 from bot.tree import error_message
-from services.attachments import (
+from services.chat.attachments import (
     AttachmentRefused,
     TextAttachment,
     check_attachment,
@@ -41,10 +41,10 @@ from services.attachments import (
     stored_question,
     vision_models,
 )
-from services.conversations import build_context
+from services.chat.conversations import build_context
+from services.chat.grounding import ground
 from services.errors import InvalidInput, ServiceError
-from services.grounding import ground
-from services.waiting_questions import WaitingQuestion
+from services.storage.waiting_questions import WaitingQuestion
 
 log = logging.getLogger(__name__)
 

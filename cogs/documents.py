@@ -22,11 +22,11 @@ from bot.client import AssistantBot
 from bot.downloads import read_attachment
 from bot.kept_questions import from_interaction, keeper
 from bot.streaming import StreamedReply, edit_after_cancel, interaction_reply
-from services.documents import SUPPORTED_SUFFIXES
+from services.chat.grounding import ground
 from services.errors import InvalidInput
-from services.grounding import ground
-from services.index import GLOBAL_SCOPE, ReloadProgress, ReloadReport
-from services.waiting_questions import WaitingQuestion
+from services.knowledge.documents import SUPPORTED_SUFFIXES
+from services.knowledge.index import GLOBAL_SCOPE, ReloadProgress, ReloadReport
+from services.storage.waiting_questions import WaitingQuestion
 
 log = logging.getLogger(__name__)
 

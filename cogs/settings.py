@@ -4,7 +4,7 @@ The persona (system prompt) and the chat model are set for the guild or for one 
 guild); free channel, where the bot answers every message without a mention, is set per channel; thinking (whether
 a reasoning model's thinking comes with its answers, as a spoiler-marked file) per guild. A thread has its
 parent channel's settings, so these commands used in a thread change the parent's. Values live in the database
-(``services/chat_settings.py``); every change is logged with the guild, channel and member.
+(``services/chat/chat_settings.py``); every change is logged with the guild, channel and member.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot.checks import admin_only, ensure_length, is_admin, member_cooldown, set_max_length
 from bot.client import AssistantBot, settings_channel_id
-from services.chat_settings import SCOPES, ChatSettings, Field, Setting, check_chat_model
+from services.chat.chat_settings import SCOPES, ChatSettings, Field, Setting, check_chat_model
 from services.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)

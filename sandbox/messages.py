@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from services.speech_text import USER_MENTION
+from services.speech.speech_text import USER_MENTION
 
 from . import guild
 from .guild import SimChannel, SimUser

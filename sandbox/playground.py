@@ -18,7 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from services.speech_text import USER_MENTION
+from services.speech.speech_text import USER_MENTION
 
 from . import guild
 from .guild import UnknownName

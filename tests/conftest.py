@@ -21,7 +21,7 @@ from tests.fakes.ollama import FakeOllama
 
 if TYPE_CHECKING:
     from sandbox import Sandbox
-    from services.stt import FasterWhisperTranscriber
+    from services.speech.stt import FasterWhisperTranscriber
 
 REAL_BASE = discord.http.Route.BASE
 REAL_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -30,7 +30,7 @@ REAL_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
 @pytest.fixture(scope="module")
 def tiny() -> FasterWhisperTranscriber:
     """The bundled Whisper tiny.en, loaded once per test module."""
-    from services.stt import FasterWhisperTranscriber
+    from services.speech.stt import FasterWhisperTranscriber
 
     transcriber = FasterWhisperTranscriber()
     transcriber.load()

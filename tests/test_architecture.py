@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "cogs", "services", "sandbox", "tests", "bench")
 TOP_MODULES = ("config", "main")
 PRODUCT = ("bot", "cogs", "services", "config", "main")
-SANDBOX_MAY_IMPORT = ("bot.opus", "services.audio", "services.speech_text", "services.errors")
+SANDBOX_MAY_IMPORT = ("bot.opus", "services.speech.audio", "services.speech.speech_text", "services.errors")
 
 
 @dataclass(frozen=True)
@@ -215,11 +215,11 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
 @pytest.mark.parametrize(
     ("files", "rule"),
     [
-        ({"services/llm.py": "import discord\n"}, "services must not depend"),
-        ({"services/llm.py": "def f():\n    from bot.client import AssistantBot\n"}, "services must not depend"),
+        ({"services/chat/llm.py": "import discord\n"}, "services must not depend"),
+        ({"services/chat/llm.py": "def f():\n    from bot.client import AssistantBot\n"}, "services must not depend"),
         ({"bot/client.py": "from cogs import chat\n", "cogs/chat.py": ""}, "bot/ must not import cogs"),
         ({"cogs/documents.py": "from cogs.chat import interaction_reply\n", "cogs/chat.py": ""}, "another cog"),
-        ({"services/index.py": "from tests.fakes.ollama import FakeOllama\n"}, "must not import tests"),
+        ({"services/knowledge/index.py": "from tests.fakes.ollama import FakeOllama\n"}, "must not import tests"),
         ({"bot/client.py": "from sandbox import Sandbox\n"}, "bot/ must not import cogs or the sandbox"),
         ({"sandbox/rest.py": "from bot.client import AssistantBot\n"}, "the sandbox may import only"),
         ({"tests/test_tts.py": "from bench.loop_lag import LoopLagProbe\n"}, "tests must not import benchmarks"),
@@ -233,9 +233,9 @@ def test_a_bad_import_is_reported(tmp_path: Path, files: dict[str, str], rule: s
 def test_allowed_imports_are_not_reported(tmp_path: Path) -> None:
     root = write_tree(tmp_path, {
         "main.py": "from sandbox import Sandbox\n",
-        "sandbox/voice.py": "from bot.opus import load_opus\nfrom services.audio import FRAME_BYTES\n",
+        "sandbox/voice.py": "from bot.opus import load_opus\nfrom services.speech.audio import FRAME_BYTES\n",
         "bench/bench_chat.py": "from tests.fakes.ollama import FakeOllama\n",
-        "bot/opus.py": "", "services/audio.py": "", "tests/fakes/ollama.py": "",
+        "bot/opus.py": "", "services/speech/audio.py": "", "tests/fakes/ollama.py": "",
     })
     assert layering_violations(all_imports(root)) == []
 

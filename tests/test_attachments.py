@@ -1,12 +1,12 @@
-"""Attachments as context (services/attachments.py via build_context) and thread names (cogs/chat.py)."""
+"""Attachments as context (services/chat/attachments.py via build_context) and thread names (cogs/chat.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from cogs.chat import thread_name
-from services.attachments import AttachmentRefused, TextAttachment, check_attachment, decode_text
-from services.conversations import HistoryMessage, build_context
+from services.chat.attachments import AttachmentRefused, TextAttachment, check_attachment, decode_text
+from services.chat.conversations import HistoryMessage, build_context
 
 
 def test_a_long_file_is_cut_to_half_the_budget_with_a_note_and_history_gets_the_rest():

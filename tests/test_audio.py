@@ -1,11 +1,11 @@
-"""Resampling and framing for Discord: services/audio.py."""
+"""Resampling and framing for Discord: services/speech/audio.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from services.audio import (
+from services.speech.audio import (
     BYTES_PER_SECOND,
     CHANNELS,
     FRAME_BYTES,

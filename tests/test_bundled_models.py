@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from config import Settings
-from services.bundled_models import (
+from services.speech.bundled_models import (
     BUNDLED_PIPER_VOICE,
     BUNDLED_WHISPER_MODEL,
     BundledModel,

@@ -1,14 +1,14 @@
-"""Chat settings per guild and channel (services/chat_settings.py) and the chat-model check, against the
+"""Chat settings per guild and channel (services/chat/chat_settings.py) and the chat-model check, against the
 Ollama stand-in."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.chat_settings import ChatSettingsStore, Setting, check_chat_model
-from services.database import Database
+from services.chat.chat_settings import ChatSettingsStore, Setting, check_chat_model
+from services.chat.llm import LLMClient
 from services.errors import BackendUnavailable, InvalidInput, ModelNotFound
-from services.llm import LLMClient
+from services.storage.database import Database
 
 GUILD, CHANNEL, OTHER = 5, 11, 12
 

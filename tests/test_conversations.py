@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from services.conversations import ConversationStore, HistoryMessage, build_context
-from services.database import Database
+from services.chat.conversations import ConversationStore, HistoryMessage, build_context
+from services.storage.database import Database
 
 
 @pytest.fixture

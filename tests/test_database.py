@@ -1,4 +1,4 @@
-"""The shared SQLite database (services/database.py): one connection, one schema, both stores on it."""
+"""The shared SQLite database (services/storage/database.py): one connection, one schema, both stores on it."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services.chat_settings import ChatSettingsStore
-from services.conversations import ConversationStore
-from services.database import Database
-from services.guild_settings import GuildSettingsStore
+from services.chat.chat_settings import ChatSettingsStore
+from services.chat.conversations import ConversationStore
+from services.storage.database import Database
+from services.storage.guild_settings import GuildSettingsStore
 
 
 async def test_history_and_guild_settings_live_in_one_file_and_survive_a_restart(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ import pytest
 
 from bot.doctor import check_documents
 from config import load_settings
-from services.documents import DocumentSkipped, list_document_files, load_document, read_and_hash
-from services.index import DocumentIndex, ReloadProgress
-from services.llm import LLMClient
+from services.chat.llm import LLMClient
+from services.knowledge.documents import DocumentSkipped, list_document_files, load_document, read_and_hash
+from services.knowledge.index import DocumentIndex, ReloadProgress
 from tests.fakes.ollama import FakeOllama
 
 OUTSIDE = "link to a file outside the documents folder"
@@ -125,7 +125,7 @@ def test_reading_a_link_whose_target_vanished_says_so(docs: Path) -> None:
 def test_a_path_swapped_for_a_link_after_the_check_is_not_followed(docs: Path, secret: Path, checked: str) -> None:
     # The instant between the check and the open: the checked path (free of links) is opened one folder at a
     # time without following links, so a folder on the way, or the file itself, that became a link is refused.
-    from services.documents import _open_beneath
+    from services.knowledge.documents import _open_beneath
 
     root = docs / "global"
     root.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Tests of services/documents.py: cleaning, heading-aware chunking, PDF loading, skip reasons, file names."""
+"""Tests of services/knowledge/documents.py: cleaning, heading-aware chunking, PDF loading, skip reasons, file names."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.documents import (
+from services.errors import InvalidInput
+from services.knowledge.documents import (
     DocumentSkipped,
     Section,
     check_document_bytes,
@@ -20,7 +21,6 @@ from services.documents import (
     split_markdown_sections,
     split_text,
 )
-from services.errors import InvalidInput
 
 
 def make_pdf(pages: list[list[str]]) -> bytes:

@@ -1,4 +1,4 @@
-"""Tests of endpointing (services/endpointing.py): PCM in, utterances out, no Discord and no Opus.
+"""Tests of endpointing (services/voice/endpointing.py): PCM in, utterances out, no Discord and no Opus.
 
 Frames are 20 ms of 48 kHz stereo s16le, fed at Discord's pace on an injected clock, as the receive path feeds them
 after decoding each member's Opus packets.
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from config import Settings
-from services.endpointing import Endpointer, Utterance
+from services.voice.endpointing import Endpointer, Utterance
 from tests.support.pcm import FRAME_S, Clock, drain, settle, tone_pcm
 
 ALICE = 1001

@@ -1,4 +1,4 @@
-"""Tests of services/index.py against the real LLMClient talking to FakeOllama, and a real ChromaDB.
+"""Tests of services/knowledge/index.py against the real LLMClient talking to FakeOllama, and a real ChromaDB.
 
 Every test that makes an index runs twice: on the embedded ChromaDB (``PersistentClient``) and on a real Chroma
 server (``chroma run``, started once per session by ``tests/conftest.py``; ``CHROMA_HOST``), emptied before each
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from services.chat.llm import LLMClient
 from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
-from services.index import DocumentIndex, ReloadProgress
-from services.lexical import identifier_terms, reciprocal_rank_fusion, tokenize
-from services.llm import LLMClient
+from services.knowledge.index import DocumentIndex, ReloadProgress
+from services.knowledge.lexical import identifier_terms, reciprocal_rank_fusion, tokenize
 from tests.conftest import ChromaServer, free_port
 from tests.fakes.ollama import FakeOllama
 

@@ -1,4 +1,4 @@
-"""services.llm.LLMClient against the wire-faithful fake Ollama (tests/fakes/ollama.py)."""
+"""services.chat.llm.LLMClient against the wire-faithful fake Ollama (tests/fakes/ollama.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import ollama as ollama_lib
 import pytest
 
 from config import Settings
+from services.chat.llm import LLMClient
 from services.errors import BackendUnavailable, ModelNotFound, ServiceError
-from services.llm import LLMClient
 from tests.fakes.ollama import FakeOllama, split_tokens
 
 ANSWER = "The quick brown fox jumps over the lazy dog, twice: once at dawn and once at dusk."

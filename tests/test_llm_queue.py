@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from services.llm_queue import LLMQueue, LLMQueueFull, Priority
+from services.chat.llm_queue import LLMQueue, LLMQueueFull, Priority
 
 
 class Crowd:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from sandbox.voice.speech import frame_rms, split_spurts
-from services.audio import to_mono_16k
-from services.turn_taking import TurnEnd, turn_end
+from services.speech.audio import to_mono_16k
+from services.voice.turn_taking import TurnEnd, turn_end
 from tests.support.paused_speech import (
     PAUSED_QUESTIONS,
     SentenceCutter,

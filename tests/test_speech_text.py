@@ -1,10 +1,10 @@
-"""Text prepared for speech and split into sentences: services/speech_text.py."""
+"""Text prepared for speech and split into sentences: services/speech/speech_text.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.speech_text import CODE_OMITTED, prepare_for_speech, split_sentences
+from services.speech.speech_text import CODE_OMITTED, prepare_for_speech, split_sentences
 
 
 @pytest.mark.parametrize(

@@ -19,17 +19,17 @@ import pytest
 import soundfile as sf
 
 from config import load_settings
-from services.audio import STT_SAMPLE_RATE, to_discord_pcm, to_mono_16k
-from services.bundled_models import BUNDLED_WHISPER_MODEL, BundledModelError
-from services.stt import (
+from services.speech.audio import STT_SAMPLE_RATE, to_discord_pcm, to_mono_16k
+from services.speech.bundled_models import BUNDLED_WHISPER_MODEL, BundledModelError
+from services.speech.stt import (
     FasterWhisperTranscriber,
     SpeechModelMissing,
     SpeechRecognitionError,
     Transcript,
     create_transcriber,
 )
-from services.tts import PiperSynthesizer
-from services.whisper_window import window_frames
+from services.speech.tts import PiperSynthesizer
+from services.speech.whisper_window import window_frames
 from tests.fakes.hf_hub import FakeHub, point_huggingface_hub_at
 from tests.support.alsa import ALSA_DIR, side_named
 from tests.support.noise import mix_noise
@@ -134,7 +134,7 @@ def test_whisper_gate(tiny: FasterWhisperTranscriber, speech: np.ndarray, thresh
     assert bool(gated(tiny, **thresholds).transcribe_raw(speech)) is kept
 
 
-# --- the short window (services/whisper_window.py) ---------------------------------------------------------------
+# --- the short window (services/speech/whisper_window.py)
 
 QUESTIONS = [
     "What is the weather like today?",
@@ -173,7 +173,7 @@ def test_the_short_window_hears_questions_as_the_full_one_does(tiny: FasterWhisp
 async def test_a_clear_question_comes_with_little_doubt_and_silence_with_none(tiny: FasterWhisperTranscriber,
                                                                              speech: np.ndarray,
                                                                              short_window: bool) -> None:  # fmt: skip
-    # the doubt decides how long the bot waits after words that read as finished (services.turn_taking)
+    # the doubt decides how long the bot waits after words that read as finished (services.voice.turn_taking)
     transcriber = copy.copy(tiny)
     transcriber.short_window = short_window
     heard = await transcriber.transcribe(speech)

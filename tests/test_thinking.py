@@ -1,10 +1,10 @@
-"""services.thinking.ThinkTagSplitter: <think> blocks taken out of a streamed answer, however it is chunked."""
+"""services.chat.thinking.ThinkTagSplitter: <think> blocks taken out of a streamed answer, however it is chunked."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.thinking import ThinkTagSplitter
+from services.chat.thinking import ThinkTagSplitter
 
 
 def run(chunks: list[str]) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Speech synthesis: services/tts.py with the bundled Piper voice (en_US-joe-medium), heard back by the bundled
+"""Speech synthesis: services/speech/tts.py with the bundled Piper voice (en_US-joe-medium), heard back by the bundled
 Whisper tiny.en; other voices from MODELS_DIR or a Hugging Face Hub stand-in (tests/fakes/hf_hub.py), and the
 fallback to the bundled voice when they cannot be had."""
 
@@ -18,11 +18,11 @@ import piper
 import pytest
 
 from config import load_settings
-from services.audio import FRAME_BYTES, rms, to_mono_16k
-from services.bundled_models import BUNDLED_PIPER_VOICE, BundledModelError
-from services.speech_text import split_sentences
-from services.stt import FasterWhisperTranscriber
-from services.tts import (
+from services.speech.audio import FRAME_BYTES, rms, to_mono_16k
+from services.speech.bundled_models import BUNDLED_PIPER_VOICE, BundledModelError
+from services.speech.speech_text import split_sentences
+from services.speech.stt import FasterWhisperTranscriber
+from services.speech.tts import (
     PIPER_VOICES_REPO,
     PiperSynthesizer,
     SpeechAudio,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.turn_taking import TurnEnd, turn_end
+from services.voice.turn_taking import TurnEnd, turn_end
 from tests.support.paused_speech import PAUSED_QUESTIONS, RULE_QUESTIONS
 
 COMPLETE = [

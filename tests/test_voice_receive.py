@@ -26,7 +26,7 @@ from discord.ext.voice_recv.rtp import RTPPacket
 from bot.opus import load_opus
 from bot.voice_receive import OPUS_SILENCE, VoiceReceiver
 from sandbox.voice.mls import ExternalSender, group_id_of, vl
-from services.endpointing import Endpointer, Utterance
+from services.voice.endpointing import Endpointer, Utterance
 from tests.support.pcm import FRAME_BYTES, FRAME_S, Clock, drain, settle, tone_pcm
 
 BOT_ID = 42

@@ -2,8 +2,8 @@
 
 import asyncio
 
-from services.llm import LLMClient
-from services.voice_turns import SpokenTurn, addressed, sentences_of
+from services.chat.llm import LLMClient
+from services.voice.voice_turns import SpokenTurn, addressed, sentences_of
 
 
 async def deltas(*pieces: str, delay: float = 0.0):

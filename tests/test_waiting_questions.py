@@ -1,11 +1,11 @@
-"""The kept waiting questions (services/waiting_questions.py) in a real SQLite database."""
+"""The kept waiting questions (services/storage/waiting_questions.py) in a real SQLite database."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from services.database import Database
-from services.waiting_questions import WaitingQuestion, WaitingQuestionStore
+from services.storage.database import Database
+from services.storage.waiting_questions import WaitingQuestion, WaitingQuestionStore
 from tests.test_database import previous_version_database
 
 

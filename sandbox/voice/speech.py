@@ -25,7 +25,7 @@ import numpy as np
 import soundfile
 
 from bot.opus import load_opus
-from services.audio import BYTES_PER_SECOND, FRAME_BYTES, FRAME_SAMPLES, pad_to_frames, to_discord_pcm
+from services.speech.audio import BYTES_PER_SECOND, FRAME_BYTES, FRAME_SAMPLES, pad_to_frames, to_discord_pcm
 
 SILENCE_RMS = 10 ** (-50 / 20)  # -50 dBFS: frames quieter than this are silence (see the module docstring)
 MAX_PAUSE_FRAMES = 5  # a pause longer than this (100 ms) ends a talk spurt; the pause itself is not sent

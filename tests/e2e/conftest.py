@@ -16,8 +16,8 @@ from bot.client import AssistantBot
 from bot.streaming import CURSOR
 from config import Settings, load_settings
 from sandbox import Sandbox
-from services.stt import FasterWhisperTranscriber
-from services.tts import PiperSynthesizer
+from services.speech.stt import FasterWhisperTranscriber
+from services.speech.tts import PiperSynthesizer
 from tests.fakes.ollama import FakeOllama
 from tests.support.bot_harness import running_bot
 

@@ -1,7 +1,7 @@
 """The end of the bot and its ChromaDB worker: killed with SIGKILL, nothing it started outlives it; a shutdown
 that cannot wait for the worker says so in the log.
 
-The embedded ChromaDB runs in a worker process (services/chroma_process.py) with multiprocessing's resource
+The embedded ChromaDB runs in a worker process (services/knowledge/chroma_process.py) with multiprocessing's resource
 tracker beside it. A bot that crashes, or is killed by the OOM killer or ``kill -9``, runs no cleanup; those
 processes must still go with it, or they keep the index files open while the restarted bot opens them again.
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.turn_taking import TurnEnd, turn_end
+from services.voice.turn_taking import TurnEnd, turn_end
 from tests.e2e.test_listen_e2e import listening, posted, speech_pcm, wait_until
 from tests.e2e.test_speculation_e2e import ANSWER, FIRST_HALF, SECOND_HALF, answer_only_the_whole_question
 from tests.support.paused_speech import SentenceCutter, trim_silence

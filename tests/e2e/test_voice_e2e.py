@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from services.audio import pcm_duration_s
+from services.speech.audio import pcm_duration_s
 from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
 
 # 18 sentences, under SPEAK_MAX_CHARS

@@ -2,7 +2,7 @@
 
 It answers what huggingface_hub (2.x) asks when it downloads a model, with the headers it reads:
 
-- ``HEAD /``: 200 (what ``services.model_hub`` asks to see whether the Hub is reachable);
+- ``HEAD /``: 200 (what ``services.speech.model_hub`` asks to see whether the Hub is reachable);
 - ``GET /api/models/{repo_id}[/revision/{revision}]``: ``{"id", "sha", "siblings": [{"rfilename"}...]}``, and
   ``GET /api/models/{repo_id}/tree/{revision}``: ``[{"type": "file", "path", "size", "oid"}...]``, the listings
   ``snapshot_download`` starts from (faster-whisper's ``download_model``);

@@ -19,8 +19,8 @@ from bot.client import AssistantBot
 from bot.opus import load_opus
 from config import Settings
 from sandbox import Sandbox
-from services.stt import Transcriber
-from services.tts import Synthesizer
+from services.speech.stt import Transcriber
+from services.speech.tts import Synthesizer
 
 
 @contextlib.asynccontextmanager

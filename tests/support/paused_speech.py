@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from sandbox.voice.speech import SILENCE_RMS, frame_rms
-from services.audio import FRAME_BYTES, FRAME_MS, pad_to_frames, to_discord_pcm
-from services.bundled_models import bundled_piper_voice
+from services.speech.audio import FRAME_BYTES, FRAME_MS, pad_to_frames, to_discord_pcm
+from services.speech.bundled_models import bundled_piper_voice
 
 # (first half, second half): the split is where a speaker searching for a word would stop. Each question is split
 # at two places, so the set varies the split point as well as the pause. The end-of-turn rule
-# (services/turn_taking.py) was written against these.
+# (services/voice/turn_taking.py) was written against these.
 RULE_QUESTIONS: tuple[tuple[str, str], ...] = (
     ("What is the", "default context length?"),
     ("What is the default", "context length?"),

@@ -1,4 +1,4 @@
-"""Conversation history in SQLite (the ``messages`` table of ``services.database``) and context building
+"""Conversation history in SQLite (the ``messages`` table of ``services.storage.database``) and context building
 within a token budget.
 
 One conversation per channel or thread. A turn (the member's message and the answer) is written in one
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.attachments import TextAttachment, text_budget_chars, with_attachments
-from services.database import Database
+from services.chat.attachments import TextAttachment, text_budget_chars, with_attachments
+from services.storage.database import Database
 
 CHARS_PER_TOKEN = 4  # the usual rough estimate for English text with LLM tokenizers
 

@@ -26,7 +26,7 @@ Incremental reload and consistency
 
 Symbolic links
     A scope folder is a boundary: a link whose target lies outside it is never read. The reload report names it
-    as skipped with the reason (``services.documents.LINK_OUTSIDE`` and the other ``LINK_*``), and the chunks
+    as skipped with the reason (``services.knowledge.documents.LINK_OUTSIDE`` and the other ``LINK_*``), and the chunks
     once indexed under that name are deleted.
 
 Concurrency
@@ -41,8 +41,8 @@ Retrieval
     and the global scope, plus a ranking of exact identifier matches, fused by Reciprocal Rank Fusion
     (Cormack et al., SIGIR 2009, k = 60). The BM25 corpus of a scope is rebuilt after each reload and loaded
     from ChromaDB at the first search after a restart; so are the scope's distinctive terms, which bias speech
-    recognition towards the documents' words (``services.vocabulary``): ``document_terms`` keeps each guild's merged
-    terms in memory, updated at every reload, so that a spoken turn reads them without I/O.
+    recognition towards the documents' words (``services.knowledge.vocabulary``): ``document_terms`` keeps each guild's
+    merged terms in memory, updated at every reload, so that a spoken turn reads them without I/O.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ import httpx
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError as ChromaNotFound
 
-from services.chroma_process import ProcessChromaClient
-from services.documents import (
+from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
+from services.files import write_bytes_atomic, write_json_atomic
+from services.knowledge.chroma_process import ProcessChromaClient
+from services.knowledge.documents import (
     Chunk,
     DocumentSkipped,
     check_document_bytes,
@@ -79,10 +81,8 @@ from services.documents import (
     read_and_hash,
     sanitize_filename,
 )
-from services.errors import BackendUnavailable, IndexMismatch, InvalidInput, NotFound
-from services.files import write_bytes_atomic, write_json_atomic
-from services.lexical import LexicalIndex, identifier_terms, reciprocal_rank_fusion, tokenize
-from services.vocabulary import Term, merge_terms
+from services.knowledge.lexical import LexicalIndex, identifier_terms, reciprocal_rank_fusion, tokenize
+from services.knowledge.vocabulary import Term, merge_terms
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ TERMS_IDLE_S = 3600.0
 
 
 class Embedder(Protocol):
-    """What the index needs from the LLM client (``services.llm.LLMClient`` satisfies it)."""
+    """What the index needs from the LLM client (``services.chat.llm.LLMClient`` satisfies it)."""
 
     embed_model: str
 
@@ -782,7 +782,7 @@ class DocumentIndex:
 
     async def document_terms(self, guild_id: int | None) -> list[Term]:
         """The distinctive terms of the guild's documents and the global ones, best first, for speech recognition
-        (``services.vocabulary``); [] when nothing is indexed. guild_id None: the global documents alone.
+        (``services.knowledge.vocabulary``); [] when nothing is indexed. guild_id None: the global documents alone.
 
         Asked at every spoken turn, so served from memory: the first call for a guild reads each scope's BM25 corpus
         (loaded from ChromaDB after a restart; the corpus also holds the scope's terms) and keeps the merged terms;
@@ -849,7 +849,7 @@ class DocumentIndex:
     async def add_document(self, guild_id: int, filename: str, data: bytes) -> tuple[str, ReloadReport]:
         """Save an uploaded document in the guild's folder and index it; returns (saved name, reload report).
 
-        The name is sanitized (:func:`services.documents.sanitize_filename`); a file of that name is replaced.
+        The name is sanitized (:func:`services.knowledge.documents.sanitize_filename`); a file of that name is replaced.
         The content is checked before anything is written. The file is written atomically, then the guild's
         scope is reloaded incrementally (so only this file is embedded, unless others changed too).
         Raises InvalidInput for a bad name or type, a file over ``doc_max_bytes``, an empty, binary, non-UTF-8

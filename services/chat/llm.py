@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import ollama
 
+from services.chat.thinking import ThinkTagSplitter
 from services.errors import BackendUnavailable, ModelNotFound, ServiceError
-from services.thinking import ThinkTagSplitter
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class LLMClient:
         thinking: a list that receives the model's thinking, in pieces (str), in order. The thinking is never
         yielded: a model with the "thinking" capability is asked with ``think: true``, which puts it in the
         ``thinking`` field of the messages; ``<think>...</think>`` blocks in the content (older templates) are taken
-        out of it (``services.thinking``). Without this list the thinking is dropped.
+        out of it (``services.chat.thinking``). Without this list the thinking is dropped.
         Raises ModelNotFound when the model is not pulled; BackendUnavailable when Ollama cannot be reached,
         sends nothing for ``timeout_s`` seconds (before or between tokens), fails, or ends the stream early.
         Closing the generator early (``aclose()``, ``break`` then garbage collection, or cancellation of the

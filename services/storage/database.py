@@ -2,16 +2,16 @@
 
 One file (``settings.db_path``) holds every table:
 
-- ``messages``: conversation history (``services.conversations.ConversationStore``), one row per message;
-- ``guild_settings``: per-guild options such as autospeak (``services.guild_settings.GuildSettingsStore``);
+- ``messages``: conversation history (``services.chat.conversations.ConversationStore``), one row per message;
+- ``guild_settings``: per-guild options such as autospeak (``services.storage.guild_settings.GuildSettingsStore``);
 - ``voice_opt_outs``: members who asked not to be transcribed, per guild (same store);
 - ``chat_settings``: persona, chat model and free channel per guild (``channel_id`` 0) and per channel, and
-  whether a guild's answers attach the model's thinking (``services.chat_settings.ChatSettingsStore``); NULL means
+  whether a guild's answers attach the model's thinking (``services.chat.chat_settings.ChatSettingsStore``); NULL means
   "not set here";
 - ``bot_threads``: the threads the bot started, with their parent channel and last activity
-  (``services.bot_threads.BotThreadStore``);
+  (``services.storage.bot_threads.BotThreadStore``);
 - ``waiting_questions``: text questions still waiting for the model at shutdown, answered after the restart
-  (``services.waiting_questions.WaitingQuestionStore``).
+  (``services.storage.waiting_questions.WaitingQuestionStore``).
 
 Every table is created with ``CREATE TABLE IF NOT EXISTS``, so a database of an earlier version opens with its rows
 and gains the tables it lacks; a column added to a table since (``ADDED_COLUMNS``) is added to it then.

@@ -13,7 +13,8 @@ answering it before the end of the turn is confirmed. If the member speaks again
 caller discards that work) and the speech continues as the same utterance; otherwise the utterance is emitted as
 usual once the silence reaches ``endpoint_silence_ms``, with the same ``started_at`` and, when no audio arrived in
 between, the same PCM as the tentative one. The caller may change that silence for the tentative utterance with
-``end_after`` (shorter when its words are a finished sentence, longer when they trail off: ``services.turn_taking``).
+``end_after`` (shorter when its words are a finished sentence, longer when they trail off:
+``services.voice.turn_taking``).
 
 Threads: everything ``feed`` shares with the event loop (speaker buffers, statistics) sits behind one
 ``threading.RLock`` held for microseconds; finished utterances and "speech started" events reach the loop only through
@@ -31,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from services.audio import BYTES_PER_SECOND, FRAME_MS, rms
+from services.speech.audio import BYTES_PER_SECOND, FRAME_MS, rms
 
 if TYPE_CHECKING:
     from config import Settings

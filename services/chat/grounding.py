@@ -25,7 +25,7 @@ class Passage(Protocol):
 
 
 class PassageSearch(Protocol):
-    """The document index's search (``services.index.DocumentIndex.search``)."""
+    """The document index's search (``services.knowledge.index.DocumentIndex.search``)."""
 
     async def search(self, guild_id: int | None, query: str, k: int = 5) -> Sequence[Passage]: ...
 

@@ -4,7 +4,7 @@ ChromaDB's Rust bindings hold Python's GIL for the whole of a call (about 10 ms 
 upsert, measured with chromadb 1.5.9), so even from ``asyncio.to_thread`` an embedded client delays every
 other coroutine by tens of milliseconds during a reindex. Here one worker process owns the
 ``PersistentClient``; ``ProcessChromaClient`` and ``ProcessCollection`` offer the subset of the chromadb
-client API that ``services/index.py`` uses, with each call forwarded to the worker and waited for in the
+client API that ``services/knowledge/index.py`` uses, with each call forwarded to the worker and waited for in the
 calling thread (which releases the GIL while it waits).
 
 Calls are synchronous, like chromadb's own; run them in a thread. A dead worker raises

@@ -1,5 +1,5 @@
 """Text questions still waiting for the model when the bot shut down, in the ``waiting_questions`` table of
-``services.database``, answered when it is back.
+``services.storage.database``, answered when it is back.
 
 A row holds what answering it later needs: the kind of answer (``chat``: the channel's conversation, ``ask``: one-shot
 and grounded when relevant, ``docs``: from the documents only), the guild, channel and member, the question, when it
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.database import Database
+from services.storage.database import Database
 
 KINDS = ("chat", "ask", "docs")
 

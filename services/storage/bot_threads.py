@@ -1,5 +1,5 @@
 """The threads the bot started (``/chat thread:True``, a mention in a free channel), in the ``bot_threads`` table of
-``services.database``: in those the bot answers every message without a mention.
+``services.storage.database``: in those the bot answers every message without a mention.
 
 A row holds the thread, its guild, its parent channel (whose settings apply in the thread) and the time of its last
 answer. The table is bounded both ways: a thread inactive for ``ttl_s`` is forgotten (after that the bot answers
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from services.database import Database
+from services.storage.database import Database
 
 
 class BotThreadStore:

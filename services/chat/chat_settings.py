@@ -1,12 +1,12 @@
 """Chat settings per guild and channel: the persona (system prompt), the chat model and free channels.
 
-Admins set them with ``/settings``; they are kept in the ``chat_settings`` table of ``services.database``, one row
-per scope: ``channel_id`` 0 is the guild's row, any other id a channel's. A value left NULL is not set at that scope
+Admins set them with ``/settings``; they are kept in the ``chat_settings`` table of ``services.storage.database``, one
+row per scope: ``channel_id`` 0 is the guild's row, any other id a channel's. A value left NULL is not set at that scope
 and falls through: channel, then guild, then the defaults from ``config.py`` (``SYSTEM_PROMPT``, ``CHAT_MODEL``;
 a channel is not free by default). The persona and the model can be set for the guild and overridden per channel;
 free channel is per channel only; show thinking (attach a reasoning model's thinking to its answers as a file, see
-``services.thinking``) per guild only. Threads have no settings of their own: the caller passes the parent channel's
-id (see ``bot.client.AssistantBot.chat_settings``).
+``services.chat.thinking``) per guild only. Threads have no settings of their own: the caller passes the parent
+channel's id (see ``bot.client.AssistantBot.chat_settings``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from services.database import Database
+from services.chat.llm import LLMClient
 from services.errors import InvalidInput, ModelNotFound
-from services.llm import LLMClient
+from services.storage.database import Database
 
 log = logging.getLogger(__name__)
 

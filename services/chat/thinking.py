@@ -1,7 +1,7 @@
 """Reasoning models: separating a model's thinking from its answer in a streamed text.
 
 Models that think (qwen3, deepseek-r1, ...) send their reasoning in the ``thinking`` field of Ollama's chat messages
-when asked with ``think: true`` (see ``services.llm``). Older templates, and a thinking model not asked either way,
+when asked with ``think: true`` (see ``services.chat.llm``). Older templates, and a thinking model not asked either way,
 put it in the content itself, between ``<think>`` and ``</think>``. :class:`ThinkTagSplitter` takes those blocks out
 of a content stream as it arrives, so that no part of the thinking is ever shown or spoken.
 """

@@ -1,7 +1,8 @@
 """Models loaded once, lazily, in a worker thread: the shared base of the speech engines.
 
 A speech engine is configured with a model name or path. When that model cannot be had (not downloadable, broken),
-``load`` logs a warning that says how to get it and loads the bundled model instead (``services.bundled_models``),
+``load`` logs a warning that says how to get it and loads the bundled model instead
+(``services.speech.bundled_models``),
 so the bot always speaks and hears; the bundled model itself is refused when it is not the published file.
 """
 

@@ -1,6 +1,6 @@
 """Lexical retrieval: identifier-aware tokens, BM25 over a scope's chunks, and Reciprocal Rank Fusion.
 
-Used by ``services/index.py`` beside the vector search: embedding models represent rare strings such as
+Used by ``services/knowledge/index.py`` beside the vector search: embedding models represent rare strings such as
 ``OLLAMA_HOST`` or ``E404`` poorly, so chunks are also ranked by BM25 (rank_bm25, Okapi weighting with Lucene's
 non-negative idf) and by exact identifier matches, and the rankings are fused with RRF.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from rank_bm25 import BM25Okapi
 
-from services.vocabulary import Term, document_terms
+from services.knowledge.vocabulary import Term, document_terms
 
 RRF_K = 60
 """Reciprocal Rank Fusion constant (Cormack, Clarke & Buettcher, SIGIR 2009)."""
@@ -94,7 +94,7 @@ class LuceneBM25(BM25Okapi):
 @dataclass
 class LexicalIndex:
     """BM25 over one scope's chunks (loaded from Chroma), tagged with the collection build it came from, and the
-    scope's distinctive terms for speech recognition (``services.vocabulary.document_terms``), best first."""
+    scope's distinctive terms for speech recognition (``services.knowledge.vocabulary.document_terms``), best first."""
 
     build_id: str
     ids: list[str]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from services.audio import STT_SAMPLE_RATE
+from services.speech.audio import STT_SAMPLE_RATE
 
 WINDOW_MIN_S = 10.0
 """Shortest window, s: shorter ones lose words and repeat sentences (measured down to 6 s)."""

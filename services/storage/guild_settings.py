@@ -1,9 +1,9 @@
 """Per-guild settings that admins change with commands (e.g. autospeak), kept in the bot's SQLite database
-(the ``guild_settings`` and ``voice_opt_outs`` tables of ``services.database``)."""
+(the ``guild_settings`` and ``voice_opt_outs`` tables of ``services.storage.database``)."""
 
 from __future__ import annotations
 
-from services.database import Database
+from services.storage.database import Database
 
 
 class GuildSettingsStore:
