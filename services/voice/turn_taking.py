@@ -19,12 +19,23 @@ halves cut out of a sentence read whole, which break off mid-intonation (median 
 questions (median 0.03; the bundled tiny.en decoding Piper speech through Opus, in the short window;
 ``docs/performance.md``). Words that read as finished but come with that doubt make the turn ``UNSURE``: the
 fallback silence limit decides it.
+
+The rule is English: its words are English function words, and on another language's words it guesses ("Quelle est
+la" and "Was ist der" end in no English word it knows, so they read as finished). The decision is therefore behind an
+interface, ``EndOfTurn`` (``decide(heard) -> TurnEnd`` on a ``Heard``: the transcript's text, language and Whisper's
+doubt, as ``services.speech.stt.Transcript`` carries them), with the rule as its English implementation
+(``EnglishWords``), and ``end_of_turn`` picks by the language Whisper reports: English ("en") gets the rule, any other
+language ``UNSURE``, so the silence limit (ENDPOINT_SILENCE_MS) decides, never the shortest wait. An unknown language
+(None: a transcriber that does not say) is ``UNSURE`` too; the English-only models (the bundled tiny.en, any ``.en``)
+are told their language and report "en", so they are never unknown.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 _WORD = re.compile(r"[a-z0-9']+")
 _TRAILING_OFF = re.compile(r"(\.\.\.|\u2026|,|-|\u2014|\u2013)\s*$")  # "Where can I find...", "so,"
@@ -74,15 +85,64 @@ class TurnEnd(Enum):
     UNSURE = "unsure"
 
 
-def turn_end(transcript: str, no_speech_prob: float | None = None, sure_no_speech_prob: float = 1.0) -> TurnEnd:
-    """Whether ``transcript`` (a member's words so far, as Whisper heard them; any case and punctuation) reads as a
-    finished request (``COMPLETE``) or trails off (``INCOMPLETE``); ``UNSURE`` when it reads as finished but the
-    recogniser's ``no_speech_prob`` (0..1, None when unknown) is above ``sure_no_speech_prob`` (1 never is). An empty
-    transcript is incomplete."""
-    end = _turn_end_of_words(transcript)
-    if end is TurnEnd.COMPLETE and no_speech_prob is not None and no_speech_prob > sure_no_speech_prob:
-        return TurnEnd.UNSURE
-    return end
+ENGLISH = "en"
+"""The ISO 639-1 code Whisper reports for English: the language ``EnglishWords`` is written for."""
+
+
+class Heard(Protocol):
+    """What the end of a turn is decided on: a member's words so far, as the recogniser heard them
+    (``services.speech.stt.Transcript`` is one)."""
+
+    @property
+    def text(self) -> str:
+        """The words, any case and punctuation; "" when nothing was heard."""
+
+    @property
+    def language(self) -> str | None:
+        """ISO 639-1 code of their language ("en", "fr"), as faster-whisper reports it; None when unknown."""
+
+    @property
+    def no_speech_prob(self) -> float | None:
+        """The recogniser's probability (0..1) that the audio held no speech; None when unknown."""
+
+
+class EndOfTurn(Protocol):
+    """An end-of-turn decision: what ``heard`` says about the end of the turn."""
+
+    def decide(self, heard: Heard) -> TurnEnd:
+        """``COMPLETE`` (end after the shortest silence, ENDPOINT_COMPLETE_MS), ``INCOMPLETE`` (wait the longest,
+        ENDPOINT_INCOMPLETE_MS) or ``UNSURE`` (the silence limit, ENDPOINT_SILENCE_MS, decides)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnglishWords:
+    """The English implementation of ``EndOfTurn``: the rule on the words (see the module's docstring), with
+    Whisper's doubt; it ignores ``heard.language``, so give it English only (``end_of_turn`` does).
+
+    sure_no_speech_prob: words that read as finished are ``UNSURE`` when ``heard.no_speech_prob`` (0..1) is above
+        this (Settings.ENDPOINT_SURE_NO_SPEECH_PROB); 1 never is.
+    """
+
+    sure_no_speech_prob: float = 1.0
+
+    def decide(self, heard: Heard) -> TurnEnd:
+        """Whether ``heard.text`` reads as a finished request (``COMPLETE``) or trails off (``INCOMPLETE``);
+        ``UNSURE`` when it reads as finished but ``heard.no_speech_prob`` (None: no doubt known) is above
+        ``sure_no_speech_prob``. An empty transcript is incomplete."""
+        end = _turn_end_of_words(heard.text)
+        if end is TurnEnd.COMPLETE and heard.no_speech_prob is not None and (
+                heard.no_speech_prob > self.sure_no_speech_prob):
+            return TurnEnd.UNSURE
+        return end
+
+
+def end_of_turn(heard: Heard, sure_no_speech_prob: float = 1.0) -> TurnEnd:
+    """The end of turn for ``heard`` in its language: ``EnglishWords(sure_no_speech_prob)`` when it is English
+    (``heard.language == "en"``); ``UNSURE`` for any other language and for an unknown one (None), so the silence
+    limit decides and a member speaking another language is never answered after the shortest wait."""
+    if heard.language == ENGLISH:
+        return EnglishWords(sure_no_speech_prob).decide(heard)
+    return TurnEnd.UNSURE
 
 
 def _turn_end_of_words(transcript: str) -> TurnEnd:
