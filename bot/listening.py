@@ -23,7 +23,7 @@ from bot.voice_session import Listening, VoiceSession
 from services.errors import ServiceError
 from services.knowledge.vocabulary import guild_vocabulary
 from services.voice.endpointing import Endpointer, Utterance
-from services.voice.turn_taking import TurnEnd, turn_end
+from services.voice.turn_taking import TurnEnd, end_of_turn
 from services.voice.voice_turns import Speculation, StartTask, VoiceTurns
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
                      TurnEnd.INCOMPLETE: settings.ENDPOINT_INCOMPLETE_MS}
 
     def end_turn_from_words(utterance: Utterance, transcript: Transcript) -> None:
-        end = turn_end(transcript.text, transcript.no_speech_prob, settings.ENDPOINT_SURE_NO_SPEECH_PROB)
+        end = end_of_turn(transcript, settings.ENDPOINT_SURE_NO_SPEECH_PROB)
         silence_ms = silence_after[end]
         applied = endpointer.end_after(utterance.user_id, utterance.started_at, silence_ms, end.value)
         log.debug("guild %s: %r (no-speech %s) reads %s: end of turn after %s ms (%s)", guild_id, transcript.text,
