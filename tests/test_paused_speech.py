@@ -8,7 +8,7 @@ import pytest
 
 from sandbox.voice.speech import frame_rms, split_spurts
 from services.speech.audio import to_mono_16k
-from services.voice.turn_taking import TurnEnd, turn_end
+from services.voice.turn_taking import TurnEnd, end_of_turn
 from tests.support.paused_speech import (
     PAUSED_QUESTIONS,
     SentenceCutter,
@@ -82,6 +82,6 @@ async def test_whisper_doubts_words_that_break_off_mid_sentence_but_not_the_whol
     for _ in range(3):  # Piper's readings vary
         head, tail = cutter.halves("What is the default", "context length?")
         half, whole = [await tiny.transcribe(trim_silence(pcm)) for pcm in (head, head + tail)]
-        ends.append((turn_end(half.text, half.no_speech_prob, 0.12), turn_end(whole.text, whole.no_speech_prob, 0.12)))
+        ends.append((end_of_turn(half, 0.12), end_of_turn(whole, 0.12)))
     assert [whole for _, whole in ends] == [TurnEnd.COMPLETE] * 3
     assert [half for half, _ in ends].count(TurnEnd.UNSURE) >= 2, ends

@@ -1,12 +1,25 @@
 """The end-of-turn rule on the words of a transcript: complete requests and trailing fragments, and the doubt of
-the recogniser that makes a complete-sounding one unsure."""
+the recogniser that makes a complete-sounding one unsure; the rule is English's, and a transcript in another
+language, or in one the recogniser does not say, is unsure."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.voice.turn_taking import TurnEnd, turn_end
+from services.speech.stt import Transcript
+from services.voice.turn_taking import EndOfTurn, EnglishWords, TurnEnd, end_of_turn
 from tests.support.paused_speech import PAUSED_QUESTIONS, RULE_QUESTIONS
+
+
+def heard(text: str, no_speech_prob: float | None = None, language: str | None = "en") -> Transcript:
+    """A transcript of ``text`` as the transcriber returns it (an English one unless ``language`` says otherwise)."""
+    return Transcript(text, language, 1.0, 0.1, "whisper:test", no_speech_prob=no_speech_prob)
+
+
+def turn_end(text: str, no_speech_prob: float | None = None, sure_no_speech_prob: float = 1.0) -> TurnEnd:
+    """The end of turn of ``text`` heard in English."""
+    return end_of_turn(heard(text, no_speech_prob), sure_no_speech_prob)
+
 
 COMPLETE = [
     "What time is it?",
@@ -108,3 +121,30 @@ def test_a_fragment_stays_incomplete_whatever_the_doubt():
 def test_a_threshold_of_one_turns_the_doubt_off():
     assert turn_end("What is the default?", 0.99) is TurnEnd.COMPLETE
     assert turn_end("What is the default?", 0.99, 1.0) is TurnEnd.COMPLETE
+
+
+# Fragments in other languages that the English rule reads as finished: none of their last words is English.
+FOREIGN_FRAGMENTS = [("Quelle est la", "fr"), ("Was ist der", "de"), ("¿Cuál es el", "es"), ("Qual è il", "it")]
+
+
+@pytest.mark.parametrize(("text", "language"), FOREIGN_FRAGMENTS)
+def test_a_transcript_in_another_language_is_unsure_whatever_its_words_and_doubt(text, language):
+    assert EnglishWords().decide(heard(text, language=language)) is TurnEnd.COMPLETE  # what the English rule reads
+    for no_speech_prob in (None, 0.0, 0.5):
+        assert end_of_turn(heard(text, no_speech_prob, language), 0.12) is TurnEnd.UNSURE
+    assert end_of_turn(heard("What is the", language=language)) is TurnEnd.UNSURE  # not INCOMPLETE either
+
+
+@pytest.mark.parametrize("text", ["What time is it?", "What is the", ""])
+def test_a_transcript_in_an_unknown_language_is_unsure(text):
+    # a transcriber that does not say its language; the English-only Whisper models say "en"
+    assert end_of_turn(heard(text, language=None)) is TurnEnd.UNSURE
+
+
+def test_the_english_rule_reads_english_transcripts_as_before():
+    rule: EndOfTurn = EnglishWords(0.12)
+    assert rule.decide(heard("What time is it?", 0.05)) is TurnEnd.COMPLETE
+    assert rule.decide(heard("What is the default?", 0.3)) is TurnEnd.UNSURE
+    assert rule.decide(heard("What is the", 0.01)) is TurnEnd.INCOMPLETE
+    for text in COMPLETE + INCOMPLETE:
+        assert end_of_turn(heard(text, 0.3), 0.12) is rule.decide(heard(text, 0.3))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.voice.turn_taking import TurnEnd, turn_end
+from services.voice.turn_taking import TurnEnd, end_of_turn
 from tests.e2e.test_listen_e2e import listening, posted, speech_pcm, wait_until
 from tests.e2e.test_speculation_e2e import ANSWER, FIRST_HALF, SECOND_HALF, answer_only_the_whole_question
 from tests.support.paused_speech import SentenceCutter, trim_silence
@@ -22,7 +22,7 @@ async def trailing_reading(harness, text: str) -> bytes:
     answered, as the rule says; this test is about one who does not."""
     for _ in range(5):
         pcm = trim_silence(await speech_pcm(harness, text))
-        if turn_end((await harness.bot.transcriber.transcribe(pcm, ["Assistant"])).text) is TurnEnd.INCOMPLETE:
+        if end_of_turn(await harness.bot.transcriber.transcribe(pcm, ["Assistant"])) is TurnEnd.INCOMPLETE:
             return pcm
     raise AssertionError(f"tiny.en heard {text!r} as finished in 5 readings")
 
@@ -69,7 +69,7 @@ async def doubted_half(harness, first: str, second: str) -> tuple[bytes, bytes]:
     for _ in range(5):
         head, tail = (trim_silence(pcm) for pcm in await asyncio.to_thread(cutter.halves, first, second))
         heard = await harness.bot.transcriber.transcribe(head, ["Assistant"])
-        if turn_end(heard.text, heard.no_speech_prob, settings.ENDPOINT_SURE_NO_SPEECH_PROB) is TurnEnd.UNSURE:
+        if end_of_turn(heard, settings.ENDPOINT_SURE_NO_SPEECH_PROB) is TurnEnd.UNSURE:
             return head, tail
     raise AssertionError(f"tiny.en heard {first!r} cut mid-sentence without doubt in 5 readings")
 
