@@ -5,6 +5,9 @@
 - the product (``bot``, ``cogs``, ``services``, ``config``, ``main``) never imports ``tests`` or ``bench``, and
   only ``main.py`` (the playground) imports ``sandbox``;
 - the sandbox imports only leaf utilities of the product (``SANDBOX_MAY_IMPORT``);
+- ``services/`` is split into domains (``DOMAINS``): each imports only the domains its row names, besides the shared
+  kernel (``SHARED_KERNEL``) and ``config``; the shared kernel imports no domain; every other module of ``services/``
+  lives in a domain;
 - no two modules of the project import each other at run time (imports under ``if TYPE_CHECKING:`` are not run).
 
 Each rule is also run on a small tree with a deliberately bad import, so a checker that sees nothing fails here.
@@ -25,6 +28,17 @@ PACKAGES = ("bot", "cogs", "services", "sandbox", "tests", "bench")
 TOP_MODULES = ("config", "main")
 PRODUCT = ("bot", "cogs", "services", "config", "main")
 SANDBOX_MAY_IMPORT = ("bot.opus", "services.speech.audio", "services.speech.speech_text", "services.errors")
+
+# The domains of services/: domain -> the other domains it may import. Each may also import the shared kernel and
+# config; nothing else of services/ is a module of its own.
+DOMAINS: dict[str, tuple[str, ...]] = {
+    "storage": (),  # the database and its stores: guild settings, the bot's threads, the questions kept at shutdown
+    "knowledge": (),  # the documents, the index (ChromaDB, lexical), their vocabulary
+    "speech": (),  # audio, speech to text, text to speech, their models, Whisper's prompt and window
+    "chat": ("storage",),  # the LLM and its queue, thinking, attachments, conversations, chat settings, grounding
+    "voice": ("speech", "chat"),  # endpointing, turn taking, the spoken turns; storage only through chat
+}
+SHARED_KERNEL = ("services.errors", "services.files")
 
 
 @dataclass(frozen=True)
@@ -137,7 +151,44 @@ def layering_violations(imports: list[Import]) -> list[str]:
             bad.append(f"{where}: the sandbox may import only {', '.join(SANDBOX_MAY_IMPORT)} of the product")
         if _under(imp.module, "tests") and _under(imp.target, "bench"):
             bad.append(f"{where}: tests must not import benchmarks")
+        bad.extend(f"{where}: {why}" for why in _domain_violations(imp))
     return bad
+
+
+def domain_of(module: str) -> str | None:
+    """The domain of a module of services/ ("services.chat.llm" -> "chat"), None for any other module."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "services" and parts[1] in DOMAINS else None
+
+
+def _domain_violations(imp: Import) -> list[str]:
+    if not _under(imp.module, "services") or not _under(imp.target, "services") or imp.target == "services":
+        return []
+    if _under(imp.module, SHARED_KERNEL):
+        return [] if _under(imp.target, SHARED_KERNEL) else ["the shared kernel must not import a domain"]
+    domain = domain_of(imp.module)
+    target = domain_of(imp.target)
+    if domain is None or target == domain or _under(imp.target, SHARED_KERNEL):
+        return []  # a module outside the domains is reported by placement_violations
+    allowed = DOMAINS[domain]
+    if target not in allowed:
+        may = f"only {' and '.join(allowed)} of the other domains" if allowed else "no other domain"
+        return [f"the {domain} domain may import {may} (and {', '.join(SHARED_KERNEL)}, config)"]
+    return []
+
+
+def placement_violations(modules: set[str]) -> list[str]:
+    """One line per module of services/ that is neither the shared kernel nor in a domain of ``DOMAINS``."""
+    return [
+        f"{module}: a module of services/ lives in a domain ({', '.join(DOMAINS)}) or is the shared kernel"
+        for module in sorted(modules)
+        if _under(module, "services") and module != "services" and module not in SHARED_KERNEL
+        and domain_of(module) is None
+    ]
+
+
+def all_modules(root: Path) -> set[str]:
+    return {module_name(root, path) for path in source_files(root)}
 
 
 def runtime_cycles(imports: list[Import]) -> list[list[str]]:
@@ -187,6 +238,11 @@ def test_the_project_follows_the_layering_rules() -> None:
     assert layering_violations(all_imports(ROOT)) == []
 
 
+def test_every_module_of_services_lives_in_a_domain() -> None:
+    assert placement_violations(all_modules(ROOT)) == []
+    assert {domain_of(module) for module in all_modules(ROOT)} >= set(DOMAINS)  # no row names a domain that is gone
+
+
 def test_no_two_modules_import_each_other_at_run_time() -> None:
     assert runtime_cycles(all_imports(ROOT)) == []
 
@@ -223,6 +279,33 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
         ({"bot/client.py": "from sandbox import Sandbox\n"}, "bot/ must not import cogs or the sandbox"),
         ({"sandbox/rest.py": "from bot.client import AssistantBot\n"}, "the sandbox may import only"),
         ({"tests/test_tts.py": "from bench.loop_lag import LoopLagProbe\n"}, "tests must not import benchmarks"),
+        # the domains of services/
+        ({"services/storage/database.py": "from services.chat.llm import LLMClient\n", "services/chat/llm.py": ""},
+         "the storage domain may import no other domain"),
+        ({"services/knowledge/index.py": "from services.chat import llm\n", "services/chat/llm.py": ""},
+         "the knowledge domain may import no other domain"),
+        ({"services/knowledge/vocabulary.py": "from services.speech.prompt import fit_prompt\n"},
+         "the knowledge domain may import no other domain"),
+        ({"services/speech/stt.py": "from services.knowledge.vocabulary import Term\n"},
+         "the speech domain may import no other domain"),
+        ({"services/speech/tts.py": "def f():\n    from services.voice.endpointing import Utterance\n"},
+         "the speech domain may import no other domain"),
+        ({"services/speech/stt.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from services.knowledge import index\n"
+        )}, "the speech domain may import no other domain"),  # a type is a dependency too
+        ({"services/chat/grounding.py": "from services.knowledge.index import DocumentIndex\n"},
+         "the chat domain may import only storage"),
+        ({"services/chat/llm.py": "import services.speech.tts\n"}, "the chat domain may import only storage"),
+        ({"services/chat/conversations.py": "from services.voice import voice_turns\n",
+          "services/voice/voice_turns.py": ""}, "the chat domain may import only storage"),
+        ({"services/voice/voice_turns.py": "from services.storage.database import Database\n"},
+         "the voice domain may import only speech and chat"),
+        ({"services/voice/voice_turns.py": "from services.knowledge.index import DocumentIndex\n"},
+         "the voice domain may import only speech and chat"),
+        ({"services/errors.py": "from services.speech.audio import FRAME_BYTES\n"}, "the shared kernel must not"),
+        ({"services/files.py": "def f():\n    from services.storage import database\n",
+          "services/storage/database.py": ""}, "the shared kernel must not"),
+        ({"services/chat/llm.py": "from services.helpers import retry\n"}, "the chat domain may import only storage"),
     ],
 )
 def test_a_bad_import_is_reported(tmp_path: Path, files: dict[str, str], rule: str) -> None:
@@ -236,8 +319,30 @@ def test_allowed_imports_are_not_reported(tmp_path: Path) -> None:
         "sandbox/voice.py": "from bot.opus import load_opus\nfrom services.speech.audio import FRAME_BYTES\n",
         "bench/bench_chat.py": "from tests.fakes.ollama import FakeOllama\n",
         "bot/opus.py": "", "services/speech/audio.py": "", "tests/fakes/ollama.py": "",
+        # every domain: itself, the shared kernel and config; chat: storage; voice: speech and chat
+        "services/storage/database.py": "from services.errors import ServiceError\nfrom services import files\n",
+        "services/storage/bot_threads.py": "from services.storage.database import Database\n",
+        "services/knowledge/index.py": "from services.files import write_json_atomic\nfrom config import Settings\n",
+        "services/speech/stt.py": "from services.speech import audio\nfrom services.errors import ServiceError\n",
+        "services/chat/chat_settings.py": "from services.storage.database import Database\nimport services.errors\n",
+        "services/voice/voice_turns.py": (
+            "from services.chat.chat_settings import ChatSettingsStore\nfrom services.speech.stt import Transcriber\n"
+            "from services.voice.endpointing import Utterance\n"
+        ),
+        "services/voice/endpointing.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from config import Settings\n"
+        ),
+        "services/files.py": "from services.errors import ServiceError\n", "services/errors.py": "", "config.py": "",
     })
     assert layering_violations(all_imports(root)) == []
+    assert placement_violations(all_modules(root)) == []
+
+
+@pytest.mark.parametrize("path", ["services/helpers.py", "services/helpers/__init__.py", "services/search/index.py"])
+def test_a_module_outside_the_domains_is_reported(tmp_path: Path, path: str) -> None:
+    root = write_tree(tmp_path, {path: "", "services/chat/llm.py": "", "services/errors.py": ""})
+    [line] = placement_violations(all_modules(root))
+    assert "a module of services/ lives in a domain" in line
 
 
 def test_a_run_time_cycle_is_reported_and_a_type_checking_one_is_not(tmp_path: Path) -> None:
