@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from config import Settings
 from services.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from bot.client import AssistantBot
-
 T = TypeVar("T")
+
+
+class Configured(Protocol):
+    """What the checks read of the client: its settings (the bot is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+def settings_of(interaction: discord.Interaction) -> Settings:
+    """The settings of the client the interaction came to."""
+    client: Configured = interaction.client  # type: ignore[assignment]
+    return client.settings
 
 
 class InputTooLong(app_commands.AppCommandError):
@@ -69,9 +80,8 @@ def admin_only() -> Callable[[T], T]:
     """
 
     async def predicate(interaction: discord.Interaction) -> bool:
-        bot: AssistantBot = interaction.client  # type: ignore[assignment]
         if interaction.guild is None or not is_admin(
-            interaction.user, interaction.permissions, bot.settings.ADMIN_ROLE_IDS
+            interaction.user, interaction.permissions, settings_of(interaction).ADMIN_ROLE_IDS
         ):
             raise NotAdmin("admin only")
         return True
@@ -86,7 +96,7 @@ def member_cooldown(setting: str) -> Callable:
     """Per-member cooldown of one use per ``settings.<setting>`` seconds (0 disables it)."""
 
     def factory(interaction: discord.Interaction) -> app_commands.Cooldown | None:
-        per = getattr(interaction.client.settings, setting)  # type: ignore[attr-defined]
+        per = getattr(settings_of(interaction), setting)
         return app_commands.Cooldown(1, per) if per > 0 else None
 
     return app_commands.checks.dynamic_cooldown(factory, key=lambda i: (i.guild_id, i.user.id))
@@ -96,7 +106,7 @@ def guild_cooldown(setting: str) -> Callable:
     """Per-guild cooldown of one use per ``settings.<setting>`` seconds (0 disables it)."""
 
     def factory(interaction: discord.Interaction) -> app_commands.Cooldown | None:
-        per = getattr(interaction.client.settings, setting)  # type: ignore[attr-defined]
+        per = getattr(settings_of(interaction), setting)
         return app_commands.Cooldown(1, per) if per > 0 else None
 
     return app_commands.checks.dynamic_cooldown(factory, key=lambda i: i.guild_id)
