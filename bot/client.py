@@ -22,6 +22,7 @@ import discord
 from discord.ext import commands
 
 from bot.kept_questions import Resume, resume_waiting_questions
+from bot.listening import start_listening
 from bot.state import ChatSessions
 from bot.streaming import StreamedReply, llm_queued_notice
 from bot.tasks import TaskRegistry
@@ -94,8 +95,12 @@ class AssistantBot(commands.Bot):
         # The models load later, in threads; their loading logs what was loaded and whether it was verified.
         log.info("speech voice %s, speech recognition model %s", self.synthesizer.plan, self.transcriber.plan)
         self.chat_sessions = ChatSessions(max_sessions=settings.SESSION_MAX, ttl_s=settings.SESSION_TTL_S)
-        self.voice_sessions = VoiceManager(self)
         self.tasks = TaskRegistry()
+        self.voice_sessions = VoiceManager(
+            settings, synthesizer=self.synthesizer, tasks=self.tasks, guild_settings=self.guild_settings,
+            start_listening=lambda session, text_channel_id: start_listening(self, session, text_channel_id),
+            bot_user_id=lambda: self.user.id if self.user is not None else None,
+        )
         self.shutting_down = False
         self.failed_extensions: dict[str, str] = {}
         self._extensions_to_load = tuple(extensions)
@@ -110,7 +115,9 @@ class AssistantBot(commands.Bot):
                 self.failed_extensions[name] = str(exc.__cause__ or exc)
                 log.exception("extension %s failed to load; the other cogs still run", name)
         await self.sync_commands()
-        self.tasks.start(resume_waiting_questions(self), name="resume-waiting-questions")
+        resume = resume_waiting_questions(self, keeping=self, handlers=self.resume_handlers, tasks=self.tasks,
+                                          settings=self.settings)
+        self.tasks.start(resume, name="resume-waiting-questions")
 
     async def sync_commands(self) -> bool:
         """Sync app commands to DEV_GUILD_ID (or globally) when they differ from the last sync.

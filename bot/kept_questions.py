@@ -27,18 +27,17 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import discord
 
 from bot.streaming import StreamedReply, channel_reply, message_reply
+from bot.tasks import TaskRegistry
 from bot.tree import error_message
+from config import Settings
 from services.errors import ServiceError
-from services.storage.waiting_questions import WaitingQuestion
-
-if TYPE_CHECKING:
-    from bot.client import AssistantBot
+from services.storage.waiting_questions import WaitingQuestion, WaitingQuestionStore
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,16 @@ Resume = Callable[[WaitingQuestion, StreamedReply, discord.Message | None], Awai
 """A cog's handler for one kind: ``(question, reply, message)`` answers ``question`` into ``reply``; ``message`` is
 the member's message when the question came as one (its attachments can be read again), else None. Raises what the
 normal path raises (ServiceError, discord.HTTPException); the error sentence is then shown in ``reply``."""
+
+
+class Keeping(Protocol):
+    """Where questions are kept, and whether they are to be kept now: the bot is one."""
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+    @property
+    def waiting_questions(self) -> WaitingQuestionStore: ...
 
 
 def from_interaction(kind: str, interaction: discord.Interaction, question: str) -> WaitingQuestion:
@@ -67,7 +76,7 @@ def from_message(message: discord.Message, question: str, *, channel_id: int | N
                            message_id=None if channel_id else message.id)
 
 
-def keeper(bot: AssistantBot, question: WaitingQuestion) -> Callable[[], Awaitable[bool]]:
+def keeper(bot: Keeping, question: WaitingQuestion) -> Callable[[], Awaitable[bool]]:
     """A ``StreamedReply.keep`` that stores ``question`` when the bot is shutting down; True when stored."""
 
     async def keep() -> bool:
@@ -86,25 +95,27 @@ def keeper(bot: AssistantBot, question: WaitingQuestion) -> Callable[[], Awaitab
     return keep
 
 
-async def resume_waiting_questions(bot: AssistantBot) -> int:
-    """Once ``bot`` is ready, start answering every kept question (see module docstring); returns how many were
-    started. Each runs as a task of the bot's registry, named ``kept-question:<row id>``."""
-    await bot.wait_until_ready()
+async def resume_waiting_questions(client: discord.Client, *, keeping: Keeping, handlers: Mapping[str, Resume],
+                                   tasks: TaskRegistry, settings: Settings) -> int:
+    """Once ``client`` is ready, start answering every question kept in ``keeping`` with the handler of its kind (see
+    module docstring); returns how many were started. Each runs as a task of ``tasks``, named
+    ``kept-question:<row id>``."""
+    await client.wait_until_ready()
     started = 0
-    for question in await bot.waiting_questions.all():
+    for question in await keeping.waiting_questions.all():
         assert question.id is not None
-        handler = bot.resume_handlers.get(question.kind)
-        target = await _target(bot, question) if handler is not None else None
+        handler = handlers.get(question.kind)
+        target = await _target(client, question, settings.STREAM_EDIT_INTERVAL_S) if handler is not None else None
         if handler is None or target is None:
-            await bot.waiting_questions.remove(question.id)
+            await keeping.waiting_questions.remove(question.id)
             continue
         reply, message = target
-        task = bot.tasks.start(_answer(bot, question, handler, reply, message), name=f"kept-question:{question.id}")
+        task = tasks.start(_answer(keeping, question, handler, reply, message), name=f"kept-question:{question.id}")
         started += 1
         # The next one starts once this one has its place in the queues (or is done), so they keep their order.
         placed = asyncio.ensure_future(reply.placed.wait())
         try:
-            await asyncio.wait((task, placed), timeout=bot.settings.LLM_TIMEOUT_S,
+            await asyncio.wait((task, placed), timeout=settings.LLM_TIMEOUT_S,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             placed.cancel()
@@ -113,9 +124,9 @@ async def resume_waiting_questions(bot: AssistantBot) -> int:
     return started
 
 
-async def _target(bot: AssistantBot, question: WaitingQuestion) -> tuple[StreamedReply, discord.Message | None] | None:
+async def _target(client: discord.Client, question: WaitingQuestion,
+                  interval_s: float) -> tuple[StreamedReply, discord.Message | None] | None:
     """Where the answer goes (see module docstring), or None when it cannot go there any more (logged)."""
-    interval_s = bot.settings.STREAM_EDIT_INTERVAL_S
     try:
         if question.interaction_token is not None and question.application_id is not None:
             age_s = time.time() - (question.interaction_created_at or 0)
@@ -123,7 +134,7 @@ async def _target(bot: AssistantBot, question: WaitingQuestion) -> tuple[Streame
                 log.warning("dropping the kept question of member %s: its interaction is %.0f s old, past Discord's"
                             " 15 minutes", question.member_id, age_s)
                 return None
-            webhook = discord.Webhook.partial(question.application_id, question.interaction_token, client=bot)
+            webhook = discord.Webhook.partial(question.application_id, question.interaction_token, client=client)
             original = await webhook.fetch_message("@original")  # type: ignore[arg-type]  # Discord's alias
 
             async def first(content: str) -> discord.WebhookMessage:
@@ -133,7 +144,7 @@ async def _target(bot: AssistantBot, question: WaitingQuestion) -> tuple[Streame
                 return await webhook.send(content, wait=True)
 
             return StreamedReply(first, more, interval_s=interval_s), None
-        channel = bot.get_channel(question.channel_id) or await bot.fetch_channel(question.channel_id)
+        channel = client.get_channel(question.channel_id) or await client.fetch_channel(question.channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             log.warning("dropping the kept question of member %s: channel %s cannot be written to",
                         question.member_id, question.channel_id)
@@ -148,14 +159,14 @@ async def _target(bot: AssistantBot, question: WaitingQuestion) -> tuple[Streame
         return None
 
 
-async def _answer(bot: AssistantBot, question: WaitingQuestion, handler: Resume, reply: StreamedReply,
+async def _answer(keeping: Keeping, question: WaitingQuestion, handler: Resume, reply: StreamedReply,
                   message: discord.Message | None) -> None:
     """Answer one kept question, then delete its row, unless a new shutdown kept it again (the row stays)."""
     kept = False
 
     async def keep_again() -> bool:
         nonlocal kept
-        kept = bot.shutting_down
+        kept = keeping.shutting_down
         return kept
 
     reply.keep = keep_again
@@ -169,4 +180,4 @@ async def _answer(bot: AssistantBot, question: WaitingQuestion, handler: Resume,
     finally:
         if not kept:
             assert question.id is not None
-            await asyncio.shield(bot.waiting_questions.remove(question.id))
+            await asyncio.shield(keeping.waiting_questions.remove(question.id))

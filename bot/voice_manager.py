@@ -4,6 +4,9 @@ Guild id -> ``VoiceSession``, with one ``asyncio.Lock`` per guild serialising jo
 number of guilds the bot is in: an entry exists only while the bot is in a voice channel there, and is removed when
 it leaves or is disconnected. The bot leaves by itself after VOICE_IDLE_TIMEOUT_S alone or silent. Use from the
 event loop.
+
+The manager is given what it uses rather than the bot: the settings, the synthesizer, the task registry, the guild
+settings (autospeak), the bot's user id, and how to start listening in a session (``bot/listening.py``).
 """
 
 from __future__ import annotations
@@ -11,25 +14,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import discord
 from discord.ext import voice_recv
 
-from bot.listening import start_listening
 from bot.members import resolve_mentions
 from bot.opus import load_opus
+from bot.tasks import TaskRegistry
 from bot.voice_session import SpeechRequest, VoiceSession
+from config import Settings
 from services.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from bot.client import AssistantBot
+from services.speech.tts import Synthesizer
+from services.storage.guild_settings import GuildSettingsStore
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 15.0
 
 VoiceChannel = discord.VoiceChannel | discord.StageChannel
+
+StartListening = Callable[[VoiceSession, int], Awaitable[None]]
+"""Start listening in a session, posting transcripts and answers to a text channel (id); raises OpusUnavailable."""
 
 
 def caller_voice_channel(interaction: discord.Interaction) -> VoiceChannel:
@@ -50,8 +56,15 @@ def caller_voice_channel(interaction: discord.Interaction) -> VoiceChannel:
 class VoiceManager:
     """The bot's voice sessions (see module docstring)."""
 
-    def __init__(self, bot: AssistantBot) -> None:
-        self.bot = bot
+    def __init__(self, settings: Settings, *, synthesizer: Synthesizer, tasks: TaskRegistry,
+                 guild_settings: GuildSettingsStore, start_listening: StartListening,
+                 bot_user_id: Callable[[], int | None]) -> None:
+        self._settings = settings
+        self._synthesizer = synthesizer
+        self._tasks = tasks
+        self._guild_settings = guild_settings
+        self._start_listening = start_listening
+        self._bot_user_id = bot_user_id  # None until the bot has logged in
         self._sessions: dict[int, VoiceSession] = {}
         self._guild_locks: dict[int, asyncio.Lock] = {}
         self._idle_watch: asyncio.Task[None] | None = None
@@ -59,7 +72,7 @@ class VoiceManager:
     def start(self) -> None:
         """Start the idle/alone watch (on the bot's event loop); a second call does nothing."""
         if self._idle_watch is None or self._idle_watch.done():
-            self._idle_watch = self.bot.tasks.start(self._watch_idle(), name="voice-idle-watch")
+            self._idle_watch = self._tasks.start(self._watch_idle(), name="voice-idle-watch")
 
     def get(self, guild_id: int) -> VoiceSession | None:
         return self._sessions.get(guild_id)
@@ -100,8 +113,8 @@ class VoiceManager:
             # Not deafened, and able to receive: /listen can start at any time without reconnecting.
             voice_client = await channel.connect(timeout=CONNECT_TIMEOUT_S, cls=voice_recv.VoiceRecvClient)
             session = VoiceSession(
-                voice_client, synthesizer=self.bot.synthesizer, tasks=self.bot.tasks,
-                queue_max=self.bot.settings.VOICE_QUEUE_MAX, voice_history_max=self.bot.settings.HISTORY_MAX_MESSAGES,
+                voice_client, synthesizer=self._synthesizer, tasks=self._tasks,
+                queue_max=self._settings.VOICE_QUEUE_MAX, voice_history_max=self._settings.HISTORY_MAX_MESSAGES,
             )
             self._sessions[guild.id] = session
             return session
@@ -125,7 +138,8 @@ class VoiceManager:
 
     async def on_voice_state_update(self, member: discord.Member, after: discord.VoiceState) -> None:
         """Forget the session when someone else disconnected the bot (kick, channel deleted)."""
-        if self.bot.user is not None and member.id == self.bot.user.id and after.channel is None:
+        bot_user_id = self._bot_user_id()
+        if bot_user_id is not None and member.id == bot_user_id and after.channel is None:
             session = self._sessions.get(member.guild.id)
             if session is not None and not session.voice_client.is_connected():
                 log.info("guild %s: disconnected from voice by someone else", member.guild.id)
@@ -133,7 +147,7 @@ class VoiceManager:
 
     async def _watch_idle(self) -> None:
         """Leave channels where the bot has been alone or silent for VOICE_IDLE_TIMEOUT_S."""
-        timeout = self.bot.settings.VOICE_IDLE_TIMEOUT_S
+        timeout = self._settings.VOICE_IDLE_TIMEOUT_S
         alone_since: dict[int, float] = {}
         while True:
             await asyncio.sleep(min(5.0, timeout / 4))
@@ -173,7 +187,7 @@ class VoiceManager:
 
     async def speak_answer(self, guild_id: int, member_id: int, text: str) -> None:
         """Speak a finished chat answer when autospeak is on and the asker is in the bot's voice channel."""
-        if not await self.bot.guild_settings.autospeak(guild_id):
+        if not await self._guild_settings.autospeak(guild_id):
             return
         session = self.connected(guild_id)
         if session is None or not any(m.id == member_id for m in getattr(session.channel, "members", [])):
@@ -197,7 +211,7 @@ class VoiceManager:
     async def listen(self, guild_id: int, text_channel_id: int) -> VoiceSession:
         """Start listening in the guild's voice channel (see ``can_listen`` for the errors)."""
         session = self.can_listen(guild_id)
-        await start_listening(self.bot, session, text_channel_id)
+        await self._start_listening(session, text_channel_id)
         return session
 
     async def stop_listening(self, guild_id: int) -> bool:
