@@ -21,7 +21,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
-from bot.kept_questions import Resume, resume_waiting_questions
+from bot.kept_questions import ResumeHandlers, resume_waiting_questions
 from bot.listening import start_listening
 from bot.state import ChatSessions
 from bot.streaming import StreamedReply, llm_queued_notice
@@ -84,7 +84,7 @@ class AssistantBot(commands.Bot):
                                           max_threads=settings.THREADS_MAX)
         # Text questions still waiting at shutdown, answered after the restart (bot/kept_questions.py).
         self.waiting_questions = WaitingQuestionStore(self.database, max_rows=settings.LLM_QUEUE_MAX)
-        self.resume_handlers: dict[str, Resume] = {}  # kind -> the cog's handler, registered at cog_load
+        self.resume_handlers = ResumeHandlers()  # kind -> the cog's handler, registered at cog_load
         self.index = DocumentIndex.from_settings(settings, self.llm)
         self.guild_settings = GuildSettingsStore(self.database)
         self.chat_settings = ChatSettingsStore(self.database, default_persona=settings.SYSTEM_PROMPT,

@@ -6,9 +6,9 @@ stored by the ``keep`` callback its cog gave its reply (``keeper``) in ``waiting
 Voice turns are not kept: they make no sense after a restart.
 
 Once the next bot is ready, ``resume_waiting_questions`` puts them back, in the order they were first queued (each
-once the one before has its place, ``StreamedReply.placed``), each through its cog's handler
-(``AssistantBot.resume_handlers``, by kind), so the channel queues and the fair LLM queue apply again. The answer
-goes where the member looks:
+once the one before has its place, ``StreamedReply.placed``), each through the handler its cog registered for its
+kind (``ResumeHandlers``; a kind without one is logged and dropped), so the channel queues and the fair LLM queue
+apply again. The answer goes where the member looks:
 
 - an interaction's original response, edited through its webhook (``discord.Webhook.partial`` with the application
   id and the interaction token). Discord accepts the token for 15 minutes from the interaction
@@ -27,8 +27,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
 
 import discord
 
@@ -37,17 +37,40 @@ from bot.tasks import TaskRegistry
 from bot.tree import error_message
 from config import Settings
 from services.errors import ServiceError
-from services.storage.waiting_questions import WaitingQuestion, WaitingQuestionStore
+from services.storage.waiting_questions import KINDS, WaitingQuestion, WaitingQuestionStore
 
 log = logging.getLogger(__name__)
 
 # Seconds after the interaction that its reply is still worth starting: Discord's 15 minutes, less a minute to answer.
 TOKEN_USABLE_S = 14 * 60
 
+Kind = Literal["chat", "ask", "docs"]
+"""What a kept question was, and so which cog answers it again: ``chat`` (/chat, a mention, a thread's message) and
+``ask`` (/ask) in cogs/chat.py, ``docs`` (/docs ask) in cogs/documents.py. The kinds the store keeps
+(``services.storage.waiting_questions.KINDS``), stored as is in ``WaitingQuestion.kind``."""
+
 Resume = Callable[[WaitingQuestion, StreamedReply, discord.Message | None], Awaitable[object]]
 """A cog's handler for one kind: ``(question, reply, message)`` answers ``question`` into ``reply``; ``message`` is
 the member's message when the question came as one (its attachments can be read again), else None. Raises what the
 normal path raises (ServiceError, discord.HTTPException); the error sentence is then shown in ``reply``."""
+
+
+class ResumeHandlers:
+    """Kind -> the handler that answers a kept question of that kind again, registered by its cog at ``cog_load``."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Resume] = {}
+
+    def register(self, kind: Kind, handler: Resume) -> None:
+        """Answer the kept questions of ``kind`` with ``handler`` (replacing any before); raises ValueError for a kind
+        the store does not keep."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind of kept question {kind!r}; the kinds are {', '.join(KINDS)}")
+        self._handlers[kind] = handler
+
+    def lookup(self, kind: str) -> Resume | None:
+        """The handler of ``kind`` (as read from the database), None when no cog registered one for it."""
+        return self._handlers.get(kind)
 
 
 class Keeping(Protocol):
@@ -60,7 +83,7 @@ class Keeping(Protocol):
     def waiting_questions(self) -> WaitingQuestionStore: ...
 
 
-def from_interaction(kind: str, interaction: discord.Interaction, question: str) -> WaitingQuestion:
+def from_interaction(kind: Kind, interaction: discord.Interaction, question: str) -> WaitingQuestion:
     """The question of a slash command (``kind``: ``chat``, ``ask`` or ``docs``), answered in its original response."""
     return WaitingQuestion(kind, interaction.guild_id, interaction.channel_id or 0, interaction.user.id, question,
                            time.time(), application_id=interaction.application_id,
@@ -95,7 +118,7 @@ def keeper(bot: Keeping, question: WaitingQuestion) -> Callable[[], Awaitable[bo
     return keep
 
 
-async def resume_waiting_questions(client: discord.Client, *, keeping: Keeping, handlers: Mapping[str, Resume],
+async def resume_waiting_questions(client: discord.Client, *, keeping: Keeping, handlers: ResumeHandlers,
                                    tasks: TaskRegistry, settings: Settings) -> int:
     """Once ``client`` is ready, start answering every question kept in ``keeping`` with the handler of its kind (see
     module docstring); returns how many were started. Each runs as a task of ``tasks``, named
@@ -104,7 +127,10 @@ async def resume_waiting_questions(client: discord.Client, *, keeping: Keeping, 
     started = 0
     for question in await keeping.waiting_questions.all():
         assert question.id is not None
-        handler = handlers.get(question.kind)
+        handler = handlers.lookup(question.kind)
+        if handler is None:
+            log.warning("dropping the kept question of member %s: no handler for its kind %r (unknown, or its cog did"
+                        " not load)", question.member_id, question.kind)
         target = await _target(client, question, settings.STREAM_EDIT_INTERVAL_S) if handler is not None else None
         if handler is None or target is None:
             await keeping.waiting_questions.remove(question.id)

@@ -84,7 +84,8 @@ class Chat(commands.Cog):
     async def cog_load(self) -> None:
         set_max_length(self.chat, "message", self.settings.CHAT_MAX_CHARS)
         set_max_length(self.ask, "question", self.settings.ASK_MAX_CHARS)
-        self.bot.resume_handlers.update(chat=self.resume_conversation, ask=self.resume_ask)
+        self.bot.resume_handlers.register("chat", self.resume_conversation)
+        self.bot.resume_handlers.register("ask", self.resume_ask)
 
     # -- commands ---------------------------------------------------------------------------------------
 

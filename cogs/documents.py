@@ -92,7 +92,7 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     async def cog_load(self) -> None:
         set_max_length(self.docs_ask, "question", self.settings.ASK_MAX_CHARS)
         set_max_length(self.docs_search, "query", self.settings.ASK_MAX_CHARS)
-        self.bot.resume_handlers["docs"] = self.resume_docs_ask
+        self.bot.resume_handlers.register("docs", self.resume_docs_ask)
 
     @app_commands.command(name="ask", description="Ask a question answered only from the server's documents.")
     @app_commands.describe(question="Your question")
