@@ -9,11 +9,10 @@ refuse new commands, cancel and await running work, close the services, then dis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,11 +23,11 @@ from discord.ext import commands
 from bot.kept_questions import ResumeHandlers, resume_waiting_questions
 from bot.listening import start_listening
 from bot.state import ChatSessions
-from bot.streaming import StreamedReply, llm_queued_notice
 from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
 from bot.voice_manager import VoiceManager
 from config import Settings
+from services.chat.answering import Answering
 from services.chat.chat_settings import ChatSettings, ChatSettingsStore
 from services.chat.conversations import ConversationStore
 from services.chat.llm import LLMClient
@@ -89,6 +88,10 @@ class AssistantBot(commands.Bot):
         self.guild_settings = GuildSettingsStore(self.database)
         self.chat_settings = ChatSettingsStore(self.database, default_persona=settings.SYSTEM_PROMPT,
                                                default_model=settings.CHAT_MODEL)
+        # The one answering use case: every text and spoken answer (services/chat/answering.py).
+        self.answering = Answering(settings=settings, llm=self.llm, llm_queue=self.llm_queue,
+                                   conversations=self.conversations, chat_settings=self.chat_settings,
+                                   documents=self.index)
         self.synthesizer = synthesizer or create_synthesizer(settings)
         self._owns_transcriber = transcriber is None
         self.transcriber = transcriber or create_transcriber(settings)
@@ -160,14 +163,19 @@ class AssistantBot(commands.Bot):
 
     async def chat_settings_of(self, guild_id: int | None, channel: Any) -> ChatSettings:
         """The effective persona, chat model and free-channel flag of ``channel`` (a channel or thread object, or
-        an id, looked up in the cache); a thread has its parent channel's settings, also when the cache does not know
-        it (an archived thread) but the bot started it (``bot_threads``)."""
+        an id): those of ``settings_channel_of``."""
+        return await self.chat_settings.effective(guild_id, await self.settings_channel_of(channel))
+
+    async def settings_channel_of(self, channel: Any) -> int:
+        """The id of the channel whose settings apply in ``channel`` (a channel or thread object, or an id, looked up
+        in the cache): a thread's parent, also when the cache does not know the thread (an archived thread) but the
+        bot started it (``bot_threads``)."""
         if isinstance(channel, int):
             channel = self.get_channel(channel) or channel
         channel_id = settings_channel_id(channel)
         if not isinstance(channel, discord.Thread | discord.abc.GuildChannel):
             channel_id = await self.bot_threads.parent_of(channel_id) or channel_id
-        return await self.chat_settings.effective(guild_id, channel_id)
+        return channel_id
 
     async def on_guild_remove(self, guild: discord.Guild, /) -> None:
         # Left (kicked, or the guild deleted): what is cached in memory for it goes too.
@@ -176,27 +184,6 @@ class AssistantBot(commands.Bot):
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: mentions are conversation, handled by the chat cog's listener.
         return
-
-    def answer_stream(self, messages: list[dict[str, str]], *, model: str | None = None, member_id: int,
-                      reply: StreamedReply, show_thinking: bool = False) -> AsyncGenerator[str, None]:
-        """The answer of ``model`` (None: CHAT_MODEL) to ``messages`` (content deltas) for the member ``member_id``,
-        streamed once the fair queue (``services/chat/llm_queue.py``) lets it through; while it waits, ``reply`` shows
-        its place. A reasoning model's thinking is never in the deltas; with ``show_thinking`` (the guild's
-        setting) ``reply`` attaches it to the answer as a spoiler-marked file.
-
-        Raises LLMQueueFull when LLM_QUEUE_MAX requests already wait, and what ``LLMClient.chat_stream`` raises.
-        """
-        reply.thinking = [] if show_thinking else None
-
-        async def deltas() -> AsyncGenerator[str, None]:
-            reply.started = True  # the queue let it through: from here on it is being answered
-            reply.placed.set()
-            async with contextlib.aclosing(self.llm.chat_stream(messages, model=model, thinking=reply.thinking)) as s:
-                async for delta in s:
-                    yield delta
-
-        return self.llm_queue.stream(deltas(), member_id=member_id,
-                                     on_place=lambda ahead: reply.show(llm_queued_notice(ahead)))
 
     async def run_tracked(self, coro: Coroutine[Any, Any, T], *, name: str) -> T:
         """Run ``coro`` as a registered task and wait for it, so shutdown can cancel and await it."""

@@ -66,9 +66,8 @@ async def start_listening(bot: AssistantBot, session: VoiceSession, text_channel
         return bot.tasks.start(coro, name=f"{name}:{guild_id}", awaited=True)
 
     turns = VoiceTurns(
-        settings=settings, transcriber=bot.transcriber, llm=bot.llm, llm_queue=bot.llm_queue,
-        conversations=bot.conversations, speech=session, history=session.voice_history,
-        chat_settings=bot.chat_settings, guild_id=guild_id,
+        settings=settings, transcriber=bot.transcriber, answering=bot.answering, speech=session,
+        memory=session.voice_history, guild_id=guild_id,
         voice_channel_id=session.channel.id if session.channel else 0, post=post,
         member_name=lambda user_id: member_name(bot.get_guild(guild_id), user_id), start_task=start_task,
         vocabulary=vocabulary,

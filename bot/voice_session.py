@@ -23,7 +23,7 @@ from discord.ext import voice_recv
 from bot.tasks import TaskRegistry
 from bot.voice_playback import StreamingPCMSource
 from bot.voice_receive import VoiceReceiver
-from services.chat.conversations import HistoryMessage
+from services.chat.answering import MemoryHistory
 from services.errors import InvalidInput, ServiceError
 from services.speech.tts import Synthesizer
 from services.voice.endpointing import Endpointer
@@ -88,22 +88,7 @@ class VoiceSession:
         self.listening: Listening | None = None
         self.last_turn: TurnReport | None = None
         # The voice conversation when STORE_VOICE_TRANSCRIPTS is off: in memory, bounded, gone on leave.
-        self.voice_history: deque[HistoryMessage] = deque(maxlen=voice_history_max)
-
-    def forget(self, user_id: int | None = None) -> int:
-        """Drop ``user_id``'s turns (what they said and the answer to it) from the in-memory voice conversation,
-        or every turn when None; returns how many messages were dropped."""
-        kept: list[HistoryMessage] = []
-        dropping = False
-        for message in self.voice_history:
-            if message.role == "user":
-                dropping = user_id is None or message.author_id == user_id
-            if not dropping:
-                kept.append(message)
-        dropped = len(self.voice_history) - len(kept)
-        self.voice_history.clear()
-        self.voice_history.extend(kept)
-        return dropped
+        self.voice_history = MemoryHistory(maxlen=voice_history_max)
 
     @property
     def channel(self) -> discord.abc.Connectable | None:

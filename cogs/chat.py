@@ -25,6 +25,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.answers import stream_answer
 from bot.checks import InputTooLong, ensure_length, member_cooldown, message_cooldown, set_max_length
 from bot.client import AssistantBot
 from bot.downloads import read_attachment
@@ -33,16 +34,14 @@ from bot.members import without_mention_of
 from bot.state import ChatTurn
 from bot.streaming import StreamedReply, channel_reply, interaction_reply, message_reply
 from bot.tree import error_message
+from services.chat.answering import Grounding, Place, Question
 from services.chat.attachments import (
     AttachmentRefused,
     TextAttachment,
     check_attachment,
     decode_text,
-    stored_question,
     vision_models,
 )
-from services.chat.conversations import build_context
-from services.chat.grounding import ground
 from services.errors import InvalidInput, ServiceError
 from services.storage.waiting_questions import WaitingQuestion
 
@@ -276,33 +275,20 @@ class Chat(commands.Cog):
                        wait_timeout_s: float | None = None, files: Sequence[TextAttachment] = (),
                        images: Sequence[bytes] = ()) -> None:
         """Answer ``text`` (with attached ``files`` and ``images``) in the channel's conversation when ``place``'s
-        turn comes, streaming into ``reply``; store the turn (the files' names, not their content).
+        turn comes, streaming into ``reply`` (``services.chat.answering``: the turn is remembered before the next
+        message's turn comes).
 
         While it waits, ``reply`` shows the queue notice; ChatWaitTimeout after ``wait_timeout_s`` seconds.
         Cancelled (shutdown) while waiting or before any answer, ``reply`` says it was not answered.
         """
         channel_id, guild_id = place.session.channel_id, place.session.guild_id
-        question = stored_question(text, [file.filename for file in files] + (["an image"] * len(images)))
         try:
             if place.session.turn_lock.locked():
                 await reply.show(queued_notice(max(place.ahead, 1)))
             async with place.hold(wait_timeout_s):
-                chat = await self.bot.chat_settings_of(guild_id, channel_id)
-                history = await self.bot.conversations.history(channel_id)
-                messages = build_context(chat.persona.value, history, text, self.settings.HISTORY_TOKEN_BUDGET,
-                                         files=files, images=images)
-                try:
-                    answer = await reply.stream(self.bot.answer_stream(messages, model=chat.model.value,
-                                                                       member_id=author_id, reply=reply,
-                                                                       show_thinking=chat.show_thinking.value))
-                except asyncio.CancelledError:
-                    # Shutting down midway: what the member saw is remembered, marked as cut short.
-                    if reply.text.strip():
-                        await asyncio.shield(self.bot.conversations.add_turn(
-                            channel_id, guild_id, author_id, question, reply.text + " [interrupted]"))
-                    raise
-                if answer is not None:  # stored before the turn passes on: the next message sees this answer
-                    await self.bot.conversations.add_turn(channel_id, guild_id, author_id, question, answer)
+                where = Place(guild_id, channel_id, await self.bot.settings_channel_of(channel_id), author_id)
+                prepared = await self.bot.answering.prepare(Question(text, where, files=files, images=images))
+                answer = await stream_answer(self.bot.answering, prepared, reply)
         except asyncio.CancelledError:
             await reply.finish_interrupted()  # no-op when the stream already finished the reply
             raise
@@ -334,13 +320,10 @@ class Chat(commands.Cog):
                           reply: StreamedReply) -> str | None:
         """Answer ``question`` of the member ``member_id`` without conversation, grounded in the guild's documents
         when relevant, with the persona and model of ``channel`` (a channel, thread or channel id)."""
-        chat = await self.bot.chat_settings_of(guild_id, channel)
-        prompt = await ground(self.bot.index, guild_id, question, system_prompt=chat.persona.value,
-                              top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
-        return await reply.stream(self.bot.answer_stream(prompt.messages, model=chat.model.value,
-                                                         member_id=member_id, reply=reply,
-                                                         show_thinking=chat.show_thinking.value),
-                                  suffix=prompt.sources)
+        channel_id = channel if isinstance(channel, int) else channel.id
+        where = Place(guild_id, channel_id, await self.bot.settings_channel_of(channel), member_id)
+        prepared = await self.bot.answering.prepare(Question(question, where, Grounding.DOCUMENTS))
+        return await stream_answer(self.bot.answering, prepared, reply)
 
 
 async def setup(bot: AssistantBot) -> None:

@@ -17,12 +17,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.answers import stream_answer
 from bot.checks import admin_only, ensure_length, guild_cooldown, member_cooldown, set_max_length
 from bot.client import AssistantBot
 from bot.downloads import read_attachment
 from bot.kept_questions import from_interaction, keeper
 from bot.streaming import StreamedReply, edit_after_cancel, interaction_reply
-from services.chat.grounding import ground
+from services.chat.answering import Grounding, Place, Question
 from services.errors import InvalidInput
 from services.knowledge.documents import SUPPORTED_SUFFIXES
 from services.knowledge.index import GLOBAL_SCOPE, ReloadProgress, ReloadReport
@@ -112,15 +113,13 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
                                     reply: StreamedReply) -> None:
         """Answer ``question`` of ``member_id`` only from the guild's documents, citing them, with the persona and
         model of ``channel`` (a channel, thread or channel id), into ``reply``; NOTHING_FOUND without passages."""
-        chat = await self.bot.chat_settings_of(guild_id, channel)
-        prompt = await ground(self.bot.index, guild_id, question, system_prompt=chat.persona.value,
-                              top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
-        if not prompt.passages:
+        channel_id = channel if isinstance(channel, int) else channel.id
+        where = Place(guild_id, channel_id, await self.bot.settings_channel_of(channel), member_id)
+        prepared = await self.bot.answering.prepare(Question(question, where, Grounding.DOCUMENTS))
+        if not prepared.passages:
             await reply.show(NOTHING_FOUND)
             return
-        await reply.stream(self.bot.answer_stream(prompt.messages, model=chat.model.value, member_id=member_id,
-                                                  reply=reply, show_thinking=chat.show_thinking.value),
-                           suffix=prompt.sources)
+        await stream_answer(self.bot.answering, prepared, reply)
 
     async def resume_docs_ask(self, question: WaitingQuestion, reply: StreamedReply,
                               message: discord.Message | None) -> None:

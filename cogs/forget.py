@@ -38,7 +38,7 @@ class Forget(commands.GroupCog, group_name="forget", group_description="Delete w
         messages, answers = await self.bot.conversations.forget_member(guild_id, user_id)
         waiting = await self.bot.waiting_questions.forget_member(guild_id, user_id)
         session = self.bot.voice_sessions.get(guild_id)
-        in_voice = session.forget(user_id) if session is not None else 0
+        in_voice = session.voice_history.forget(user_id) if session is not None else 0
         log.info("guild %s: member %s had the bot forget them: %d messages, %d answers, %d waiting questions,"
                  " %d voice messages in memory", guild_id, user_id, messages, answers, waiting, in_voice)
         kept = f", {waiting} of your questions kept for after a restart" if waiting else ""
@@ -60,7 +60,7 @@ class Forget(commands.GroupCog, group_name="forget", group_description="Delete w
         session = self.bot.voice_sessions.get(guild_id)
         in_voice = 0
         if session is not None and session.channel is not None and session.channel.id == channel_id:
-            in_voice = session.forget()
+            in_voice = session.voice_history.forget()
         log.info("guild %s channel %s: member %s had the bot forget the channel: %d messages, %d waiting questions,"
                  " %d voice messages in memory", guild_id, channel_id, interaction.user.id, deleted, waiting, in_voice)
         kept = f", {waiting} questions kept for after a restart" if waiting else ""

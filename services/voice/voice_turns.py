@@ -18,15 +18,11 @@ import asyncio
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from services.chat.chat_settings import ChatSettingsStore
-from services.chat.conversations import ConversationStore, HistoryMessage, build_context
-from services.chat.llm import LLMClient
-from services.chat.llm_queue import LLMQueue, Priority
+from services.chat.answering import Answering, MemoryHistory, Place, PreparedAnswer, Question
 from services.errors import ServiceError
 from services.speech.speech_text import split_sentences
 from services.speech.stt import Transcriber, Transcript
@@ -40,12 +36,6 @@ log = logging.getLogger(__name__)
 StartTask = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 """``(coroutine, name) -> Task``: starts a tracked background task (the bot's task registry); the caller awaits the
 task or cancels it, so its failure is not logged by the registry."""
-
-VOICE_STYLE = (
-    "You are speaking out loud in a voice channel: answer in a few short spoken sentences, with no Markdown, "
-    "lists, code or links."
-)
-
 
 def addressed(transcript: str, wake_words: Sequence[str]) -> str | None:
     """The request in ``transcript`` when it addresses the bot, else None.
@@ -210,23 +200,14 @@ class TurnReport:
         )
 
 
-@dataclass(frozen=True)
-class LLMRequest:
-    """What a turn asks the LLM: ``messages`` (the persona with the voice style, the history, the request) and
-    ``model``."""
-
-    messages: list[dict[str, str]]
-    model: str
-
-
 @dataclass
 class PreparedTurn:
     """A turn transcribed and, when addressed, being answered, with nothing posted, spoken or remembered yet.
 
     transcript: what was heard; request_text: the request in it (None when nothing was heard or the bot was not
-    addressed); transcribing_at: ``time.monotonic()`` when its transcription was asked; request: the LLM request
-    (messages and model); turn: the answer being streamed, its sentences read ahead into a buffer by a background
-    task until ``sentences()`` takes them or ``discard()``.
+    addressed); transcribing_at: ``time.monotonic()`` when its transcription was asked; request: the prepared
+    answer (``services.chat.answering``: the LLM's messages and model); turn: the answer being streamed, its
+    sentences read ahead into a buffer by a background task until ``sentences()`` takes them or ``discard()``.
     """
 
     utterance: Utterance
@@ -234,12 +215,12 @@ class PreparedTurn:
     transcript: Transcript
     request_text: str | None
     transcribing_at: float
-    request: LLMRequest | None = None
+    request: PreparedAnswer | None = None
     turn: SpokenTurn | None = None
     _buffer: asyncio.Queue[str | Exception | None] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
 
-    def start(self, deltas: AsyncIterator[str], start_task: StartTask, request: LLMRequest,
+    def start(self, deltas: AsyncIterator[str], start_task: StartTask, request: PreparedAnswer,
               first_clause_words: int = 0) -> None:
         """Read the answer ``deltas`` (the LLM stream for ``request``, not started yet) ahead, sentence by sentence
         (the first clause alone: ``sentences_of``), in a task started with ``start_task``; an earlier answer is
@@ -388,10 +369,10 @@ async def _replay(sentences: list[str]) -> AsyncIterator[str]:
 class VoiceTurns:
     """Answers the utterances of one guild's voice channel, one call of ``answer`` per utterance.
 
-    llm_queue: the bot's fair queue in front of Ollama, where spoken turns go before text answers;
-    speech: the guild's playback queue; history: the voice conversation kept in memory when
+    answering: the answering use case (the voice channel's persona and model read at each turn, so a change applies
+    at once; the fair LLM queue, where spoken turns go before text answers; the remembered turns);
+    speech: the guild's playback queue; memory: the voice conversation kept in memory when
     STORE_VOICE_TRANSCRIPTS is off (bounded; owned by the voice session so it outlives one /listen);
-    chat_settings: where the voice channel's persona and model are read, at each turn (so a change applies at once);
     post: ``async (text) -> None`` shows a line in the text channel (transcripts, answers, errors);
     member_name: ``async (user_id) -> str`` the member's display name;
     vocabulary: ``async () -> words`` the guild's vocabulary the transcription is biased towards (the bot's names,
@@ -401,20 +382,16 @@ class VoiceTurns:
     start_task: starts the task reading an answer ahead (the bot's task registry).
     """
 
-    def __init__(self, *, settings: Settings, transcriber: Transcriber, llm: LLMClient, llm_queue: LLMQueue,
-                 conversations: ConversationStore, speech: SpeechQueue, history: deque[HistoryMessage],
-                 chat_settings: ChatSettingsStore, guild_id: int, voice_channel_id: int,
+    def __init__(self, *, settings: Settings, transcriber: Transcriber, answering: Answering, speech: SpeechQueue,
+                 memory: MemoryHistory, guild_id: int, voice_channel_id: int,
                  post: Callable[[str], Awaitable[None]], member_name: Callable[[int], Awaitable[str]],
                  start_task: StartTask,
                  vocabulary: Callable[[], Awaitable[Sequence[str]]] | None = None) -> None:
         self.settings = settings
         self.transcriber = transcriber
-        self.llm = llm
-        self.llm_queue = llm_queue
-        self.conversations = conversations
+        self.answering = answering
         self.speech = speech
-        self.history = history
-        self.chat_settings = chat_settings
+        self.memory = memory
         self.guild_id = guild_id
         self.voice_channel_id = voice_channel_id
         self.post = post
@@ -438,9 +415,9 @@ class VoiceTurns:
         request_text = addressed(transcript.text, self.settings.VOICE_WAKE_WORDS) if transcript.text else None
         prepared = PreparedTurn(utterance, name, transcript, request_text or None, transcribing_at)
         if prepared.request_text:
-            request = await self._request(prepared.request_text)
+            request = await self._request(prepared.request_text, utterance.user_id)
             # last, with no await after it: a cancelled preparation never leaves a request running
-            prepared.start(self._stream(request, utterance.user_id), self.start_task, request,
+            prepared.start(self.answering.stream(request), self.start_task, request,
                            self.settings.VOICE_FIRST_CLAUSE_WORDS)
         return prepared
 
@@ -470,9 +447,10 @@ class VoiceTurns:
         await self.post(f"🎙️ **{prepared.name}**: {transcript.text}")
         if not request_text:
             return None
-        llm_request = await self._request(request_text)
-        if llm_request != prepared.request:  # another turn ended, or the channel's settings changed, since
-            prepared.start(self._stream(llm_request, utterance.user_id), self.start_task, llm_request,
+        llm_request = await self._request(request_text, utterance.user_id)
+        # another turn ended, or the channel's settings changed, since it was prepared
+        if prepared.request is None or llm_request.request != prepared.request.request:
+            prepared.start(self.answering.stream(llm_request), self.start_task, llm_request,
                            self.settings.VOICE_FIRST_CLAUSE_WORDS)
         turn = prepared.turn
         assert turn is not None
@@ -489,31 +467,17 @@ class VoiceTurns:
             return report
         if turn.answer.strip():
             # Cut by barge-in or /stop: remember that the member did not hear it all.
-            interrupted = request.cut or not turn.completed
-            answer = f"{turn.answer} [interrupted]" if interrupted else turn.answer
-            if self.settings.STORE_VOICE_TRANSCRIPTS:
-                await self.conversations.add_turn(self.voice_channel_id, self.guild_id, utterance.user_id,
-                                                  request_text, answer)
-            else:
-                self.history.extend([HistoryMessage("user", request_text, utterance.user_id),
-                                     HistoryMessage("assistant", answer)])
+            answer = await self.answering.remember(llm_request, turn.answer,
+                                                   interrupted=request.cut or not turn.completed)
             await self.post(f"🔊 {answer}")
         return report
 
-    async def _request(self, request_text: str) -> LLMRequest:
-        """The LLM request for ``request_text``: the channel's persona with the voice style, its voice history, the
-        request; and its model."""
-        store = self.settings.STORE_VOICE_TRANSCRIPTS
-        history = await self.conversations.history(self.voice_channel_id) if store else list(self.history)
-        chat = await self.chat_settings.effective(self.guild_id, self.voice_channel_id)
-        messages = build_context(f"{chat.persona.value}\n\n{VOICE_STYLE}", history, request_text,
-                                 self.settings.HISTORY_TOKEN_BUDGET)
-        return LLMRequest(messages, chat.model.value)
-
-    def _stream(self, request: LLMRequest, member_id: int) -> AsyncIterator[str]:
-        """The answer's deltas, once the fair LLM queue gives the member a slot (voice first)."""
-        return self.llm_queue.stream(self.llm.chat_stream(request.messages, model=request.model),
-                                     member_id=member_id, priority=Priority.VOICE)
+    async def _request(self, request_text: str, member_id: int) -> PreparedAnswer:
+        """The answer to prepare for ``request_text`` of ``member_id``: the channel's persona with the voice style,
+        its voice history (stored, or in memory when STORE_VOICE_TRANSCRIPTS is off), the request; and its model."""
+        place = Place(self.guild_id, self.voice_channel_id, self.voice_channel_id, member_id, voice=True)
+        memory = None if self.settings.STORE_VOICE_TRANSCRIPTS else self.memory
+        return await self.answering.prepare(Question(request_text, place), memory=memory)
 
     async def _vocabulary(self) -> Sequence[str]:
         """The guild's vocabulary, or () when the bias is off; a failure to read it (the index unreachable) is
