@@ -178,7 +178,7 @@ class Answering:
                                     top_k=self.settings.RETRIEVAL_TOP_K, min_score=self.settings.RETRIEVAL_MIN_SCORE)
             return PreparedAnswer(question, grounded.messages, chat.model.value, chat.show_thinking.value,
                                   grounded.passages, grounded.sources)
-        history = memory or self.conversations
+        history = self.conversations if memory is None else memory
         messages = build_context(persona, await history.history(place.conversation_id), question.text,
                                  self.settings.HISTORY_TOKEN_BUDGET, files=question.files, images=question.images)
         return PreparedAnswer(question, messages, chat.model.value, chat.show_thinking.value, history=history)
