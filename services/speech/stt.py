@@ -32,7 +32,7 @@ from services.speech.bundled_models import BUNDLED_WHISPER_MODEL, bundled_whispe
 from services.speech.lazy_model import LazyModel, ModelSource
 from services.speech.model_hub import HubUnavailable, fetch
 from services.speech.prompt import MAX_PROMPT_TERMS, fit_prompt
-from services.speech.whisper_window import decode_in_window, voiced, window_frames
+from services.speech.whisper_window import decode_in_window, repeats_itself, voiced, window_frames
 
 if TYPE_CHECKING:
     from config import Settings
@@ -200,8 +200,9 @@ class FasterWhisperTranscriber(Transcriber):
         ``services.speech.prompt.MAX_PROMPT_TERMS``.
     short_window: decode speech of up to 25 s (after voice activity detection) greedily in an encoder window of its
         length plus 5 s, at least 10 s: several times faster than Whisper's 30 s window with beam search
-        (``services.speech.whisper_window``). False (STT_SHORT_WINDOW), or ``decode_options`` of its own, decodes every
-        utterance with faster-whisper's ``transcribe``.
+        (``services.speech.whisper_window``); what it hears said twice in a row is decoded again the usual way. False
+        (STT_SHORT_WINDOW), or ``decode_options`` of its own, decodes every utterance with faster-whisper's
+        ``transcribe``.
     """
 
     BEAM_SIZE = 5
@@ -357,9 +358,13 @@ class FasterWhisperTranscriber(Transcriber):
             frames = window_frames(speech.size / STT_SAMPLE_RATE)
             if frames is not None:
                 decoded = decode_in_window(self.whisper, speech, frames, self.hotwords(vocabulary), self._language)
-                if not self._keep(decoded):
-                    return Recognized("", decoded.language)
-                return Recognized(decoded.text, decoded.language, decoded.no_speech_prob)
+                if not repeats_itself(decoded.text):
+                    if not self._keep(decoded):
+                        return Recognized("", decoded.language)
+                    return Recognized(decoded.text, decoded.language, decoded.no_speech_prob)
+                # Said twice: now and then a short window's artefact (services.speech.whisper_window); the 30 s window
+                # decides, and keeps the repetition when the member did say it twice.
+                log.debug("The short window heard %r; decoding in the 30 s window", decoded.text)
         segments, info = self.whisper.transcribe(
             audio, language=self._language, beam_size=self.beam_size, hotwords=self.hotwords(vocabulary),
             **self.decode_options,
