@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import soundfile
 
-from tests.test_playground_cli import finish, playground, read_until
+from tests.support.playground import finish, playground, read_until
 
 
 async def say(process: Any, line: str) -> None:
