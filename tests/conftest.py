@@ -1,4 +1,4 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the lane of every test (tests/support/lanes.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,31 @@ import httpx
 import pytest
 
 from tests.fakes.ollama import FakeOllama
+from tests.support.lanes import forbid_model_loads, lane_of
 
 if TYPE_CHECKING:
     from sandbox import Sandbox
     from services.speech.stt import FasterWhisperTranscriber
+    from services.speech.tts import PiperSynthesizer
 
 REAL_BASE = discord.http.Route.BASE
 REAL_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets the marker of its lane, from its folder, its fixtures and its own markers."""
+    for item in items:
+        path = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else Path(item.path.name)
+        marked = [mark.name for mark in item.iter_markers()]
+        item.add_marker(lane_of(path, getattr(item, "fixturenames", ()), marked))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_load_no_speech_model(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("unit") is not None:
+        forbid_model_loads(monkeypatch, request.node.nodeid)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +53,16 @@ def tiny() -> FasterWhisperTranscriber:
     transcriber = FasterWhisperTranscriber()
     transcriber.load()
     return transcriber
+
+
+@pytest.fixture(scope="module")
+def joe() -> PiperSynthesizer:
+    """The bundled Piper voice (en_US-joe-medium), loaded once per test module (about 1.5 s)."""
+    from services.speech.tts import PiperSynthesizer
+
+    synthesizer = PiperSynthesizer()
+    synthesizer.load()
+    return synthesizer
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.hf_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +50,7 @@ async def test_index_command_reports_ollama_down(tmp_path):
     assert code == 1 and "could not be reached" in err and "Traceback" not in err
 
 
+@pytest.mark.models
 async def test_doctor_says_what_to_fix(tmp_path, ollama):
     ollama.models = ["llama3.2:latest"]  # the embedding model is not pulled
     code, out, _ = await run_main(tmp_path, ollama.url, "doctor")
@@ -61,6 +64,7 @@ async def test_doctor_says_what_to_fix(tmp_path, ollama):
     assert "OK   Speech recognition (STT): Whisper model tiny.en (bundled, sha256 verified)" in out
 
 
+@pytest.mark.models
 async def test_doctor_never_prints_the_password_in_ollama_host(tmp_path, ollama):
     # A reverse proxy with basic auth in front of Ollama: the owner may paste doctor's output in a support channel.
     with_password = ollama.url.replace("http://", "http://owner:s3cret-pass@")
@@ -69,6 +73,7 @@ async def test_doctor_never_prints_the_password_in_ollama_host(tmp_path, ollama)
     assert "s3cret-pass" not in out + err
 
 
+@pytest.mark.models
 async def test_speech_models_send_no_telemetry(tmp_path, ollama):
     # ONNX Runtime (Piper; faster-whisper's VAD) sends usage events to Microsoft from Linux since 1.29, keeping a
     # device id and an offline event cache under the home folder to send them once the network is back.
@@ -78,6 +83,7 @@ async def test_speech_models_send_no_telemetry(tmp_path, ollama):
     assert not (home / ".cache" / "Microsoft").exists()
 
 
+@pytest.mark.models
 async def test_named_models_are_looked_up_with_no_other_request_to_the_hub(tmp_path, ollama):
     # huggingface_hub 2.4 fetched /api/agent-harnesses (3 s timeout) before its first lookup, even a local one: a Hub
     # that never answers made a named voice fall back to the bundled one after 6 s instead of 3.
@@ -89,6 +95,7 @@ async def test_named_models_are_looked_up_with_no_other_request_to_the_hub(tmp_p
                                 for request in hub.requests), hub.requests
 
 
+@pytest.mark.models
 async def test_doctor_says_the_bundled_models_stand_in_for_named_ones_it_cannot_get(tmp_path, ollama):
     # HF_ENDPOINT: the Hub is a loopback port nothing listens on (as with no network, answered at once).
     code, out, _ = await run_main(tmp_path, ollama.url, "doctor", PIPER_VOICE="en_US-lessac-medium",
@@ -115,6 +122,7 @@ async def test_index_command_names_links_it_does_not_follow(tmp_path, ollama):
     assert "skipped passwd.txt: link to a file outside the documents folder" in out
 
 
+@pytest.mark.models
 async def test_doctor_names_a_chroma_server_that_never_answers(tmp_path, ollama, silent_server):
     code, out, _ = await run_main(tmp_path, ollama.url, "doctor", CHROMA_HOST="127.0.0.1",
                                   CHROMA_PORT=str(silent_server), CHROMA_TIMEOUT_S="1")

@@ -558,6 +558,7 @@ async def test_empty_index_and_empty_query(make_index, llm) -> None:
         index.scope_dir("../etc")
 
 
+@pytest.mark.timing
 async def test_full_reindex_does_not_block_the_event_loop(make_index, llm, docs_dir) -> None:
     paragraph = " ".join(f"Sentence {j} about the {TOPICS[j % 8][0]} topic and its settings." for j in range(6))
     for i in range(40):

