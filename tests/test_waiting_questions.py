@@ -6,7 +6,7 @@ from pathlib import Path
 
 from services.storage.database import Database
 from services.storage.waiting_questions import WaitingQuestion, WaitingQuestionStore
-from tests.test_database import previous_version_database
+from tests.support.old_database import previous_version_database
 
 
 def question(member_id: int, text: str, queued_at: float, *, channel_id: int = 1) -> WaitingQuestion:
