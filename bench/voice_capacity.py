@@ -45,7 +45,6 @@ from services.files import write_json_atomic
 from services.speech.audio import to_mono_16k
 from services.speech.stt import create_transcriber
 from services.speech.tts import create_synthesizer
-from services.voice.voice_turns import SpeculationStats
 from tests.support.bot_harness import running_bot
 from tests.support.paused_speech import RULE_QUESTIONS
 
@@ -55,7 +54,8 @@ LIMIT_MS = 1000.0
 
 
 class TurnLog(logging.Handler):
-    """Collects the TurnReport of every voice turn the bot logs (``bot.listening``: "guild %s: voice turn %s")."""
+    """Collects the TurnReport of every voice turn the bot logs (``services.voice.conversation``: "guild %s: voice
+    turn %s")."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -75,7 +75,7 @@ async def one_guild(level: int, speech: dict[str, bytes], overrides: dict[str, A
                     models: tuple[Any, Any]) -> dict[str, Any]:
     settings = settings_for(overrides, url, Path(tempfile.mkdtemp(prefix="bench-capacity-")))
     turns = TurnLog()
-    listening_log = logging.getLogger("bot.listening")
+    listening_log = logging.getLogger("services.voice.conversation")
     listening_log.addHandler(turns)
     listening_log.setLevel(logging.INFO)
     try:
@@ -88,19 +88,19 @@ async def one_guild(level: int, speech: dict[str, bytes], overrides: dict[str, A
             members = [f"member-{i + 1}" for i in range(level)]
             for member in members:
                 await sandbox.join_voice(member, "Lounge")
-            speculation = block.session.listening.speculation
-            heard = block.session.listening.endpointer.stats.utterances  # the warm-up's, not counted
-            speculated = speculation.stats if speculation else SpeculationStats()
+            conversation = block.session.listening.conversation
+            heard = conversation.endpointer.stats.utterances  # the warm-up's, not counted
+            speculated = conversation.speculation
             texts = questions(level)
             started = time.monotonic()
             await asyncio.gather(*(sandbox.speak(m, speech[t]) for m, t in zip(members, texts, strict=True)))
             deadline = time.monotonic() + 20 + 10 * level
             while time.monotonic() < deadline:
-                dropped = block.session.listening.endpointer.stats.delivery_dropped
+                dropped = conversation.endpointer.stats.delivery_dropped
                 if len(turns.reports) + dropped >= level:
                     break
                 await asyncio.sleep(0.1)
-            stats = block.session.listening.endpointer.stats
+            stats = conversation.endpointer.stats
             reports = turns.reports
             result = {"members": level, "turns": len(reports), "dropped": stats.delivery_dropped,
                       "utterances": stats.utterances - heard,
@@ -110,8 +110,8 @@ async def one_guild(level: int, speech: dict[str, bytes], overrides: dict[str, A
                           [r.to_playback_ms for r in reports if r.to_playback_ms is not None]),
                       "wall_s": round(time.monotonic() - started, 1),
                       "reports": [dataclasses.asdict(r) for r in reports]}
-            if speculation is not None:
-                now = speculation.stats
+            if conversation.endpointer.speculate_s:  # speculation is on
+                now = conversation.speculation
                 result["speculative_started"] = now.started - speculated.started
                 result["speculative_discarded"] = now.discarded - speculated.discarded
             return result

@@ -10,7 +10,7 @@ tiny.en), asks the Ollama stand-in (its own process; first token after ``--first
 
 - end of speech (the sandbox's ``member_speech`` event, published when the member's last packet is sent) to the
   first answer frame at the sandbox: p50 and p95 over the whole-question turns;
-- the bot's breakdown of each turn (``services.voice.voice_turns.TurnReport``: endpoint wait, transcription asked,
+- the bot's breakdown of each turn (``services.voice.turn.TurnReport``: endpoint wait, transcription asked,
   waiting for and transcribing, LLM to the first sentence, that sentence's time from the end of speech, TTS of it,
   and the bot's own overhead: from its audio being ready to its playback);
 - CPU seconds per turn: ``time.process_time()`` of this whole process (bot and sandbox; the stand-in runs
@@ -90,10 +90,15 @@ class Results:
 
 def speculation_counts(session: Any) -> tuple[int, int] | None:
     """(started, discarded) speculative turns (transcription and LLM begun before the end of the turn was
-    confirmed) of a listening session, from its ``speculation.stats``; None when the bot has no speculation (turned
-    off, or not in this tree)."""
-    speculation = getattr(getattr(session, "listening", None), "speculation", None)
-    stats = getattr(speculation, "stats", None)
+    confirmed) of a listening session, from its conversation's ``speculation`` (or, in a tree from before the voice
+    conversation, ``listening.speculation.stats``); None when the bot has no speculation (turned off, or not in this
+    tree)."""
+    listening = getattr(session, "listening", None)
+    conversation = getattr(listening, "conversation", None)
+    if conversation is not None:
+        stats = conversation.speculation if conversation.endpointer.speculate_s else None
+    else:
+        stats = getattr(getattr(listening, "speculation", None), "stats", None)
     return None if stats is None else (stats.started, stats.discarded)
 
 
@@ -135,19 +140,20 @@ class Block:
         """bob says ``pcm``; returns (end of speech -> first answer frame ms, the turn's report, CPU seconds)."""
         sandbox, session = self.sandbox, self.session
         spoken = len(sandbox.voice_spurts(BOT))
-        previous = session.last_turn
+        conversation = session.listening.conversation
+        previous = conversation.last_report
         cpu = time.process_time()
         speech = await sandbox.speak("bob", pcm)
         await sandbox.wait_for(lambda ev: ev["event"] == "voice_audio" and len(sandbox.voice_spurts(BOT)) > spoken,
                                timeout=120, since=0)
         first_audio = sandbox.voice_spurts(BOT)[spoken]["start_t_ms"] - speech["t_ms"]
         for _ in range(1200):  # the turn's report is made once its whole answer has played
-            if session.last_turn is not previous:
+            if conversation.last_report is not previous:
                 break
             await asyncio.sleep(0.05)
         cpu = time.process_time() - cpu
         await self.quiet()
-        return first_audio, dataclasses.asdict(session.last_turn), cpu
+        return first_audio, dataclasses.asdict(conversation.last_report), cpu
 
     async def paused(self, question: PausedQuestion, pcm: bytes) -> dict[str, Any]:
         """bob says a paused question; whether the bot answered before he finished, and how many answers came."""

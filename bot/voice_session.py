@@ -15,7 +15,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import voice_recv
@@ -26,24 +25,18 @@ from bot.voice_receive import VoiceReceiver
 from services.chat.answering import MemoryHistory
 from services.errors import InvalidInput, ServiceError
 from services.speech.tts import Synthesizer
-from services.voice.endpointing import Endpointer
-from services.voice.voice_turns import Speculation, TurnReport
-
-if TYPE_CHECKING:
-    from bot.listening import TurnWorker
+from services.voice.conversation import VoiceConversation
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Listening:
-    """What runs while the bot listens in a guild: the receive path, its endpointer, the worker answering turns and
-    the turns prepared before the end of speech is confirmed (None with ENDPOINT_SPECULATE_MS=0)."""
+    """What runs while the bot listens in a guild: the receive path (DAVE, Opus) and the spoken conversation it feeds
+    (``services.voice.conversation``), which owns the turns and their cancellation."""
 
     receiver: VoiceReceiver
-    endpointer: Endpointer
-    worker: TurnWorker
-    speculation: Speculation | None = None
+    conversation: VoiceConversation
 
 
 @dataclass
@@ -83,10 +76,8 @@ class VoiceSession:
         self.current: SpeechRequest | None = None
         self.last_activity = time.monotonic()
         self._player = tasks.start(self._run_player(), name=f"voice-player:{self.guild_id}")
-        # Listening (bot/listening.py): the receive side and its turn worker, stopped by close(); and the
-        # timings of the last spoken turn, for the log and the benchmark.
+        # Listening (bot/listening.py): the receive side and the spoken conversation, stopped by close().
         self.listening: Listening | None = None
-        self.last_turn: TurnReport | None = None
         # The voice conversation when STORE_VOICE_TRANSCRIPTS is off: in memory, bounded, gone on leave.
         self.voice_history = MemoryHistory(maxlen=voice_history_max)
 
@@ -120,34 +111,47 @@ class VoiceSession:
         return request
 
     async def stop_answers(self) -> tuple[int, int]:
-        """/stop: drop the spoken questions not answered yet (``TurnWorker.stop``; listening goes on), then stop the
-        current speech and drop the queue. Returns (speech requests dropped or cut, spoken questions dropped)."""
-        # The questions first: a turn cancelled now can no longer queue its answer behind the speech stop() drops.
-        questions = await self.listening.worker.stop() if self.listening is not None else 0
-        return self.stop(), questions
+        """/stop: cancel the spoken turns not answered yet (``VoiceConversation.stop``; listening goes on), cut the
+        one that plays, then stop the current speech and drop the queue. Returns (speech requests dropped or cut,
+        spoken questions dropped)."""
+        # Counted first: stopping the turns cuts the answer that plays, which then leaves the queue.
+        speech = len(self._queue) + (1 if self.current is not None else 0)
+        # The turns next: a turn cancelled now can no longer queue its answer behind the speech stop() drops.
+        questions = await self.listening.conversation.stop() if self.listening is not None else 0
+        self.stop()
+        return speech, questions
 
     def stop(self) -> int:
         """Stop the current speech and drop the queue (barge-in, and /stop through ``stop_answers``); returns how
         many requests were dropped or cut."""
         dropped = len(self._queue) + (1 if self.current is not None else 0)
-        for request in self._queue:
+        for request in list(self._queue):
+            self.cut(request)
+        if self.current is not None:
+            self.cut(self.current)
+        return dropped
+
+    def cut(self, request: SpeechRequest) -> None:
+        """Stop ``request``: dropped from the queue, or cut while it plays; nothing when it has ended already."""
+        if request in self._queue:
+            self._queue.remove(request)
             request.cut = True
             request.done.set()
-        self._queue.clear()
-        if self.current is not None:
-            self.current.cut = True
-            if self.current.source is not None:
-                self.current.source.cancel()
-            if self.current.producer is not None:
-                # An answer still waiting for the model (or generating) is dropped now, not at its first sentence.
-                self.current.producer.cancel()
+            return
+        if request is not self.current:
+            return
+        request.cut = True
+        if request.source is not None:
+            request.source.cancel()
+        if request.producer is not None:
+            # An answer still waiting for the model (or generating) is dropped now, not at its first sentence.
+            request.producer.cancel()
         if self.voice_client.is_playing():
             # voice-recv's stop() also stops listening: a barge-in must cut the answer, not deafen the bot.
             if isinstance(self.voice_client, voice_recv.VoiceRecvClient):
                 self.voice_client.stop_playing()
             else:
                 self.voice_client.stop()
-        return dropped
 
     async def stop_listening(self) -> bool:
         """Stop listening (receive, pending transcriptions and turns); False when not listening."""
@@ -156,10 +160,7 @@ class VoiceSession:
             return False
         if isinstance(self.voice_client, voice_recv.VoiceRecvClient) and self.voice_client.is_listening():
             self.voice_client.stop_listening()
-        await listening.endpointer.stop()
-        await listening.worker.close()
-        if listening.speculation is not None:
-            await listening.speculation.close()
+        await listening.conversation.close()
         return True
 
     async def close(self) -> None:

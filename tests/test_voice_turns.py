@@ -3,7 +3,7 @@
 import asyncio
 
 from services.chat.llm import LLMClient
-from services.voice.voice_turns import SpokenTurn, addressed, sentences_of
+from services.voice.turn import SpokenTurn, addressed, sentences_of
 
 
 async def deltas(*pieces: str, delay: float = 0.0):

@@ -28,7 +28,8 @@ async def trailing_reading(harness, text: str) -> bytes:
 
 
 def ended_by_words(harness) -> dict[str, int]:
-    return harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.endpointer.stats.ended_by_words
+    conversation = harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.conversation
+    return conversation.endpointer.stats.ended_by_words
 
 
 async def test_a_member_pausing_after_what_is_the_beyond_the_silence_limit_is_not_cut_off(make_harness):

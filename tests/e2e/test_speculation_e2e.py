@@ -33,8 +33,8 @@ async def test_a_member_who_pauses_mid_sentence_gets_one_answer_to_the_whole_sen
     [transcript] = posted(harness, "🎙️ **Bob**:")
     assert "what is" in transcript.lower() and "context" in transcript.lower(), transcript  # both halves
     assert posted(harness, "🔊") == [f"🔊 {ANSWER}"]
-    speculation = harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.speculation
-    assert speculation.stats.discarded >= 1 and speculation.stats.committed == 1  # started on the pause, discarded
+    speculation = harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.conversation.speculation
+    assert speculation.discarded >= 1 and speculation.committed == 1  # started on the pause, discarded
 
 
 async def test_a_speculative_answer_discarded_on_resumption_never_plays_posts_or_stays_open(make_harness):
@@ -63,5 +63,5 @@ async def test_a_speculative_answer_discarded_on_resumption_never_plays_posts_or
     # the discarded stream was closed, and nothing of the speculation is left running
     await wait_until(lambda: harness.ollama.active_requests == 0, timeout=5)
     assert not [name for name in harness.bot.tasks.running if name.startswith(("voice-speculate", "voice-answer"))]
-    assert session.listening.speculation.stats.discarded == 1
+    assert session.listening.conversation.speculation.discarded == 1
     assert len(harness.ollama.chat_requests) == 2

@@ -39,7 +39,7 @@ async def assert_nothing_of_it_is_left(harness) -> None:
     assert harness.bot.llm_queue.waiting == 0
     assert harness.sandbox.voice_spurts("Assistant") == []
     assert posted(harness, "🔊") == [] and list(session.voice_history) == []
-    assert session.listening.worker.task is not None and not session.listening.worker.task.done()
+    assert session.listening.conversation.task is not None and not session.listening.conversation.task.done()
 
 
 async def assert_the_next_question_is_answered(harness) -> None:
