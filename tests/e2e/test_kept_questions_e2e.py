@@ -9,7 +9,7 @@ import sqlite3
 
 from bot.streaming import KEPT, NOT_ANSWERED
 from tests.e2e.conftest import HeldAnswer, ephemeral_replies, shown
-from tests.e2e.test_llm_queue_e2e import asked, held_first, queued
+from tests.support.queue_e2e import asked, held_first, queued
 
 SETTINGS = {"LLM_MAX_CONCURRENCY": 1, "LLM_TIMEOUT_S": 60}
 
