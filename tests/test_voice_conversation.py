@@ -107,20 +107,13 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def piper() -> PiperSynthesizer:
-    synthesizer = PiperSynthesizer()
-    synthesizer.load()
-    return synthesizer
-
-
-@pytest.fixture(scope="module")
-def question_pcm(piper: PiperSynthesizer) -> bytes:
-    return asyncio.run(piper.synthesize(QUESTION)).pcm
+def question_pcm(joe: PiperSynthesizer) -> bytes:
+    return asyncio.run(joe.synthesize(QUESTION)).pcm
 
 
 @pytest.fixture
 async def make_rig(tmp_path: Path, ollama: FakeOllama, tiny: FasterWhisperTranscriber,
-                   piper: PiperSynthesizer) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
+                   joe: PiperSynthesizer) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
     closers: list[Callable[[], Awaitable[Any]]] = []
 
     async def factory(**overrides: Any) -> Rig:
@@ -137,7 +130,7 @@ async def make_rig(tmp_path: Path, ollama: FakeOllama, tiny: FasterWhisperTransc
                                                               default_model=settings.CHAT_MODEL))
         tasks = TaskRegistry()
         voice_client = PlayingVoiceClient()
-        session = VoiceSession(voice_client, synthesizer=piper, tasks=tasks, queue_max=10)  # type: ignore[arg-type]
+        session = VoiceSession(voice_client, synthesizer=joe, tasks=tasks, queue_max=10)  # type: ignore[arg-type]
         rig: Rig
 
         async def member_name(user_id: int) -> str:
