@@ -82,7 +82,7 @@ class StreamedReply:
     send_more(content): sends a further message (a followup or a channel message) and returns it.
     thinking: None, or a list that receives the model's thinking (str pieces) while the answer streams; at the end
     of the answer, thinking there is attached to the first message as a spoiler-marked file.
-    started: set once the question reached the model (``AssistantBot.answer_stream``).
+    started: set once the question reached the model (``bot.answers.stream_answer``).
     placed: set once the answer has its place in a queue or is under way: when the reply first shows something (a
     queue notice) or ``started`` is set.
     keep: None, or ``async () -> bool`` that stores the question to be answered after a restart (True when kept);

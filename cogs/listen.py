@@ -1,7 +1,7 @@
 """Listening: /listen starts (or stops) the spoken conversation in the bot's voice channel.
 
 While listening, each member's utterance is transcribed, posted to the text channel where /listen was used,
-answered by the LLM and spoken back sentence by sentence (``bot/listening.py``, ``services/voice/voice_turns.py``).
+answered by the LLM and spoken back sentence by sentence (``bot/listening.py``, ``services/voice/conversation.py``).
 """
 
 from __future__ import annotations

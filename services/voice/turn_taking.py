@@ -4,7 +4,7 @@ The endpointer (``services.voice.endpointing``) ends a turn after a fixed silenc
 the" is not finished, one who stops after "What time is it?" is; semantic end-of-turn detection (LiveKit's turn
 detector, pipecat's Smart Turn, OpenAI's "semantic VAD") uses that to answer after a short silence when the words
 are complete and to wait longer when they trail off. Those use a model on the text or the audio; this is a rule on
-the words of the speculative transcript (``services.voice.voice_turns.Speculation``), which costs nothing and needs no
+the words of the speculative transcript (``services.voice.conversation``), which costs nothing and needs no
 model: a transcript is incomplete when it ends in a word that needs a continuation (an article, preposition,
 conjunction, auxiliary, pronoun subject, filler, a verb that takes an object such as "explain"; but not a verb or
 preposition whose object is the question's wh-phrase: "What do you mean", "What does GGUF stand for"), when it is a
