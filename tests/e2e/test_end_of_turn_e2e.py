@@ -8,9 +8,18 @@ from __future__ import annotations
 import asyncio
 
 from services.voice.turn_taking import TurnEnd, end_of_turn
-from tests.e2e.test_listen_e2e import listening, posted, speech_pcm, wait_until
-from tests.e2e.test_speculation_e2e import ANSWER, FIRST_HALF, SECOND_HALF, answer_only_the_whole_question
 from tests.support.paused_speech import SentenceCutter, trim_silence
+from tests.support.voice_e2e import (
+    ANSWER,
+    FIRST_HALF,
+    SECOND_HALF,
+    answer_only_the_whole_question,
+    listening,
+    posted,
+    say_with_a_pause,
+    speech_pcm,
+    wait_until,
+)
 
 # A first half that ends in "of" (where "What is the" may come back as "What is that?").
 TRAILING_HALF, REST = "Can you tell me the size of", "the default context window?"
@@ -35,15 +44,9 @@ def ended_by_words(harness) -> dict[str, int]:
 async def test_a_member_pausing_after_what_is_the_beyond_the_silence_limit_is_not_cut_off(make_harness):
     harness = await listening(make_harness)
     harness.ollama.responder = answer_only_the_whole_question
-    pause = b"\0" * (3840 * 55)  # 1100 ms: longer than ENDPOINT_SILENCE_MS, shorter than ENDPOINT_INCOMPLETE_MS
-    first, second = await trailing_reading(harness, TRAILING_HALF), trim_silence(await speech_pcm(harness, REST))
-    speech = await harness.sandbox.speak("bob", first + pause + second)
-    assert speech["spurts"] == 2
-    await wait_until(lambda: posted(harness, "🔊"), timeout=30)
-
-    [transcript] = posted(harness, "🎙️ **Bob**:")
-    assert "size of" in transcript.lower() and "context" in transcript.lower(), transcript  # both halves
-    assert posted(harness, "🔊") == [f"🔊 {ANSWER}"]
+    first, second = await trailing_reading(harness, TRAILING_HALF), await speech_pcm(harness, REST)
+    # 1100 ms: longer than ENDPOINT_SILENCE_MS, shorter than ENDPOINT_INCOMPLETE_MS
+    await say_with_a_pause(harness, first, second, 1100, "size of", "context")
     # The whole question ends by its words, or by ENDPOINT_SILENCE_MS when its transcript comes later than that (a
     # loaded machine); never the first half (then two transcripts, above).
     assert ended_by_words(harness) in ({"complete": 1}, {})
@@ -79,11 +82,5 @@ async def test_a_member_breaking_off_after_words_that_sound_finished_is_not_cut_
     harness = await listening(make_harness)
     harness.ollama.responder = answer_only_the_whole_question
     first, second = await doubted_half(harness, "What is the default", "context length?")
-    pause = b"\0" * (3840 * 37)  # 740 ms: over ENDPOINT_COMPLETE_MS (650), under ENDPOINT_SILENCE_MS (850)
-    speech = await harness.sandbox.speak("bob", first + pause + second)
-    assert speech["spurts"] == 2
-    await wait_until(lambda: posted(harness, "🔊"), timeout=30)
-
-    [transcript] = posted(harness, "🎙️ **Bob**:")
-    assert "default" in transcript.lower() and "context" in transcript.lower(), transcript  # both halves
-    assert posted(harness, "🔊") == [f"🔊 {ANSWER}"]
+    # 740 ms: over ENDPOINT_COMPLETE_MS (650), under ENDPOINT_SILENCE_MS (850)
+    await say_with_a_pause(harness, first, second, 740, "default", "context")

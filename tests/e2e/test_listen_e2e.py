@@ -16,43 +16,15 @@ from sandbox.guild import LOUNGE_CHANNEL_ID
 from tests.e2e.conftest import HeldAnswer, ephemeral_replies, shown
 from tests.support.alsa import ALSA_DIR, side_named
 from tests.support.noise import mix_noise
-
-QUESTION = "what is the weather like today"
-
-
-def heard_question(text: str) -> bool:
-    """The question's key words were heard (Piper varies its timing from one reading to the next, so tiny.en may
-    hear a small word differently: "like" as "light")."""
-    return all(word in text.lower() for word in ("what", "weather", "today"))
-
-
-async def listening(make_harness, **overrides):
-    harness = await make_harness(**overrides)
-    harness.ollama.responder = lambda body: "It is sunny. Take a hat."
-    for member in ("alice", "bob"):
-        await harness.sandbox.join_voice(member, "Lounge")
-    await harness.answer("alice", "join")
-    interaction_id, _ = await harness.answer("alice", "listen")
-    notice = harness.bot_messages(interaction_id)[-1]
-    assert notice["content"].startswith("🎙️ Listening in") and not notice["ephemeral"]
-    return harness
-
-
-async def speech_pcm(harness, text: str) -> bytes:
-    """``text`` said by the bundled voice (the bot's own synthesizer), as Discord PCM."""
-    return (await harness.bot.synthesizer.synthesize(text)).pcm
-
-
-def posted(harness, prefix: str) -> list[str]:
-    return [m["content"] for m in harness.bot_messages() if m["content"].startswith(prefix)]
-
-
-async def wait_until(predicate, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+from tests.support.voice_e2e import (
+    QUESTION,
+    assert_end_to_end_encrypted,
+    heard_question,
+    listening,
+    posted,
+    speech_pcm,
+    wait_until,
+)
 
 
 async def test_member_speech_is_transcribed_answered_and_spoken(make_harness):
@@ -179,16 +151,6 @@ async def test_recorded_speech_names_the_channel_and_noise_gives_nothing(make_ha
 
 
 # -- DAVE (end-to-end encryption): on by default in the sandbox, as Discord requires it ----------------------------
-
-
-def assert_end_to_end_encrypted(harness) -> None:
-    """Everything members said reached the bot DAVE-encrypted and was decrypted with its session; everything the bot
-    said reached the sandbox encrypted and was decrypted by a member; nothing was refused."""
-    stats = harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.receiver.stats
-    assert stats.dave_decrypted > 0 and stats.passthrough == 0, stats
-    spurts = harness.sandbox.voice_spurts("Assistant")
-    assert spurts and all(spurt["e2ee"] for spurt in spurts), spurts
-    assert harness.sandbox.errors == []
 
 
 async def test_a_member_joining_then_leaving_during_listen_changes_the_epoch_and_speech_is_still_heard(make_harness):

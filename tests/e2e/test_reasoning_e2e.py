@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sandbox.guild import GENERAL_CHANNEL_ID
 from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
-from tests.e2e.test_listen_e2e import QUESTION, listening, posted, speech_pcm, wait_until
+from tests.support.voice_e2e import QUESTION, listening, posted, speech_pcm, wait_until
 
 THOUGHT = "Thinking it over"  # how the Ollama stand-in's thinking starts (default_thinking_responder)
 

@@ -9,8 +9,8 @@ import numpy as np
 import soundfile
 
 from services.speech.audio import SAMPLE_RATE, to_discord_pcm, to_mono_16k
-from tests.e2e.test_listen_e2e import assert_end_to_end_encrypted, listening, posted, speech_pcm, wait_until
 from tests.support.noise import mix_noise
+from tests.support.voice_e2e import assert_end_to_end_encrypted, listening, posted, speech_pcm, wait_until
 from tests.support.wer import word_error_rate
 
 QUESTION = "When does the library open tomorrow morning?"

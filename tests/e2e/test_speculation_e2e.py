@@ -7,32 +7,26 @@ cancelled, never posted, spoken or remembered.
 
 from __future__ import annotations
 
-from tests.e2e.test_listen_e2e import listening, posted, speech_pcm, wait_until
 from tests.support.paused_speech import trim_silence
-
-FIRST_HALF, SECOND_HALF = "What is the", "default context length?"
-ANSWER = "The default context length is two thousand tokens."
-
-
-def answer_only_the_whole_question(body) -> str:
-    question = body["messages"][-1]["content"].lower()
-    if "context" in question:
-        return ANSWER
-    return " ".join(f"Speculative sentence {n} about nothing." for n in range(30))
+from tests.support.voice_e2e import (
+    ANSWER,
+    FIRST_HALF,
+    SECOND_HALF,
+    answer_only_the_whole_question,
+    listening,
+    posted,
+    say_with_a_pause,
+    speech_pcm,
+    wait_until,
+)
 
 
 async def test_a_member_who_pauses_mid_sentence_gets_one_answer_to_the_whole_sentence(make_harness):
     harness = await listening(make_harness)
     harness.ollama.responder = answer_only_the_whole_question
-    pause = b"\0" * (3840 * 20)  # 400 ms: longer than ENDPOINT_SPECULATE_MS, shorter than ENDPOINT_SILENCE_MS
-    first, second = [trim_silence(await speech_pcm(harness, text)) for text in (FIRST_HALF, SECOND_HALF)]
-    speech = await harness.sandbox.speak("bob", first + pause + second)
-    assert speech["spurts"] == 2
-    await wait_until(lambda: posted(harness, "🔊"), timeout=30)
-
-    [transcript] = posted(harness, "🎙️ **Bob**:")
-    assert "what is" in transcript.lower() and "context" in transcript.lower(), transcript  # both halves
-    assert posted(harness, "🔊") == [f"🔊 {ANSWER}"]
+    first, second = [await speech_pcm(harness, text) for text in (FIRST_HALF, SECOND_HALF)]
+    # 400 ms: longer than ENDPOINT_SPECULATE_MS, shorter than ENDPOINT_SILENCE_MS
+    await say_with_a_pause(harness, first, second, 400, "what is", "context")
     speculation = harness.bot.voice_sessions.get(harness.sandbox.guild_id).listening.conversation.speculation
     assert speculation.discarded >= 1 and speculation.committed == 1  # started on the pause, discarded
 

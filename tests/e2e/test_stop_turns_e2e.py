@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.e2e.conftest import ephemeral_replies
-from tests.e2e.test_listen_e2e import QUESTION, heard_question, listening, posted, speech_pcm, wait_until
+from tests.support.voice_e2e import QUESTION, heard_question, listening, posted, speech_pcm, wait_until
 
 SHORT_ANSWER = "It is sunny. Take a hat."
 LONG_ANSWER = " ".join(f"This is sentence {n} of a long answer." for n in range(40))
