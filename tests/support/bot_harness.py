@@ -22,6 +22,8 @@ from sandbox import Sandbox
 from services.speech.stt import Transcriber
 from services.speech.tts import Synthesizer
 
+GUILD_READY_TIMEOUT_S = 0.1
+
 
 @contextlib.asynccontextmanager
 async def running_bot(
@@ -36,6 +38,10 @@ async def running_bot(
     """
     bot = AssistantBot(settings, connector=sandbox.client_connector(), synthesizer=synthesizer,
                        transcriber=transcriber)
+    # discord.py declares itself ready only once no GUILD_CREATE came for guild_ready_timeout (2 s): with Discord's
+    # many guilds arriving one by one; the sandbox sends its one guild right after READY, so 2 s of every bot start
+    # (over a hundred in the e2e tests) would be waiting for nothing. The sandbox's own clients wait 0.05 s.
+    bot._connection.guild_ready_timeout = GUILD_READY_TIMEOUT_S
     runner = asyncio.create_task(bot.start(sandbox.bot_token), name="assistant-bot")
     try:
         await sandbox.wait_ready(timeout=ready_timeout_s)
