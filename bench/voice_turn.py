@@ -133,7 +133,12 @@ class Block:
         await self.sandbox.invoke("alice", "join", {})
         await self.sandbox.wait_for(lambda ev: ev["event"] in ("message", "edit")
                                     and (ev.get("content") or "").startswith("Joined"), timeout=30, since=position)
+        position = self.sandbox.event_position
         await self.sandbox.invoke("alice", "listen", {})
+        # The reply says so once the conversation is listening (and its turns can be read).
+        await self.sandbox.wait_for(lambda ev: ev["event"] in ("message", "edit")
+                                    and (ev.get("content") or "").startswith("🎙️ Listening in"), timeout=30,
+                                    since=position)
         await asyncio.to_thread(self.bot.transcriber.load)
 
     async def turn(self, pcm: bytes) -> tuple[float, dict[str, Any], float]:
