@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.fakes.ollama import FakeOllama
-from tests.support.lanes import forbid_model_loads, lane_of
+from tests.support.lanes import VOICE, forbid_model_loads, forbid_voice, lane_of
 
 if TYPE_CHECKING:
     from sandbox import Sandbox
@@ -40,9 +40,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _unit_tests_load_no_speech_model(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.node.get_closest_marker("unit") is not None:
-        forbid_model_loads(monkeypatch, request.node.nodeid)
+def _each_test_stays_in_its_lane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test loads no speech model; a sandbox or e2e test not marked voice uses no voice."""
+    node = request.node
+    if node.get_closest_marker("unit") is not None:
+        forbid_model_loads(monkeypatch, node.nodeid)
+    elif node.get_closest_marker(VOICE) is None and any(node.get_closest_marker(lane) for lane in ("sandbox", "e2e")):
+        forbid_voice(monkeypatch, node.nodeid)
 
 
 @pytest.fixture(scope="module")

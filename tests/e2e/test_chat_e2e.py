@@ -171,6 +171,7 @@ async def test_ollama_down_gives_a_clear_reply(make_harness):
     assert "could not be reached" in content and "ollama serve" in content
 
 
+@pytest.mark.timing  # within the timeout
 async def test_ollama_hanging_gives_a_clear_reply_within_the_timeout(make_harness):
     harness = await make_harness(LLM_TIMEOUT_S=1.5)
     harness.ollama.fail_chat = "hang"

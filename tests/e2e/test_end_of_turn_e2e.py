@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from services.voice.turn_taking import TurnEnd, end_of_turn
 from tests.support.paused_speech import SentenceCutter, trim_silence
 from tests.support.voice_e2e import (
@@ -20,6 +22,8 @@ from tests.support.voice_e2e import (
     speech_pcm,
     wait_until,
 )
+
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
 
 # A first half that ends in "of" (where "What is the" may come back as "What is that?").
 TRAILING_HALF, REST = "Can you tell me the size of", "the default context window?"

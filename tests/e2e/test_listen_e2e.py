@@ -26,6 +26,8 @@ from tests.support.voice_e2e import (
     wait_until,
 )
 
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
+
 
 async def test_member_speech_is_transcribed_answered_and_spoken(make_harness):
     harness = await listening(make_harness)

@@ -3,6 +3,8 @@ have it attached to answers as a spoiler-marked file (/settings thinking)."""
 
 from __future__ import annotations
 
+import pytest
+
 from sandbox.guild import GENERAL_CHANNEL_ID
 from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
 from tests.support.voice_e2e import QUESTION, listening, posted, speech_pcm, wait_until
@@ -71,6 +73,7 @@ async def test_think_blocks_of_an_older_template_are_not_shown_and_other_models_
     assert "think" not in ollama.chat_requests[-1]  # no "thinking" capability: Ollama would refuse it
 
 
+@pytest.mark.voice
 async def test_a_voice_turn_with_a_thinking_model_speaks_no_thinking(ollama, make_harness):
     ollama.models.append("qwen3")
     harness = await listening(make_harness, CHAT_MODEL="qwen3")

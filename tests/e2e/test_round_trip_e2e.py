@@ -6,12 +6,15 @@ its talk spurts (the playground's ``--record``), as a member would hear it, and 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile
 
 from services.speech.audio import SAMPLE_RATE, to_discord_pcm, to_mono_16k
 from tests.support.noise import mix_noise
 from tests.support.voice_e2e import assert_end_to_end_encrypted, listening, posted, speech_pcm, wait_until
 from tests.support.wer import word_error_rate
+
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
 
 QUESTION = "When does the library open tomorrow morning?"
 # Plain words Piper says clearly and Whisper spells the way they are written (no numbers, no product names), so the

@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.streaming import INTERRUPTED, KEPT
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timing  # within the 5 s deadline
 async def test_sigterm_during_a_streamed_answer_exits_cleanly_with_history_saved(tmp_path, ollama):
     ollama.tokens_per_s = 20
     ollama.responder = lambda body: " ".join(f"token{i}" for i in range(400))  # 20 s of streaming
@@ -89,6 +92,7 @@ async def test_messages_waiting_in_a_channel_queue_are_kept_at_shutdown_and_thei
             ("chat", "and me, bob"), ("chat", "and me, owner")]
 
 
+@pytest.mark.voice
 async def test_shutdown_while_speaking_stops_and_leaves_the_voice_channel(make_harness):
     harness = await make_harness()
     await harness.sandbox.join_voice("alice", "Lounge")

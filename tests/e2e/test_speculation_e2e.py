@@ -7,6 +7,8 @@ cancelled, never posted, spoken or remembered.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.paused_speech import trim_silence
 from tests.support.voice_e2e import (
     ANSWER,
@@ -19,6 +21,8 @@ from tests.support.voice_e2e import (
     speech_pcm,
     wait_until,
 )
+
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
 
 
 async def test_a_member_who_pauses_mid_sentence_gets_one_answer_to_the_whole_sentence(make_harness):

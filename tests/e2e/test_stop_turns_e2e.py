@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.e2e.conftest import ephemeral_replies
 from tests.support.voice_e2e import QUESTION, heard_question, listening, posted, speech_pcm, wait_until
+
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
 
 SHORT_ANSWER = "It is sunny. Take a hat."
 LONG_ANSWER = " ".join(f"This is sentence {n} of a long answer." for n in range(40))

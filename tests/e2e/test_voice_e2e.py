@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from services.speech.audio import pcm_duration_s
 from tests.e2e.conftest import ADMINS_ONLY, ephemeral_replies
+
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
 
 # 18 sentences, under SPEAK_MAX_CHARS
 LONG_TEXT = " ".join(f"This is sentence number {n} of a long announcement." for n in range(1, 19))

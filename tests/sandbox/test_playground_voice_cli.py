@@ -10,6 +10,8 @@ import soundfile
 
 from tests.support.playground import finish, playground, read_until
 
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
+
 
 async def say(process: Any, line: str) -> None:
     process.stdin.write(line.encode() + b"\n")

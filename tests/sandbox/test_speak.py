@@ -30,6 +30,8 @@ from bot.opus import load_opus
 from sandbox import ALICE_USER_ID, BOB_USER_ID, LOUNGE_CHANNEL_ID, Sandbox, SandboxError, run_playground
 from sandbox.voice.speech import MAX_PAUSE_FRAMES, SILENCE_RMS, corrupt_opus, frame_rms, split_spurts
 
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
+
 TONE_RATE = 22_050  # the test WAVs are 22.05 kHz mono, so speak() has to resample and upmix them
 
 

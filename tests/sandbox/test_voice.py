@@ -44,6 +44,8 @@ from sandbox.voice.mls import read_commit
 from sandbox.voice.udp import RtpError, RtpPacket, discovery_response, open_rtp, seal_rtp
 from tests.support.bot_harness import running_client
 
+pytestmark = pytest.mark.voice  # paced in real time: run alone (tests/support/lanes.py)
+
 SINE_AMPLITUDE = 0.5  # of full scale: RMS 0.354
 
 

@@ -8,8 +8,14 @@
 - ``unit``: the rest: the code with its stand-ins (Ollama, the Hugging Face Hub), SQLite and ChromaDB. A unit test
   that loads a speech model fails, saying to mark it ``models`` (``forbid_model_loads``).
 
-``timing`` is not a lane: it marks a test that measures the event loop or the wall clock, which ``make test`` runs
-with the e2e and sandbox lanes, one test at a time, after the others have run on two workers.
+Two markers say that a test must have the machine to itself, so ``make test`` runs it after the others, one test at
+a time (the others run on several workers):
+
+- ``voice``: the sandbox's voice, paced in real time, where how long Whisper or Piper takes decides what the bot does
+  (the end of a turn, barge-in) and what the test measures (when playback stopped); a module of voice tests says so
+  once (``pytestmark = pytest.mark.voice``), and a sandbox or e2e test that uses voice unmarked fails, saying to mark
+  it (``forbid_voice``);
+- ``timing``: measures the event loop's lag or the wall clock.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import pytest
 LANES = ("e2e", "sandbox", "models", "unit")
 """The lanes, registered as markers in pyproject.toml; a test that fits more than one is in the first of them (an
 e2e test loads models too)."""
-TIMING = "timing"
+VOICE, TIMING = "voice", "timing"
+ALONE = (VOICE, TIMING)
+"""The markers of tests that run alone, after the others."""
 
 DIRECTORY_LANES = {"e2e": "e2e", "sandbox": "sandbox"}
 """A folder of tests/ -> the lane of every test in it."""
@@ -59,3 +67,16 @@ def forbid_model_loads(monkeypatch: pytest.MonkeyPatch, test: str) -> None:
     paused_speech = sys.modules.get("tests.support.paused_speech")  # only where a test module imported it
     if paused_speech is not None:
         monkeypatch.setattr(paused_speech.SentenceCutter, "__init__", refuse)
+
+
+def forbid_voice(monkeypatch: pytest.MonkeyPatch, test: str) -> None:
+    """Make a member joining or speaking in the sandbox's voice fail ``test`` with a message saying to mark it voice
+    (for sandbox and e2e tests not marked so)."""
+    from sandbox import Sandbox
+
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
+        pytest.fail(f"{test} uses the sandbox's voice, which runs alone in make test: mark it @pytest.mark.voice (or "
+                    "its module: pytestmark = pytest.mark.voice; tests/support/lanes.py)", pytrace=False)
+
+    monkeypatch.setattr(Sandbox, "join_voice", refuse)
+    monkeypatch.setattr(Sandbox, "speak", refuse)
