@@ -41,6 +41,9 @@ from services.voice.conversation import VoiceConversation
 from services.voice.turn import Turn, TurnState
 from tests.fakes.ollama import FakeOllama
 
+# Paced in real time, and how long Whisper takes decides which state a turn is in: alone in make test.
+pytestmark = pytest.mark.voice
+
 GUILD_ID, VOICE_CHANNEL_ID, BOB, CAROL = 1, 2, 10, 11
 QUESTION = "What is the weather like today?"
 LONG_ANSWER = " ".join(f"This is sentence {n} of a long answer." for n in range(40))
