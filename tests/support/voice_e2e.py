@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.e2e.conftest import shown
 from tests.support.paused_speech import paused_utterance
 
 QUESTION = "what is the weather like today"
@@ -24,10 +25,15 @@ async def listening(make_harness, **overrides):
     harness.ollama.responder = lambda body: "It is sunny. Take a hat."
     for member in ("alice", "bob"):
         await harness.sandbox.join_voice(member, "Lounge")
-    await harness.answer("alice", "join")
-    interaction_id, _ = await harness.answer("alice", "listen")
-    notice = harness.bot_messages(interaction_id)[-1]
+    # Each reply is awaited as it shows, rather than with Harness.answer's 0.6 s of quiet after it: nothing follows
+    # these two, and the quiet was over a second of every voice test.
+    for command, reply in (("join", "Joined"), ("listen", "🎙️ Listening in")):
+        handle = await harness.sandbox.invoke("alice", command, {})
+        await harness.sandbox.wait_for(shown(handle, reply), since=handle, timeout=20)
+    notice = harness.bot_messages(handle.interaction_id)[-1]
     assert notice["content"].startswith("🎙️ Listening in") and not notice["ephemeral"]
+    while not harness.events.empty():  # what Harness.answer would have consumed
+        harness.events.get_nowait()
     return harness
 
 
