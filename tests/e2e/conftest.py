@@ -47,6 +47,15 @@ def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings
     return load_settings(**values)
 
 
+RELOAD_PROGRESS = "Indexing…"  # /docs reload's progress line (cogs/documents.py), edited into its report at the end
+
+
+def being_written(content: str | None) -> bool:
+    """Whether a reply is still being written: an answer streaming (its cursor) or a reload's progress, which a busy
+    machine may leave unchanged for longer than ``Harness.settle``'s quiet period (the first file of a reload)."""
+    return bool(content) and (content.endswith(CURSOR) or content.startswith(RELOAD_PROGRESS))
+
+
 @dataclass
 class Harness:
     sandbox: Sandbox
@@ -64,7 +73,7 @@ class Harness:
     async def settle(self, quiet_s: float = 0.6, timeout: float = 20.0,
                      interaction_id: int | None = None) -> list[dict[str, Any]]:
         """Collect events until the bot has visibly answered (the interaction, when given), none arrives
-        for ``quiet_s`` and no visible message still streams."""
+        for ``quiet_s`` and no visible message is still being written (``being_written``)."""
         seen: list[dict[str, Any]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -76,7 +85,7 @@ class Harness:
                 seen.append(await asyncio.wait_for(self.events.get(), timeout=min(quiet_s, remaining)))
             except TimeoutError:
                 streaming = any(
-                    message["content"] and message["content"].endswith(CURSOR)
+                    being_written(message["content"])
                     for message in self.sandbox.channel_messages("general") + self.sandbox.channel_messages("random")
                 )
                 answered = any(
