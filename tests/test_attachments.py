@@ -9,14 +9,15 @@ from services.chat.attachments import AttachmentRefused, TextAttachment, check_a
 from services.chat.conversations import HistoryMessage, build_context
 
 
-def test_a_long_file_is_cut_to_half_the_budget_with_a_note_and_history_gets_the_rest():
+def test_a_long_file_is_cut_to_half_the_budget_with_a_note_and_leaves_the_history_as_it_was():
     history = [HistoryMessage("user", "a" * 400), HistoryMessage("assistant", "b" * 400)]  # 100 tokens each
     big = TextAttachment("log.txt", "x" * 10_000)
     messages = build_context("sys", history, "why?", 300, files=[big])
     question = messages[-1]["content"]
     assert question.startswith("why?\n\nAttached file `log.txt`:\n```\n" + "x" * 600 + "\n```")
     assert "[… truncated: the first 600 of 10,000 characters are shown]" in question
-    assert [m["content"] for m in messages[1:-1]] == ["b" * 400]  # 150 + 100 tokens fit in 300, 350 would not
+    # The file does not push history out: the prompt's beginning stays what the model's cache holds.
+    assert [m["content"] for m in messages[1:-1]] == ["a" * 400, "b" * 400]
 
 
 def test_a_short_file_is_whole_and_images_go_in_the_images_field():

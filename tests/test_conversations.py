@@ -4,7 +4,14 @@ import sqlite3
 
 import pytest
 
-from services.chat.conversations import ConversationStore, HistoryMessage, build_context
+from services.chat.conversations import (
+    ConversationStore,
+    HistoryMessage,
+    HistoryWindows,
+    build_context,
+    estimate_tokens,
+    history_window,
+)
 from services.storage.database import Database
 
 
@@ -60,13 +67,52 @@ async def test_clear_forgets_only_that_channel(store):
     assert len(await store.history(2)) == 2
 
 
-def test_context_keeps_newest_history_within_budget():
-    history = [HistoryMessage("user" if i % 2 == 0 else "assistant", f"message {i} " + "x" * 36) for i in range(10)]
-    messages = build_context("be nice", history, "new question", token_budget=36)
-    assert messages[0] == {"role": "system", "content": "be nice"}
-    assert messages[-1] == {"role": "user", "content": "new question"}
-    kept = [m["content"].split()[1] for m in messages[1:-1]]
-    assert kept == ["7", "8", "9"]  # 46 characters = 12 tokens each: three fit in 36, newest first
+def conversation(turns: int, chars: int = 46) -> list[HistoryMessage]:
+    """``turns`` exchanges; each message ``chars`` characters long (46: 12 estimated tokens), ids from 1."""
+    return [HistoryMessage("user" if i % 2 == 0 else "assistant", f"message {i} ".ljust(chars, "x"), None, i + 1)
+            for i in range(2 * turns)]
+
+
+def test_a_new_window_keeps_the_newest_messages_within_half_the_budget_from_a_members_message():
+    history = conversation(5)  # 10 messages of 12 tokens
+    start = history_window(history, token_budget=60)
+    assert start == 8  # two messages (24 tokens) fit in 30; the third would not
+    assert history_window(history, token_budget=80) == 8  # three fit in 40; the oldest is an answer: two are sent
+
+
+def test_the_window_keeps_its_start_while_the_conversation_fits_then_drops_the_oldest_half_at_once():
+    budget, history, keep_from = 120, conversation(20), None  # 10 messages fit the budget
+    starts = []
+    for turn in range(1, 21):
+        window = history[: 2 * turn]
+        start = history_window(window, budget, keep_from)
+        assert sum(estimate_tokens(m.content) for m in window[start:]) <= budget
+        keep_from = window[start].id
+        starts.append(start)
+    # Ten messages fit: from turn 6 on, the four newest are kept (five fit half the budget, the oldest of them an
+    # answer) and the window grows again for four turns. The prompt's beginning changes on 4 turns of 20; dropping
+    # the oldest message that no longer fits would change it on every turn from the 6th, 15 of them.
+    assert starts == [0] * 5 + [8] * 4 + [16] * 4 + [24] * 4 + [32] * 3
+
+
+def test_a_window_whose_first_message_is_gone_starts_afresh():
+    history = conversation(4)
+    assert history_window(history[2:], 1000, keep_from=history[0].id) == 0  # pruned: the newest half of the budget
+    assert history_window(history[2:], 60, keep_from=history[0].id) == 4
+
+
+async def test_stored_messages_carry_increasing_ids_and_windows_remember_where_they_started(store):
+    for turn in range(6):
+        await store.add_turn(1, None, 1, f"question {turn} " + "q" * 30, f"answer {turn} " + "a" * 30)
+    history = await store.history(1)
+    assert [m.id for m in history] == sorted(m.id for m in history)
+    windows = HistoryWindows(max_conversations=1)
+    first = windows.select("channel 1", history, token_budget=60)
+    await store.add_turn(1, None, 1, "one more", "reply")
+    second = windows.select("channel 1", await store.history(1), token_budget=60)
+    assert second[: len(first)] == first  # the earlier prompt is a prefix of the new one
+    windows.select("channel 2", history, token_budget=60)  # the cap forgets channel 1's start
+    assert windows.select("channel 1", await store.history(1), token_budget=1000)[0] != first[0]
 
 
 def test_context_with_zero_history():

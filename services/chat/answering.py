@@ -6,8 +6,9 @@ answer in three steps, which text replies run in one call (``deliver``) and a sp
 answer ahead before the end of the member's turn is confirmed, and remembers it only once it has played):
 
 1. ``prepare``: the effective settings (persona, model, thinking shown), then the conversation's history within
-   HISTORY_TOKEN_BUDGET, or, for a one-shot question, the guild's documents (``services.chat.grounding``); spoken
-   questions get the persona plus VOICE_STYLE.
+   HISTORY_TOKEN_BUDGET (a window whose beginning stays put for many turns, ``history_window``, so that the model's
+   server reuses its cache of the prompt), or, for a one-shot question, the guild's documents
+   (``services.chat.grounding``); spoken questions get the persona plus VOICE_STYLE.
 2. ``stream``: the answer's deltas, once the fair LLM queue gives the member a slot (voice first).
 3. ``remember``: the turn stored in the conversation (SQLite, or the voice channel's memory when voice transcripts
    are not stored); an answer the member did not get whole is stored with INTERRUPTED_MARK. One-shot questions are
@@ -18,15 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from services.chat.attachments import TextAttachment, stored_question
 from services.chat.chat_settings import ChatSettingsStore
-from services.chat.conversations import ConversationStore, HistoryMessage, build_context
+from services.chat.conversations import ConversationStore, HistoryMessage, HistoryWindows, build_context
 from services.chat.grounding import Passage, PassageSearch, ground
 from services.chat.llm import LLMClient
 from services.chat.llm_queue import LLMQueue, OnPlace, Priority
@@ -86,14 +88,19 @@ class History(Protocol):
 class MemoryHistory(deque[HistoryMessage]):
     """A voice channel's conversation kept in memory when voice transcripts are not stored: the messages, oldest
     first, at most ``maxlen`` (oldest dropped first), gone when the bot leaves. The interface of ``ConversationStore``
-    besides; the channel id is that of its one channel and not checked."""
+    besides; the channel id is that of its one channel and not checked. Messages get increasing ids, as rows do."""
+
+    def __init__(self, messages: Iterable[HistoryMessage] = (), maxlen: int | None = None) -> None:
+        super().__init__(messages, maxlen)
+        self._ids = itertools.count(1)
 
     async def history(self, channel_id: int, limit: int = 200) -> list[HistoryMessage]:
         return list(self)[-limit:]
 
     async def add_turn(self, channel_id: int, guild_id: int | None, author_id: int, question: str,
                        answer: str) -> None:
-        self.extend([HistoryMessage("user", question, author_id), HistoryMessage("assistant", answer)])
+        self.extend([HistoryMessage("user", question, author_id, next(self._ids)),
+                     HistoryMessage("assistant", answer, None, next(self._ids))])
 
     def forget(self, user_id: int | None = None) -> int:
         """Drop ``user_id``'s turns (what they said and the answer to it), or every turn when None; returns how many
@@ -165,6 +172,7 @@ class Answering:
         self.conversations = conversations
         self.chat_settings = chat_settings
         self.documents = documents
+        self.windows = HistoryWindows()
 
     async def prepare(self, question: Question, *, memory: History | None = None) -> PreparedAnswer:
         """The request for ``question``. memory: the conversation to continue instead of the stored one (a voice
@@ -179,8 +187,11 @@ class Answering:
             return PreparedAnswer(question, grounded.messages, chat.model.value, chat.show_thinking.value,
                                   grounded.passages, grounded.sources)
         history = self.conversations if memory is None else memory
-        messages = build_context(persona, await history.history(place.conversation_id), question.text,
-                                 self.settings.HISTORY_TOKEN_BUDGET, files=question.files, images=question.images)
+        # A voice channel's memory and the stored conversation of the same channel are two conversations.
+        window = self.windows.select((place.conversation_id, memory is None),
+                                     await history.history(place.conversation_id), self.settings.HISTORY_TOKEN_BUDGET)
+        messages = build_context(persona, window, question.text, self.settings.HISTORY_TOKEN_BUDGET,
+                                 files=question.files, images=question.images)
         return PreparedAnswer(question, messages, chat.model.value, chat.show_thinking.value, history=history)
 
     def stream(self, prepared: PreparedAnswer, *, thinking: list[str] | None = None,

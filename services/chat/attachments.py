@@ -95,7 +95,7 @@ def with_attachments(message: str, files: list[TextAttachment], max_chars: int) 
 
 
 def text_budget_chars(token_budget: int, chars_per_token: int) -> int:
-    """Characters of attached text sent with a message: half the context token budget, so history keeps the rest."""
+    """Characters of attached text sent with a message: half the history token budget, on top of the history."""
     return math.floor(token_budget / 2) * chars_per_token
 
 

@@ -1,5 +1,5 @@
 """Conversation history in SQLite (the ``messages`` table of ``services.storage.database``) and context building
-within a token budget.
+within a token budget, laid out so that the model's server can reuse its cache of the previous prompt.
 
 One conversation per channel or thread. A turn (the member's message and the answer) is written in one
 transaction, so the history never holds half a turn; older messages beyond ``max_messages`` per channel
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ class HistoryMessage:
     role: str  # "user" or "assistant"
     content: str
     author_id: int | None = None
+    id: int | None = None  # increasing along the conversation: the database row id, or a counter in memory
 
 
 def estimate_tokens(text: str) -> int:
@@ -33,33 +35,75 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
+def history_window(history: Sequence[HistoryMessage], token_budget: int, keep_from: int | None = None) -> int:
+    """Where the part of ``history`` (oldest first) sent to the model starts: an index into ``history``.
+
+    The window is chosen so that the prompt's beginning stays the same from one turn to the next. The model's
+    server keeps the previous prompt in its cache and reads again only what follows the first difference
+    (llama.cpp, Ollama's runner, reuses the longest common prefix), so a prompt that only grows at its end costs
+    only its new tokens, while a prompt that loses its oldest message is read again whole.
+
+    keep_from: the ``id`` of the first message sent last time in this conversation. While that message is still in
+    ``history`` and everything from it on fits ``token_budget`` (estimated tokens), the window starts there again.
+    Otherwise the oldest messages are dropped until at most half the budget is left, so that many turns can be
+    appended before the next drop, instead of one message dropped every turn. The window starts at a member's
+    message (``len(history)`` when none is left).
+    """
+    costs = [estimate_tokens(message.content) for message in history]
+    if keep_from is not None:
+        for index, message in enumerate(history):
+            if message.id == keep_from:
+                if sum(costs[index:]) <= token_budget:
+                    return index
+                break
+    start, kept = len(history), 0
+    while start > 0 and kept + costs[start - 1] <= token_budget // 2:
+        start -= 1
+        kept += costs[start]
+    while start < len(history) and history[start].role != "user":
+        start += 1
+    return start
+
+
+class HistoryWindows:
+    """Where each conversation's window started last time (``history_window``'s ``keep_from``), remembered for at
+    most ``max_conversations`` conversations, the least recently used forgotten first (it then starts afresh)."""
+
+    def __init__(self, max_conversations: int = 10_000) -> None:
+        self.max_conversations = max_conversations
+        self._starts: OrderedDict[Hashable, int | None] = OrderedDict()
+
+    def select(self, conversation: Hashable, history: Sequence[HistoryMessage],
+               token_budget: int) -> list[HistoryMessage]:
+        """The messages of ``history`` (oldest first) to send for ``conversation`` (any key naming it), within
+        ``token_budget`` estimated tokens; remembers where they start for the next turn."""
+        start = history_window(history, token_budget, self._starts.get(conversation))
+        window = list(history[start:])
+        self._starts[conversation] = window[0].id if window else None
+        self._starts.move_to_end(conversation)
+        while len(self._starts) > self.max_conversations:
+            self._starts.popitem(last=False)
+        return window
+
+
 def build_context(
-    system_prompt: str, history: list[HistoryMessage], message: str, token_budget: int, *,
+    system_prompt: str, history: Sequence[HistoryMessage], message: str, token_budget: int, *,
     files: Sequence[TextAttachment] = (), images: Sequence[bytes] = (),
 ) -> list[dict[str, Any]]:
-    """Chat messages for Ollama: the system prompt, as much history as fits, then ``message``.
+    """Chat messages for Ollama: the system prompt, ``history``, then ``message``, in that order, so that what stays
+    the same from turn to turn comes first (see ``history_window``, which chooses ``history``).
 
-    history: oldest first. ``files`` (text attachments) are added to ``message`` under their names, taking at most
-    half of ``token_budget`` (estimated tokens; a longer file is cut, with a note saying so). History is taken
-    newest first until the rest of the budget would be exceeded, so the most recent exchanges are always kept; the
-    system prompt and the new message itself are always included and do not count against the budget. ``images``
-    (PNG/JPEG/WebP/GIF bytes) go in the last message's ``images`` field, for a model that can see them.
+    history: the past messages to send, oldest first. ``files`` (text attachments) are added to ``message`` under
+    their names, taking at most half of ``token_budget`` (estimated tokens; a longer file is cut, with a note saying
+    so); they do not shorten the history, whose beginning would change. ``images`` (PNG/JPEG/WebP/GIF bytes) go in
+    the last message's ``images`` field, for a model that can see them.
     """
-    max_file_chars = text_budget_chars(token_budget, CHARS_PER_TOKEN)
-    content = with_attachments(message, list(files), max_file_chars)
-    used = estimate_tokens(content) - estimate_tokens(message) if files else 0
-    kept: list[dict[str, Any]] = []
-    for item in reversed(history):
-        cost = estimate_tokens(item.content)
-        if used + cost > token_budget:
-            break
-        kept.append({"role": item.role, "content": item.content})
-        used += cost
-    kept.reverse()
+    content = with_attachments(message, list(files), text_budget_chars(token_budget, CHARS_PER_TOKEN))
     last: dict[str, Any] = {"role": "user", "content": content}
     if images:
         last["images"] = list(images)
-    return [{"role": "system", "content": system_prompt}, *kept, last]
+    past = [{"role": item.role, "content": item.content} for item in history]
+    return [{"role": "system", "content": system_prompt}, *past, last]
 
 
 class ConversationStore:
@@ -72,10 +116,10 @@ class ConversationStore:
     async def history(self, channel_id: int, limit: int = 200) -> list[HistoryMessage]:
         """The channel's last ``limit`` messages, oldest first."""
         rows = await self.database.fetchall(
-            "SELECT role, content, author_id FROM messages WHERE channel_id = ? ORDER BY id DESC LIMIT ?",
+            "SELECT role, content, author_id, id FROM messages WHERE channel_id = ? ORDER BY id DESC LIMIT ?",
             (channel_id, limit),
         )
-        return [HistoryMessage(role, content, author_id) for role, content, author_id in reversed(rows)]
+        return [HistoryMessage(role, content, author_id, row_id) for role, content, author_id, row_id in reversed(rows)]
 
     async def add_turn(
         self, channel_id: int, guild_id: int | None, author_id: int, question: str, answer: str
