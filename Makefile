@@ -22,8 +22,9 @@ $(VENV)/.run-deps: $(PY) requirements.txt constraints.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt
+$(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt requirements-engine.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-engine.txt
 	touch $@
 
 run: $(VENV)/.run-deps

@@ -316,6 +316,10 @@ class FakeOllama:
         if request.transport is not None:
             request.transport.close()
 
+    async def _embeddings(self, texts: list[str], model: str) -> list[list[float]]:
+        """The vectors ``/api/embed`` returns for ``texts`` (a subclass with a real engine asks it)."""
+        return [self.embedding(text, model) for text in texts]
+
     async def _answer(self, body: dict[str, Any]) -> str:
         return str(await _call(self.responder, body))
 
@@ -548,7 +552,7 @@ class FakeOllama:
         self.embedded_texts += len(texts)
         if self.first_token_latency_s > 0:
             await asyncio.sleep(self.first_token_latency_s)
-        embeddings = [self.embedding(text, model) for text in texts]
+        embeddings = await self._embeddings(texts, model)
         return web.json_response(
             {
                 "model": model,
