@@ -108,9 +108,10 @@ def privileged_intents_line(intents: discord.Intents) -> str:
     """The one line printed when Discord refuses the privileged intents the bot asks for (gateway close 4014,
     ``discord.PrivilegedIntentsRequired``): which ones to enable, and where."""
     names = [name for attr, name in PRIVILEGED_INTENT_NAMES.items() if getattr(intents, attr)]
-    listed = " and ".join(f"the {name} intent" for name in names) or "its privileged intents"
-    return (f"error: Discord refused {listed} the bot asks for; enable it in the Developer Portal > your application "
-            "> Bot > Privileged Gateway Intents, save, and start the bot again.")
+    listed = " and ".join(f"the {name} intent" for name in names) or "the privileged intents"
+    them = "it" if len(names) == 1 else "them"
+    return (f"error: Discord refused {listed} the bot asks for; enable {them} in the Developer Portal > your "
+            "application > Bot > Privileged Gateway Intents, save, and start the bot again.")
 
 
 async def run_discord(settings: Settings) -> int:

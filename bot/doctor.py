@@ -34,16 +34,16 @@ NO_MESSAGE_CONTENT = ("the Message Content intent is off, so Discord would stop 
                       "enable it in the Developer Portal > your application > Bot > Privileged Gateway Intents")
 
 
-async def check_discord(settings: Settings, *, connector: aiohttp.BaseConnector | None = None) -> list[Check]:
+async def check_discord(settings: Settings) -> list[Check]:
     """The token (Discord accepts it) and the application's privileged intents, from its ``flags`` in
     ``GET /applications/@me``: GATEWAY_MESSAGE_CONTENT (1 << 18) or GATEWAY_MESSAGE_CONTENT_LIMITED (1 << 19) means
-    the Message Content intent the bot asks for is enabled. Without a token, one FIX line saying how to set it.
-    ``connector``: the HTTP connector of the discord.py client (default: its own)."""
+    the Message Content intent the bot asks for is enabled. Without a token, one FIX line saying how to set it;
+    a refused token or an unreachable Discord (within DISCORD_CHECK_TIMEOUT_S), one FIX line saying what to do."""
     if settings.DISCORD_TOKEN is None:
         unset = ("not set: the bot runs against the local sandbox; set DISCORD_TOKEN (Developer Portal > Bot > Token) "
                  "to connect to Discord")
         return [Check("Discord token", False, unset)]
-    client = discord.Client(intents=discord.Intents.none(), connector=connector)
+    client = discord.Client(intents=discord.Intents.none())
     try:
         async with asyncio.timeout(DISCORD_CHECK_TIMEOUT_S):
             await client.login(settings.DISCORD_TOKEN.get_secret_value())
