@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     CHAT_COOLDOWN_S: float = Field(5.0, ge=0, le=3600, description="Per-member cooldown of /chat, /ask and mentions, in seconds.")
     DOCS_COOLDOWN_S: float = Field(10.0, ge=0, le=3600, description="Per-member cooldown of /docs commands, in seconds.")
     ADMIN_COOLDOWN_S: float = Field(30.0, ge=0, le=3600, description="Per-guild cooldown of /docs reload, add and remove, in seconds.")
+    SETTINGS_COOLDOWN_S: float = Field(2.0, ge=0, le=3600, description="Per-member cooldown of each admin settings command (/settings ..., /voice autospeak, /forget channel), in seconds; the chat cooldown does not apply to them.")
 
     # Documents and index
     DATA_DIR: Path = Field(Path("data"), description="Runtime data: database, index, models.")
@@ -79,6 +80,7 @@ class Settings(BaseSettings):
     VOICE_QUEUE_MAX: int = Field(10, ge=1, le=1000, description="Speech requests waiting per guild; more are refused.")
     VOICE_IDLE_TIMEOUT_S: float = Field(300.0, ge=5, le=86_400, description="Seconds the bot stays in a voice channel while alone or silent before leaving.")
     VOICE_COOLDOWN_S: float = Field(3.0, ge=0, le=3600, description="Per-member cooldown of the voice commands, in seconds.")
+    VOICE_PRELOAD: bool = Field(False, description="Load the voice (Piper, a few seconds of CPU and about 100 MB of memory) at start, in the background (readiness does not wait for it), instead of when the bot joins a voice channel; either way a /speak after /join does not wait for it.")
 
     # Listening (speech to text)
     WHISPER_MODEL: str = Field("tiny.en", min_length=1, description="faster-whisper model: tiny.en (installed with the bot, verified, no download), another size name such as base.en or small.en (downloaded to MODELS_DIR when the network allows, else the bot listens with tiny.en and logs how to get it) or a path to a converted model folder.")

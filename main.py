@@ -99,6 +99,21 @@ async def serve(bot: Any, token: str, foreground: Coroutine[Any, Any, int] | Non
     return code
 
 
+PRIVILEGED_INTENT_NAMES = {"message_content": "Message Content", "members": "Server Members",
+                           "presences": "Presence"}
+"""discord.Intents attribute -> the name of the privileged intent in the Developer Portal."""
+
+
+def privileged_intents_line(intents: discord.Intents) -> str:
+    """The one line printed when Discord refuses the privileged intents the bot asks for (gateway close 4014,
+    ``discord.PrivilegedIntentsRequired``): which ones to enable, and where."""
+    names = [name for attr, name in PRIVILEGED_INTENT_NAMES.items() if getattr(intents, attr)]
+    listed = " and ".join(f"the {name} intent" for name in names) or "the privileged intents"
+    them = "it" if len(names) == 1 else "them"
+    return (f"error: Discord refused {listed} the bot asks for; enable {them} in the Developer Portal > your "
+            "application > Bot > Privileged Gateway Intents, save, and start the bot again.")
+
+
 async def run_discord(settings: Settings) -> int:
     from bot.client import AssistantBot
 
@@ -106,6 +121,9 @@ async def run_discord(settings: Settings) -> int:
     bot = AssistantBot(settings)
     try:
         return await serve(bot, settings.DISCORD_TOKEN.get_secret_value())
+    except discord.PrivilegedIntentsRequired:
+        print(privileged_intents_line(bot.intents), file=sys.stderr)
+        return 1
     except discord.LoginFailure:
         print("error: Discord refused DISCORD_TOKEN; copy the bot token again from the Developer Portal.",
               file=sys.stderr)
@@ -119,13 +137,19 @@ async def run_discord(settings: Settings) -> int:
 
 
 async def run_playground_session(
-    settings: Settings, script: Path | None, json_mode: bool, *, dave: bool = True, record: Path | None = None
+    settings: Settings, script: Path | None, json_mode: bool, *, dave: bool = True, record: Path | None = None,
+    message_content_intent: bool = True,
 ) -> int:
+    """The playground: the bot against a local Discord (``sandbox``), driven by ``script`` or the terminal.
+
+    message_content_intent: False starts the local Discord without the Message Content intent granted, as an
+    owner who forgot its toggle in the Developer Portal; the bot then stops as it would on Discord (exit code 1).
+    """
     from bot.client import AssistantBot
     from sandbox import Playground, Sandbox, SandboxError
 
     try:
-        local_discord = Sandbox(dave=dave, record_dir=record)
+        local_discord = Sandbox(dave=dave, record_dir=record, message_content_intent=message_content_intent)
     except SandboxError as exc:
         print(f"error: --record: {exc}; give a folder that can be created and written.", file=sys.stderr)
         return 2
@@ -136,9 +160,29 @@ async def run_playground_session(
 
         async def foreground() -> int:
             await sandbox.wait_ready(timeout=30)
-            return await playground.run(lines)
+            shown = asyncio.create_task(show_startup_problem(bot, playground), name="startup-problem")
+            try:
+                return await playground.run(lines)
+            finally:
+                shown.cancel()
 
-        return await serve(bot, sandbox.bot_token, foreground())
+        try:
+            return await serve(bot, sandbox.bot_token, foreground())
+        except discord.PrivilegedIntentsRequired:
+            refused = privileged_intents_line(bot.intents)
+    print(refused, file=sys.stderr)  # after the playground's last events
+    return 1
+
+
+async def show_startup_problem(bot: Any, playground: Any) -> None:
+    """Print the bot's start-up check's line (Ollama unreachable, a model not pulled) in the playground, when it has
+    one, once the check is done (it logs it too)."""
+    check = bot.startup_check
+    if check is None:
+        return
+    await asyncio.wait({check})
+    if not check.cancelled() and check.exception() is None and check.result() is not None:
+        playground.warn(check.result())
 
 
 async def run_index(settings: Settings, scopes: list[str], full: bool) -> int:
@@ -187,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="write each talk spurt the bot says in voice as a WAV file in DIR (created if missing)")
     play.add_argument("--no-dave", action="store_true",
                       help="voice without end-to-end encryption (DAVE protocol version 0), as before March 2026")
+    play.add_argument("--no-message-content-intent", action="store_true",
+                      help="a local Discord whose application lacks the privileged Message Content intent, as when "
+                      "its Developer Portal toggle is off: the bot stops at start, saying so")
     idx = sub.add_parser("index", help="re-index the documents folder")
     idx.add_argument("--scope", action="append", default=[], help="'global' or a guild id (default: all)")
     idx.add_argument("--full", action="store_true", help="rebuild from scratch (after an embedding model change)")
@@ -213,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         print("DISCORD_TOKEN is not set: starting the local playground instead (type `help`).", file=sys.stderr)
     script = getattr(args, "script", None)
     dave, record = not getattr(args, "no_dave", False), getattr(args, "record", None)
-    return asyncio.run(run_playground_session(settings, script, getattr(args, "json", False), dave=dave, record=record))
+    content_intent = not getattr(args, "no_message_content_intent", False)
+    return asyncio.run(run_playground_session(settings, script, getattr(args, "json", False), dave=dave, record=record,
+                                              message_content_intent=content_intent))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 ``setup_hook`` opens the services, loads each cog as an extension (one failing cog is logged and the
 others still load), syncs the application commands when they changed, and once ready answers the questions kept
-from before the last shutdown (``bot/kept_questions.py``). ``close`` shuts down in order:
+from before the last shutdown (``bot/kept_questions.py``). Meanwhile, in the background, it checks that Ollama answers
+and has the chat and embedding models (``startup_check``: one warning line with the command that fixes what is
+missing; the bot starts either way), and with VOICE_PRELOAD loads the voice. ``close`` shuts down in order:
 refuse new commands, cancel and await running work, close the services, then disconnect.
 """
 
@@ -32,6 +34,7 @@ from services.chat.chat_settings import ChatSettings, ChatSettingsStore
 from services.chat.conversations import ConversationStore
 from services.chat.llm import LLMClient
 from services.chat.llm_queue import LLMQueue
+from services.chat.ollama_check import check_ollama
 from services.files import write_json_atomic
 from services.knowledge.index import DocumentIndex
 from services.speech.stt import Transcriber, create_transcriber
@@ -44,6 +47,7 @@ from services.storage.waiting_questions import WaitingQuestionStore
 log = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = ("cogs.chat", "cogs.documents", "cogs.voice", "cogs.listen", "cogs.settings", "cogs.forget")
+STARTUP_CHECK_TIMEOUT_S = 10.0  # the start-up check of Ollama gives up after this; readiness never waits for it
 T = TypeVar("T")
 
 
@@ -108,8 +112,14 @@ class AssistantBot(commands.Bot):
         self.failed_extensions: dict[str, str] = {}
         self._extensions_to_load = tuple(extensions)
         self._closing: asyncio.Task[None] | None = None
+        self.startup_check: asyncio.Task[str | None] | None = None
+        """The start-up check of Ollama (started by ``setup_hook``): its result is the line logged, or None."""
 
     async def setup_hook(self) -> None:
+        # Background work first: none of it delays readiness.
+        self.startup_check = self.tasks.start(self._check_ollama(), name="startup-check")
+        if self.settings.VOICE_PRELOAD:
+            self.voice_sessions.load_voice()
         await self.database.open()  # conversations and guild settings
         for name in self._extensions_to_load:
             try:
@@ -121,6 +131,17 @@ class AssistantBot(commands.Bot):
         resume = resume_waiting_questions(self, keeping=self, handlers=self.resume_handlers, tasks=self.tasks,
                                           settings=self.settings)
         self.tasks.start(resume, name="resume-waiting-questions")
+
+    async def _check_ollama(self) -> str | None:
+        """Whether Ollama answers and has CHAT_MODEL and EMBED_MODEL, within STARTUP_CHECK_TIMEOUT_S: when not, log
+        one warning line with the command that fixes it (``ollama pull ...``) and return it; None when all is
+        there."""
+        status = await check_ollama(self.llm, chat_model=self.settings.CHAT_MODEL,
+                                    embed_model=self.settings.EMBED_MODEL, timeout_s=STARTUP_CHECK_TIMEOUT_S)
+        problem = status.problem()
+        if problem is not None:
+            log.warning("%s", problem)
+        return problem
 
     async def sync_commands(self) -> bool:
         """Sync app commands to DEV_GUILD_ID (or globally) when they differ from the last sync.

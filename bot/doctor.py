@@ -7,9 +7,13 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
+import aiohttp
+import discord
+
 from bot.opus import load_opus
 from config import Settings
 from services.chat.llm import LLMClient
+from services.chat.ollama_check import check_ollama as ollama_status
 from services.errors import ServiceError
 from services.knowledge.documents import SUPPORTED_SUFFIXES, list_document_files, suffix_of
 from services.knowledge.index import check_chroma_server
@@ -25,19 +29,56 @@ class Check:
     detail: str
 
 
+DISCORD_CHECK_TIMEOUT_S = 15.0
+NO_MESSAGE_CONTENT = ("the Message Content intent is off, so Discord would stop the bot at start (close code 4014): "
+                      "enable it in the Developer Portal > your application > Bot > Privileged Gateway Intents")
+
+
+async def check_discord(settings: Settings) -> list[Check]:
+    """The token (Discord accepts it) and the application's privileged intents, from its ``flags`` in
+    ``GET /applications/@me``: GATEWAY_MESSAGE_CONTENT (1 << 18) or GATEWAY_MESSAGE_CONTENT_LIMITED (1 << 19) means
+    the Message Content intent the bot asks for is enabled. Without a token, one FIX line saying how to set it;
+    a refused token or an unreachable Discord (within DISCORD_CHECK_TIMEOUT_S), one FIX line saying what to do."""
+    if settings.DISCORD_TOKEN is None:
+        unset = ("not set: the bot runs against the local sandbox; set DISCORD_TOKEN (Developer Portal > Bot > Token) "
+                 "to connect to Discord")
+        return [Check("Discord token", False, unset)]
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        async with asyncio.timeout(DISCORD_CHECK_TIMEOUT_S):
+            await client.login(settings.DISCORD_TOKEN.get_secret_value())
+            application = await client.application_info()
+    except discord.LoginFailure:
+        return [Check("Discord token", False, "Discord refused DISCORD_TOKEN; copy the bot token again from the "
+                                              "Developer Portal > your application > Bot > Token")]
+    except (aiohttp.ClientError, OSError, TimeoutError, discord.HTTPException) as exc:
+        reason = str(exc) or type(exc).__name__
+        return [Check("Discord token", False, f"cannot reach Discord ({reason}); check this machine's network "
+                                              "connection and https://discordstatus.com")]
+    finally:
+        await client.close()
+    flags = application.flags
+    content = flags.gateway_message_content or flags.gateway_message_content_limited
+    return [
+        Check("Discord token", True, f"accepted: the bot is {client.user} (application {application.id})"),
+        Check("Discord intents", content, "the Message Content intent is enabled" if content else NO_MESSAGE_CONTENT),
+    ]
+
+
 async def check_ollama(settings: Settings) -> list[Check]:
+    """Ollama reachable, and the chat and embedding models pulled (each with the command that pulls it)."""
     llm = LLMClient.from_settings(settings)
     try:
-        models = await llm.list_models()
-    except ServiceError as exc:
-        return [Check("Ollama", False, exc.user_message)]
+        status = await ollama_status(llm, chat_model=settings.CHAT_MODEL, embed_model=settings.EMBED_MODEL,
+                                     timeout_s=settings.LLM_TIMEOUT_S)
     finally:
         await llm.close()
-    checks = [Check("Ollama", True, f"reachable at {llm.display_host} ({len(models)} models)")]
-    for role, name in (("chat model", settings.CHAT_MODEL), ("embedding model", settings.EMBED_MODEL)):
-        pulled = any(model == name or model.split(":")[0] == name for model in models)
-        detail = f"`{name}` is pulled" if pulled else f"`{name}` is missing: run `ollama pull {name}`"
-        checks.append(Check(f"Ollama {role}", pulled, detail))
+    if status.error is not None:
+        return [Check("Ollama", False, status.error)]
+    checks = [Check("Ollama", True, f"reachable at {status.host} ({status.model_count} models)")]
+    for model in status.models:
+        detail = f"`{model.name}` is pulled" if model.pulled else f"`{model.name}` is missing: run `{model.fix}`"
+        checks.append(Check(f"Ollama {model.role}", model.pulled, detail))
     return checks
 
 
@@ -119,13 +160,7 @@ def _check_model(part: str, what: str, doing: str, model: LazyModel) -> Check:
 
 async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     """Print one line per part; returns 0 when every part is OK, 1 otherwise."""
-    token = Check(
-        "Discord token",
-        settings.DISCORD_TOKEN is not None,
-        "set" if settings.DISCORD_TOKEN else "not set: the bot runs against the local sandbox; "
-        "set DISCORD_TOKEN (Developer Portal > Bot > Token) to connect to Discord",
-    )
-    checks = [token, *await check_ollama(settings)]
+    checks = [*await check_discord(settings), *await check_ollama(settings)]
     checks.append(await asyncio.to_thread(check_chroma, settings))
     checks.append(await asyncio.to_thread(check_documents, settings))
     checks.append(check_opus())

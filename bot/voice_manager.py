@@ -24,7 +24,7 @@ from bot.opus import load_opus
 from bot.tasks import TaskRegistry
 from bot.voice_session import SpeechRequest, VoiceSession
 from config import Settings
-from services.errors import InvalidInput
+from services.errors import InvalidInput, ServiceError
 from services.speech.tts import Synthesizer
 from services.storage.guild_settings import GuildSettingsStore
 
@@ -68,6 +68,27 @@ class VoiceManager:
         self._sessions: dict[int, VoiceSession] = {}
         self._guild_locks: dict[int, asyncio.Lock] = {}
         self._idle_watch: asyncio.Task[None] | None = None
+        self._voice_load: asyncio.Task[None] | None = None
+
+    def load_voice(self) -> None:
+        """Start loading the voice (Piper, a few seconds of CPU) in a thread, as the tracked task "tts-load", unless
+        it is loaded or loading already; returns at once. Called when the bot joins a voice channel (and at start with
+        VOICE_PRELOAD), so the first /speak does not wait for it. A voice that cannot be loaded is logged here in one
+        line; /speak says it again to whoever asks."""
+        if self._synthesizer.loaded or (self._voice_load is not None and not self._voice_load.done()):
+            return
+        self._voice_load = self._tasks.start(self._load_voice(), name="tts-load")
+
+    @property
+    def voice_loading(self) -> asyncio.Task[None] | None:
+        """The task of the latest ``load_voice`` (done once the voice is loaded or failed to), or None before."""
+        return self._voice_load
+
+    async def _load_voice(self) -> None:
+        try:
+            await asyncio.to_thread(self._synthesizer.load)
+        except ServiceError as exc:
+            log.warning("the voice could not be loaded: %s", exc.user_message)
 
     def start(self) -> None:
         """Start the idle/alone watch (on the bot's event loop); a second call does nothing."""
@@ -91,8 +112,11 @@ class VoiceManager:
     # -- presence ---------------------------------------------------------------------------------------------
 
     async def join(self, channel: VoiceChannel) -> VoiceSession:
-        """Join (or move to) ``channel``; raises InvalidInput when busy elsewhere, OpusUnavailable without opus."""
+        """Join (or move to) ``channel``; raises InvalidInput when busy elsewhere, OpusUnavailable without opus.
+
+        The voice starts loading meanwhile (``load_voice``), if it is not loaded yet."""
         guild = channel.guild
+        self.load_voice()
         await asyncio.to_thread(load_opus)  # OpusUnavailable says how to install it
         async with self._guild_lock(guild.id):
             session = self._sessions.get(guild.id)

@@ -47,7 +47,7 @@ class Forget(commands.GroupCog, group_name="forget", group_description="Delete w
             f"Forgotten: {messages} of your messages and {answers} of my answers to them{kept}{voice}.", ephemeral=True)
 
     @app_commands.command(name="channel", description="Delete this channel's conversation with the assistant (admins).")
-    @member_cooldown("CHAT_COOLDOWN_S")
+    @member_cooldown("SETTINGS_COOLDOWN_S")
     @admin_only()
     async def channel(self, interaction: discord.Interaction) -> None:
         guild_id, channel_id = interaction.guild_id or 0, interaction.channel_id or 0

@@ -77,7 +77,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Chat
             await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="show", description="Show the persona, model and free-channel setting of this channel.")
-    @member_cooldown("CHAT_COOLDOWN_S")
+    @member_cooldown("SETTINGS_COOLDOWN_S")
     @admin_only()
     async def show(self, interaction: discord.Interaction) -> None:
         settings = await self.bot.chat_settings_of(interaction.guild_id, interaction.channel or interaction.channel_id)
@@ -87,7 +87,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Chat
     @app_commands.command(name="persona", description="Set the system prompt the assistant follows (admins).")
     @app_commands.describe(text="How the assistant should behave, e.g. 'You are a pirate. Answer briefly.'",
                            scope="channel: only here (default); guild: the whole server, where no channel sets one")
-    @member_cooldown("CHAT_COOLDOWN_S")
+    @member_cooldown("SETTINGS_COOLDOWN_S")
     @admin_only()
     async def persona(self, interaction: discord.Interaction, text: app_commands.Range[str, 1, 6000],
                       scope: Scope = "channel") -> None:
@@ -97,7 +97,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Chat
     @app_commands.command(name="model", description="Set the Ollama model that answers chat (admins).")
     @app_commands.describe(name="A model Ollama has pulled, e.g. llama3.2",
                            scope="channel: only here (default); guild: the whole server, where no channel sets one")
-    @member_cooldown("CHAT_COOLDOWN_S")
+    @member_cooldown("SETTINGS_COOLDOWN_S")
     @admin_only()
     async def model(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 200],
                     scope: Scope = "channel") -> None:
@@ -125,7 +125,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Chat
 
     @app_commands.command(name="free-channel", description="Answer every message in this channel, no mention needed.")
     @app_commands.describe(enabled="True: answer every message here; False: only mentions and /chat")
-    @member_cooldown("CHAT_COOLDOWN_S")
+    @member_cooldown("SETTINGS_COOLDOWN_S")
     @admin_only()
     async def free_channel(self, interaction: discord.Interaction, enabled: bool) -> None:
         what = ("Free channel on: I will answer every message" if enabled
@@ -134,7 +134,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Chat
 
     @app_commands.command(name="thinking", description="Attach a reasoning model's thinking to its answers (admins).")
     @app_commands.describe(show="True: attach it as a spoiler-marked file; False: drop it (default). Never spoken.")
-    @member_cooldown("CHAT_COOLDOWN_S")
+    @member_cooldown("SETTINGS_COOLDOWN_S")
     @admin_only()
     async def thinking(self, interaction: discord.Interaction, show: bool) -> None:
         what = ("Thinking shown: answers of reasoning models come with their thinking as a spoiler file" if show
@@ -145,7 +145,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Chat
     @app_commands.describe(setting="The setting to reset",
                            scope="channel: this channel's value (default); guild: the server's value")
     @app_commands.choices(setting=FIELD_CHOICES)
-    @member_cooldown("CHAT_COOLDOWN_S")
+    @member_cooldown("SETTINGS_COOLDOWN_S")
     @admin_only()
     async def reset(self, interaction: discord.Interaction, setting: app_commands.Choice[str],
                     scope: Scope = "channel") -> None:

@@ -6,7 +6,6 @@ guild's voice session (``bot/voice_manager.py``: joining, moving, leaving, the i
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 import discord
@@ -29,9 +28,6 @@ class Voice(commands.Cog):
 
     async def cog_load(self) -> None:
         set_max_length(self.speak, "text", self.settings.SPEAK_MAX_CHARS)
-        # Load the voice model now, in a thread, so the first /speak does not wait for it; the bot is ready
-        # long before that finishes.
-        self.bot.tasks.start(asyncio.to_thread(self.bot.synthesizer.load), name="tts-load")
         self.bot.voice_sessions.start()
 
     async def cog_unload(self) -> None:
@@ -85,7 +81,7 @@ class Voice(commands.Cog):
 
     @voice.command(name="autospeak", description="Also speak chat answers in the asker's voice channel (admins).")
     @app_commands.describe(mode="on: speak answers too; off: only write them")
-    @member_cooldown("VOICE_COOLDOWN_S")
+    @member_cooldown("SETTINGS_COOLDOWN_S")
     @admin_only()
     async def autospeak(self, interaction: discord.Interaction, mode: Literal["on", "off"]) -> None:
         enabled = mode == "on"

@@ -5,7 +5,8 @@ Protocol as discord.py uses it:
 - on connect the server sends HELLO (op 10, ``heartbeat_interval`` in ms);
 - HEARTBEAT (op 1) is answered with HEARTBEAT_ACK (op 11);
 - IDENTIFY (op 2) with the right token starts a new session: READY then GUILD_CREATE; a wrong token
-  closes the socket with 4004 (Authentication failed);
+  closes the socket with 4004 (Authentication failed), and intents with a privileged one the application is not
+  granted (``granted_intents``: Message Content unless the sandbox grants it) with 4014 (Disallowed intent(s));
 - RESUME (op 6) re-attaches a known session, replays the dispatches after the client's ``seq`` and sends
   RESUMED; an unknown session gets INVALID_SESSION (op 9, ``d: false``);
 - REQUEST_GUILD_MEMBERS (op 8) is answered with one GUILD_MEMBERS_CHUNK (by ids, by name prefix, or every
@@ -114,8 +115,18 @@ class GatewayHooks:
 class Gateway:
     """The gateway endpoint; ``handle`` is the aiohttp handler for the websocket route."""
 
-    def __init__(self, *, token: str, url: str, hooks: GatewayHooks, heartbeat_interval_ms: int) -> None:
+    def __init__(
+        self, *, token: str, url: str, hooks: GatewayHooks, heartbeat_interval_ms: int,
+        granted_intents: int = guild.PRIVILEGED_INTENTS, application_flags: int | None = None,
+    ) -> None:
+        """``granted_intents``: the privileged intents the application may ask for (bits of
+        ``guild.PRIVILEGED_INTENTS``); ``application_flags``: READY's ``application.flags`` (default: those of an
+        application granted every privileged intent)."""
         self._token = token
+        self._granted_intents = granted_intents
+        self._application_flags = (
+            guild.application_flags(message_content=True) if application_flags is None else application_flags
+        )
         self.url = url  # ws://127.0.0.1:PORT/gateway, also given as resume_gateway_url
         self._hooks = hooks
         self._heartbeat_interval_ms = heartbeat_interval_ms
@@ -222,9 +233,15 @@ class Gateway:
             _log.warning("gateway: IDENTIFY with an invalid token; closing with 4004")
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
+        intents = int(data.get("intents", 0))
+        if intents & guild.PRIVILEGED_INTENTS & ~self._granted_intents:
+            _log.warning("gateway: IDENTIFY asked for intents %#x, not granted to the application (%#x); closing "
+                         "with 4014", intents & guild.PRIVILEGED_INTENTS, self._granted_intents)
+            await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
+            return
         if self.session is not None and self.session.conn is not None and self.session.conn is not conn:
             await self.session.conn.ws.close(code=4000, message=b"replaced by a new session")
-        session = Session(session_id=secrets.token_hex(16), intents=int(data.get("intents", 0)), conn=conn)
+        session = Session(session_id=secrets.token_hex(16), intents=intents, conn=conn)
         self.session = session
         if self._hooks.on_new_session is not None:
             self._hooks.on_new_session()
@@ -235,7 +252,7 @@ class Gateway:
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.url,
-            "application": {"id": str(guild.APPLICATION_ID), "flags": guild.application_payload()["flags"]},
+            "application": {"id": str(guild.APPLICATION_ID), "flags": self._application_flags},
             "private_channels": [],
             "relationships": [],
             "presences": [],

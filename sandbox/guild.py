@@ -104,11 +104,25 @@ EVERYONE_PERMISSIONS = (
 ADMIN_PERMISSIONS = MANAGE_GUILD | MANAGE_MESSAGES
 
 # Gateway intents that change what the sandbox sends.
+INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_VOICE_STATES = 1 << 7
 INTENT_GUILD_PRESENCES = 1 << 8
 INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_GUILD_MESSAGE_REACTIONS = 1 << 10
 INTENT_MESSAGE_CONTENT = 1 << 15
+PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
+"""The privileged intents: an IDENTIFY asking for one the application was not granted is closed with 4014."""
+
+# Application flags saying which privileged intents the Developer Portal grants: the _LIMITED ones are those of an
+# application in fewer than 100 servers (its owner ticks them on the Bot page), as the sandbox's one-guild app is;
+# GATEWAY_MESSAGE_CONTENT (1 << 18) is the approved intent of a verified application in 100 or more.
+APP_FLAG_GATEWAY_PRESENCE_LIMITED = 1 << 13
+APP_FLAG_GATEWAY_GUILD_MEMBERS_LIMITED = 1 << 15
+APP_FLAG_GATEWAY_MESSAGE_CONTENT = 1 << 18
+APP_FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
+
+# Channel types of direct messages (DM, group DM): content there reaches the bot without the Message Content intent.
+DM_CHANNEL_TYPES = (1, 3)
 
 # The bot and the members all "joined" at this fixed time, so payloads are reproducible.
 JOINED_AT = dt.datetime(2024, 1, 1, tzinfo=dt.UTC).isoformat()
@@ -477,8 +491,22 @@ def guild_create_payload(intents: int, voice_states: list[dict[str, Any]] | None
     return data
 
 
-def application_payload() -> dict[str, Any]:
-    """The application object of GET /applications/@me."""
+def granted_intents(*, message_content: bool) -> int:
+    """The privileged intents the application is granted: presences and members always, Message Content when
+    ``message_content``."""
+    return INTENT_GUILD_PRESENCES | INTENT_GUILD_MEMBERS | (INTENT_MESSAGE_CONTENT if message_content else 0)
+
+
+def application_flags(*, message_content: bool) -> int:
+    """The application's ``flags``: the _LIMITED flag of each privileged intent it is granted
+    (``granted_intents``)."""
+    flags = APP_FLAG_GATEWAY_PRESENCE_LIMITED | APP_FLAG_GATEWAY_GUILD_MEMBERS_LIMITED
+    return flags | (APP_FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED if message_content else 0)
+
+
+def application_payload(*, message_content: bool = True) -> dict[str, Any]:
+    """The application object of GET /applications/@me; ``message_content``: whether the Message Content intent
+    is granted (its flag set)."""
     return {
         "id": str(APPLICATION_ID),
         "name": BOT_NAME,
@@ -491,7 +519,7 @@ def application_payload() -> dict[str, Any]:
         "owner": user_payload(MEMBERS["owner"]),
         "team": None,
         "verify_key": "0" * 64,
-        "flags": (1 << 13) | (1 << 15) | (1 << 19),  # presence, members, message content intents enabled
+        "flags": application_flags(message_content=message_content),
         "tags": [],
         "redirect_uris": [],
         "interactions_endpoint_url": None,

@@ -106,17 +106,51 @@ def mentions(content: str, allowed: Mapping[str, Any] | None, reference: StoredM
 
 
 def gateway_message(stored: StoredMessage, intents: int, bot_user_id: int) -> dict[str, Any]:
-    """MESSAGE_CREATE/UPDATE data: the REST object plus guild_id and member, trimmed per ``intents``."""
+    """MESSAGE_CREATE/UPDATE data: the REST object plus guild_id and member, its content blanked as
+    ``as_seen_by_bot`` does when the session's ``intents`` lack MESSAGE_CONTENT."""
     data = {
         **stored.payload,
         "guild_id": str(guild.GUILD_ID),
         "member": guild.member_payload(stored.author, with_user=False),
     }
-    mentioned = any(int(u["id"]) == bot_user_id for u in data["mentions"])
-    privileged = intents & guild.INTENT_MESSAGE_CONTENT
-    if not privileged and not mentioned and stored.author.id != bot_user_id:
-        # Without the MESSAGE_CONTENT intent Discord blanks other people's messages that don't mention us.
+    return as_seen_by_bot(data, stored.channel, content_intent=bool(intents & guild.INTENT_MESSAGE_CONTENT),
+                          bot_user_id=bot_user_id)
+
+
+CONTENT_FIELDS = ("content", "embeds", "attachments", "components")
+"""The message fields Discord empties for an app without the Message Content intent (``poll`` is left out)."""
+
+
+def as_seen_by_bot(
+    payload: dict[str, Any], channel: SimChannel, *, content_intent: bool, bot_user_id: int
+) -> dict[str, Any]:
+    """A message object (REST or gateway) as an app with or without the Message Content intent receives it.
+
+    With the intent, ``payload`` itself. Without it, a copy whose ``content`` is "" and ``embeds``, ``attachments``
+    and ``components`` are [] with ``poll`` omitted, as Discord documents (gateway "Message Content Intent"), except
+    for the documented exceptions: a message the app sent, one in a DM with the app (``channel``'s type), and one
+    in which the app is mentioned (in ``mentions``, which includes the author of a message replied to with a ping).
+    The ``referenced_message`` inside is treated the same way, on its own.
+    """
+    if content_intent:
+        return payload
+    in_dm = channel.type in guild.DM_CHANNEL_TYPES
+    return _blank_unless_exempt(payload, in_dm=in_dm, bot_user_id=bot_user_id)
+
+
+def _blank_unless_exempt(message: dict[str, Any], *, in_dm: bool, bot_user_id: int) -> dict[str, Any]:
+    data = dict(message)
+    exempt = (
+        in_dm
+        or int(data["author"]["id"]) == bot_user_id
+        or any(int(user["id"]) == bot_user_id for user in data.get("mentions") or [])
+    )
+    if not exempt:
         data.update(content="", embeds=[], attachments=[], components=[])
+        data.pop("poll", None)
+    if data.get("referenced_message"):
+        data["referenced_message"] = _blank_unless_exempt(data["referenced_message"], in_dm=in_dm,
+                                                          bot_user_id=bot_user_id)
     return data
 
 

@@ -197,6 +197,11 @@ class Playground:
         """A human-only status line (nothing in json mode)."""
         self._show({"event": "note", "text": text})
 
+    def warn(self, text: str) -> None:
+        """A line about the bot's own set-up (e.g. Ollama lacking a model): ``!! text``, or in json mode
+        ``{"event": "warning", "text": text}``; it does not change the exit code."""
+        self._show({"event": "warning", "text": text})
+
     def usage(self, line: str, message: str) -> None:
         self.usage_errors += 1
         self._show({"event": "usage_error", "line": line, "message": message})
@@ -207,6 +212,8 @@ class Playground:
             return [f"-- {guild.BOT_NAME} is connected to {guild.GUILD_NAME}; type help for the syntax"]
         if kind == "usage_error":
             return [f"!! {ev['message']}"]
+        if kind == "warning":
+            return [f"!! {ev['text']}"]
         if kind == "help":
             return list(ev["lines"])
         if kind == "resumed":

@@ -6,6 +6,8 @@ it: content over 2000 characters and embed limits (50035), an empty message (500
 twice (40060) or after its deadline (10062), unknown message/channel/webhook (10008/10003/10015), a file over
 the upload limit (40005), editing someone else's message (50005), deleting it without permission (50013).
 Unknown routes get ``404 {"message": "404: Not Found", "code": 0}``, are logged and become error events too.
+Messages are returned as the application may see them: without the Message Content intent, with blank content
+(``Sandbox.rest_message``), and ``GET /applications/@me`` says which privileged intents it is granted (``flags``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class RestBackend(Protocol):
     @property
     def interaction_deadline_s(self) -> float: ...
     @property
+    def message_content_intent(self) -> bool: ...
+    @property
     def gateway_url(self) -> str: ...
     @property
     def gateway(self) -> Gateway: ...
@@ -104,6 +108,7 @@ class RestBackend(Protocol):
     def record_error(self, route: str, code: int, message: str) -> None: ...
     def store_upload(self, channel: guild.SimChannel, upload: Upload) -> dict[str, Any]: ...
     def store_commands(self, guild_id: int | None, payload: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+    def rest_message(self, stored: StoredMessage) -> dict[str, Any]: ...
 
     async def create_message(
         self,
@@ -284,7 +289,7 @@ class RestApi:
         return json_response({"url": self.sb.gateway_url, "shards": 1, "session_start_limit": limit})
 
     async def get_application(self, request: web.Request) -> web.Response:
-        return json_response(guild.application_payload())
+        return json_response(guild.application_payload(message_content=self.sb.message_content_intent))
 
     def _check_app_and_guild(self, request: web.Request) -> int | None:
         if self._snowflake(request, "app_id") != self.sb.application_id:
@@ -377,7 +382,7 @@ class RestApi:
         before = int(request.query.get("before", 0)) or None
         after = int(request.query.get("after", 0)) or None
         found = [
-            m.payload
+            self.sb.rest_message(m)
             for m in reversed(self.sb.messages.values())
             if m.channel.id == channel.id
             and not (m.deleted or m.ephemeral or m.loading)
@@ -404,10 +409,10 @@ class RestApi:
                     raise form_error("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
         attachments = self._attachments(channel, data, uploads, None) or []
         stored = await self.sb.create_message(guild.BOT, channel, data, attachments, reference=reference)
-        return json_response(stored.payload)
+        return json_response(self.sb.rest_message(stored))
 
     async def get_message(self, request: web.Request) -> web.Response:
-        return json_response(self._message(request, self._channel(request)).payload)
+        return json_response(self.sb.rest_message(self._message(request, self._channel(request))))
 
     async def patch_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
@@ -419,7 +424,7 @@ class RestApi:
         count = len(attachments) if attachments is not None else len(stored.payload["attachments"])
         validate_message(data, count, base=stored.payload)
         await self.sb.edit_message(stored, data, attachments)
-        return json_response(stored.payload)
+        return json_response(self.sb.rest_message(stored))
 
     async def delete_message(self, request: web.Request) -> web.Response:
         stored = self._message(request, self._channel(request))
@@ -609,12 +614,12 @@ class RestApi:
             )
             record.message_ids.append(stored.id)
         if request.query.get("wait", "").lower() in ("1", "true"):
-            return json_response(stored.payload)
+            return json_response(self.sb.rest_message(stored))
         return web.Response(status=204)
 
     async def get_webhook_message(self, request: web.Request) -> web.Response:
         record = self._interaction_by_token(request)
-        return json_response(self._webhook_message(request, record).payload)
+        return json_response(self.sb.rest_message(self._webhook_message(request, record)))
 
     async def patch_webhook_message(self, request: web.Request) -> web.Response:
         record = self._interaction_by_token(request)
@@ -624,7 +629,7 @@ class RestApi:
         count = len(attachments) if attachments is not None else len(stored.payload["attachments"])
         validate_message(data, count, base=None if stored.loading else stored.payload)
         await self.sb.edit_message(stored, data, attachments)
-        return json_response(stored.payload)
+        return json_response(self.sb.rest_message(stored))
 
     async def delete_webhook_message(self, request: web.Request) -> web.Response:
         record = self._interaction_by_token(request)

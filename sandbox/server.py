@@ -75,8 +75,11 @@ class Sandbox:
     later callback gets 404 code 10062 "Unknown interaction" and an error event. ``dave``: voice is end-to-end
     encrypted (DAVE protocol version 1), as Discord requires since March 2026; False runs version 0.
     ``record_dir``: a folder (created if missing) where each talk spurt the voice server receives is also written as
-    a WAV file, named in its ``voice_audio`` event's ``file``. Raises SandboxError when ``record_dir`` cannot be a
-    folder.
+    a WAV file, named in its ``voice_audio`` event's ``file``. ``message_content_intent``: whether the application
+    is granted the privileged Message Content intent (its Developer Portal toggle); without it, as on Discord, an
+    IDENTIFY asking for it is closed with 4014, the application's flags lack it, and messages reach the bot (REST
+    and gateway) with blank content unless it sent them, they mention it or they are DMs
+    (``messages.as_seen_by_bot``). Raises SandboxError when ``record_dir`` cannot be a folder.
     """
 
     def __init__(
@@ -86,8 +89,10 @@ class Sandbox:
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
         dave: bool = True,
         record_dir: str | Path | None = None,
+        message_content_intent: bool = True,
     ):
         self.interaction_deadline_s = interaction_deadline_s
+        self.message_content_intent = message_content_intent
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self.dave = dave
         self.record_dir = Path(record_dir).expanduser() if record_dir is not None else None
@@ -151,7 +156,9 @@ class Sandbox:
             threads=lambda: [thread_payload(t) for t in self.threads.values() if not (t.archived or t.deleted)],
         )
         self._gateway = Gateway(
-            token=self.bot_token, url=self.gateway_url, hooks=hooks, heartbeat_interval_ms=self._heartbeat_interval_ms
+            token=self.bot_token, url=self.gateway_url, hooks=hooks, heartbeat_interval_ms=self._heartbeat_interval_ms,
+            granted_intents=guild.granted_intents(message_content=self.message_content_intent),
+            application_flags=guild.application_flags(message_content=self.message_content_intent),
         )
         _log.info(
             "sandbox Discord listening on %s (voice: wss://%s, UDP %s, DAVE %s)",
@@ -832,6 +839,13 @@ class Sandbox:
         if not stored.ephemeral and not stored.loading:
             data = {"id": str(stored.id), "channel_id": str(stored.channel.id), "guild_id": str(guild.GUILD_ID)}
             await self._dispatch("MESSAGE_DELETE", data)
+
+    def rest_message(self, stored: StoredMessage) -> dict[str, Any]:
+        """``stored`` as REST returns it to the bot: blanked per ``messages.as_seen_by_bot`` when the application
+        lacks the Message Content intent (REST follows the application's grant; the gateway, the session's
+        intents)."""
+        return messages.as_seen_by_bot(stored.payload, stored.channel, content_intent=self.message_content_intent,
+                                       bot_user_id=self.bot_user_id)
 
     def _gateway_message(self, stored: StoredMessage) -> dict[str, Any]:
         return messages.gateway_message(stored, self.gateway.intents, self.bot_user_id)

@@ -55,3 +55,12 @@ async def test_unreachable_discord_ends_in_one_line_and_exit_code_1(tmp_path, mo
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("error: cannot reach Discord") and err.count("\n") == 1 and TOKEN not in err
+
+
+def test_the_refused_intents_line_names_each_privileged_intent_asked_for():
+    intents = discord.Intents.default()
+    intents.message_content = intents.members = True
+    line = main.privileged_intents_line(intents)
+    assert line.startswith("error: Discord refused the Message Content intent and the Server Members intent")
+    assert "enable them in the Developer Portal > your application > Bot > Privileged Gateway Intents" in line
+    assert "\n" not in line

@@ -70,3 +70,29 @@ async def test_interactive_json_prints_ready_and_shows_the_interrupted_edit_afte
     assert process.returncode == 0, stderr[-2000:]
     [edit] = interrupted_edits(seen)
     assert edit.startswith("token0 token1 token2 token3 token4 token5")
+
+
+async def test_without_the_message_content_intent_the_playground_exits_1_with_one_line(tmp_path, ollama):
+    script = tmp_path / "hello.txt"
+    script.write_text("@bot hello\n")
+    seen: list[dict[str, Any]] = []
+    async with playground(tmp_path, ollama.url, "--no-message-content-intent", "--script", str(script)) as process:
+        stderr = await finish(process, seen)
+    assert process.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr
+    [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert "Message Content intent" in line and "Developer Portal" in line and "Privileged Gateway Intents" in line
+    assert stderr.endswith(line + "\n")  # the last thing printed
+    assert not [e for e in seen if e["event"] == "ready"]
+
+
+async def test_the_playground_prints_what_ollama_lacks(tmp_path, ollama: FakeOllama):
+    ollama.models = ["llama3.2"]
+    script = tmp_path / "wait.txt"
+    script.write_text("wait 2\n")
+    seen: list[dict[str, Any]] = []
+    async with playground(tmp_path, ollama.url, "--script", str(script)) as process:
+        stderr = await finish(process, seen)
+    assert process.returncode == 0, stderr[-2000:]
+    [warning] = [e for e in seen if e["event"] == "warning"]
+    assert warning["text"].endswith("run `ollama pull nomic-embed-text`.")

@@ -38,7 +38,7 @@ def display_host(host: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _normalize_model(name: str) -> str:
+def normalize_model(name: str) -> str:
     """``"llama3.2"`` -> ``"llama3.2:latest"``, as Ollama resolves it; the tag is after the last ``/``."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
@@ -244,8 +244,8 @@ class LLMClient:
 
         Raises BackendUnavailable like ``list_models``.
         """
-        wanted = _normalize_model(name)
-        return any(_normalize_model(listed) == wanted for listed in await self.list_models())
+        wanted = normalize_model(name)
+        return any(normalize_model(listed) == wanted for listed in await self.list_models())
 
     async def capabilities(self, name: str) -> list[str]:
         """What model ``name`` can do, from ``/api/show``: e.g. ``["completion", "tools"]`` for a chat model,
@@ -262,7 +262,7 @@ class LLMClient:
     async def supports_thinking(self, name: str) -> bool:
         """Whether model ``name`` has the "thinking" capability (``/api/show``), i.e. accepts ``think: true``;
         asked once per model, then remembered. Raises like ``capabilities``."""
-        key = _normalize_model(name)
+        key = normalize_model(name)
         if key not in self._thinks:
             self._thinks[key] = "thinking" in await self.capabilities(name)
         return self._thinks[key]

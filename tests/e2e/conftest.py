@@ -38,6 +38,7 @@ def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings
         "CHAT_COOLDOWN_S": 0,
         "DOCS_COOLDOWN_S": 0,
         "ADMIN_COOLDOWN_S": 0,
+        "SETTINGS_COOLDOWN_S": 0,
         "LLM_TIMEOUT_S": 5,
         "SHUTDOWN_TIMEOUT_S": 5,
         "VOICE_COOLDOWN_S": 0,

@@ -59,6 +59,19 @@ async def test_speak_sends_audio_matching_the_synthesized_duration(make_harness)
     assert harness.sandbox.errors == []
 
 
+async def test_the_voice_starts_loading_when_the_bot_joins(make_harness, tmp_path):
+    # Its own voice (not the test session's shared one, loaded already): nothing loads it before the /join.
+    harness = await make_harness(MODELS_DIR=tmp_path / "own-models")
+    assert not harness.bot.synthesizer.loaded and "tts-load" not in harness.bot.tasks.running
+    await harness.sandbox.join_voice("alice", "Lounge")
+    _, events = await harness.answer("alice", "join")
+    assert ephemeral_replies(events)[-1].startswith("Joined"), events
+    loading = harness.bot.voice_sessions.voice_loading
+    assert loading is not None
+    await asyncio.wait_for(asyncio.shield(loading), timeout=45)  # a few seconds of CPU for Piper, in a thread
+    assert harness.bot.synthesizer.loaded
+
+
 async def test_queued_requests_play_in_order_without_overlap(make_harness):
     harness = await joined(make_harness)
     short, long = "One.", "This second request is much longer than the first one, so it plays for longer."
