@@ -91,7 +91,7 @@ class EngineTimings:
     prompt_tokens: the prompt's tokens; cached_tokens: those taken from the KV cache; read_tokens: those the
     engine read (evaluated) for this request; prompt_ms: llama.cpp's time reading them; ttft_ms: from the request's
     arrival at the stand-in to the first answer token it sent; answer_tokens: tokens generated; finished: False when
-    the client went away before the end (the engine was then stopped).
+    the client went away before the end (the engine was then stopped); answer: the text generated and sent.
     """
 
     prompt_tokens: int
@@ -101,6 +101,7 @@ class EngineTimings:
     ttft_ms: float | None
     answer_tokens: int
     finished: bool
+    answer: str
 
 
 def _start_engine(model: Path, context_tokens: int, slots: int, threads: int) -> Any:
@@ -124,19 +125,24 @@ class LlamaOllama(FakeOllama):
 
     context_tokens: each slot's context window; slots: requests the engine serves at once, each with its own KV
     cache (Ollama's OLLAMA_NUM_PARALLEL; llama.cpp gives a request the slot whose cache shares most of its prompt);
-    threads: CPU threads; max_answer_tokens: the longest answer, unless ``options.num_predict`` asks for fewer.
+    threads: CPU threads (one by default: a model this small generates as fast on one, and the bot's Whisper and
+    Piper keep the other core of a 2-core machine; llama.cpp's threads spin, so more threads than free cores starve
+    everything else); max_answer_tokens: the longest answer, unless ``options.num_predict`` asks for fewer;
+    ignore_eos: answers run to max_answer_tokens (for a test that needs the engine busy for a while).
 
     Tests and benchmarks read ``timings`` (``EngineTimings`` per chat request, in order), ``reloads`` and
     ``engine_busy()`` besides what ``FakeOllama`` records.
     """
 
-    def __init__(self, *, context_tokens: int = 4096, slots: int = 1, threads: int = 2,
-                 max_answer_tokens: int = 96, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, context_tokens: int = 4096, slots: int = 1, threads: int = 1,
+                 max_answer_tokens: int = 96, ignore_eos: bool = False, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         super().__init__(models=(MODEL_NAME,), host=host, port=port, thinking_models=())
         self.context_tokens = context_tokens
         self.slots = slots
         self.threads = threads
         self.max_answer_tokens = max_answer_tokens
+        self.ignore_eos = ignore_eos
         self.timings: list[EngineTimings] = []
         self.reloads = 0
         self._num_ctx: int | None = None
@@ -212,6 +218,7 @@ class LlamaOllama(FakeOllama):
             else self.max_answer_tokens,
             "temperature": options.get("temperature", 0.0),
             "seed": options.get("seed", 0),
+            "ignore_eos": self.ignore_eos,
         }
         if options.get("stop"):
             request["stop"] = options["stop"]
@@ -269,7 +276,8 @@ class LlamaOllama(FakeOllama):
         self.timings.append(EngineTimings(
             prompt_tokens=int(usage.get("prompt_tokens", read + cached)), cached_tokens=cached, read_tokens=read,
             prompt_ms=float(timings.get("prompt_ms", 0.0)), ttft_ms=state["ttft_ms"],
-            answer_tokens=int(timings.get("predicted_n", len(state["text"]))), finished=finished))
+            answer_tokens=int(timings.get("predicted_n", len(state["text"]))), finished=finished,
+            answer="".join(state["text"])))
         if not finished:
             return response
         final = {
