@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     EMBED_MODEL: str = Field("nomic-embed-text", min_length=1, description="Ollama model used for document embeddings.")
     LLM_TIMEOUT_S: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for Ollama to connect or send the next token.")
     LLM_NUM_CTX: int = Field(8192, ge=512, le=1_048_576, description="Context window (tokens) passed as options.num_ctx on every request.")
-    LLM_KEEP_ALIVE: str = Field("5m", description="How long Ollama keeps the model loaded after a request (e.g. 5m, 1h, -1).")
+    LLM_KEEP_ALIVE: str = Field("30m", description="How long Ollama keeps the model loaded after a request (e.g. 30m, 1h, -1 = always). Unloading also empties its prompt cache, so the next question is read whole again: on a CPU-only machine, keep it longer than your server's quiet spells.")
     LLM_MAX_CONCURRENCY: int = Field(1, ge=1, le=256, description="Chat answers requested from Ollama at once; set it to Ollama's OLLAMA_NUM_PARALLEL (default 1). The others wait in the bot's fair queue (members take turns, voice first).")
     LLM_QUEUE_MAX: int = Field(25, ge=0, le=10_000, description="Requests that may wait for the model across the bot; more are refused with 'try again in a few minutes' (0: refuse while LLM_MAX_CONCURRENCY answers are being written).")
     LLM_QUEUE_FAIR: bool = Field(True, description="Serve waiting members in turn (round robin) so one member's backlog never delays the others; false serves in arrival order, as Ollama does.")
