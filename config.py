@@ -109,6 +109,7 @@ class Settings(BaseSettings):
 
     # Lifecycle
     SHUTDOWN_TIMEOUT_S: float = Field(10.0, gt=0, le=300, description="Seconds allowed for a clean shutdown before tasks are abandoned.")
+    SHUTDOWN_GRACE_S: float = Field(10.0, ge=0, le=300, description="At shutdown (SIGTERM, Ctrl-C), seconds the answers the model already works on may take to finish before they are cut and marked interrupted; questions still waiting for the model are kept for after the restart. Comes before SHUTDOWN_TIMEOUT_S.")
     LOG_LEVEL: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level: DEBUG, INFO, WARNING or ERROR.")
 
     @field_validator("ADMIN_ROLE_IDS", mode="before")

@@ -64,7 +64,8 @@ def setup_logging(settings: Settings) -> None:
 
 
 async def serve(bot: Any, token: str, foreground: Coroutine[Any, Any, int] | None = None) -> int:
-    """Run ``bot`` until it stops, ``foreground`` ends, or SIGINT/SIGTERM; then shut down within the deadline.
+    """Run ``bot`` until it stops, ``foreground`` ends, or SIGINT/SIGTERM; then shut down within the deadlines
+    (SHUTDOWN_GRACE_S for the answers under way, then SHUTDOWN_TIMEOUT_S).
 
     Returns the exit code: ``foreground``'s result, else 0 after a signal or a clean stop.
     """
@@ -90,9 +91,10 @@ async def serve(bot: Any, token: str, foreground: Coroutine[Any, Any, int] | Non
         if front is not None and not front.done():
             front.cancel()  # no new input; the playground's printer runs on until its own block ends
         try:
-            await asyncio.wait_for(bot.close(), timeout=bot.settings.SHUTDOWN_TIMEOUT_S)
+            # The grace period for answers under way, then the deadline for the rest (bot.client.AssistantBot.close).
+            await asyncio.wait_for(bot.close(), timeout=bot.settings.SHUTDOWN_GRACE_S + bot.settings.SHUTDOWN_TIMEOUT_S)
         except TimeoutError:
-            log.error("shutdown took longer than SHUTDOWN_TIMEOUT_S; exiting anyway")
+            log.error("shutdown took longer than SHUTDOWN_GRACE_S + SHUTDOWN_TIMEOUT_S; exiting anyway")
         for task in waiters:
             task.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)

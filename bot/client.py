@@ -5,7 +5,8 @@ others still load), syncs the application commands when they changed, and once r
 from before the last shutdown (``bot/kept_questions.py``). Meanwhile, in the background, it checks that Ollama answers
 and has the chat and embedding models (``startup_check``: one warning line with the command that fixes what is
 missing; the bot starts either way), and with VOICE_PRELOAD loads the voice. ``close`` shuts down in order:
-refuse new commands, cancel and await running work, close the services, then disconnect.
+refuse new commands, let the answers the model already works on finish (SHUTDOWN_GRACE_S), cancel and await the rest
+of the running work (what still waited for the model is kept), close the services, then disconnect.
 """
 
 from __future__ import annotations
@@ -211,7 +212,9 @@ class AssistantBot(commands.Bot):
         return await self.tasks.start(coro, name=name, awaited=True)
 
     async def close(self) -> None:
-        """Shut down in order, within SHUTDOWN_TIMEOUT_S; safe to call more than once."""
+        """Shut down in order: stop taking new work, let the answers the model started on finish (within
+        SHUTDOWN_GRACE_S), then cancel and await the rest and close the services (within SHUTDOWN_TIMEOUT_S); safe to
+        call more than once."""
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close(), name="bot-close")
         await asyncio.shield(self._closing)
@@ -219,8 +222,19 @@ class AssistantBot(commands.Bot):
     async def _close(self) -> None:
         self.shutting_down = True
         deadline = self.settings.SHUTDOWN_TIMEOUT_S
-        log.info("shutting down: waiting up to %.1f s for running work", deadline)
+        # The model is asked nothing more; what it already works on may finish within the grace period. What still
+        # waits for it is cancelled below, which keeps it for after the restart.
+        self.llm_queue.close()
         await self.voice_sessions.close(timeout_s=deadline * 0.1)
+        answering = self.llm_queue.answering
+        if answering:
+            grace = self.settings.SHUTDOWN_GRACE_S
+            log.info("shutting down: letting %d answers under way finish, up to %.1f s", len(answering), grace)
+            _, late = await asyncio.wait(answering, timeout=grace) if grace > 0 else (set(), answering)
+            if late:
+                log.warning("%d answers were not finished within SHUTDOWN_GRACE_S (%.1f s): they end marked"
+                            " interrupted", len(late), grace)
+        log.info("shutting down: waiting up to %.1f s for running work", deadline)
         await self.tasks.shutdown(timeout_s=deadline * 0.5)
         closers = [("database", self.database.close), ("index", self.index.close), ("llm", self.llm.close)]
         if self._owns_transcriber:

@@ -196,3 +196,21 @@ async def test_a_refused_stream_closes_the_llm_stream_it_was_given():
         with pytest.raises(LLMQueueFull):
             await anext(queue.stream(deltas(), member_id=2))
     assert not started.is_set()  # the request never reached the model
+
+
+async def test_a_closed_queue_lets_the_answers_under_way_finish_and_grants_no_more_slots():
+    queue = LLMQueue(max_concurrency=1, max_waiting=5)
+    crowd, release = Crowd(queue), asyncio.Event()
+    await crowd.send("answering", 1, hold=release)
+    await crowd.send("waiting", 2)
+    queue.close()
+    assert queue.answering == {crowd.tasks["answering"]}
+    release.set()
+    await crowd.tasks["answering"]
+    await asyncio.sleep(0.05)
+    assert crowd.served == ["answering"] and not crowd.tasks["waiting"].done()  # its slot is not given on
+    assert queue.answering == set() and queue.running == 0
+    crowd.tasks["waiting"].cancel()  # shutdown cancels what waits (the bot keeps it for after the restart)
+    with contextlib.suppress(asyncio.CancelledError):
+        await crowd.tasks["waiting"]
+    assert queue.waiting == 0

@@ -14,6 +14,8 @@ who comes after. The waiting happens here instead, where it can be fair:
   at most once per ``notice_interval_s``. ``ahead`` counts the requests being answered plus those that will be
   served before it.
 - A request cancelled while waiting leaves the queue at once; one cancelled while running frees its slot at once.
+- At shutdown ``close()`` stops granting slots: the requests holding one go on (``answering`` names their tasks, so
+  the bot can let them finish), those waiting wait until they are cancelled.
 
 Embeddings do not go through this queue: Ollama serves them on the embedding model's own runner, with its own
 parallel slots, so they never hold up a chat answer (and indexing must not wait behind a crowd's questions).
@@ -29,6 +31,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 from services.errors import ServiceError
 
@@ -78,6 +81,8 @@ class LLMQueue:
         self.fair = fair
         self.notice_interval_s = notice_interval_s
         self.running = 0
+        self.closed = False
+        self._holders: set[asyncio.Task[Any]] = set()  # the tasks holding a slot
         # Per priority: the rotation of members (first = next served) and each one's waiting requests, in order.
         self._waiting: dict[Priority, OrderedDict[int, deque[_Entry]]] = {p: OrderedDict() for p in Priority}
         self._arrivals = itertools.count()
@@ -86,6 +91,15 @@ class LLMQueue:
     def waiting(self) -> int:
         """Requests waiting for a slot."""
         return sum(len(entries) for members in self._waiting.values() for entries in members.values())
+
+    @property
+    def answering(self) -> set[asyncio.Task[Any]]:
+        """The tasks holding a slot now (a copy): the answers the model has started on or is about to."""
+        return set(self._holders)
+
+    def close(self) -> None:
+        """Grant no more slots (shutdown): requests holding one go on; waiting and new ones wait until cancelled."""
+        self.closed = True
 
     @contextlib.asynccontextmanager
     async def slot(self, member_id: int, *, priority: Priority = Priority.TEXT,
@@ -96,7 +110,7 @@ class LLMQueue:
         wait (and leaves the queue) and propagates. Raises LLMQueueFull, taking nothing, when ``max_waiting``
         requests already wait.
         """
-        if self.running < self.max_concurrency and not self.waiting:
+        if not self.closed and self.running < self.max_concurrency and not self.waiting:
             self.running += 1
         else:
             if self.waiting >= self.max_waiting:
@@ -113,9 +127,13 @@ class LLMQueue:
                 else:
                     self._remove(entry)
                 raise
+        holder = asyncio.current_task()
+        if holder is not None:
+            self._holders.add(holder)
         try:
             yield
         finally:
+            self._holders.discard(holder)  # type: ignore[arg-type]
             self._release()
 
     async def stream(self, deltas: AsyncGenerator[str, None], *, member_id: int,
@@ -145,7 +163,7 @@ class LLMQueue:
 
     def _release(self) -> None:
         self.running -= 1
-        while self.running < self.max_concurrency:
+        while not self.closed and self.running < self.max_concurrency:
             entry = self._pop_next()
             if entry is None:
                 break

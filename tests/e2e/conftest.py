@@ -41,6 +41,7 @@ def make_settings(tmp_path: Path, ollama_url: str, **overrides: Any) -> Settings
         "SETTINGS_COOLDOWN_S": 0,
         "LLM_TIMEOUT_S": 5,
         "SHUTDOWN_TIMEOUT_S": 5,
+        "SHUTDOWN_GRACE_S": 1,  # a test that leaves an answer streaming does not wait 10 s for it at the end
         "VOICE_COOLDOWN_S": 0,
         "MODELS_DIR": tmp_path / "models",
     }
