@@ -140,3 +140,20 @@ async def test_spoken_questions_go_first_in_the_fair_queue(answering: Answering,
     waiting.append(asyncio.create_task(ask("voice", voice)))
     await asyncio.gather(holder, *waiting)
     assert order == ["first", "voice", "text"]
+
+
+async def test_past_its_budget_a_conversations_prompt_keeps_its_beginning_for_several_turns(
+        answering: Answering, ollama: FakeOllama):
+    answering.settings.HISTORY_TOKEN_BUDGET = 100  # about four exchanges of the 25-token turns below
+    ollama.responder = lambda body: "An answer of about fifteen tokens, long enough to fill the budget soon."
+    prompts: list[list[str]] = []
+    for turn in range(12):
+        prepared = await answering.prepare(Question(f"Question number {turn}, asked by the member.", TEXT))
+        prompts.append([m["content"] for m in prepared.messages])
+        await answering.deliver(prepared, shown)
+    # A turn whose prompt does not begin with the whole previous prompt (bar its question) makes the model's server
+    # read it again: with one message dropped a turn, every turn from the 5th on would.
+    shifted = [turn for turn, (before, after) in enumerate(zip(prompts, prompts[1:], strict=False), start=1)
+               if after[: len(before) - 1] != before[:-1]]
+    assert 1 <= len(shifted) <= 3, shifted
+    assert all(sum(len(text) for text in prompt[1:-1]) <= 4 * 100 for prompt in prompts)  # within the budget

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,11 +88,10 @@ class History(Protocol):
 class MemoryHistory(deque[HistoryMessage]):
     """A voice channel's conversation kept in memory when voice transcripts are not stored: the messages, oldest
     first, at most ``maxlen`` (oldest dropped first), gone when the bot leaves. The interface of ``ConversationStore``
-    besides; the channel id is that of its one channel and not checked. Messages get increasing ids, as rows do."""
+    besides; the channel id is that of its one channel and not checked. Messages get increasing ids, as rows do,
+    unique in the process (a new session's messages are never taken for an old one's)."""
 
-    def __init__(self, messages: Iterable[HistoryMessage] = (), maxlen: int | None = None) -> None:
-        super().__init__(messages, maxlen)
-        self._ids = itertools.count(1)
+    _ids = itertools.count(1)
 
     async def history(self, channel_id: int, limit: int = 200) -> list[HistoryMessage]:
         return list(self)[-limit:]
