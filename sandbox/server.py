@@ -52,6 +52,7 @@ from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
 from .guild import SimChannel, SimUser, UnknownName
 from .interactions import build_options, find_component, interaction_payload, mark_focused, read_upload
 from .model import UPLOAD_LIMIT_BYTES, Event, InteractionRecord, InvokeHandle, SandboxError, StoredMessage, Upload
+from .ratelimits import RateLimiter, RateLimitSettings
 from .rest import RestApi
 from .threads import PUBLIC_THREAD, THREAD_NAME_MAX, SimThread, thread_channel, thread_delete_payload, thread_payload
 from .voice.server import SandboxVoice, VoiceHooks, VoiceRefused
@@ -75,8 +76,10 @@ class Sandbox:
     later callback gets 404 code 10062 "Unknown interaction" and an error event. ``dave``: voice is end-to-end
     encrypted (DAVE protocol version 1), as Discord requires since March 2026; False runs version 0.
     ``record_dir``: a folder (created if missing) where each talk spurt the voice server receives is also written as
-    a WAV file, named in its ``voice_audio`` event's ``file``. Raises SandboxError when ``record_dir`` cannot be a
-    folder.
+    a WAV file, named in its ``voice_audio`` event's ``file``. ``rate_limits``: Discord's HTTP rate limits
+    (``sandbox.ratelimits``): True (the default) applies the default ``RateLimitSettings``, False none, or the
+    settings to apply; ``Sandbox.rate_limits`` is the limiter (its ``settings`` can be changed at any time; its
+    ``served_429`` and ``hits`` are the 429s served). Raises SandboxError when ``record_dir`` cannot be a folder.
     """
 
     def __init__(
@@ -86,8 +89,12 @@ class Sandbox:
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
         dave: bool = True,
         record_dir: str | Path | None = None,
+        rate_limits: RateLimitSettings | bool = True,
     ):
         self.interaction_deadline_s = interaction_deadline_s
+        if isinstance(rate_limits, bool):
+            rate_limits = RateLimitSettings(enabled=rate_limits)
+        self.rate_limits = RateLimiter(rate_limits)
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self.dave = dave
         self.record_dir = Path(record_dir).expanduser() if record_dir is not None else None
