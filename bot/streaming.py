@@ -190,6 +190,14 @@ class StreamedReply:
         """Show ``content`` alone in the first message (a queue notice, an error); the answer replaces it."""
         await self._show_part(0, content)
 
+    async def show_update(self, content: str) -> None:
+        """Like ``show``, for an update that a later one supersedes (a place in a queue that keeps changing): made
+        only when the budget has room for it as for an edit on the way, else skipped (never waits)."""
+        if self._budget is not None and self._messages and not self._budget.allows(1):
+            self.placed.set()
+            return
+        await self._show_part(0, content)
+
     async def update(self, *, final: bool, suffix: str = "") -> None:
         """Bring the messages up to date with the text (+ ``suffix``); ``final`` drops the cursor.
 
