@@ -229,8 +229,10 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
             nonlocal last_edit, reached
             reached = state
             now = time.monotonic()
-            if now - last_edit < interval or (budget is not None and not budget.allows(1)):
-                return  # the next progress shows this one's count too; the report always comes
+            if budget is not None and (now - last_edit < budget.gap_s() or not budget.allows(1)):
+                return  # the bucket's pace (bot/ratelimits.py): a later progress shows this one's count too
+            if now - last_edit < interval:
+                return
             last_edit = now
             if budget is not None:
                 budget.spend(1)
@@ -248,7 +250,9 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
         except asyncio.CancelledError:
             # Shutdown: without this the reply would show "Indexing… 21/61 files" for good.
             note = format_interrupted(reports, scope, reached, full=full, shutting_down=self.bot.shutting_down)
-            await edit_after_cancel(lambda: interaction.edit_original_response(content=note), "an interrupted reload")
+            room_s = budget.seconds_to_room(1) if budget is not None else 0.0
+            await edit_after_cancel(lambda: interaction.edit_original_response(content=note), "an interrupted reload",
+                                    room_s=room_s)
             raise
         return reports
 
