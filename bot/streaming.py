@@ -96,12 +96,14 @@ class StreamedReply:
     keep: None, or ``async () -> bool`` that stores the question to be answered after a restart (True when kept);
     called by ``finish_interrupted`` for a question cancelled before it reached the model.
     budget: None (edits throttled by ``interval_s`` alone), or the rate-limit budget of the bucket the messages are
-    sent and edited in (see the module docstring).
+    edited in (see the module docstring); create_budget: the bucket new messages are sent in, when it is another
+    (a channel's; an interaction's webhook has one bucket for both).
     """
 
     def __init__(self, send_first: SendFirst, send_more: SendMore, *, interval_s: float,
-                 budget: EditBudget | None = None) -> None:
+                 budget: EditBudget | None = None, create_budget: EditBudget | None = None) -> None:
         self._clock = budget.clock if budget is not None else time.monotonic
+        self._create_budget = create_budget if budget is not None else None
         self._send_first = send_first
         self._send_more = send_more
         self._interval_s = interval_s
@@ -119,8 +121,9 @@ class StreamedReply:
     async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
         """Append every delta of ``deltas``, updating the messages as allowed (the interval, and the budget: see the
         module docstring); returns the full text."""
-        streaming = self._budget.streaming() if self._budget is not None else contextlib.nullcontext()
-        with streaming:
+        with contextlib.ExitStack() as streaming:
+            for budget in {id(b): b for b in (self._budget, self._create_budget) if b is not None}.values():
+                streaming.enter_context(budget.streaming())
             async with contextlib.aclosing(deltas):  # close the HTTP stream at once if an update fails
                 async for delta in deltas:
                     self.text += delta
@@ -207,24 +210,32 @@ class StreamedReply:
         self._last_update = self._clock()
         body = self.text + suffix
         parts = split_message(body + ("" if final else CURSOR)) or ["…"]
-        if self._budget is not None:
-            cost = sum(1 for number, content in enumerate(parts)
-                       if number >= len(self._shown) or self._shown[number] != content)
-            if not final and not self._budget.allows(cost):
-                return  # coalesced: the next edit shows this text too
+        if self._budget is not None and not final and not self._fits(parts):
+            return  # coalesced: the next edit shows this text too
         # New messages first, then the edits of those shown: the cursor stays in view until the last request, which
         # may have to wait for the bucket's next window.
         for number in sorted(range(len(parts)), key=lambda n: n < len(self._shown)):
             await self._show_part(number, parts[number])
+
+    def _fits(self, parts: list[str]) -> bool:
+        """Whether the budgets have room for showing ``parts`` now: one edit per shown message that changes, one new
+        message per part not shown yet."""
+        edits = sum(1 for number, content in enumerate(parts[: len(self._shown)]) if self._shown[number] != content)
+        new = max(0, len(parts) - len(self._shown))
+        assert self._budget is not None
+        if self._create_budget is None or self._create_budget is self._budget:
+            return self._budget.allows(edits + new)
+        return (not edits or self._budget.allows(edits)) and (not new or self._create_budget.allows(new))
 
     async def _show_part(self, number: int, content: str) -> None:
         """Make message ``number`` (0: the first) show ``content``, sending it when it does not exist yet."""
         self.placed.set()
         if number < len(self._shown) and self._shown[number] == content:
             return
-        if self._budget is not None:
-            await self._budget.wait_for_room(1)
-            self._budget.spend(1)
+        budget = self._create_budget if number >= len(self._messages) and self._create_budget else self._budget
+        if budget is not None:
+            await budget.wait_for_room(1)
+            budget.spend(1)
         if number == 0 and not self._messages:
             self._messages.append(await self._send_first(content))
         elif number == 0 and self._messages[0] is None:
@@ -244,9 +255,13 @@ def interaction_budget(limits: RateLimits | None, application_id: int, token: st
     return None if limits is None else limits.budget(f"{application_id}+{token}", WEBHOOK_EDIT, WEBHOOK_CREATE)
 
 
-def channel_budget(limits: RateLimits | None, channel_id: int) -> EditBudget | None:
-    """The budget of a channel's bucket for creating and editing messages, or None without ``limits``."""
-    return None if limits is None else limits.budget(str(channel_id), CHANNEL_EDIT, CHANNEL_CREATE)
+def channel_budgets(limits: RateLimits | None, channel_id: int) -> dict[str, EditBudget | None]:
+    """The budgets of a channel's buckets for editing and for sending messages, as ``StreamedReply`` keywords
+    (``budget``, ``create_budget``); None each without ``limits``."""
+    if limits is None:
+        return {"budget": None, "create_budget": None}
+    major = str(channel_id)
+    return {"budget": limits.budget(major, CHANNEL_EDIT), "create_budget": limits.budget(major, CHANNEL_CREATE)}
 
 
 def interaction_reply(interaction: discord.Interaction, interval_s: float,
@@ -273,7 +288,7 @@ def message_reply(message: discord.Message, interval_s: float, limits: RateLimit
     async def more(content: str) -> discord.Message:
         return await message.channel.send(content)
 
-    return StreamedReply(first, more, interval_s=interval_s, budget=channel_budget(limits, message.channel.id))
+    return StreamedReply(first, more, interval_s=interval_s, **channel_budgets(limits, message.channel.id))
 
 
 def channel_reply(channel: discord.abc.Messageable, interval_s: float,
@@ -284,5 +299,4 @@ def channel_reply(channel: discord.abc.Messageable, interval_s: float,
     async def send(content: str) -> discord.Message:
         return await channel.send(content)
 
-    budget = channel_budget(limits, getattr(channel, "id", 0))
-    return StreamedReply(send, send, interval_s=interval_s, budget=budget)
+    return StreamedReply(send, send, interval_s=interval_s, **channel_budgets(limits, getattr(channel, "id", 0)))

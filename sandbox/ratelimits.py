@@ -23,9 +23,13 @@ commit c98d64b, August 2026), and for the interaction endpoints ``developers/int
 The numbers: Discord publishes no per-route figures ("rate limits should not be hard coded into your app"; its
 header example shows ``X-RateLimit-Limit: 5``); 5 requests per 5 s per channel for creating and editing messages
 and per webhook token is what Discord commonly returns for those routes (the numbers issue 19 asks for). Creating
-and editing a channel's messages share one bucket here: the stricter reading, so a bot that keeps to it keeps to
-separate buckets too. Other routes get a bucket of ``route_limit`` per ``route_window_s`` (a generous stand-in for
-the figures Discord does not publish). The global limit, 50 per second, is the documented one.
+and editing a channel's messages are two buckets (two routes, each per channel), as Discord's differing bucket ids
+for them show; one shared bucket would be stricter, but discord.py keeps to a bucket shared by two routes badly (it
+keeps a count per route until both have answered, then swaps one for the other: 21 429s for 40 quick sends and
+edits of one channel), which Discord does not make it meet for these routes. An interaction's routes are one bucket
+per token, as discord.py's webhook adapter keys them. Other routes get a bucket of ``route_limit`` per
+``route_window_s`` (a generous stand-in for the figures Discord does not publish). The global limit, 50 per second,
+is the documented one.
 """
 
 from __future__ import annotations
@@ -48,10 +52,10 @@ class RateLimitSettings:
     """The sandbox's rate limits; change them on ``Sandbox.rate_limits.settings`` at any time.
 
     enabled: False serves every request with no limit and no rate-limit header (a test that needs it off).
-    message_limit / message_window_s: requests per window (s) of the bucket shared by creating
-    (``POST /channels/{id}/messages``) and editing (``PATCH /channels/{id}/messages/{id}``) a channel's messages,
-    per channel. webhook_limit / webhook_window_s: the same per interaction token (its callback; its followups,
-    ``@original`` and followup edits: one bucket per ``webhook_id + webhook_token``). route_limit / route_window_s:
+    message_limit / message_window_s: requests per window (s) of creating (``POST /channels/{id}/messages``) and,
+    separately, of editing (``PATCH /channels/{id}/messages/{id}``) a channel's messages, per channel.
+    webhook_limit / webhook_window_s: the same per interaction token (its callback; its followups, ``@original`` and
+    followup edits: one bucket per ``webhook_id + webhook_token``). route_limit / route_window_s:
     every other route, per route and major parameter. global_limit / global_window_s: all the bot's requests but
     the interaction endpoints, together (Discord: 50 per second).
     """
@@ -148,14 +152,14 @@ class RateLimiter:
         self._global = _Window(self.settings.global_limit, self.settings.global_window_s)
 
     def _group(self, method: str, template: str) -> tuple[str, int, float]:
-        """(group name, limit, window in s) of a route: messages of a channel, an interaction token's routes, or
-        the route itself."""
+        """(group name, limit, window in s) of a route: creating or editing a channel's messages, an interaction
+        token's routes, or any other route."""
         s = self.settings
         if template.startswith(("/webhooks/", "/interactions/")):
             return "webhook", s.webhook_limit, s.webhook_window_s
-        if template in ("/channels/{channel_id}/messages", "/channels/{channel_id}/messages/{message_id}") and \
-                method in ("POST", "PATCH"):
-            return "channel-messages", s.message_limit, s.message_window_s
+        if (method, template) in (("POST", "/channels/{channel_id}/messages"),
+                                  ("PATCH", "/channels/{channel_id}/messages/{message_id}")):
+            return f"{method} channel-messages", s.message_limit, s.message_window_s
         return f"{method} {template}", s.route_limit, s.route_window_s
 
     @staticmethod
