@@ -14,7 +14,8 @@ time from the request to its first visible reply (the "thinking..." defer or a f
 every request got a reply (none unanswered, none left "thinking...", streaming or queued); the process RSS
 every second (start, peak, end: bot, sandbox and this driver share the process; the stand-in is not in it);
 the bot's chat session map at the end against SESSION_MAX; sandbox errors (requests Discord would refuse) and
-the bot's logged warnings and errors.
+the bot's logged warnings and errors; Discord's rate limits (on, with the sandbox's defaults): the 429s the sandbox
+served and the bot received, by scope, and the time they made the bot wait (``retry_after``: total, p50, max).
 
 Usage: ``.venv/bin/python -m bench.flood [--members 2000] [--requests-per-member 3] [--rate 50]
 [--first-token-ms 300] [--tokens-per-s 20]``; writes bench/results/flood.json (``--output``).
@@ -338,6 +339,25 @@ class LogCounter(logging.Handler):
             self.examples[text] = self.examples.get(text, 0) + 1
 
 
+def rate_limit_report(sandbox: Sandbox, received: int) -> dict[str, Any]:
+    """The 429s of the run: served by the sandbox (by scope), received by the bot, and the seconds they told the bot
+    to wait (each one's ``retry_after``: every member whose reply it was waited that long more)."""
+    hits = list(sandbox.rate_limits.hits)
+    waits = [hit.retry_after_s for hit in hits]
+    settings = sandbox.rate_limits.settings
+    return {
+        "limits": {"messages_per_channel": f"{settings.message_limit} per {settings.message_window_s} s",
+                   "per_interaction_token": f"{settings.webhook_limit} per {settings.webhook_window_s} s",
+                   "global": f"{settings.global_limit} per {settings.global_window_s} s"},
+        "served_429": sandbox.rate_limits.served_429,
+        "received_429_by_bot": received,
+        "by_scope": dict(collections.Counter(hit.scope for hit in hits)),
+        "by_route": dict(collections.Counter(re.sub(r"\d{6,}", "<id>", hit.route) for hit in hits).most_common(5)),
+        "waited_s": {"total": round(sum(waits), 3), "p50": percentile(waits, 50),
+                     "max": max(waits, default=0)},
+    }
+
+
 async def sample_rss(samples: list[tuple[float, float]], started: float) -> None:
     while True:
         samples.append((round(time.perf_counter() - started, 1), round(rss_mb(), 1)))
@@ -424,6 +444,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rss_start = rss_mb()
                 flood_started = round(time.perf_counter() - started, 1)
                 report = await flood(sandbox, settings, args)
+                report["rate_limits"] = rate_limit_report(sandbox, bot.rate_limits.received_429)
                 rss_end = rss_mb()
                 sessions = await bot.chat_sessions.size()
                 guild = bot.get_guild(sandbox.guild_id)

@@ -27,7 +27,7 @@ async def stream_answer(answering: Answering, prepared: PreparedAnswer, reply: S
         return await reply.stream(deltas, suffix=sources)
 
     async def show_place(ahead: int) -> None:
-        await reply.show(llm_queued_notice(ahead))
+        await reply.show_update(llm_queued_notice(ahead))  # skipped when the reply's bucket has no room to spare
 
     return await answering.deliver(prepared, consume, thinking=reply.thinking, on_start=started,
                                    on_place=show_place)

@@ -25,6 +25,7 @@ from discord.ext import commands
 
 from bot.kept_questions import ResumeHandlers, resume_waiting_questions
 from bot.listening import start_listening
+from bot.ratelimits import RateLimits
 from bot.state import ChatSessions
 from bot.tasks import TaskRegistry
 from bot.tree import AssistantTree
@@ -68,6 +69,8 @@ class AssistantBot(commands.Bot):
     ) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: needed to read the text of mentions and replies
+        # What Discord's X-RateLimit headers say about each bucket: streamed replies plan their edits with it.
+        rate_limits = RateLimits()
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -76,7 +79,9 @@ class AssistantBot(commands.Bot):
             chunk_guilds_at_startup=False,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=True),
             connector=connector,  # the sandbox passes one that trusts its local certificate authority
+            http_trace=rate_limits.trace_config(),
         )
+        self.rate_limits = rate_limits
         self.settings = settings
         self.llm = llm or LLMClient.from_settings(settings)
         # Every chat answer waits here for one of LLM_MAX_CONCURRENCY slots at Ollama, members taking turns.
@@ -130,7 +135,7 @@ class AssistantBot(commands.Bot):
                 log.exception("extension %s failed to load; the other cogs still run", name)
         await self.sync_commands()
         resume = resume_waiting_questions(self, keeping=self, handlers=self.resume_handlers, tasks=self.tasks,
-                                          settings=self.settings)
+                                          settings=self.settings, limits=self.rate_limits)
         self.tasks.start(resume, name="resume-waiting-questions")
 
     async def _check_ollama(self) -> str | None:

@@ -32,7 +32,8 @@ from typing import Literal, Protocol
 
 import discord
 
-from bot.streaming import StreamedReply, channel_reply, message_reply
+from bot.ratelimits import RateLimits
+from bot.streaming import StreamedReply, channel_reply, interaction_budget, message_reply
 from bot.tasks import TaskRegistry
 from bot.tree import error_message
 from config import Settings
@@ -119,10 +120,10 @@ def keeper(bot: Keeping, question: WaitingQuestion) -> Callable[[], Awaitable[bo
 
 
 async def resume_waiting_questions(client: discord.Client, *, keeping: Keeping, handlers: ResumeHandlers,
-                                   tasks: TaskRegistry, settings: Settings) -> int:
+                                   tasks: TaskRegistry, settings: Settings, limits: RateLimits | None = None) -> int:
     """Once ``client`` is ready, start answering every question kept in ``keeping`` with the handler of its kind (see
     module docstring); returns how many were started. Each runs as a task of ``tasks``, named
-    ``kept-question:<row id>``."""
+    ``kept-question:<row id>``; the answers plan their edits with ``limits`` (``bot.streaming``)."""
     await client.wait_until_ready()
     started = 0
     for question in await keeping.waiting_questions.all():
@@ -131,7 +132,8 @@ async def resume_waiting_questions(client: discord.Client, *, keeping: Keeping, 
         if handler is None:
             log.warning("dropping the kept question of member %s: no handler for its kind %r (unknown, or its cog did"
                         " not load)", question.member_id, question.kind)
-        target = await _target(client, question, settings.STREAM_EDIT_INTERVAL_S) if handler is not None else None
+        target = (await _target(client, question, settings.STREAM_EDIT_INTERVAL_S, limits) if handler is not None
+                  else None)
         if handler is None or target is None:
             await keeping.waiting_questions.remove(question.id)
             continue
@@ -151,7 +153,7 @@ async def resume_waiting_questions(client: discord.Client, *, keeping: Keeping, 
 
 
 async def _target(client: discord.Client, question: WaitingQuestion,
-                  interval_s: float) -> tuple[StreamedReply, discord.Message | None] | None:
+                  interval_s: float, limits: RateLimits | None) -> tuple[StreamedReply, discord.Message | None] | None:
     """Where the answer goes (see module docstring), or None when it cannot go there any more (logged)."""
     try:
         if question.interaction_token is not None and question.application_id is not None:
@@ -169,16 +171,17 @@ async def _target(client: discord.Client, question: WaitingQuestion,
             async def more(content: str) -> discord.WebhookMessage:
                 return await webhook.send(content, wait=True)
 
-            return StreamedReply(first, more, interval_s=interval_s), None
+            budget = interaction_budget(limits, question.application_id, question.interaction_token)
+            return StreamedReply(first, more, interval_s=interval_s, budget=budget), None
         channel = client.get_channel(question.channel_id) or await client.fetch_channel(question.channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             log.warning("dropping the kept question of member %s: channel %s cannot be written to",
                         question.member_id, question.channel_id)
             return None
         if question.message_id is None:
-            return channel_reply(channel, interval_s), None
+            return channel_reply(channel, interval_s, limits), None
         message = await channel.fetch_message(question.message_id)
-        return message_reply(message, interval_s), message
+        return message_reply(message, interval_s, limits), message
     except discord.HTTPException as exc:  # deleted, no access, or the token refused
         log.warning("dropping the kept question of member %s in channel %s: %s", question.member_id,
                     question.channel_id, exc)

@@ -1,7 +1,12 @@
 """Streaming an answer into Discord messages with throttled edits.
 
 The text grows as tokens arrive; the visible messages are brought up to date at most once per
-``interval_s`` (Discord rate-limits edits, and every edit is a REST call), plus once at the end. When the
+``interval_s``, plus once at the end. Every edit is a REST call in a rate-limited bucket (the message's channel, or
+the interaction's token), which other answers in the channel may share: with a budget (``bot.ratelimits.EditBudget``,
+fed by Discord's X-RateLimit headers) an edit on the way is made only when the bucket has room for it and for the
+last edit of every answer streaming into it, and the edits are spread over the bucket's window; the others are
+skipped, their text shown by the next edit (edits coalesce). The last edit waits for room rather than meeting a
+429, so the answer always arrives whole, without discord.py holding it on an empty bucket. When the
 text outgrows 2000 characters, the full part stays in its message and the rest continues in a new one
 (split by ``split_message``, so nothing is cut mid-word or mid-code-block and nothing is lost).
 
@@ -28,6 +33,7 @@ import aiohttp
 import discord
 
 from bot.formatting import split_message
+from bot.ratelimits import CHANNEL_CREATE, CHANNEL_EDIT, WEBHOOK_CREATE, WEBHOOK_EDIT, EditBudget, RateLimits
 from services.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -47,16 +53,18 @@ def llm_queued_notice(ahead: int) -> str:
     return f"⏳ Queued: {ahead} ahead of you while the assistant answers other members; the answer will appear here."
 
 
-async def edit_after_cancel(edit: Callable[[], Awaitable[object]], what: str) -> None:
+async def edit_after_cancel(edit: Callable[[], Awaitable[object]], what: str, *, room_s: float = 0.0) -> None:
     """Make ``edit()``, the last edit of a message whose work was just cancelled, and wait for it.
 
-    Shielded from a further cancellation and limited to LAST_EDIT_TIMEOUT_S seconds; a failure (timeout,
-    Discord refusing or unreachable) is logged with ``what`` (e.g. "an interrupted answer"), never raised.
+    Shielded from a further cancellation and limited to LAST_EDIT_TIMEOUT_S seconds, plus ``room_s``, the seconds its
+    rate-limit bucket needs before it takes the edit (``EditBudget.seconds_to_room``: the edit counts against the
+    bucket like any other); a failure (timeout, Discord refusing or unreachable) is logged with ``what`` (e.g. "an
+    interrupted answer"), never raised.
     """
 
     async def attempt() -> None:
         try:
-            async with asyncio.timeout(LAST_EDIT_TIMEOUT_S):
+            async with asyncio.timeout(LAST_EDIT_TIMEOUT_S + room_s):
                 await edit()
         except (TimeoutError, discord.HTTPException, aiohttp.ClientError) as exc:
             log.warning("could not mark %s: %s", what, exc)
@@ -87,12 +95,19 @@ class StreamedReply:
     queue notice) or ``started`` is set.
     keep: None, or ``async () -> bool`` that stores the question to be answered after a restart (True when kept);
     called by ``finish_interrupted`` for a question cancelled before it reached the model.
+    budget: None (edits throttled by ``interval_s`` alone), or the rate-limit budget of the bucket the messages are
+    edited in (see the module docstring); create_budget: the bucket new messages are sent in, when it is another
+    (a channel's; an interaction's webhook has one bucket for both).
     """
 
-    def __init__(self, send_first: SendFirst, send_more: SendMore, *, interval_s: float) -> None:
+    def __init__(self, send_first: SendFirst, send_more: SendMore, *, interval_s: float,
+                 budget: EditBudget | None = None, create_budget: EditBudget | None = None) -> None:
+        self._clock = budget.clock if budget is not None else time.monotonic
+        self._create_budget = create_budget if budget is not None else None
         self._send_first = send_first
         self._send_more = send_more
         self._interval_s = interval_s
+        self._budget = budget
         self._messages: list[EditableMessage | None] = []
         self._shown: list[str] = []
         self._last_update = float("-inf")
@@ -104,13 +119,21 @@ class StreamedReply:
         self.keep: Callable[[], Awaitable[bool]] | None = None
 
     async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
-        """Append every delta of ``deltas``, updating the messages as allowed; returns the full text."""
-        async with contextlib.aclosing(deltas):  # close the HTTP stream at once if an update fails
-            async for delta in deltas:
-                self.text += delta
-                if self.text.strip() and time.perf_counter() - self._last_update >= self._interval_s:
-                    await self.update(final=False)
+        """Append every delta of ``deltas``, updating the messages as allowed (the interval, and the budget: see the
+        module docstring); returns the full text."""
+        with contextlib.ExitStack() as streaming:
+            for budget in {id(b): b for b in (self._budget, self._create_budget) if b is not None}.values():
+                streaming.enter_context(budget.streaming())
+            async with contextlib.aclosing(deltas):  # close the HTTP stream at once if an update fails
+                async for delta in deltas:
+                    self.text += delta
+                    if self.text.strip() and self._clock() - self._last_update >= self._gap_s():
+                        await self.update(final=False)
         return self.text
+
+    def _gap_s(self) -> float:
+        """Seconds between two edits on the way: ``interval_s``, or longer when the bucket has fewer to spare."""
+        return max(self._interval_s, self._budget.gap_s() if self._budget is not None else 0.0)
 
     async def stream(self, deltas: AsyncGenerator[str, None], *, suffix: str = "") -> str | None:
         """Show the streamed answer, then ``suffix``; returns the answer to remember, or None.
@@ -145,6 +168,9 @@ class StreamedReply:
         if not thinking or first is None:
             return
         file = discord.File(io.BytesIO(thinking.encode()), filename=THINKING_FILE, spoiler=True)
+        if self._budget is not None:
+            await self._budget.wait_for_room(1)
+            self._budget.spend(1)
         await first.edit(attachments=[file])
 
     async def finish_interrupted(self) -> None:
@@ -154,30 +180,62 @@ class StreamedReply:
         if self._interrupted:
             return
         self._interrupted = True
+        room_s = self._budget.seconds_to_room(1) if self._budget is not None else 0.0
         if self.text.strip():
-            await edit_after_cancel(lambda: self.update(final=True, suffix=INTERRUPTED), "an interrupted answer")
+            await edit_after_cancel(lambda: self.update(final=True, suffix=INTERRUPTED), "an interrupted answer",
+                                    room_s=room_s)
         elif self.keep is not None and not self.started and await asyncio.shield(self.keep()):
-            await edit_after_cancel(lambda: self.show(KEPT), "a kept question")
+            await edit_after_cancel(lambda: self.show(KEPT), "a kept question", room_s=room_s)
         else:
-            await edit_after_cancel(lambda: self.show(NOT_ANSWERED), "an unanswered message")
+            await edit_after_cancel(lambda: self.show(NOT_ANSWERED), "an unanswered message", room_s=room_s)
 
     async def show(self, content: str) -> None:
         """Show ``content`` alone in the first message (a queue notice, an error); the answer replaces it."""
         await self._show_part(0, content)
 
+    async def show_update(self, content: str) -> None:
+        """Like ``show``, for an update that a later one supersedes (a place in a queue that keeps changing): made
+        only when the budget has room for it as for an edit on the way, else skipped (never waits)."""
+        if self._budget is not None and self._messages and not self._budget.allows(1):
+            self.placed.set()
+            return
+        await self._show_part(0, content)
+
     async def update(self, *, final: bool, suffix: str = "") -> None:
-        """Bring the messages up to date with the text (+ ``suffix``); ``final`` drops the cursor."""
-        self._last_update = time.perf_counter()
+        """Bring the messages up to date with the text (+ ``suffix``); ``final`` drops the cursor.
+
+        Not ``final`` (an edit on the way), it is skipped when the budget has no room for its requests (one per
+        message that changes); ``final``, each request waits for room in the bucket (``EditBudget.wait_for_room``).
+        New messages are sent before the messages already shown are edited."""
+        self._last_update = self._clock()
         body = self.text + suffix
         parts = split_message(body + ("" if final else CURSOR)) or ["…"]
-        for number, content in enumerate(parts):
-            await self._show_part(number, content)
+        if self._budget is not None and not final and not self._fits(parts):
+            return  # coalesced: the next edit shows this text too
+        # New messages first, then the edits of those shown: the cursor stays in view until the last request, which
+        # may have to wait for the bucket's next window.
+        for number in sorted(range(len(parts)), key=lambda n: n < len(self._shown)):
+            await self._show_part(number, parts[number])
+
+    def _fits(self, parts: list[str]) -> bool:
+        """Whether the budgets have room for showing ``parts`` now: one edit per shown message that changes, one new
+        message per part not shown yet."""
+        edits = sum(1 for number, content in enumerate(parts[: len(self._shown)]) if self._shown[number] != content)
+        new = max(0, len(parts) - len(self._shown))
+        assert self._budget is not None
+        if self._create_budget is None or self._create_budget is self._budget:
+            return self._budget.allows(edits + new)
+        return (not edits or self._budget.allows(edits)) and (not new or self._create_budget.allows(new))
 
     async def _show_part(self, number: int, content: str) -> None:
         """Make message ``number`` (0: the first) show ``content``, sending it when it does not exist yet."""
         self.placed.set()
         if number < len(self._shown) and self._shown[number] == content:
             return
+        budget = self._create_budget if number >= len(self._messages) and self._create_budget else self._budget
+        if budget is not None:
+            await budget.wait_for_room(1)
+            budget.spend(1)
         if number == 0 and not self._messages:
             self._messages.append(await self._send_first(content))
         elif number == 0 and self._messages[0] is None:
@@ -192,8 +250,23 @@ class StreamedReply:
             self._shown.append(content)
 
 
-def interaction_reply(interaction: discord.Interaction, interval_s: float) -> StreamedReply:
-    """A StreamedReply that fills the deferred response, then continues in followups."""
+def interaction_budget(limits: RateLimits | None, application_id: int, token: str) -> EditBudget | None:
+    """The budget of an interaction's webhook bucket (its @original and followups), or None without ``limits``."""
+    return None if limits is None else limits.budget(f"{application_id}+{token}", WEBHOOK_EDIT, WEBHOOK_CREATE)
+
+
+def channel_budgets(limits: RateLimits | None, channel_id: int) -> dict[str, EditBudget | None]:
+    """The budgets of a channel's buckets for editing and for sending messages, as ``StreamedReply`` keywords
+    (``budget``, ``create_budget``); None each without ``limits``."""
+    if limits is None:
+        return {"budget": None, "create_budget": None}
+    major = str(channel_id)
+    return {"budget": limits.budget(major, CHANNEL_EDIT), "create_budget": limits.budget(major, CHANNEL_CREATE)}
+
+
+def interaction_reply(interaction: discord.Interaction, interval_s: float,
+                      limits: RateLimits | None = None) -> StreamedReply:
+    """A StreamedReply that fills the deferred response, then continues in followups; planned with ``limits``."""
 
     async def first(content: str) -> discord.InteractionMessage:
         return await interaction.edit_original_response(content=content)
@@ -201,11 +274,13 @@ def interaction_reply(interaction: discord.Interaction, interval_s: float) -> St
     async def more(content: str) -> discord.WebhookMessage:
         return await interaction.followup.send(content, wait=True)
 
-    return StreamedReply(first, more, interval_s=interval_s)
+    budget = interaction_budget(limits, interaction.application_id, interaction.token)
+    return StreamedReply(first, more, interval_s=interval_s, budget=budget)
 
 
-def message_reply(message: discord.Message, interval_s: float) -> StreamedReply:
-    """A StreamedReply that answers ``message`` with a reply, then continues in the channel."""
+def message_reply(message: discord.Message, interval_s: float, limits: RateLimits | None = None) -> StreamedReply:
+    """A StreamedReply that answers ``message`` with a reply, then continues in the channel; planned with
+    ``limits``."""
 
     async def first(content: str) -> discord.Message:
         return await message.reply(content, mention_author=False)
@@ -213,13 +288,15 @@ def message_reply(message: discord.Message, interval_s: float) -> StreamedReply:
     async def more(content: str) -> discord.Message:
         return await message.channel.send(content)
 
-    return StreamedReply(first, more, interval_s=interval_s)
+    return StreamedReply(first, more, interval_s=interval_s, **channel_budgets(limits, message.channel.id))
 
 
-def channel_reply(channel: discord.abc.Messageable, interval_s: float) -> StreamedReply:
-    """A StreamedReply that posts in ``channel`` (e.g. a thread the bot just opened) rather than replying."""
+def channel_reply(channel: discord.abc.Messageable, interval_s: float,
+                  limits: RateLimits | None = None) -> StreamedReply:
+    """A StreamedReply that posts in ``channel`` (e.g. a thread the bot just opened) rather than replying; planned
+    with ``limits``."""
 
     async def send(content: str) -> discord.Message:
         return await channel.send(content)
 
-    return StreamedReply(send, send, interval_s=interval_s)
+    return StreamedReply(send, send, interval_s=interval_s, **channel_budgets(limits, getattr(channel, "id", 0)))

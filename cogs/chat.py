@@ -101,7 +101,7 @@ class Chat(commands.Cog):
         # A place in the channel's queue is taken before deferring, so that a refusal is ephemeral.
         async with await self._join_queue(interaction.channel_id or 0, interaction.guild_id) as place:
             await interaction.response.defer(thinking=True)
-            reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
+            reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S, self.bot.rate_limits)
             reply.keep = keeper(self.bot, from_interaction("chat", interaction, text))
             wait_s = (interaction.created_at + QUEUE_WAIT_MAX - discord.utils.utcnow()).total_seconds()
             await self.bot.run_tracked(
@@ -117,7 +117,7 @@ class Chat(commands.Cog):
     async def ask(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, 6000]) -> None:
         text = ensure_length(question, self.settings.ASK_MAX_CHARS, "Your question")
         await interaction.response.defer(thinking=True)
-        reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
+        reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S, self.bot.rate_limits)
         reply.keep = keeper(self.bot, from_interaction("ask", interaction, text))
         answer = await self.bot.run_tracked(
             self.answer_once(interaction.guild_id, interaction.channel or interaction.channel_id or 0,
@@ -153,7 +153,7 @@ class Chat(commands.Cog):
         started = await (await interaction.original_response()).create_thread(name=name)
         await self.bot.bot_threads.add(started.id, channel.guild.id, channel.id)
         async with await self._join_queue(started.id, channel.guild.id) as place:
-            reply = channel_reply(started, self.settings.STREAM_EDIT_INTERVAL_S)
+            reply = channel_reply(started, self.settings.STREAM_EDIT_INTERVAL_S, self.bot.rate_limits)
             reply.keep = keeper(self.bot, WaitingQuestion("chat", channel.guild.id, started.id, interaction.user.id,
                                                           text, time.time()))
             await self.bot.run_tracked(self.converse(place, interaction.user.id, text, reply),
@@ -202,7 +202,7 @@ class Chat(commands.Cog):
         if retry_after:
             await message.reply(f"Slow down: you can talk to me again in {retry_after:.0f} s.", mention_author=False)
             return
-        reply = message_reply(message, self.settings.STREAM_EDIT_INTERVAL_S)
+        reply = message_reply(message, self.settings.STREAM_EDIT_INTERVAL_S, self.bot.rate_limits)
         try:
             text = ensure_length(text, self.settings.CHAT_MAX_CHARS)
             chat = await self.bot.chat_settings_of(guild_id, message.channel)
@@ -212,7 +212,7 @@ class Chat(commands.Cog):
                 # A mention in a free channel opens a thread from the question, and the answer goes there.
                 channel = await message.create_thread(name=thread_name(text))
                 await self.bot.bot_threads.add(channel.id, channel.guild.id, message.channel.id)
-                reply = channel_reply(channel, self.settings.STREAM_EDIT_INTERVAL_S)
+                reply = channel_reply(channel, self.settings.STREAM_EDIT_INTERVAL_S, self.bot.rate_limits)
             elif in_bot_thread:
                 await self.bot.bot_threads.touch(channel.id)
             reply.keep = keeper(self.bot, from_message(message, text, channel_id=None if channel is message.channel

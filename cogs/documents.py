@@ -22,7 +22,8 @@ from bot.checks import admin_only, ensure_length, guild_cooldown, member_cooldow
 from bot.client import AssistantBot
 from bot.downloads import read_attachment
 from bot.kept_questions import from_interaction, keeper
-from bot.streaming import StreamedReply, edit_after_cancel, interaction_reply
+from bot.ratelimits import EditBudget
+from bot.streaming import StreamedReply, edit_after_cancel, interaction_budget, interaction_reply
 from services.chat.answering import Grounding, Place, Question
 from services.errors import InvalidInput
 from services.knowledge.documents import SUPPORTED_SUFFIXES
@@ -101,7 +102,7 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     async def docs_ask(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, 6000]) -> None:
         text = ensure_length(question, self.settings.ASK_MAX_CHARS, "Your question")
         await interaction.response.defer(thinking=True)
-        reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S)
+        reply = interaction_reply(interaction, self.settings.STREAM_EDIT_INTERVAL_S, self.bot.rate_limits)
         reply.keep = keeper(self.bot, from_interaction("docs", interaction, text))
         await self.bot.run_tracked(
             self.answer_from_documents(interaction.guild_id, interaction.channel or interaction.channel_id or 0,
@@ -210,12 +211,16 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
     @admin_only()  # listed last so it runs first: a refused member uses up no cooldown
     async def docs_reload(self, interaction: discord.Interaction, full: bool = False) -> None:
         await interaction.response.defer(thinking=True)
+        budget = interaction_budget(self.bot.rate_limits, interaction.application_id, interaction.token)
         reports = await self.bot.run_tracked(
-            self._reload(interaction, full), name=f"docs-reload:{interaction.id}"
+            self._reload(interaction, full, budget), name=f"docs-reload:{interaction.id}"
         )
+        if budget is not None:
+            await budget.wait_for_room(1)
         await interaction.edit_original_response(content=format_report(reports))
 
-    async def _reload(self, interaction: discord.Interaction, full: bool) -> list[ReloadReport]:
+    async def _reload(self, interaction: discord.Interaction, full: bool,
+                      budget: EditBudget | None) -> list[ReloadReport]:
         last_edit = 0.0
         interval = self.settings.STREAM_EDIT_INTERVAL_S
         reached: ReloadProgress | None = None  # the latest progress, shown or not (edits are throttled)
@@ -224,9 +229,13 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
             nonlocal last_edit, reached
             reached = state
             now = time.monotonic()
+            if budget is not None and (now - last_edit < budget.gap_s() or not budget.allows(1)):
+                return  # the bucket's pace (bot/ratelimits.py): a later progress shows this one's count too
             if now - last_edit < interval:
                 return
             last_edit = now
+            if budget is not None:
+                budget.spend(1)
             current = f": `{state.current}`" if state.current else ""
             await interaction.edit_original_response(
                 content=f"Indexing… {state.files_done}/{state.files_total} files{current}"
@@ -241,7 +250,9 @@ class Documents(commands.GroupCog, group_name="docs", group_description="The ser
         except asyncio.CancelledError:
             # Shutdown: without this the reply would show "Indexing… 21/61 files" for good.
             note = format_interrupted(reports, scope, reached, full=full, shutting_down=self.bot.shutting_down)
-            await edit_after_cancel(lambda: interaction.edit_original_response(content=note), "an interrupted reload")
+            room_s = budget.seconds_to_room(1) if budget is not None else 0.0
+            await edit_after_cancel(lambda: interaction.edit_original_response(content=note), "an interrupted reload",
+                                    room_s=room_s)
             raise
         return reports
 

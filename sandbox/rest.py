@@ -8,6 +8,10 @@ the upload limit (40005), editing someone else's message (50005), deleting it wi
 Unknown routes get ``404 {"message": "404: Not Found", "code": 0}``, are logged and become error events too.
 Messages are returned as the application may see them: without the Message Content intent, with blank content
 (``Sandbox.rest_message``), and ``GET /applications/@me`` says which privileged intents it is granted (``flags``).
+
+Rate limits (``sandbox.ratelimits``) come first: a request over its bucket or the global limit gets Discord's 429
+(not an error event: it is Discord working as documented; ``Sandbox.rate_limits`` counts them), and every API
+response carries the bucket's ``X-RateLimit-*`` headers and ``Via``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from aiohttp import web
 
 from . import guild
 from .model import INTERACTION_TOKEN_TTL_S, UPLOAD_LIMIT_BYTES, Event, InteractionRecord, StoredMessage, Upload
+from .ratelimits import RateLimiter, Verdict
 from .threads import AUTO_ARCHIVE_MINUTES, PRIVATE_THREAD, PUBLIC_THREAD, SimThread, thread_payload
 from .validation import ApiError, form_error, validate_choices, validate_commands, validate_message
 
@@ -89,6 +94,8 @@ class RestBackend(Protocol):
     def interaction_deadline_s(self) -> float: ...
     @property
     def message_content_intent(self) -> bool: ...
+    @property
+    def rate_limits(self) -> RateLimiter: ...
     @property
     def gateway_url(self) -> str: ...
     @property
@@ -195,6 +202,25 @@ class RestApi:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = self._route_label(request)
+        verdict = self._rate_limit(request, route)
+        if verdict.limited:
+            response: web.StreamResponse = json_response(verdict.body(), status=429)
+        else:
+            response = await self._handle(request, handler, route)
+        if request.path.startswith("/api/"):
+            response.headers.update(verdict.headers)
+            response.headers["Via"] = "1.1 google"  # discord.py takes a 429 without Via for a Cloudflare ban
+        return response
+
+    def _rate_limit(self, request: web.Request, route: str) -> Verdict:
+        """Discord's rate limits (``sandbox.ratelimits``) for a request to a known API route; others pass."""
+        if not request.path.startswith("/api/") or "tail" in request.match_info:
+            return Verdict()
+        template = re.sub(r"^/api/v\{version\}", "", request.match_info.route.resource.canonical)  # type: ignore[union-attr]
+        params = {k: v for k, v in request.match_info.items() if k != "version"}
+        return self.sb.rate_limits.check(request.method, template, params, route=route)
+
+    async def _handle(self, request: web.Request, handler: Handler, route: str) -> web.StreamResponse:
         try:
             self._check_auth(request)
             return await handler(request)

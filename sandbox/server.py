@@ -52,6 +52,7 @@ from .gateway import HEARTBEAT_INTERVAL_MS, Gateway, GatewayHooks
 from .guild import SimChannel, SimUser, UnknownName
 from .interactions import build_options, find_component, interaction_payload, mark_focused, read_upload
 from .model import UPLOAD_LIMIT_BYTES, Event, InteractionRecord, InvokeHandle, SandboxError, StoredMessage, Upload
+from .ratelimits import RateLimiter, RateLimitSettings
 from .rest import RestApi
 from .threads import PUBLIC_THREAD, THREAD_NAME_MAX, SimThread, thread_channel, thread_delete_payload, thread_payload
 from .voice.server import SandboxVoice, VoiceHooks, VoiceRefused
@@ -79,7 +80,10 @@ class Sandbox:
     is granted the privileged Message Content intent (its Developer Portal toggle); without it, as on Discord, an
     IDENTIFY asking for it is closed with 4014, the application's flags lack it, and messages reach the bot (REST
     and gateway) with blank content unless it sent them, they mention it or they are DMs
-    (``messages.as_seen_by_bot``). Raises SandboxError when ``record_dir`` cannot be a folder.
+    (``messages.as_seen_by_bot``). ``rate_limits``: Discord's HTTP rate limits (``sandbox.ratelimits``): True (the
+    default) applies the default ``RateLimitSettings``, False none, or the settings to apply;
+    ``Sandbox.rate_limits`` is the limiter (its ``settings`` can be changed at any time; its ``served_429`` and
+    ``hits`` are the 429s served). Raises SandboxError when ``record_dir`` cannot be a folder.
     """
 
     def __init__(
@@ -90,9 +94,13 @@ class Sandbox:
         dave: bool = True,
         record_dir: str | Path | None = None,
         message_content_intent: bool = True,
+        rate_limits: RateLimitSettings | bool = True,
     ):
         self.interaction_deadline_s = interaction_deadline_s
         self.message_content_intent = message_content_intent
+        if isinstance(rate_limits, bool):
+            rate_limits = RateLimitSettings(enabled=rate_limits)
+        self.rate_limits = RateLimiter(rate_limits)
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self.dave = dave
         self.record_dir = Path(record_dir).expanduser() if record_dir is not None else None
