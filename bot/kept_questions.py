@@ -17,6 +17,9 @@ apply again. The answer goes where the member looks:
 - a reply to the member's message; a message or channel deleted meanwhile drops the question (logged, no traceback);
 - else a new message in the channel (a thread the bot opened for the question).
 
+In the last two cases the bot's message that said the question is kept (its id stored with it) becomes the answer,
+edited in place, so no notice is left beside the answer; if it was deleted meanwhile, the answer is sent anew.
+
 A row is deleted once its question is answered or dropped. The bot may crash between answering and deleting: that
 question is then answered a second time after the next start, never lost.
 """
@@ -33,7 +36,7 @@ from typing import Literal, Protocol
 import discord
 
 from bot.ratelimits import RateLimits
-from bot.streaming import StreamedReply, channel_reply, interaction_budget, message_reply
+from bot.streaming import Keeper, StreamedReply, channel_reply, interaction_budget, message_reply
 from bot.tasks import TaskRegistry
 from bot.tree import error_message
 from config import Settings
@@ -100,23 +103,57 @@ def from_message(message: discord.Message, question: str, *, channel_id: int | N
                            message_id=None if channel_id else message.id)
 
 
-def keeper(bot: Keeping, question: WaitingQuestion) -> Callable[[], Awaitable[bool]]:
-    """A ``StreamedReply.keep`` that stores ``question`` when the bot is shutting down; True when stored."""
+def keeper(bot: Keeping, question: WaitingQuestion) -> Keeper:
+    """A ``StreamedReply.keep`` that stores ``question`` when the bot is shutting down, then the id of its notice."""
+    return _Keeper(bot, question)
 
-    async def keep() -> bool:
-        if not bot.shutting_down:
+
+class _Keeper:
+    def __init__(self, bot: Keeping, question: WaitingQuestion) -> None:
+        self.bot = bot
+        self.question = question
+        self.row_id: int | None = None
+
+    async def keep(self) -> bool:
+        if not self.bot.shutting_down:
             return False
         try:
-            kept = await bot.waiting_questions.add(question)
+            self.row_id = await self.bot.waiting_questions.add(self.question)
         except (sqlite3.Error, RuntimeError) as exc:  # RuntimeError: the database is closed already
-            log.warning("could not keep the waiting question of member %s: %s", question.member_id, exc)
+            log.warning("could not keep the waiting question of member %s: %s", self.question.member_id, exc)
             return False
-        if not kept:
+        if self.row_id is None:
             log.warning("not keeping the question of member %s: %d questions are kept already (LLM_QUEUE_MAX)",
-                        question.member_id, bot.waiting_questions.max_rows)
-        return kept
+                        self.question.member_id, self.bot.waiting_questions.max_rows)
+        return self.row_id is not None
 
-    return keep
+    async def noticed(self, notice_id: int | None) -> None:
+        await _set_notice(self.bot, self.row_id, notice_id)
+
+
+class _KeptAgain:
+    """The keeper of a kept question being answered: at a new shutdown its row stays, with its notice."""
+
+    def __init__(self, bot: Keeping, question: WaitingQuestion) -> None:
+        self.bot = bot
+        self.question = question
+        self.kept = False
+
+    async def keep(self) -> bool:
+        self.kept = self.bot.shutting_down
+        return self.kept
+
+    async def noticed(self, notice_id: int | None) -> None:
+        await _set_notice(self.bot, self.question.id, notice_id)
+
+
+async def _set_notice(bot: Keeping, row_id: int | None, notice_id: int | None) -> None:
+    if row_id is None:
+        return
+    try:
+        await bot.waiting_questions.set_notice(row_id, notice_id)
+    except (sqlite3.Error, RuntimeError) as exc:  # the question stays kept; its answer will come in a new message
+        log.warning("could not note the notice of kept question %s: %s", row_id, exc)
 
 
 async def resume_waiting_questions(client: discord.Client, *, keeping: Keeping, handlers: ResumeHandlers,
@@ -178,26 +215,33 @@ async def _target(client: discord.Client, question: WaitingQuestion,
             log.warning("dropping the kept question of member %s: channel %s cannot be written to",
                         question.member_id, question.channel_id)
             return None
-        if question.message_id is None:
-            return channel_reply(channel, interval_s, limits), None
-        message = await channel.fetch_message(question.message_id)
-        return message_reply(message, interval_s, limits), message
+        message = await channel.fetch_message(question.message_id) if question.message_id is not None else None
+        reply = channel_reply(channel, interval_s, limits) if message is None else message_reply(message, interval_s,
+                                                                                                    limits)
+        notice = await _notice(channel, question)
+        if notice is not None:
+            reply.adopt(notice, notice.content)
+        return reply, message
     except discord.HTTPException as exc:  # deleted, no access, or the token refused
         log.warning("dropping the kept question of member %s in channel %s: %s", question.member_id,
                     question.channel_id, exc)
         return None
 
 
+async def _notice(channel: discord.abc.Messageable, question: WaitingQuestion) -> discord.Message | None:
+    """The bot's message that said ``question`` is kept, or None when it has none or it was deleted."""
+    if question.notice_id is None:
+        return None
+    try:
+        return await channel.fetch_message(question.notice_id)
+    except discord.NotFound:
+        return None
+
+
 async def _answer(keeping: Keeping, question: WaitingQuestion, handler: Resume, reply: StreamedReply,
                   message: discord.Message | None) -> None:
     """Answer one kept question, then delete its row, unless a new shutdown kept it again (the row stays)."""
-    kept = False
-
-    async def keep_again() -> bool:
-        nonlocal kept
-        kept = keeping.shutting_down
-        return kept
-
+    keep_again = _KeptAgain(keeping, question)
     reply.keep = keep_again
     try:
         await handler(question, reply, message)
@@ -207,6 +251,6 @@ async def _answer(keeping: Keeping, question: WaitingQuestion, handler: Resume, 
         except discord.HTTPException as send_error:
             log.warning("could not answer the kept question %s: %s", question.id, send_error)
     finally:
-        if not kept:
+        if not keep_again.kept:
             assert question.id is not None
             await asyncio.shield(keeping.waiting_questions.remove(question.id))

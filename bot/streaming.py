@@ -13,7 +13,8 @@ text outgrows 2000 characters, the full part stays in its message and the rest c
 When the work behind a message is cancelled (the bot shuts down), the message is given a last edit saying so
 (``edit_after_cancel``), so that no "thinking..." placeholder, queue notice or half answer is left as if the
 bot were still at it. A question that never reached the model can be kept for after the restart
-(``StreamedReply.keep``); its message then says so (KEPT).
+(``StreamedReply.keep``); its message then says so (KEPT), and after the restart the answer replaces that message
+(``StreamedReply.adopt``) rather than appearing beside it.
 
 A reasoning model's thinking, when the guild wants it shown (``StreamedReply.thinking``), is attached to the first
 message of the answer as a spoiler-marked file (THINKING_FILE, shown as ``SPOILER_thinking.md``), never in the text.
@@ -82,6 +83,18 @@ SendFirst = Callable[[str], Awaitable[EditableMessage | None]]
 SendMore = Callable[[str], Awaitable[EditableMessage]]
 
 
+class Keeper(Protocol):
+    """Keeps a question that never reached the model for after a restart (``bot.kept_questions``)."""
+
+    async def keep(self) -> bool:
+        """Store the question; True when it is kept (the bot is shutting down and there was room)."""
+        ...
+
+    async def noticed(self, notice_id: int | None) -> None:
+        """The id of the bot's message that now says the question is kept (None when it has no id)."""
+        ...
+
+
 class StreamedReply:
     """Shows a growing text in one or more Discord messages.
 
@@ -93,8 +106,8 @@ class StreamedReply:
     started: set once the question reached the model (``bot.answers.stream_answer``).
     placed: set once the answer has its place in a queue or is under way: when the reply first shows something (a
     queue notice) or ``started`` is set.
-    keep: None, or ``async () -> bool`` that stores the question to be answered after a restart (True when kept);
-    called by ``finish_interrupted`` for a question cancelled before it reached the model.
+    keep: None, or a ``Keeper`` that stores the question to be answered after a restart; ``finish_interrupted`` asks
+    it for a question cancelled before it reached the model, then tells it which message says it is kept.
     budget: None (edits throttled by ``interval_s`` alone), or the rate-limit budget of the bucket the messages are
     edited in (see the module docstring); create_budget: the bucket new messages are sent in, when it is another
     (a channel's; an interaction's webhook has one bucket for both).
@@ -116,7 +129,7 @@ class StreamedReply:
         self.thinking: list[str] | None = None
         self.started = False
         self.placed = asyncio.Event()
-        self.keep: Callable[[], Awaitable[bool]] | None = None
+        self.keep: Keeper | None = None
 
     async def consume(self, deltas: AsyncGenerator[str, None]) -> str:
         """Append every delta of ``deltas``, updating the messages as allowed (the interval, and the budget: see the
@@ -184,10 +197,24 @@ class StreamedReply:
         if self.text.strip():
             await edit_after_cancel(lambda: self.update(final=True, suffix=INTERRUPTED), "an interrupted answer",
                                     room_s=room_s)
-        elif self.keep is not None and not self.started and await asyncio.shield(self.keep()):
+        elif self.keep is not None and not self.started and await asyncio.shield(self.keep.keep()):
             await edit_after_cancel(lambda: self.show(KEPT), "a kept question", room_s=room_s)
+            await asyncio.shield(self.keep.noticed(self.first_message_id))
         else:
             await edit_after_cancel(lambda: self.show(NOT_ANSWERED), "an unanswered message", room_s=room_s)
+
+    @property
+    def first_message_id(self) -> int | None:
+        """The id of the first message, once sent (None before, or when it has none: an interaction's response)."""
+        first = self._messages[0] if self._messages else None
+        return getattr(first, "id", None)
+
+    def adopt(self, message: EditableMessage, content: str) -> None:
+        """Make ``message``, which shows ``content`` (the notice of a kept question), the first message: the answer
+        replaces it. Call before anything is shown."""
+        assert not self._messages, "adopt() before the first message is sent"
+        self._messages.append(message)
+        self._shown.append(content)
 
     async def show(self, content: str) -> None:
         """Show ``content`` alone in the first message (a queue notice, an error); the answer replaces it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from services.storage.database import Database
@@ -35,5 +36,35 @@ async def test_forgetting_a_member_or_a_channel_deletes_their_kept_questions(tmp
         assert await store.forget_member(5, 101) == 2
         assert await store.forget_channel(3) == 1
         assert [(q.member_id, q.channel_id) for q in await store.all()] == [(102, 1)]
+    finally:
+        await database.close()
+
+
+# waiting_questions as the release before notice ids wrote it (commit 9cd89f8), with one kept question in it.
+WAITING_QUESTIONS_BEFORE_NOTICES = """
+CREATE TABLE waiting_questions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, guild_id INTEGER, channel_id INTEGER NOT NULL,
+    member_id INTEGER NOT NULL, question TEXT NOT NULL, queued_at REAL NOT NULL, application_id INTEGER,
+    interaction_token TEXT, interaction_created_at REAL, message_id INTEGER
+);
+INSERT INTO waiting_questions (kind, guild_id, channel_id, member_id, question, queued_at, message_id)
+    VALUES ('chat', 5, 1, 101, 'kept before the upgrade', 1.0, 901);
+"""
+
+
+async def test_a_kept_questions_notice_is_recorded_and_a_table_from_before_gains_the_column(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
+        db.executescript(WAITING_QUESTIONS_BEFORE_NOTICES)
+    database = Database(tmp_path / "bot.sqlite3")
+    await database.open()
+    try:
+        store = WaitingQuestionStore(database, max_rows=10)
+        [old] = await store.all()
+        assert (old.question, old.message_id, old.notice_id) == ("kept before the upgrade", 901, None)
+        row_id = await store.add(question(102, "kept now", 2.0))
+        assert row_id is not None
+        await store.set_notice(row_id, 7777)
+        assert [(q.question, q.notice_id) for q in await store.all()] == [("kept before the upgrade", None),
+                                                                          ("kept now", 7777)]
     finally:
         await database.close()

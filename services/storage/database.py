@@ -87,12 +87,13 @@ CREATE TABLE IF NOT EXISTS waiting_questions (
     application_id INTEGER,
     interaction_token TEXT,
     interaction_created_at REAL,
-    message_id INTEGER
+    message_id INTEGER,
+    notice_id INTEGER
 );
 """
 
 #: Columns added to a table after its first version: (table, column, type), in the order they were added.
-ADDED_COLUMNS = (("chat_settings", "show_thinking", "INTEGER"),)
+ADDED_COLUMNS = (("chat_settings", "show_thinking", "INTEGER"), ("waiting_questions", "notice_id", "INTEGER"))
 
 Params = Iterable[Any]
 
