@@ -98,8 +98,15 @@ async def test_changes_are_written_soon_and_fresh_starts_empty(tmp_path: Path):
     path = tmp_path / "sandbox.json"
     async with Sandbox(state_path=path) as first:
         await fill(first)
-        await asyncio.sleep(1.5)  # STATE_SAVE_DELAY_S: a crash now would lose nothing
-        assert len(json.loads(path.read_text())["threads"]) == 2
+        # Written within STATE_SAVE_DELAY_S (1 s), before any stop: a crash now would lose nothing.
+        def saved_threads() -> int:
+            return len(json.loads(path.read_text())["threads"]) if path.exists() else 0
+
+        for _ in range(50):  # up to 5 s
+            if saved_threads() == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert saved_threads() == 2
     async with Sandbox(state_path=path, fresh=True) as fresh:
         assert fresh.threads == {} and fresh.commands == [] and fresh.state_summary is None
     assert json.loads(path.read_text())["threads"] == []  # overwritten at the end
