@@ -138,12 +138,19 @@ async def run_discord(settings: Settings) -> int:
         return 1
 
 
+PLAYGROUND_STATE_FILE = "sandbox.json"
+"""The playground's local Discord state, under DATA_DIR (``sandbox.state``)."""
+
+
 async def run_playground_session(
     settings: Settings, script: Path | None, json_mode: bool, *, dave: bool = True, record: Path | None = None,
-    message_content_intent: bool = True,
+    message_content_intent: bool = True, fresh: bool = False,
 ) -> int:
     """The playground: the bot against a local Discord (``sandbox``), driven by ``script`` or the terminal.
 
+    The local Discord remembers its state (threads, messages, commands...) in ``DATA_DIR/sandbox.json`` from one
+    playground to the next, so a restart is a restart of the bot against the same Discord; ``fresh`` starts it
+    empty (the file is overwritten at the end). A file that cannot be used is renamed aside, with one line saying so.
     message_content_intent: False starts the local Discord without the Message Content intent granted, as an
     owner who forgot its toggle in the Developer Portal; the bot then stops as it would on Discord (exit code 1).
     """
@@ -151,12 +158,15 @@ async def run_playground_session(
     from sandbox import Playground, Sandbox, SandboxError
 
     try:
-        local_discord = Sandbox(dave=dave, record_dir=record, message_content_intent=message_content_intent)
+        local_discord = Sandbox(dave=dave, record_dir=record, message_content_intent=message_content_intent,
+                                state_path=settings.DATA_DIR / PLAYGROUND_STATE_FILE, fresh=fresh)
     except SandboxError as exc:
         print(f"error: --record: {exc}; give a folder that can be created and written.", file=sys.stderr)
         return 2
     # The playground prints until serve() has shut the bot down, so what the bot does while stopping is shown.
     async with local_discord as sandbox, Playground(sandbox, json_mode=json_mode, out=sys.stdout) as playground:
+        if sandbox.state_problem is not None:
+            print(f"warning: {sandbox.state_problem}", file=sys.stderr)
         bot = AssistantBot(settings, connector=sandbox.client_connector())
         lines = (await asyncio.to_thread(script.read_text, encoding="utf-8")).splitlines() if script else None
 
@@ -236,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     play.add_argument("--no-message-content-intent", action="store_true",
                       help="a local Discord whose application lacks the privileged Message Content intent, as when "
                       "its Developer Portal toggle is off: the bot stops at start, saying so")
+    play.add_argument("--fresh", action="store_true",
+                      help=f"start the local Discord empty instead of where the last playground left it "
+                      f"(DATA_DIR/{PLAYGROUND_STATE_FILE}, overwritten at the end)")
     idx = sub.add_parser("index", help="re-index the documents folder")
     idx.add_argument("--scope", action="append", default=[], help="'global' or a guild id (default: all)")
     idx.add_argument("--full", action="store_true", help="rebuild from scratch (after an embedding model change)")
@@ -264,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     dave, record = not getattr(args, "no_dave", False), getattr(args, "record", None)
     content_intent = not getattr(args, "no_message_content_intent", False)
     return asyncio.run(run_playground_session(settings, script, getattr(args, "json", False), dave=dave, record=record,
-                                              message_content_intent=content_intent))
+                                              message_content_intent=content_intent,
+                                              fresh=getattr(args, "fresh", False)))
 
 
 if __name__ == "__main__":

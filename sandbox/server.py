@@ -33,6 +33,7 @@ import itertools
 import logging
 import secrets
 import ssl
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +55,7 @@ from .interactions import build_options, find_component, interaction_payload, ma
 from .model import UPLOAD_LIMIT_BYTES, Event, InteractionRecord, InvokeHandle, SandboxError, StoredMessage, Upload
 from .ratelimits import RateLimiter, RateLimitSettings
 from .rest import RestApi
+from .state import RestoredState, StateUnreadable, read_state, restore, set_aside, snapshot, write_state
 from .threads import PUBLIC_THREAD, THREAD_NAME_MAX, SimThread, thread_channel, thread_delete_payload, thread_payload
 from .voice.server import SandboxVoice, VoiceHooks, VoiceRefused
 from .voice.speech import SpeechError, SpeechPlan, plan_speech, read_speech
@@ -67,6 +69,7 @@ MAX_MESSAGES = 5000  # messages kept (oldest dropped)
 MAX_INTERACTIONS = 10_000
 MAX_ATTACHMENT_BYTES = 256 * 1024 * 1024  # total attachment bytes kept in memory
 CLICK_MIN_DELAY_S = 0.1  # earliest a component can be used after its message was shown or edited
+STATE_SAVE_DELAY_S = 1.0  # with a state file: a change is on disk within this many seconds (one write per period)
 
 
 class Sandbox:
@@ -84,6 +87,12 @@ class Sandbox:
     default) applies the default ``RateLimitSettings``, False none, or the settings to apply;
     ``Sandbox.rate_limits`` is the limiter (its ``settings`` can be changed at any time; its ``served_429`` and
     ``hits`` are the 429s served). Raises SandboxError when ``record_dir`` cannot be a folder.
+
+    ``state_path``: a JSON file (``sandbox.state``) where the sandbox keeps its state across runs, as the playground
+    does (``DATA_DIR/sandbox.json``): ``start()`` loads it (unless ``fresh``), every change is written within
+    ``STATE_SAVE_DELAY_S`` and ``stop()`` writes it a last time. A file that cannot be used is renamed aside and the
+    sandbox starts empty, saying why in ``state_problem``. None (the default, for tests and benchmarks): the sandbox
+    starts empty and writes nothing.
     """
 
     def __init__(
@@ -95,6 +104,8 @@ class Sandbox:
         record_dir: str | Path | None = None,
         message_content_intent: bool = True,
         rate_limits: RateLimitSettings | bool = True,
+        state_path: str | Path | None = None,
+        fresh: bool = False,
     ):
         self.interaction_deadline_s = interaction_deadline_s
         self.message_content_intent = message_content_intent
@@ -126,6 +137,17 @@ class Sandbox:
         self.threads: OrderedDict[int, SimThread] = OrderedDict()
         self._attachment_bytes = 0
         self._snowflake_seq = itertools.count()
+        self._last_snowflake = 0
+        self.state_path = Path(state_path).expanduser() if state_path is not None else None
+        self.fresh = fresh
+        self.state_problem: str | None = None  # why the state file could not be used (one line), after start()
+        self.state_summary: str | None = None  # what came back from it, after start()
+        self._state_saving = False  # True once the state file is loaded (or may be overwritten)
+        self._save_timer: asyncio.Task[None] | None = None
+        self._save_seq = 0
+        self._written_seq = 0
+        self._write_lock = threading.Lock()  # writes run in threads: the newest snapshot always wins
+        self._save_failed = False
         self._runner: web.AppRunner | None = None
         self._gateway: Gateway | None = None
         self._voice: SandboxVoice | None = None
@@ -140,6 +162,8 @@ class Sandbox:
         """Bind 127.0.0.1 on a random port and serve; raises OSError if the socket cannot be bound."""
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
+        if self.state_path is not None:
+            await self._load_state()
         api = RestApi(self)
         app = web.Application(client_max_size=4 * UPLOAD_LIMIT_BYTES, middlewares=[api.middleware])
         app.router.add_get("/gateway", self._gateway_handler)
@@ -189,8 +213,8 @@ class Sandbox:
         await self.stop()
 
     async def stop(self) -> None:
-        """Close the voice server (websockets, UDP, open spurts), the gateway sockets and the HTTP server;
-        safe to call twice."""
+        """Close the voice server (websockets, UDP, open spurts), the gateway sockets and the HTTP server, then
+        (with a ``state_path``) write the state a last time; safe to call twice."""
         if self._voice is not None:
             await self._voice.stop()
         if self._gateway is not None:
@@ -199,6 +223,89 @@ class Sandbox:
             await self._runner.cleanup()
             self._runner = None
         self.uninstall()
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+            await asyncio.gather(self._save_timer, return_exceptions=True)
+            self._save_timer = None
+        if self._state_saving:
+            await self.save_state()
+            self._state_saving = False
+
+    # ----------------------------------------------------------------- state across runs
+
+    async def _load_state(self) -> None:
+        """Load ``state_path`` (unless ``fresh``); a file that cannot be used is renamed aside (``state_problem``
+        says so) and the sandbox starts empty. Saving is enabled unless such a file could not be moved away."""
+        path = self.state_path
+        assert path is not None
+        if self.fresh:
+            _log.info("local Discord starts empty (fresh); %s will be overwritten", path)
+            self._state_saving = True
+            return
+        try:
+            data = await asyncio.to_thread(read_state, path)
+            restored = restore(data, loop_time=asyncio.get_running_loop().time()) if data is not None else None
+        except StateUnreadable as exc:
+            try:
+                aside = await asyncio.to_thread(set_aside, path)
+            except OSError as err:
+                self.state_problem = (f"the local Discord's saved state {path} cannot be used: {exc}; it could not "
+                                      f"be renamed aside either ({err.strerror or err}), so the local Discord starts "
+                                      "empty and will not save over it")
+                return
+            self.state_problem = (f"the local Discord's saved state {path} cannot be used: {exc}; it was renamed to "
+                                  f"{aside.name} and the local Discord starts empty")
+            self._state_saving = True
+            return
+        if restored is not None:
+            self.adopt_state(restored)
+            self.state_summary = restored.summary()
+            _log.info("local Discord restored from %s: %s", path, self.state_summary)
+        self._state_saving = True
+
+    def adopt_state(self, restored: RestoredState) -> None:
+        """Take the stores of a restored state (``sandbox.state.restore``) in place of the current ones; call it
+        before the bot connects."""
+        self.global_commands, self.guild_commands = restored.global_commands, restored.guild_commands
+        self._command_ids = restored.command_ids
+        self.threads, self.messages, self.interactions = restored.threads, restored.messages, restored.interactions
+        self._last_snowflake = max(self._last_snowflake, restored.last_snowflake)
+
+    async def save_state(self) -> bool:
+        """Write the state to ``state_path`` now (atomically, in a thread); returns False when there is no state
+        file or it could not be written (logged once until a write succeeds again)."""
+        if self.state_path is None or not self._state_saving:
+            return False
+        self._save_seq += 1
+        seq, state = self._save_seq, snapshot(self, loop_time=asyncio.get_running_loop().time())
+        try:
+            await asyncio.to_thread(self._write_state, seq, state)
+        except (OSError, TypeError, ValueError) as exc:
+            if not self._save_failed:
+                _log.warning("could not save the local Discord's state to %s: %s", self.state_path, exc)
+            self._save_failed = True
+            return False
+        self._save_failed = False
+        return True
+
+    def _write_state(self, seq: int, state: dict[str, Any]) -> None:
+        """Write snapshot number ``seq`` unless a newer one is already on disk (blocking, in a thread)."""
+        assert self.state_path is not None
+        with self._write_lock:
+            if seq > self._written_seq:
+                write_state(self.state_path, state)
+                self._written_seq = seq
+
+    def _state_changed(self) -> None:
+        """Something changed: with a state file, have it written within ``STATE_SAVE_DELAY_S``."""
+        if not self._state_saving or self._save_timer is not None:
+            return
+        self._save_timer = asyncio.get_running_loop().create_task(self._save_later(), name="sandbox-state-save")
+
+    async def _save_later(self) -> None:
+        await asyncio.sleep(STATE_SAVE_DELAY_S)
+        self._save_timer = None  # a change from now on schedules the next write
+        await self.save_state()
 
     def install(self) -> None:
         """Point discord.py at the sandbox: ``Route.BASE`` (REST, webhooks, interaction callbacks) and
@@ -290,6 +397,7 @@ class Sandbox:
 
     def publish(self, event: Event) -> Event:
         event["t_ms"] = self.t_ms()
+        self._state_changed()  # what members see changed; so did the state, or part of it
         if event["event"] == "error":
             self.errors.append(event)
         self.bus.publish(event)
@@ -331,9 +439,22 @@ class Sandbox:
     # ----------------------------------------------------------------- ids, commands
 
     def snowflake(self) -> int:
-        """A new, increasing snowflake with the current time in it."""
+        """A new snowflake with the current time in it, greater than every id this sandbox (or the state it
+        loaded) gave before, even if the clock went back."""
         ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000) - DISCORD_EPOCH_MS
-        return (ms << 22) | (1 << 17) | (next(self._snowflake_seq) & 0xFFF)
+        new = max((ms << 22) | (1 << 17) | (next(self._snowflake_seq) & 0xFFF), self._last_snowflake + 1)
+        self._last_snowflake = new
+        return new
+
+    @property
+    def last_snowflake(self) -> int:
+        """The greatest id given so far (0: none)."""
+        return self._last_snowflake
+
+    @property
+    def command_ids(self) -> dict[tuple[int | None, str, int], int]:
+        """Application command ids by (guild id or None, name, type): stable across syncs (and saved runs)."""
+        return self._command_ids
 
     @property
     def commands(self) -> list[dict[str, Any]]:
@@ -365,6 +486,7 @@ class Sandbox:
         else:
             self.guild_commands[guild_id] = stored
         self.sync_count += 1
+        self._state_changed()
         return stored
 
     def find_command(self, name: str) -> dict[str, Any]:

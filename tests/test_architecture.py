@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "cogs", "services", "sandbox", "tests", "bench")
 TOP_MODULES = ("config", "main")
 PRODUCT = ("bot", "cogs", "services", "config", "main")
-SANDBOX_MAY_IMPORT = ("bot.opus", "services.speech.audio", "services.speech.speech_text", "services.errors")
+SANDBOX_MAY_IMPORT = ("bot.opus", "services.speech.audio", "services.speech.speech_text", "services.errors",
+                      "services.files")
 
 # The domains of services/: domain -> the other domains it may import. Each may also import the shared kernel and
 # config; nothing else of services/ is a module of its own.
