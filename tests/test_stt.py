@@ -213,7 +213,10 @@ def test_speech_too_long_for_the_short_window_is_heard_to_its_end(tiny: FasterWh
     audio = speak(joe, LONG_READING)
     assert audio.size / STT_SAMPLE_RATE > 30.5
     text = tiny.transcribe_raw(audio).lower()
-    assert "voice channel" in text and "whole conversation" in text, text
+    # Its first and its last words are heard; where the second Whisper window takes over (past 30 s), tiny.en may
+    # drop or change a few words ("the whole conversation" heard as "conversation", 1 run in about 10), which the
+    # error rate allows.
+    assert "voice channel" in text and text.rstrip(" .").endswith("conversation again in the channel"), text
     assert word_error_rate([LONG_READING], [text]) <= 0.2, text
 
 
