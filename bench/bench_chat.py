@@ -6,7 +6,8 @@ first answer token in the channel is measured; the bot's overhead is that time m
 first-token latency. Reported: p50/p95/max overhead, plus event-loop lag while answers stream.
 
 Usage: ``.venv/bin/python -m bench.bench_chat [--runs 30] [--first-token-ms 200]``; writes
-bench/results/chat.json.
+bench/results/chat.json. ``--engine real`` measures instead what a CPU-only owner waits, against a real model
+(``bench/real_engine.py``), and writes bench/results/real_model.json.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.support.bot_harness import running_bot
 from tests.support.loop_lag import LoopLagProbe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chat.json"
+REAL_RESULTS = Path(__file__).resolve().parent / "results" / "real_model.json"
 
 
 async def chat_overhead_ms(sandbox: Sandbox, number: int, first_token_ms: float) -> float:
@@ -93,7 +95,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--first-token-ms", type=float, default=200.0)
+    parser.add_argument("--engine", choices=("stand-in", "real"), default="stand-in",
+                        help="stand-in: the bot's overhead against the scripted Ollama stand-in (chat.json); real: "
+                        "what a CPU-only owner waits, against llama.cpp with SmolLM2-135M (bench/real_engine.py, "
+                        "real_model.json)")
     args = parser.parse_args()
+    if args.engine == "real":
+        from bench.real_engine import run as run_real
+
+        result = asyncio.run(run_real(".venv/bin/python -m bench.bench_chat --engine real"))
+        write_json_atomic(REAL_RESULTS, result)
+        return
     result = asyncio.run(run(args.runs, args.first_token_ms))
     print(json.dumps(result, indent=2))
     write_json_atomic(RESULTS, result)

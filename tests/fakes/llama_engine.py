@@ -18,7 +18,11 @@ with a real engine behind it, so tests and benchmarks see real text, real prompt
 - When the client goes away, the request to llama.cpp is closed at once, which makes llama.cpp stop generating
   (``engine_busy`` tells whether it still is).
 - Like Ollama, a request whose ``options.num_ctx`` differs from the last one reloads the model, which empties its
-  cache: the stand-in erases its slots and counts ``reloads``.
+  cache: the stand-in erases its slots and counts ``reloads``. Each slot has one cache, as in Ollama's runner
+  (llama.cpp's own RAM prompt cache is off).
+- Embeddings of the served model come from the engine; any other model name (the default ``nomic-embed-text``)
+  embeds with ``FakeOllama``'s hashed vectors, as a separate embedding model with its own runner would: it never
+  touches the chat model's cache.
 
 Answers are sampled greedily (temperature 0 unless the request says otherwise) and capped at ``max_answer_tokens``
 (like a Modelfile's ``num_predict``), so a test's answer is repeatable and short.
@@ -43,7 +47,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.ollama import FakeOllama, _now
+from tests.fakes.ollama import FakeOllama, _now, normalize_model
 
 MODEL_NAME = "smollm2:135m"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -116,6 +120,10 @@ def _start_engine(model: Path, context_tokens: int, slots: int, threads: int) ->
     params.embedding = True  # the same model also embeds (mean pooling), as Ollama's /api/embed does
     params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     params.cache_prompt = True
+    # One KV cache per slot and nothing more, as Ollama's runner has: llama.cpp's server would also keep earlier
+    # prompts in RAM (--cache-ram) and bring them back, which Ollama does not.
+    params.cache_ram_mib = 0
+    params.cache_idle_slots = False
     params.verbosity = 0
     return xllamacpp.Server(params)
 
@@ -137,7 +145,7 @@ class LlamaOllama(FakeOllama):
     def __init__(self, *, context_tokens: int = 4096, slots: int = 1, threads: int = 1,
                  max_answer_tokens: int = 96, ignore_eos: bool = False, host: str = "127.0.0.1",
                  port: int = 0) -> None:
-        super().__init__(models=(MODEL_NAME,), host=host, port=port, thinking_models=())
+        super().__init__(models=(MODEL_NAME, "nomic-embed-text"), host=host, port=port, thinking_models=())
         self.context_tokens = context_tokens
         self.slots = slots
         self.threads = threads
@@ -181,7 +189,8 @@ class LlamaOllama(FakeOllama):
             response.raise_for_status()
             return await response.json()
 
-    async def _erase_cache(self) -> None:
+    async def erase_cache(self) -> None:
+        """Empty every slot's cache, as a reload of the model in Ollama does."""
         assert self._engine_http is not None
         for slot in range(self.slots):
             async with self._engine_http.post(f"/slots/{slot}?action=erase") as response:
@@ -198,7 +207,7 @@ class LlamaOllama(FakeOllama):
         num_ctx = (body.get("options") or {}).get("num_ctx")
         if self._num_ctx is not None and num_ctx != self._num_ctx:
             self.reloads += 1
-            await self._erase_cache()
+            await self.erase_cache()
         self._num_ctx = num_ctx
 
     @staticmethod
@@ -227,6 +236,8 @@ class LlamaOllama(FakeOllama):
     # -- endpoints -------------------------------------------------------------------------------------
 
     async def _embeddings(self, texts: list[str], model: str) -> list[list[float]]:
+        if normalize_model(model) != normalize_model(MODEL_NAME):
+            return await super()._embeddings(texts, model)
         assert self._engine_http is not None
         await self._load({"options": {"num_ctx": self._num_ctx}})
         async with self._engine_http.post("/v1/embeddings", json={"input": texts}) as response:
