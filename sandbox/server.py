@@ -821,6 +821,8 @@ class Sandbox:
         for key in ("content", "embeds", "components"):
             if key in data:
                 p[key] = data[key] if data[key] is not None else ("" if key == "content" else [])
+        if "components" in data:
+            p["components"] = messages.with_component_ids(p["components"])
         if attachments is not None:
             p["attachments"] = attachments
         stored.shown_at = asyncio.get_running_loop().time()
