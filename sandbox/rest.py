@@ -11,7 +11,9 @@ Messages are returned as the application may see them: without the Message Conte
 
 Rate limits (``sandbox.ratelimits``) come first: a request over its bucket or the global limit gets Discord's 429
 (not an error event: it is Discord working as documented; ``Sandbox.rate_limits`` counts them), and every API
-response carries the bucket's ``X-RateLimit-*`` headers and ``Via``.
+response carries the bucket's ``X-RateLimit-*`` headers and ``Via``. With ``Sandbox.wire`` set, every API exchange is
+recorded there (``sandbox.wire``). Response objects have the shapes of Discord's API description (docs/sandbox.md,
+"Payload shapes").
 """
 
 from __future__ import annotations

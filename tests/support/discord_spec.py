@@ -156,4 +156,4 @@ def _short(error: jsonschema.ValidationError) -> str:
         message = f"matches none of its {error.validator} schemas: " + "; ".join(reasons[:3])
     else:
         message = error.message
-    return message if len(message) <= 300 else message[:297] + "..."
+    return message if len(message) <= 400 else message[:150] + " ... " + message[-245:]  # the tail is the deepest
