@@ -457,6 +457,7 @@ def voice_state_payload(
         "self_deaf": self_deaf,
         "self_mute": self_mute,
         "self_video": False,
+        "self_stream": False,
         "suppress": False,
         "request_to_speak_timestamp": None,
     }
