@@ -102,7 +102,8 @@ class Session:
 class GatewayHooks:
     """Callbacks into the sandbox: ``on_ready`` after GUILD_CREATE, ``on_resumed`` after RESUMED; optionally
     ``on_new_session`` when an IDENTIFY starts a session (before READY), ``on_voice_state_update(d)`` for op 4,
-    ``voice_states()`` for GUILD_CREATE's ``voice_states`` and ``threads()`` for its active ``threads``."""
+    ``voice_states()`` for GUILD_CREATE's ``voice_states``, ``threads()`` for its active ``threads`` and
+    ``on_dispatch(payload)`` for every dispatch as it is sent (or buffered)."""
 
     on_ready: Callable[[], Awaitable[None]]
     on_resumed: Callable[[], Awaitable[None]]
@@ -110,6 +111,7 @@ class GatewayHooks:
     on_voice_state_update: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     voice_states: Callable[[], list[dict[str, Any]]] | None = None
     threads: Callable[[], list[dict[str, Any]]] | None = None
+    on_dispatch: Callable[[dict[str, Any]], None] | None = None
 
 
 class Gateway:
@@ -155,6 +157,8 @@ class Gateway:
         session.seq += 1
         payload = {"op": 0, "t": event, "s": session.seq, "d": data}
         session.sent.append(payload)
+        if self._hooks.on_dispatch is not None:
+            self._hooks.on_dispatch(payload)
         await self._send(session, payload)
 
     async def send_reconnect(self) -> None:

@@ -295,7 +295,7 @@ def channel_permissions_of(user: SimUser, channel: SimChannel) -> int:
 
 
 def user_payload(user: SimUser) -> dict[str, Any]:
-    """A Discord user object."""
+    """A Discord user object, with the fields Discord always sends (``UserResponse`` in its API description)."""
     data: dict[str, Any] = {
         "id": str(user.id),
         "username": user.name,
@@ -307,6 +307,8 @@ def user_payload(user: SimUser) -> dict[str, Any]:
         "banner": None,
         "accent_color": None,
         "avatar_decoration_data": None,
+        "collectibles": None,
+        "primary_guild": None,
     }
     if user.bot:
         data["bot"] = True
@@ -384,7 +386,8 @@ def channel_payload(channel: SimChannel) -> dict[str, Any]:
 
 
 def guild_payload() -> dict[str, Any]:
-    """The guild object as GET /guilds/{id} returns it (no members or channels)."""
+    """The guild object as GET /guilds/{id} returns it (no members or channels), with every field Discord always
+    sends (``GuildResponse``)."""
     return {
         "id": str(GUILD_ID),
         "name": GUILD_NAME,
@@ -417,7 +420,15 @@ def guild_payload() -> dict[str, Any]:
         "safety_alerts_channel_id": None,
         "vanity_url_code": None,
         "max_members": 500000,
+        "max_presences": None,
         "max_video_channel_users": 25,
+        "max_stage_video_channel_users": 50,
+        "home_header": None,
+        "region": "deprecated",  # voice regions are per channel now; Discord still sends the field
+        "widget_enabled": False,
+        "widget_channel_id": None,
+        "nsfw": False,
+        "incidents_data": None,
     }
 
 
@@ -446,6 +457,7 @@ def voice_state_payload(
         "self_deaf": self_deaf,
         "self_mute": self_mute,
         "self_video": False,
+        "self_stream": False,
         "suppress": False,
         "request_to_speak_timestamp": None,
     }
@@ -505,8 +517,10 @@ def application_flags(*, message_content: bool) -> int:
 
 
 def application_payload(*, message_content: bool = True) -> dict[str, Any]:
-    """The application object of GET /applications/@me; ``message_content``: whether the Message Content intent
-    is granted (its flag set)."""
+    """The application object of GET /applications/@me, with every field Discord always sends
+    (``PrivateApplicationResponse``); ``message_content``: whether the Message Content intent is granted (its flag
+    set)."""
+    flags = application_flags(message_content=message_content)
     return {
         "id": str(APPLICATION_ID),
         "name": BOT_NAME,
@@ -519,10 +533,48 @@ def application_payload(*, message_content: bool = True) -> dict[str, Any]:
         "owner": user_payload(MEMBERS["owner"]),
         "team": None,
         "verify_key": "0" * 64,
-        "flags": application_flags(message_content=message_content),
+        "type": None,
+        "flags": flags,
+        "flags_new": str(flags),
         "tags": [],
         "redirect_uris": [],
         "interactions_endpoint_url": None,
+        "role_connections_verification_url": None,
         "approximate_guild_count": 1,
+        "approximate_user_install_count": 0,
+        "approximate_user_authorization_count": 0,
+        "explicit_content_filter": 0,
+        "eligible_oauth2_scopes": [],
         "integration_types_config": {"0": {}},
     }
+
+
+def command_payload(body: dict[str, Any], *, command_id: int, application_id: int, version: int,
+                    guild_id: int | None) -> dict[str, Any]:
+    """An application command as Discord returns it (``ApplicationCommandResponse``) from the bot's create/overwrite
+    ``body``: Discord's ``id``, ``application_id`` and ``version`` (a snowflake, new at each change),
+    ``default_member_permissions`` as a string of the permission bits (the bot may send an integer) or null,
+    ``integration_types`` defaulting to guild install ``[0]``, ``contexts`` null unless set, ``dm_permission`` only
+    for a global command, and ``options`` only when there are some."""
+    permissions = body.get("default_member_permissions")
+    data: dict[str, Any] = {
+        "id": str(command_id),
+        "application_id": str(application_id),
+        "version": str(version),
+        "default_member_permissions": None if permissions is None else str(int(permissions)),
+        "type": int(body.get("type", 1)),
+        "name": body["name"],
+        "name_localizations": body.get("name_localizations"),
+        "description": body.get("description") or "",
+        "description_localizations": body.get("description_localizations"),
+        "contexts": body.get("contexts"),
+        "integration_types": body.get("integration_types") or [0],
+        "nsfw": bool(body.get("nsfw", False)),
+    }
+    if guild_id is None:
+        data["dm_permission"] = bool(body.get("dm_permission", True))
+    else:
+        data["guild_id"] = str(guild_id)
+    if body.get("options"):
+        data["options"] = body["options"]
+    return data

@@ -49,7 +49,7 @@ def message_payload(
         "mention_roles": [],
         "attachments": attachments,
         "embeds": list(data.get("embeds") or []),
-        "components": list(data.get("components") or []),
+        "components": with_component_ids(data.get("components") or []),
         "pinned": False,
         "type": 19 if reference else (20 if interaction and interaction.kind == 2 else 0),
         "flags": flags,
@@ -84,6 +84,49 @@ def message_payload(
         payload["interaction"] = {"id": str(interaction.id), "type": interaction.kind, "name": name, "user": user}
     payload["mentions"] = mentions(content, data.get("allowed_mentions"), reference)
     return payload
+
+
+def with_component_ids(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A message's components as Discord stores them: each one without an ``id`` gets one, numbered from 1 in
+    tree order (a parent before its children), skipping the ids the bot chose itself; the bot's own are kept.
+    Returns new dicts; raises nothing (a malformed tree is numbered as far as it goes)."""
+    copied = _copy_components(components)
+    used = {c["id"] for c in _walk(copied) if isinstance(c.get("id"), int)}
+    next_id = 1
+    for component in _walk(copied):
+        if not isinstance(component.get("id"), int):
+            while next_id in used:
+                next_id += 1
+            component["id"] = next_id
+            used.add(next_id)
+    return copied
+
+
+def _copy_components(components: list[Any]) -> list[Any]:
+    out = []
+    for component in components:
+        if not isinstance(component, dict):
+            out.append(component)
+            continue
+        copy = dict(component)
+        for key in ("components", "accessory"):
+            child = copy.get(key)
+            if isinstance(child, list):
+                copy[key] = _copy_components(child)
+            elif isinstance(child, dict):
+                copy[key] = _copy_components([child])[0]
+        out.append(copy)
+    return out
+
+
+def _walk(components: list[Any]) -> Any:
+    for component in components:
+        if not isinstance(component, dict):
+            continue
+        yield component
+        for key in ("components", "accessory"):
+            child = component.get(key)
+            yield from _walk(child if isinstance(child, list) else [child] if isinstance(child, dict) else [])
 
 
 def mentions(content: str, allowed: Mapping[str, Any] | None, reference: StoredMessage | None) -> list[dict[str, Any]]:

@@ -117,8 +117,10 @@ class Verdict:
         return self.retry_after_s > 0
 
     def body(self) -> dict[str, object]:
-        """The 429's JSON body (rate-limits.mdx, "Rate Limit Response Structure")."""
-        return {"message": RATE_LIMITED, "retry_after": self.retry_after_s, "global": self.scope == "global"}
+        """The 429's JSON body (rate-limits.mdx, "Rate Limit Response Structure"), with the ``code`` (0) that
+        Discord's API description requires of every error body (``RatelimitedResponse``)."""
+        return {"message": RATE_LIMITED, "retry_after": self.retry_after_s, "global": self.scope == "global",
+                "code": 0}
 
 
 def _bucket_hash(group: str) -> str:

@@ -11,7 +11,9 @@ Messages are returned as the application may see them: without the Message Conte
 
 Rate limits (``sandbox.ratelimits``) come first: a request over its bucket or the global limit gets Discord's 429
 (not an error event: it is Discord working as documented; ``Sandbox.rate_limits`` counts them), and every API
-response carries the bucket's ``X-RateLimit-*`` headers and ``Via``.
+response carries the bucket's ``X-RateLimit-*`` headers and ``Via``. With ``Sandbox.wire`` set, every API exchange is
+recorded there (``sandbox.wire``). Response objects have the shapes of Discord's API description (docs/sandbox.md,
+"Payload shapes").
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .model import INTERACTION_TOKEN_TTL_S, UPLOAD_LIMIT_BYTES, Event, Interacti
 from .ratelimits import RateLimiter, Verdict
 from .threads import AUTO_ARCHIVE_MINUTES, PRIVATE_THREAD, PUBLIC_THREAD, SimThread, thread_payload
 from .validation import ApiError, form_error, validate_choices, validate_commands, validate_message
+from .wire import RestExchange, WireLog
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -53,8 +56,18 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 async def read_body(request: web.Request) -> tuple[dict[str, Any], dict[int, Upload]]:
     """The JSON body (or multipart ``payload_json``) and the uploaded ``files[n]`` by index n.
 
-    Raises ApiError 40005 for a file over the upload limit and 50109 for unparsable JSON.
+    Raises ApiError 40005 for a file over the upload limit and 50109 for unparsable JSON. The body is also kept in
+    ``request[WIRE_BODY]`` for the wire log.
     """
+    payload, uploads = await _read_body(request)
+    request[WIRE_BODY] = payload
+    return payload, uploads
+
+
+WIRE_BODY = web.RequestKey("wire_body", object)
+
+
+async def _read_body(request: web.Request) -> tuple[dict[str, Any], dict[int, Upload]]:
     uploads: dict[int, Upload] = {}
     if request.content_type.startswith("multipart/"):
         payload: dict[str, Any] = {}
@@ -96,6 +109,8 @@ class RestBackend(Protocol):
     def message_content_intent(self) -> bool: ...
     @property
     def rate_limits(self) -> RateLimiter: ...
+    @property
+    def wire(self) -> WireLog | None: ...
     @property
     def gateway_url(self) -> str: ...
     @property
@@ -210,7 +225,18 @@ class RestApi:
         if request.path.startswith("/api/"):
             response.headers.update(verdict.headers)
             response.headers["Via"] = "1.1 google"  # discord.py takes a 429 without Via for a Cloudflare ban
+            if self.sb.wire is not None:
+                self._record(self.sb.wire, request, response)
         return response
+
+    @staticmethod
+    def _record(wire: WireLog, request: web.Request, response: web.StreamResponse) -> None:
+        body = response.body if isinstance(response, web.Response) else None
+        is_json = response.headers.get("Content-Type") == "application/json" and isinstance(body, bytes)
+        wire.rest.append(RestExchange(
+            method=request.method, path=re.sub(r"^/api/v\d+", "", request.path), query=dict(request.query),
+            request=request.get(WIRE_BODY), status=response.status, response=json.loads(body) if is_json else None,
+        ))
 
     def _rate_limit(self, request: web.Request, route: str) -> Verdict:
         """Discord's rate limits (``sandbox.ratelimits``) for a request to a known API route; others pass."""
@@ -299,7 +325,8 @@ class RestApi:
     # ----------------------------------------------------------- users, gateway, application, guild
 
     async def get_me(self, request: web.Request) -> web.Response:
-        return json_response({**guild.user_payload(guild.BOT), "verified": True, "mfa_enabled": False})
+        return json_response({**guild.user_payload(guild.BOT), "verified": True, "mfa_enabled": False,
+                              "locale": "en-US", "premium_type": 0, "email": None})
 
     async def get_user(self, request: web.Request) -> web.Response:
         user = guild.user_by_id(self._snowflake(request, "user_id"))
@@ -411,7 +438,7 @@ class RestApi:
             self.sb.rest_message(m)
             for m in reversed(self.sb.messages.values())
             if m.channel.id == channel.id
-            and not (m.deleted or m.ephemeral or m.loading)
+            and not (m.deleted or m.ephemeral)
             and (before is None or m.id < before)
             and (after is None or m.id > after)
         ]
@@ -596,16 +623,20 @@ class RestApi:
 
     @staticmethod
     def _callback_response(record: InteractionRecord, cb_type: int, message: StoredMessage | None) -> dict:
-        interaction: dict[str, Any] = {"id": str(record.id), "type": 2}
-        resource: dict[str, Any] = {"type": cb_type}
+        """The ``with_response`` body (``InteractionCallbackResponse``): the interaction, with its own type and the
+        message its response created or will be (a deferred one: loading), and a ``resource`` only for the types
+        that create or update a message (4, 7), as Discord's API description has it."""
+        interaction: dict[str, Any] = {"id": str(record.id), "type": record.kind}
+        response: dict[str, Any] = {"interaction": interaction}
         if message is not None:
             interaction.update(
                 response_message_id=str(message.id),
                 response_message_loading=message.loading,
                 response_message_ephemeral=message.ephemeral,
             )
-            resource["message"] = message.payload
-        return {"interaction": interaction, "resource": resource}
+            if cb_type in (4, 7):
+                response["resource"] = {"type": cb_type, "message": message.payload}
+        return response
 
     def _webhook_message(self, request: web.Request, record: InteractionRecord) -> StoredMessage:
         key = request.match_info["message_id"]

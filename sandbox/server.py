@@ -59,6 +59,7 @@ from .state import RestoredState, StateUnreadable, read_state, restore, set_asid
 from .threads import PUBLIC_THREAD, THREAD_NAME_MAX, SimThread, thread_channel, thread_delete_payload, thread_payload
 from .voice.server import SandboxVoice, VoiceHooks, VoiceRefused
 from .voice.speech import SpeechError, SpeechPlan, plan_speech, read_speech
+from .wire import WireLog
 
 _log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class Sandbox:
     (``messages.as_seen_by_bot``). ``rate_limits``: Discord's HTTP rate limits (``sandbox.ratelimits``): True (the
     default) applies the default ``RateLimitSettings``, False none, or the settings to apply;
     ``Sandbox.rate_limits`` is the limiter (its ``settings`` can be changed at any time; its ``served_429`` and
-    ``hits`` are the 429s served). Raises SandboxError when ``record_dir`` cannot be a folder.
+    ``hits`` are the 429s served). ``wire``: a ``WireLog`` that records every REST exchange and gateway dispatch
+    (also settable later, ``sandbox.wire = WireLog()``; None records nothing). Raises SandboxError when
+    ``record_dir`` cannot be a folder.
 
     ``state_path``: a JSON file (``sandbox.state``) where the sandbox keeps its state across runs, as the playground
     does (``DATA_DIR/sandbox.json``): ``start()`` loads it (unless ``fresh``), every change is written within
@@ -106,12 +109,14 @@ class Sandbox:
         rate_limits: RateLimitSettings | bool = True,
         state_path: str | Path | None = None,
         fresh: bool = False,
+        wire: WireLog | None = None,
     ):
         self.interaction_deadline_s = interaction_deadline_s
         self.message_content_intent = message_content_intent
         if isinstance(rate_limits, bool):
             rate_limits = RateLimitSettings(enabled=rate_limits)
         self.rate_limits = RateLimiter(rate_limits)
+        self.wire = wire
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self.dave = dave
         self.record_dir = Path(record_dir).expanduser() if record_dir is not None else None
@@ -186,6 +191,7 @@ class Sandbox:
             on_voice_state_update=self._voice.on_bot_op4,
             voice_states=self._voice.guild_create_states,
             threads=lambda: [thread_payload(t) for t in self.threads.values() if not (t.archived or t.deleted)],
+            on_dispatch=lambda payload: self.wire.dispatches.append(payload) if self.wire is not None else None,
         )
         self._gateway = Gateway(
             token=self.bot_token, url=self.gateway_url, hooks=hooks, heartbeat_interval_ms=self._heartbeat_interval_ms,
@@ -462,25 +468,14 @@ class Sandbox:
         return self.global_commands + [c for cmds in self.guild_commands.values() for c in cmds]
 
     def store_commands(self, guild_id: int | None, payload: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Replace the global (``guild_id`` None) or guild command set; ids stay stable per (name, type)."""
+        """Replace the global (``guild_id`` None) or guild command set; returns the commands as Discord does
+        (``guild.command_payload``): ids stay stable per (name, type), each PUT gives a new ``version``."""
         stored = []
         for cmd in payload:
             key = (guild_id, cmd["name"], int(cmd.get("type", 1)))
             cmd_id = self._command_ids.setdefault(key, self.snowflake())
-            entry = {
-                "type": 1,
-                "description": "",
-                "options": [],
-                "default_member_permissions": None,
-                "nsfw": False,
-                **cmd,
-                "id": str(cmd_id),
-                "application_id": str(self.application_id),
-                "version": str(self.snowflake()),
-            }
-            if guild_id is not None:
-                entry["guild_id"] = str(guild_id)
-            stored.append(entry)
+            stored.append(guild.command_payload(cmd, command_id=cmd_id, application_id=self.application_id,
+                                                version=self.snowflake(), guild_id=guild_id))
         if guild_id is None:
             self.global_commands = stored
         else:
@@ -908,7 +903,9 @@ class Sandbox:
     ) -> StoredMessage:
         """Store a new message (already validated), publish its event and dispatch MESSAGE_CREATE.
 
-        ``data`` holds the body fields (content, embeds, components, flags, allowed_mentions, tts).
+        ``data`` holds the body fields (content, embeds, components, flags, allowed_mentions, tts). A ``loading``
+        message (a deferred interaction response, flag 128) is created and dispatched at once, as Discord does, but
+        its "message" event waits until it is filled (``edit_message``): members see "is thinking..." until then.
         """
         msg_id = message_id or self.snowflake()
         payload = messages.message_payload(
@@ -929,8 +926,8 @@ class Sandbox:
             thread.message_count += 1
         if not loading:
             self.publish(messages.message_event("message", stored))
-            if not ephemeral:
-                await self._dispatch("MESSAGE_CREATE", self._gateway_message(stored))
+        if not ephemeral:  # a deferred response's "thinking" message exists from the defer on, as on Discord
+            await self._dispatch("MESSAGE_CREATE", self._gateway_message(stored))
         return stored
 
     async def edit_message(
@@ -938,13 +935,16 @@ class Sandbox:
     ) -> None:
         """Apply an edit (already validated): content/embeds/components/flags replaced where given.
 
-        Filling a deferred ("thinking") original response publishes "message" and dispatches MESSAGE_CREATE;
-        any other edit publishes "edit" and dispatches MESSAGE_UPDATE.
+        Filling a deferred ("thinking") original response publishes "message" (what members see first) and
+        dispatches MESSAGE_UPDATE without ``edited_timestamp``; any other edit publishes "edit" and dispatches
+        MESSAGE_UPDATE.
         """
         p = stored.payload
         for key in ("content", "embeds", "components"):
             if key in data:
                 p[key] = data[key] if data[key] is not None else ("" if key == "content" else [])
+        if "components" in data:
+            p["components"] = messages.with_component_ids(p["components"])
         if attachments is not None:
             p["attachments"] = attachments
         stored.shown_at = asyncio.get_running_loop().time()
@@ -955,7 +955,7 @@ class Sandbox:
             p["flags"] = int(p["flags"]) & ~128
             self.publish(messages.message_event("message", stored))
             if not stored.ephemeral:
-                await self._dispatch("MESSAGE_CREATE", self._gateway_message(stored))
+                await self._dispatch("MESSAGE_UPDATE", self._gateway_message(stored))
             return
         p["edited_timestamp"] = dt.datetime.now(dt.UTC).isoformat()
         self.publish(messages.message_event("edit", stored))
@@ -966,7 +966,7 @@ class Sandbox:
         """Mark deleted, publish "delete", dispatch MESSAGE_DELETE (non-ephemeral only)."""
         stored.deleted = True
         self.publish(messages.message_event("delete", stored))
-        if not stored.ephemeral and not stored.loading:
+        if not stored.ephemeral:
             data = {"id": str(stored.id), "channel_id": str(stored.channel.id), "guild_id": str(guild.GUILD_ID)}
             await self._dispatch("MESSAGE_DELETE", data)
 

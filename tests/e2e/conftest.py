@@ -16,6 +16,7 @@ from bot.client import AssistantBot
 from bot.streaming import CURSOR
 from config import Settings, load_settings
 from sandbox import Sandbox
+from sandbox.wire import WireLog
 from services.speech.stt import FasterWhisperTranscriber
 from services.speech.tts import PiperSynthesizer
 from tests.fakes.ollama import FakeOllama
@@ -161,17 +162,20 @@ def speech_models() -> SpeechModels:
 async def make_harness(
     tmp_path: Path, ollama: FakeOllama, speech_models: SpeechModels
 ) -> AsyncIterator[HarnessFactory]:
-    """Factory: ``await make_harness(docs=False, dave=True, record_dir=None, rate_limits=True, **setting_overrides)``
+    """Factory: ``await make_harness(docs=False, dave=True, record_dir=None, rate_limits=True, wire=None,
+    **setting_overrides)``
     starts a sandbox (DAVE on unless ``dave=False``; Discord's rate limits on unless ``rate_limits=False``, which a
     test turns off only when it says why; writing each talk spurt it receives as a WAV file into ``record_dir`` when
-    given, as the playground's ``--record``) and the bot (possibly more than once per test: a restart); all are stopped
+    given, as the playground's ``--record``; recording what crosses the wire into ``wire``, a ``sandbox.wire.WireLog``,
+    when given) and the bot (possibly more than once per test: a restart); all are stopped
     afterwards, the latest first (``install()`` nests). ``sandbox=harness.sandbox`` starts a new bot on a running
     sandbox instead (a restart: with the same settings it has the same DATA_DIR). The bot speaks and listens with the
     session's shared bundled models, unless the overrides configure other speech settings."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def factory(docs: bool = False, dave: bool = True, record_dir: Path | None = None,
-                          sandbox: Sandbox | None = None, rate_limits: bool = True, **overrides: Any) -> Harness:
+                          sandbox: Sandbox | None = None, rate_limits: bool = True, wire: WireLog | None = None,
+                          **overrides: Any) -> Harness:
             settings = make_settings(tmp_path, ollama.url, **overrides)
             if docs:
                 shutil.copytree(FIXTURE_DOCS, settings.DOCUMENTS_DIR / "global")
@@ -180,7 +184,7 @@ async def make_harness(
             transcriber = speech_models.transcriber if not overrides.keys() & STT_SETTINGS else None
             if sandbox is None:
                 sandbox = await stack.enter_async_context(Sandbox(dave=dave, record_dir=record_dir,
-                                                                  rate_limits=rate_limits))
+                                                                  rate_limits=rate_limits, wire=wire))
             bot = await stack.enter_async_context(
                 running_bot(sandbox, settings, synthesizer=synthesizer, transcriber=transcriber))
             queue = sandbox.subscribe()

@@ -28,6 +28,8 @@ from sandbox import (
     SandboxError,
     run_playground,
 )
+from sandbox.messages import with_component_ids
+from sandbox.wire import WireLog
 
 
 class TinyBot(commands.Bot):
@@ -39,6 +41,7 @@ class TinyBot(commands.Bot):
         intents.members = True
         super().__init__(command_prefix="!", intents=intents, guild_ready_timeout=0.05)
         self.slow_delay = 0.0
+        self.thinking: discord.InteractionMessage | None = None
 
     async def setup_hook(self) -> None:
         g = discord.Object(GUILD_ID)
@@ -53,6 +56,12 @@ class TinyBot(commands.Bot):
             await interaction.followup.send("step one")
             await interaction.edit_original_response(content="step two")
             await interaction.followup.send("step three")
+
+        @app_commands.command(name="think", description="Defer, read the thinking message, then answer")
+        async def think(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(thinking=True)
+            self.thinking = await interaction.original_response()
+            await interaction.followup.send("thought")
 
         @app_commands.command(name="secret", description="Ephemeral answer")
         async def secret(interaction: discord.Interaction) -> None:
@@ -97,7 +106,7 @@ class TinyBot(commands.Bot):
             admin = interaction.permissions.manage_guild
             await interaction.response.send_message(f"reload full={full} admin={admin}", ephemeral=not admin)
 
-        for cmd in (ping, steps, secret, long, slow, embed, menu, empty, docs):
+        for cmd in (ping, steps, think, secret, long, slow, embed, menu, empty, docs):
             self.tree.add_command(cmd, guild=g)
         await self.tree.sync(guild=g)
 
@@ -185,6 +194,45 @@ async def test_defer_followup_edit_events(sandbox: Sandbox, bot: TinyBot) -> Non
     visible = [(m["content"], m["edited"]) for m in sandbox.channel_messages("general")]
     assert visible == [("step two", True), ("step three", False)]
     assert not sandbox.errors
+
+
+async def test_a_deferred_response_is_a_loading_message_from_the_defer_on(sandbox: Sandbox, bot: TinyBot) -> None:
+    sandbox.wire = WireLog()
+    handle = await sandbox.invoke("alice", "think")
+    await sandbox.wait_for(bot_said("thought"), since=handle)
+    thinking = bot.thinking
+    assert thinking is not None and thinking.flags.loading and thinking.content == ""  # GET @original at once
+    dispatched = [(p["t"], p["d"]["flags"] & 128, p["d"]["content"]) for p in sandbox.wire.dispatches
+                  if p["t"].startswith("MESSAGE_") and p["d"]["id"] == str(thinking.id)]
+    assert dispatched == [("MESSAGE_CREATE", 128, ""), ("MESSAGE_UPDATE", 0, "thought")]
+    callback = next(x for x in sandbox.wire.rest if x.path.endswith("/callback"))
+    interaction = callback.response["interaction"]
+    assert (interaction["type"], interaction["response_message_id"], interaction["response_message_loading"]) == (
+        2, str(thinking.id), True)
+    assert "resource" not in callback.response  # Discord describes a resource for types 4 and 7 only
+    assert not sandbox.errors
+
+
+async def test_commands_come_back_as_discord_returns_them(sandbox: Sandbox, bot: TinyBot) -> None:
+    body = [{"name": "admin", "description": "Admins only", "type": 1, "default_member_permissions": 8192}]
+    first = await bot.http.bulk_upsert_guild_commands(BOT_USER_ID, GUILD_ID, body)
+    second = await bot.http.bulk_upsert_guild_commands(BOT_USER_ID, GUILD_ID, body)
+    assert first[0]["default_member_permissions"] == "8192"  # the bot sent an integer
+    assert first[0]["id"] == second[0]["id"] and first[0]["version"] != second[0]["version"]
+    assert (first[0]["application_id"], first[0]["guild_id"]) == (str(BOT_USER_ID), str(GUILD_ID))
+    assert first[0]["integration_types"] == [0] and "options" not in first[0] and "dm_permission" not in first[0]
+    assert await bot.http.get_guild_commands(BOT_USER_ID, GUILD_ID) == second
+
+
+async def test_components_get_ids_as_discord_assigns_them(sandbox: Sandbox, bot: TinyBot) -> None:
+    handle = await sandbox.invoke("alice", "menu")
+    menu = await sandbox.wait_for(bot_said("pick one"), since=handle)
+    row = sandbox.messages[menu["message_id"]].payload["components"][0]
+    assert [row["id"]] + [button["id"] for button in row["components"]] == [1, 2, 3]
+    chosen = [{"type": 1, "components": [{"type": 2, "id": 2}, {"type": 2}]}]
+    numbered = with_component_ids(chosen)
+    assert [numbered[0]["id"]] + [b["id"] for b in numbered[0]["components"]] == [1, 2, 3]  # the bot's own id kept
+    assert "id" not in chosen[0]  # the bot's body is not changed
 
 
 async def test_ephemeral_answer(sandbox: Sandbox, bot: TinyBot) -> None:
