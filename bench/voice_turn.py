@@ -28,6 +28,12 @@ speech models shared, so that the machine's load (it is shared) hits both alike.
 
 Usage: ``.venv/bin/python -m bench.voice_turn [--rounds 4] [--set new:ENDPOINT_SILENCE_MS=250]``; writes
 bench/results/voice_turn.json.
+
+``--engine real`` runs the new pipeline twice instead, side by side: against the stand-in (``stand-in``: a GPU-class
+model server) and against a real model on this machine's CPU (``real``: llama.cpp with SmolLM2-135M on one thread,
+in this process, ``tests/fakes/llama_engine.py``; its CPU time then counts in cpu_s), reporting for ``real`` the
+prompt tokens the engine read and took from its cache on each turn of the voice conversation. E.g.
+``--engine real --rounds 1 --runs 5 --paused 0`` (writes bench/results/voice_turn_real.json).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from sandbox import Sandbox
 from services.files import write_json_atomic
 from services.speech.stt import create_transcriber
 from services.speech.tts import Synthesizer, create_synthesizer
+from tests.fakes.llama_engine import MODEL_NAME, LlamaOllama
 from tests.support.bot_harness import running_bot
 from tests.support.paused_speech import (
     PAUSED_QUESTIONS,
@@ -59,6 +66,7 @@ from tests.support.paused_speech import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "voice_turn.json"
+REAL_RESULTS = Path(__file__).resolve().parent / "results" / "voice_turn_real.json"
 BOT = "Assistant"
 ANSWER = "It is sunny today. Enjoy your day outside."
 WARM_UP = "Hello there, can you hear me?"
@@ -86,6 +94,7 @@ class Results:
     cpu_s: list[float] = field(default_factory=list)
     paused: list[dict[str, Any]] = field(default_factory=list)
     speculation: list[tuple[int, int]] = field(default_factory=list)  # (started, discarded) per block
+    engine_turns: list[dict[str, Any]] = field(default_factory=list)  # a real engine's figures, per turn
 
 
 def speculation_counts(session: Any) -> tuple[int, int] | None:
@@ -216,7 +225,7 @@ def settings_for(overrides: dict[str, Any], ollama_url: str, tmp: Path) -> Setti
 
 async def run_block(name: str, overrides: dict[str, Any], ollama_url: str, models: tuple[Any, Any],
                     questions: list[bytes], paused: list[tuple[PausedQuestion, bytes]], warm_up: bytes,
-                    results: Results) -> None:
+                    results: Results, engine: LlamaOllama | None = None) -> None:
     synthesizer, transcriber = models
     settings = settings_for(overrides, ollama_url, Path(tempfile.mkdtemp(prefix=f"bench-turn-{name}-")))
     transcriber = with_window(transcriber, settings)
@@ -230,6 +239,12 @@ async def run_block(name: str, overrides: dict[str, Any], ollama_url: str, model
             results.first_audio_ms.append(first_audio)
             results.reports.append(report)
             results.cpu_s.append(cpu)
+            if engine is not None and engine.timings:
+                timing = engine.timings[-1]
+                results.engine_turns.append({
+                    "turn": len(results.engine_turns) + 1, "prompt_tokens": timing.prompt_tokens,
+                    "cached_tokens": timing.cached_tokens, "read_tokens": timing.read_tokens,
+                    "engine_ttft_ms": round(timing.ttft_ms or 0.0, 1), "first_audio_ms": round(first_audio, 1)})
             print(f"  {name}: {first_audio:.0f} ms to first answer audio, {report}", flush=True)
         for question, pcm in paused:
             outcome = await block.paused(question, pcm)
@@ -264,6 +279,7 @@ def summarize(name: str, overrides: dict[str, Any], results: Results) -> dict[st
         "breakdown_p95_ms": {k: round(percentile([r[k] for r in reports if r[k] is not None], 95), 1) for k in keys},
         "bot_overhead_ms": stats(overhead),
         "cpu_s_per_turn": stats(results.cpu_s, 3),
+        "engine_turns": results.engine_turns or None,
         "speculative_started": started if results.speculation else None,
         "speculative_discarded_share": round(discarded / started, 3) if started else None,
         "paused_set": {
@@ -284,6 +300,10 @@ async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) ->
     ollama = OllamaProcess("--first-token-ms", str(args.first_token_ms), "--tokens-per-s", str(args.tokens_per_s),
                            "--answer", ANSWER)
     url = await ollama.start()
+    engine = LlamaOllama(threads=1, max_answer_tokens=40) if "real" in pipelines else None
+    if engine is not None:
+        await engine.start()
+    urls = {name: engine.url if engine is not None and name == "real" else url for name in pipelines}
     settings = settings_for({}, url, Path(tempfile.mkdtemp(prefix="bench-turn-")))
     synthesizer, transcriber = create_synthesizer(settings), create_transcriber(settings)
     await asyncio.gather(asyncio.to_thread(synthesizer.load), asyncio.to_thread(transcriber.load))
@@ -303,18 +323,28 @@ async def run(args: argparse.Namespace, pipelines: dict[str, dict[str, Any]]) ->
             order = names if round_ % 2 == 0 else names[::-1]  # ABBA: a drift in load hits both alike
             for name in order:
                 print(f"round {round_ + 1}/{args.rounds}: {name}", flush=True)
-                await run_block(name, pipelines[name], url, (synthesizer, transcriber),
-                                questions[round_::args.rounds], paused[round_::args.rounds], warm_up, results[name])
+                await run_block(name, pipelines[name], urls[name], (synthesizer, transcriber),
+                                questions[round_::args.rounds], paused[round_::args.rounds], warm_up, results[name],
+                                engine if name == "real" else None)
     finally:
         await ollama.stop()
+        if engine is not None:
+            await engine.stop()
     summary = {name: summarize(name, pipelines[name], results[name]) for name in pipelines}
-    first = next(iter(summary))
-    new, current = summary.get("new", summary[first]), summary.get("current", summary[first])
-    return {
+    common = {
         "stt": f"faster-whisper {transcriber.plan}, {settings.WHISPER_COMPUTE_TYPE}",
         "tts": f"piper {synthesizer.plan}",
         "llm_stand_in": {"first_token_ms": args.first_token_ms, "tokens_per_s": args.tokens_per_s, "answer": ANSWER},
         "whole_questions_per_pipeline": len(questions), "rounds": args.rounds, "paused_halves": args.halves,
+    }
+    if engine is not None:  # stand-in and real engine side by side
+        return {**common, "real_engine": "llama.cpp (xllamacpp), SmolLM2-135M-Instruct Q4_1, 1 thread, in process",
+                "pipelines": summary,
+                "machine": {**started, "load_average_at_end": machine()["load_average_1_5_15_min"]}}
+    first = next(iter(summary))
+    new, current = summary.get("new", summary[first]), summary.get("current", summary[first])
+    return {
+        **common,
         # The acceptance figures of issue 9 are the new pipeline's; both columns are under "pipelines".
         "streaming": {"pipeline": "new",
                       "end_of_speech_to_first_answer_audio_ms": new["end_of_speech_to_first_answer_audio_ms"]},
@@ -353,9 +383,14 @@ def main() -> None:
                         help="a setting of one pipeline, e.g. new:ENDPOINT_SILENCE_MS=250 (repeatable)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME",
                         help="a third pipeline: a copy of new, changed with --set NAME:... (repeatable)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--engine", choices=("stand-in", "real"), default="stand-in",
+                        help="real: the new pipeline against the stand-in and against a real CPU model, side by side")
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     pipelines = parse_sets(args.set, args.variant)
+    if args.engine == "real":
+        pipelines = {"stand-in": pipelines["new"], "real": {**pipelines["new"], "CHAT_MODEL": MODEL_NAME}}
+    args.output = args.output or (REAL_RESULTS if args.engine == "real" else RESULTS)
     for name, overrides in pipelines.items():
         settings_for(overrides, "http://127.0.0.1:11434", Path(tempfile.gettempdir()))  # fail fast on a bad value
         print(f"{name}: {overrides}")

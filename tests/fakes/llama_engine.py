@@ -39,6 +39,7 @@ import hashlib
 import importlib.util
 import json
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,8 @@ def _start_engine(model: Path, context_tokens: int, slots: int, threads: int) ->
     # prompts in RAM (--cache-ram) and bring them back, which Ollama does not.
     params.cache_ram_mib = 0
     params.cache_idle_slots = False
+    # llama.cpp serves the slot actions (erase_cache's) only with a save folder; nothing is ever saved there.
+    params.slot_save_path = tempfile.gettempdir()
     params.verbosity = 0
     return xllamacpp.Server(params)
 
