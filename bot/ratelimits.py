@@ -181,6 +181,21 @@ class RateLimits:
                 return found
         return None
 
+    def streaming_replies(self, key: tuple[str, str]) -> int:
+        """How many replies stream into the bucket of ``key`` (route, major parameter) now."""
+        return self._streaming[key]
+
+    @contextmanager
+    def streaming(self, key: tuple[str, str]) -> Iterator[None]:
+        """Count one more reply streaming into the bucket of ``key`` while the block runs."""
+        self._streaming[key] += 1
+        try:
+            yield
+        finally:
+            self._streaming[key] -= 1
+            if self._streaming[key] <= 0:
+                del self._streaming[key]
+
     def budget(self, major: str, *routes: str) -> EditBudget:
         """The budget of a reply whose requests go to the bucket of ``routes`` (its edit route first) and ``major``."""
         return EditBudget(self, major, routes)
@@ -220,7 +235,7 @@ class EditBudget:
         return self._limits.bucket(self._major, *self._routes)
 
     def _reserved(self) -> int:
-        return max(1, self._limits._streaming[self._key]) + KEPT_UNSPENT
+        return max(1, self._limits.streaming_replies(self._key)) + KEPT_UNSPENT
 
     def allows(self, cost: int) -> bool:
         """Whether ``cost`` optional requests fit now (see the class docstring)."""
@@ -239,7 +254,7 @@ class EditBudget:
             return bucket.seconds_to_room(bucket.limit, now) or bucket.window_s
         live = bucket.resets_at is not None and now < bucket.resets_at
         left = (bucket.resets_at - now) if live and bucket.resets_at is not None else bucket.window_s
-        return left * max(1, self._limits._streaming[self._key]) / spare
+        return left * max(1, self._limits.streaming_replies(self._key)) / spare
 
     def seconds_to_room(self, cost: int) -> float:
         """Seconds until ``cost`` requests fit in the bucket with KEPT_UNSPENT left over (0.0: now, or an unknown
@@ -266,10 +281,5 @@ class EditBudget:
     @contextmanager
     def streaming(self) -> Iterator[None]:
         """While a reply streams into the bucket: each streaming reply keeps one request for its last edit."""
-        self._limits._streaming[self._key] += 1
-        try:
+        with self._limits.streaming(self._key):
             yield
-        finally:
-            self._limits._streaming[self._key] -= 1
-            if self._limits._streaming[self._key] <= 0:
-                del self._limits._streaming[self._key]

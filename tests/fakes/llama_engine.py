@@ -242,7 +242,6 @@ class LlamaOllama(FakeOllama):
         if normalize_model(model) != normalize_model(MODEL_NAME):
             return await super()._embeddings(texts, model)
         assert self._engine_http is not None
-        await self._load({"options": {"num_ctx": self._num_ctx}})
         async with self._engine_http.post("/v1/embeddings", json={"input": texts}) as response:
             response.raise_for_status()
             data = (await response.json())["data"]
